@@ -1,0 +1,69 @@
+"""Small HTTP helpers shared by the routers: OCI error rendering and the API-version header."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dockyard.errors import DockyardError, NotFound, Unsupported, render
+
+log = logging.getLogger("dockyard.http")
+
+API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None, media_type: str = "application/json") -> Response:
+    return Response(json.dumps(data, separators=(",", ":")).encode(), status, headers=headers, media_type=media_type)
+
+
+def error_response(error: DockyardError, method: str = "GET") -> Response:
+    status, body, headers = render(error)
+    if method == "HEAD":
+        return Response(b"", status, headers={**headers, "Content-Type": "application/json"})
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+async def on_dockyard_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DockyardError)
+    return error_response(exc, request.method)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(Unsupported(f"method {request.method} is not allowed here"), request.method)
+    if exc.status_code == 404:
+        return error_response(NotFound(f"no endpoint at {request.url.path}"), request.method)
+    error = DockyardError(exc.detail)
+    error.status = exc.status_code  # type: ignore[misc]
+    return error_response(error, request.method)
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(DockyardError("internal server error"), request.method)
+
+
+class ApiVersionHeader:
+    """Adds Docker-Distribution-API-Version to every response (docker's ping looks for it)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), API_VERSION_HEADER]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)

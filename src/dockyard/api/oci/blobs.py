@@ -1,0 +1,59 @@
+"""Blob HEAD / GET (with Range) / DELETE."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+
+from dockyard.domain.names import validate_digest, validate_name
+from dockyard.errors import RangeInvalid
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int]:
+    """RFC 9110 single byte range → inclusive (start, end), clamped to the blob; 416 if unsatisfiable."""
+    m = _RANGE_RE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        raise RangeInvalid(f"unsupported Range {header!r}", headers={"Content-Range": f"bytes */{size}"})
+    first, last = m.group(1), m.group(2)
+    if not first:  # suffix: last N bytes
+        length = int(last)
+        if length == 0:
+            raise RangeInvalid("empty suffix range", headers={"Content-Range": f"bytes */{size}"})
+        return max(size - length, 0), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise RangeInvalid(f"range {header} not satisfiable for {size} bytes", headers={"Content-Range": f"bytes */{size}"})
+    return start, min(end, size - 1)
+
+
+async def blob(request: Request) -> Response:
+    services = request.app.state.services
+    name = validate_name(request.path_params["name"])
+    digest = validate_digest(request.path_params["digest"])
+    if request.method == "DELETE":
+        await services.db.run(services.blobs.unlink, name, digest)
+        return Response(status_code=202, headers={"Content-Length": "0"})
+    info = await services.blobs.stat(name, digest)
+    headers = {"Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(info.size)
+        return Response(b"", 200, headers=headers, media_type="application/octet-stream")
+    range_header = request.headers.get("range")
+    if range_header:
+        start, end = parse_range(range_header, info.size)
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+        headers["Content-Length"] = str(end - start + 1)
+        return StreamingResponse(
+            services.blobs.read(info, start, end - start + 1), 206, headers=headers, media_type="application/octet-stream"
+        )
+    path = services.blobs.local_path(info)
+    if path is not None:
+        # Zero-copy where the server supports http.response.pathsend (granian does).
+        return FileResponse(path, headers=headers, media_type="application/octet-stream")
+    headers["Content-Length"] = str(info.size)
+    return StreamingResponse(services.blobs.read(info), 200, headers=headers, media_type="application/octet-stream")

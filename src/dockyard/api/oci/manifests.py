@@ -1,0 +1,71 @@
+"""Manifests (HEAD/GET/PUT/DELETE), tag listing and the referrers API."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dockyard.api.http import json_response
+from dockyard.api.oci.base import link_header
+from dockyard.domain.listings import parse_page_size
+from dockyard.domain.manifests import OCI_INDEX
+from dockyard.domain.names import validate_digest, validate_name, validate_reference
+
+
+async def manifest(request: Request) -> Response:
+    services = request.app.state.services
+    name = validate_name(request.path_params["name"])
+    tag, digest = validate_reference(request.path_params["reference"])
+    method = request.method
+    if method in ("GET", "HEAD"):
+        stored = await services.manifests.get(name, tag, digest)
+        headers = {"Docker-Content-Digest": stored.digest, "ETag": f'"{stored.digest}"'}
+        if method == "HEAD":
+            headers["Content-Length"] = str(len(stored.payload))
+            return Response(b"", 200, headers=headers, media_type=stored.media_type)
+        return Response(stored.payload, 200, headers=headers, media_type=stored.media_type)
+    if method == "DELETE":
+        await services.db.run(services.manifests.delete, name, tag, digest)
+        return Response(status_code=202, headers={"Content-Length": "0"})
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        services.manifests.check_size(int(declared))
+    payload = await _read_limited(request, services.manifests)
+    parsed = await services.db.run(
+        services.manifests.put, name, tag, digest, payload, request.headers.get("content-type")
+    )
+    headers = {
+        "Location": f"/v2/{name}/manifests/{parsed.digest}",
+        "Docker-Content-Digest": parsed.digest,
+        "Content-Length": "0",
+    }
+    if parsed.subject:
+        headers["OCI-Subject"] = parsed.subject
+    return Response(status_code=201, headers=headers)
+
+
+async def _read_limited(request: Request, manifests) -> bytes:
+    """Read the body but stop as soon as it passes the limit, whatever Content-Length claimed."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        manifests.check_size(len(body))
+    return bytes(body)
+
+
+async def tags_list(request: Request) -> Response:
+    services = request.app.state.services
+    name = validate_name(request.path_params["name"])
+    n = parse_page_size(request.query_params.get("n"))
+    page = await services.db.run(services.listings.tags, name, n, request.query_params.get("last"))
+    return json_response({"name": name, "tags": page.items}, headers=link_header(f"/v2/{name}/tags/list", page))
+
+
+async def referrers(request: Request) -> Response:
+    services = request.app.state.services
+    name = validate_name(request.path_params["name"])
+    subject = validate_digest(request.path_params["digest"])
+    artifact_type = request.query_params.get("artifactType")
+    index = await services.db.run(services.listings.referrers, name, subject, artifact_type)
+    headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+    return json_response(index, headers=headers, media_type=OCI_INDEX)

@@ -1,0 +1,95 @@
+"""Blob uploads: POST (start, single-shot, mount), PATCH, PUT, status GET, cancel DELETE."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dockyard.domain.names import validate_digest, validate_name
+from dockyard.errors import DigestInvalid, DockyardError, RangeInvalid
+
+_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
+def _created(name: str, digest: str) -> Response:
+    return Response(
+        status_code=201,
+        headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest, "Content-Length": "0"},
+    )
+
+
+async def start(request: Request) -> Response:
+    services = request.app.state.services
+    name = validate_name(request.path_params["name"])
+    query = request.query_params
+    if "mount" in query:
+        digest = validate_digest(query["mount"])
+        source = query.get("from")
+        if source and await services.db.run(services.blobs.mount, name, digest, validate_name(source)):
+            return _created(name, digest)
+    digest = query.get("digest")
+    if digest is not None:
+        validate_digest(digest)
+    upload = await services.db.run(services.uploads.start, name)
+    if digest is not None:
+        await _append_and_finish(services, upload, request, digest)
+        return _created(name, digest)
+    return Response(status_code=202, headers={**services.uploads.progress_headers(upload), "Content-Length": "0"})
+
+
+async def _append_and_finish(services, upload, request: Request, digest: str, start=None, end=None) -> None:
+    try:
+        upload = await services.uploads.append(
+            upload, request.stream(), start=start, end=end, content_length=_content_length(request)
+        )
+        await services.db.run(services.uploads.finish, upload, digest)
+    except RangeInvalid:
+        raise  # the session stays alive so the client can resume
+    except DockyardError:
+        await services.db.run(services.uploads.cancel, upload)
+        raise
+
+
+def _parse_content_range(request: Request) -> tuple[int | None, int | None]:
+    raw = request.headers.get("content-range")
+    if raw is None:
+        return None, None
+    m = _CONTENT_RANGE_RE.match(raw.strip())
+    if not m:
+        raise RangeInvalid(f"malformed Content-Range {raw!r}; expected <start>-<end>")
+    return int(m.group(1)), int(m.group(2))
+
+
+async def session(request: Request) -> Response:
+    services = request.app.state.services
+    name = validate_name(request.path_params["name"])
+    upload = await services.db.run(services.uploads.get, name, request.path_params["upload_id"])
+    method = request.method
+    if method == "GET":
+        return Response(status_code=204, headers=services.uploads.progress_headers(upload))
+    if method == "DELETE":
+        await services.db.run(services.uploads.cancel, upload)
+        return Response(status_code=204)
+    try:
+        start, end = _parse_content_range(request)
+    except RangeInvalid as exc:
+        exc.headers = services.uploads.progress_headers(upload)
+        raise
+    if method == "PATCH":
+        upload = await services.uploads.append(
+            upload, request.stream(), start=start, end=end, content_length=_content_length(request)
+        )
+        return Response(status_code=202, headers={**services.uploads.progress_headers(upload), "Content-Length": "0"})
+    digest = request.query_params.get("digest")
+    if not digest:
+        raise DigestInvalid("PUT must carry ?digest=<digest> of the whole blob")
+    validate_digest(digest)
+    await _append_and_finish(services, upload, request, digest, start, end)
+    return _created(name, digest)

@@ -1,0 +1,101 @@
+"""Composition root: create_app(settings) wires every service. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from dockyard.api.http import ApiVersionHeader, on_dockyard_error, on_http_exception, on_unexpected
+from dockyard.api.oci.routes import oci_routes
+from dockyard.domain.blobs import BlobService
+from dockyard.domain.listings import ListingService
+from dockyard.domain.manifest_service import ManifestService
+from dockyard.domain.uploads import UploadService
+from dockyard.errors import DockyardError
+from dockyard.metadata.db import Database
+from dockyard.settings import Settings, load_settings
+from dockyard.storage import StorageDriver, open_driver
+
+log = logging.getLogger("dockyard")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    storage: StorageDriver
+    blobs: BlobService
+    uploads: UploadService
+    manifests: ManifestService
+    listings: ListingService
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(settings.resolved_database_url)
+    if settings.auto_migrate:
+        db.migrate()
+    storage = open_driver(settings)
+    blobs = BlobService(db, storage, delete_enabled=settings.delete_enabled)
+    return Services(
+        settings=settings,
+        db=db,
+        storage=storage,
+        blobs=blobs,
+        uploads=UploadService(db, storage, blobs, flush_bytes=settings.upload_flush_bytes),
+        manifests=ManifestService(db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled),
+        listings=ListingService(db),
+    )
+
+
+async def _reap_uploads(services: Services) -> None:
+    interval = services.settings.upload_purge_interval_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            purged = await services.db.run(services.uploads.purge_stale, services.settings.upload_max_age_seconds)
+            if purged:
+                log.info("purged %d stale uploads", purged)
+        except Exception:  # keep reaping on the next tick; one failure must not kill the server
+            log.exception("stale upload purge failed")
+
+
+def create_app(settings: Settings) -> Starlette:
+    services = build_services(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        reaper = None
+        if settings.upload_purge_interval_seconds > 0:
+            reaper = asyncio.create_task(_reap_uploads(services))
+        try:
+            yield
+        finally:
+            if reaper is not None:
+                reaper.cancel()
+            services.db.dispose()
+
+    app = Starlette(
+        routes=oci_routes(),
+        middleware=[Middleware(ApiVersionHeader)],
+        exception_handlers={
+            DockyardError: on_dockyard_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for server workers: settings come from DOCKYARD_* env (set by `dockyard serve`)."""
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(settings)

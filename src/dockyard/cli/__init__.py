@@ -1,0 +1,133 @@
+"""`dockyard` command line. Every command is documented in docs/cli.md (checked by tests)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from dockyard import __version__
+from dockyard.settings import CONFIG_ENV, Settings, load_settings, settings_to_env
+
+app = typer.Typer(help="Dockyard: a self-hosted private OCI registry.", no_args_is_help=True, add_completion=False)
+admin = typer.Typer(help="Administrative tasks run directly against the data directory.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings file (TOML).", envvar=CONFIG_ENV)]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (database + blobs).")]
+DbOpt = Annotated[Optional[str], typer.Option("--database-url", help="sqlite:///… or postgresql://…")]
+
+
+def _settings(config: Path | None, **overrides) -> Settings:
+    try:
+        settings = load_settings(config, **overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        console.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    # Workers and later commands must agree on paths whatever their working directory.
+    return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="Bind address.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="TCP port.")] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    storage_driver: Annotated[Optional[str], typer.Option(help="filesystem or memory.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
+    server: Annotated[Optional[str], typer.Option(help="granian (default) or uvicorn.")] = None,
+) -> None:
+    """Run the registry HTTP server."""
+    settings = _settings(
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        storage_driver=storage_driver,
+        workers=workers,
+        server=server,
+    )
+    from dockyard.metadata.db import Database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    db.migrate()  # once here, so workers never race on it
+    db.dispose()
+    if settings.storage_driver == "memory" and settings.workers > 1:
+        console.print("[red]the memory storage driver cannot be shared by several workers[/red]")
+        raise typer.Exit(2)
+    os.environ.update(settings_to_env(settings))
+    os.environ["DOCKYARD_AUTO_MIGRATE"] = "false"
+    console.print(
+        f"Dockyard {__version__} serving on http://{settings.host}:{settings.port} "
+        f"(data: {settings.data_dir}, database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
+        f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})"
+    )
+    if settings.server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            "dockyard.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level="warning",
+        )
+        return
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    Server(
+        "dockyard.app:app_from_env",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        factory=True,
+        log_access=settings.log_level == "debug",
+    ).serve()
+
+
+@admin.command("migrate")
+def migrate(config: ConfigOpt = None, data_dir: DataDirOpt = None, database_url: DbOpt = None) -> None:
+    """Apply database migrations."""
+    from dockyard.metadata.db import Database
+
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Database(settings.resolved_database_url).migrate()
+    console.print("database is at the latest schema")
+
+
+@admin.command("purge-uploads")
+def purge_uploads(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    older_than: Annotated[Optional[int], typer.Option(help="Seconds idle; default upload_max_age_seconds.")] = None,
+) -> None:
+    """Delete uploads that have been idle too long, with their partial data."""
+    from dockyard.app import build_services
+
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    services = build_services(settings)
+    purged = services.uploads.purge_stale(older_than if older_than is not None else settings.upload_max_age_seconds)
+    console.print(f"purged {purged} stale upload(s)")
+
+
+@app.command()
+def version() -> None:
+    """Print the Dockyard version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

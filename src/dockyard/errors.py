@@ -1,0 +1,140 @@
+"""The one error catalogue: domain code raises these, one renderer turns them into OCI JSON.
+
+Each code is documented in docs/errors.md; tests/unit/test_docs.py checks the list stays complete.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+
+class DockyardError(Exception):
+    """Base: carries the OCI code, HTTP status, message and optional detail."""
+
+    code: ClassVar[str] = "UNKNOWN"
+    status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "unknown error"
+
+    def __init__(self, message: str | None = None, *, detail: Any = None, headers: dict[str, str] | None = None):
+        self.message = message or self.default_message
+        self.detail = detail
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.detail is not None:
+            body["detail"] = self.detail
+        return body
+
+
+class BlobUnknown(DockyardError):
+    code, status, default_message = "BLOB_UNKNOWN", 404, "blob unknown to registry"
+
+
+class BlobUploadInvalid(DockyardError):
+    code, status, default_message = "BLOB_UPLOAD_INVALID", 400, "blob upload invalid"
+
+
+class BlobUploadUnknown(DockyardError):
+    code, status, default_message = "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"
+
+
+class DigestInvalid(DockyardError):
+    code, status, default_message = "DIGEST_INVALID", 400, "provided digest did not match uploaded content"
+
+
+class ManifestBlobUnknown(DockyardError):
+    code, status, default_message = "MANIFEST_BLOB_UNKNOWN", 400, "manifest references a blob unknown to this repository"
+
+
+class ManifestInvalid(DockyardError):
+    code, status, default_message = "MANIFEST_INVALID", 400, "manifest invalid"
+
+
+class ManifestTooLarge(DockyardError):
+    code, status, default_message = "MANIFEST_INVALID", 413, "manifest exceeds the size limit"
+
+
+class ManifestUnknown(DockyardError):
+    code, status, default_message = "MANIFEST_UNKNOWN", 404, "manifest unknown to registry"
+
+
+class NameInvalid(DockyardError):
+    code, status, default_message = "NAME_INVALID", 400, "invalid repository name"
+
+
+class NameUnknown(DockyardError):
+    code, status, default_message = "NAME_UNKNOWN", 404, "repository name not known to registry"
+
+
+class SizeInvalid(DockyardError):
+    code, status, default_message = "SIZE_INVALID", 400, "provided length did not match content length"
+
+
+class TagInvalid(DockyardError):
+    code, status, default_message = "TAG_INVALID", 400, "invalid tag"
+
+
+class RangeInvalid(DockyardError):
+    code, status, default_message = "RANGE_INVALID", 416, "invalid content range"
+
+
+class PaginationNumberInvalid(DockyardError):
+    code, status, default_message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+
+
+class Unauthorized(DockyardError):
+    code, status, default_message = "UNAUTHORIZED", 401, "authentication required"
+
+
+class Denied(DockyardError):
+    code, status, default_message = "DENIED", 403, "requested access to the resource is denied"
+
+
+class Unsupported(DockyardError):
+    code, status, default_message = "UNSUPPORTED", 405, "the operation is unsupported"
+
+
+class NotFound(DockyardError):
+    code, status, default_message = "NOT_FOUND", 404, "no such endpoint"
+
+
+class TooManyRequests(DockyardError):
+    code, status, default_message = "TOOMANYREQUESTS", 429, "too many requests"
+
+
+class Unavailable(DockyardError):
+    code, status, default_message = "UNAVAILABLE", 503, "service unavailable"
+
+
+class ErrorGroup(DockyardError):
+    """Several errors of one status reported together (e.g. every missing blob of a manifest)."""
+
+    def __init__(self, errors: list[DockyardError]):
+        if not errors:
+            raise ValueError("ErrorGroup needs at least one error")
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.message, detail=first.detail, headers=first.headers)
+        self.code = first.code  # type: ignore[misc]
+        self.status = first.status  # type: ignore[misc]
+
+
+def catalogue() -> list[type[DockyardError]]:
+    """All concrete error classes, for docs checks."""
+    return [cls for cls in _walk(DockyardError) if cls is not ErrorGroup]
+
+
+def _walk(cls: type[DockyardError]) -> list[type[DockyardError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_walk(sub))
+    return out
+
+
+def render(error: DockyardError) -> tuple[int, bytes, dict[str, str]]:
+    items = error.errors if isinstance(error, ErrorGroup) else [error]
+    body = json.dumps({"errors": [e.to_dict() for e in items]}).encode()
+    return error.status, body, error.headers

@@ -1,0 +1,122 @@
+"""Engine, transactions and migrations. One Database per app; nothing is created at import."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import anyio.to_thread
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import make_url
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Database:
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            db_path = make_url(url).database
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, pool_size=20, max_overflow=20, connect_args={"timeout": 60})
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+        self._param = "?" if self.is_sqlite else "%s"
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE),
+        so two writers queue instead of failing on a read-to-write lock upgrade."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(dockyard_immediate=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    def fetchone(self, sql: str, params: tuple) -> tuple | None:
+        """Hot-path read on a raw DBAPI cursor: no ORM, no SQL compilation. SQL uses `?` params."""
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute(sql if self.is_sqlite else sql.replace("?", self._param), params)
+            row = cur.fetchone()
+            cur.close()
+            return row
+        finally:
+            raw.close()
+
+    async def run(self, fn, *args):
+        """Run blocking database work off the event loop."""
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    async def run_fast(self, fn, *args):
+        """Hot reads: SQLite answers in microseconds, so a thread hop would cost more than the query."""
+        if self.is_sqlite:
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    def migrate(self) -> None:
+        with self.engine.begin() as conn:
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("dockyard.metadata") / "migrations"))
+    return cfg
+
+
+def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("dockyard_immediate")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def insert_ignore(conn: Connection, table, values: dict, conflict_columns: list[str]) -> int:
+    """INSERT … ON CONFLICT DO NOTHING on both dialects; returns the number of rows inserted."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
+    return conn.execute(stmt).rowcount
+
+
+def upsert(conn: Connection, table, values: dict, conflict_columns: list[str], update: dict) -> None:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(table).values(**values).on_conflict_do_update(index_elements=conflict_columns, set_=update)
+    conn.execute(stmt)

@@ -1,0 +1,116 @@
+"""Schema of the metadata database. The database is authoritative; storage holds only bytes."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+
+def _ordered(length: int) -> String:
+    """Byte-order collation on PostgreSQL so listings sort like SQLite's BINARY (and Go's sort.Strings)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", _ordered(255), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per digest across the registry. `state` and `ref_count` are the row GC and
+# reference writers serialize on (see docs/design notes on online GC).
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", String(200), nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("storage_key", String(400), nullable=False),
+    Column("generation", Integer, nullable=False, default=1),
+    Column("state", String(16), nullable=False),  # present | deleting
+    Column("ref_count", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("touched_at", DateTime(timezone=True), nullable=False),
+)
+
+repository_blobs = Table(
+    "repository_blobs",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("blob_id", Integer, ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_repository_blobs_blob_id", "blob_id"),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", String(200), nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Column("artifact_type", String(255)),
+    Column("subject_digest", String(200)),
+    Column("annotations", Text),  # JSON of top-level annotations, for the referrers API
+    Column("size", BigInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # the exact bytes pushed
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("repository_id", "digest"),
+    Index("ix_manifests_subject", "repository_id", "subject_digest"),
+)
+
+manifest_references = Table(
+    "manifest_references",
+    metadata,
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # blob | manifest
+    Column("digest", String(200), primary_key=True),
+    Index("ix_manifest_references_digest", "digest"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("name", _ordered(128), nullable=False),
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("repository_id", "name"),
+    Index("ix_tags_manifest_id", "manifest_id"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("storage_key", String(400), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("hash_state", LargeBinary),  # serialized sha256 state at `offset`
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_uploads_updated_at", "updated_at"),
+)

@@ -1,0 +1,96 @@
+"""Typed settings: defaults < settings file (TOML) < DOCKYARD_* env vars < explicit overrides.
+
+Every field here is documented in docs/settings.md; tests/unit/test_docs.py keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONFIG_ENV = "DOCKYARD_CONFIG"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOCKYARD_", extra="forbid", validate_default=True)
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(5000, ge=1, le=65535, description="TCP port the HTTP server listens on.")
+    data_dir: Path = Field(Path("dockyard-data"), description="Directory for the SQLite database and filesystem blobs.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL: sqlite:///path or postgresql://user:pass@host/db. Default: SQLite in data_dir."
+    )
+    storage_driver: Literal["filesystem", "memory"] = Field("filesystem", description="Blob store driver.")
+    storage_root: Path | None = Field(None, description="Root of the filesystem blob store. Default: data_dir/storage.")
+    server: Literal["granian", "uvicorn"] = Field("granian", description="ASGI server used by `dockyard serve`.")
+    workers: int = Field(1, ge=1, le=64, description="Server worker processes.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+    auto_migrate: bool = Field(True, description="Apply database migrations when the app starts.")
+    max_manifest_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest manifest accepted on PUT.")
+    delete_enabled: bool = Field(True, description="Allow blob, manifest and tag deletes through /v2.")
+    upload_max_age_seconds: int = Field(86400, ge=60, description="Uploads idle for longer than this are purged.")
+    upload_purge_interval_seconds: int = Field(
+        600, ge=0, description="How often the in-process reaper purges stale uploads (0 disables it)."
+    )
+    upload_flush_bytes: int = Field(
+        1024 * 1024, ge=4096, description="Upload bytes buffered before one write+hash batch off the event loop."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("database_url must start with sqlite:// or postgresql://")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://") :]
+            return url
+        return f"sqlite:///{(self.data_dir / 'dockyard.db').resolve()}"
+
+    @property
+    def resolved_storage_root(self) -> Path:
+        return (self.storage_root or self.data_dir / "storage").resolve()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build settings; the file is read first so env vars and explicit overrides win over it."""
+    path = config_file or os.environ.get(CONFIG_ENV)
+    file_values: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                file_values = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ValueError(f"settings file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"settings file {path} is not valid TOML: {exc}") from exc
+    env_values = {
+        name: os.environ[f"DOCKYARD_{name.upper()}"]
+        for name in Settings.model_fields
+        if f"DOCKYARD_{name.upper()}" in os.environ
+    }
+    merged = {**file_values, **env_values, **{k: v for k, v in overrides.items() if v is not None}}
+    return Settings(**merged)
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """Serialise settings for worker processes, which rebuild them from the environment."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"DOCKYARD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env

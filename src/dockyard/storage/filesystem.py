@@ -1,0 +1,141 @@
+"""Local filesystem driver: plain `os` I/O, fsync before anything becomes visible."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from dockyard.storage.protocol import StorageError
+
+READ_CHUNK = 1024 * 1024
+
+
+class _FileWriter:
+    def __init__(self, path: Path, offset: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        current = os.fstat(fd).st_size
+        if current < offset:
+            os.close(fd)
+            raise StorageError(f"cannot resume {path.name} at {offset}: only {current} bytes stored")
+        if current > offset:
+            os.ftruncate(fd, offset)  # drop bytes of a write that never committed
+        os.lseek(fd, offset, os.SEEK_SET)
+        self._fd: int | None = fd
+        self.size = offset
+
+    def write(self, data: bytes) -> None:
+        assert self._fd is not None, "writer closed"
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.size += len(data)
+
+    def commit(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class FilesystemDriver:
+    name = "filesystem"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"invalid storage key {key!r}")
+        return self.root / key
+
+    def stat(self, key: str) -> int | None:
+        try:
+            return os.stat(self._path(key)).st_size
+        except FileNotFoundError:
+            return None
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"object {key} not found") from exc
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        self._fsync_dir(path.parent)
+
+    def open_read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        try:
+            fh = open(self._path(key), "rb")
+        except FileNotFoundError as exc:
+            raise StorageError(f"object {key} not found") from exc
+        return self._read(fh, offset, length)
+
+    @staticmethod
+    def _read(fh, offset: int, length: int | None) -> Iterator[bytes]:
+        with fh:
+            fh.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                chunk = fh.read(READ_CHUNK if remaining is None else min(READ_CHUNK, remaining))
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def open_write(self, key: str, offset: int = 0) -> _FileWriter:
+        return _FileWriter(self._path(key), offset)
+
+    def move(self, src: str, dst: str) -> None:
+        source, target = self._path(src), self._path(dst)
+        if not source.exists():
+            raise StorageError(f"object {src} not found")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        self._fsync_dir(target.parent)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.root
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                rel = os.path.relpath(os.path.join(dirpath, name), base).replace(os.sep, "/")
+                if rel.startswith(prefix) and ".tmp-" not in name:
+                    yield rel
+
+    def local_path(self, key: str) -> str | None:
+        return str(self._path(key))
+
+    def signed_url(self, key: str, expires_in: int = 300) -> str | None:
+        return None
+
+    @staticmethod
+    def _fsync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
