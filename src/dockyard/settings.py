@@ -28,7 +28,12 @@ class Settings(BaseSettings):
     storage_driver: Literal["filesystem", "memory"] = Field("filesystem", description="Blob store driver.")
     storage_root: Path | None = Field(None, description="Root of the filesystem blob store. Default: data_dir/storage.")
     server: Literal["granian", "uvicorn"] = Field("granian", description="ASGI server used by `dockyard serve`.")
-    workers: int = Field(1, ge=1, le=64, description="Server worker processes.")
+    workers: int = Field(
+        default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)),
+        ge=1,
+        le=64,
+        description="Server worker processes (default: CPU count, at most 4).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
     auto_migrate: bool = Field(True, description="Apply database migrations when the app starts.")
     max_manifest_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest manifest accepted on PUT.")

@@ -61,8 +61,10 @@ def serve(
     db.migrate()  # once here, so workers never race on it
     db.dispose()
     if settings.storage_driver == "memory" and settings.workers > 1:
-        console.print("[red]the memory storage driver cannot be shared by several workers[/red]")
-        raise typer.Exit(2)
+        if workers is not None:
+            console.print("[red]the memory storage driver cannot be shared by several workers[/red]")
+            raise typer.Exit(2)
+        settings = settings.model_copy(update={"workers": 1})
     os.environ.update(settings_to_env(settings))
     os.environ["DOCKYARD_AUTO_MIGRATE"] = "false"
     console.print(

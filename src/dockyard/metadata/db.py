@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import resources
@@ -34,6 +35,13 @@ class Database:
         else:
             self.engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
         self._param = "?" if self.is_sqlite else "%s"
+        # Hot reads on SQLite use one autocommit connection per thread: no pool checkout per request.
+        self._local = threading.local()
+        self._sqlite_path = None
+        if self.is_sqlite:
+            db_path = make_url(url).database
+            if db_path and db_path != ":memory:":
+                self._sqlite_path = db_path
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -52,6 +60,11 @@ class Database:
 
     def fetchone(self, sql: str, params: tuple) -> tuple | None:
         """Hot-path read on a raw DBAPI cursor: no ORM, no SQL compilation. SQL uses `?` params."""
+        if self._sqlite_path is not None:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = _open_sqlite_reader(self._sqlite_path)
+            return conn.execute(sql, params).fetchone()
         raw = self.engine.raw_connection()
         try:
             cur = raw.cursor()
@@ -96,6 +109,12 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=60000")
     cur.close()
+
+
+def _open_sqlite_reader(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+    conn.execute("PRAGMA busy_timeout=60000")
+    return conn
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

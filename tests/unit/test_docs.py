@@ -1,0 +1,48 @@
+"""The docs must name every setting, error code and CLI command (datasette-style doc tests)."""
+
+from pathlib import Path
+
+import typer.main
+
+from dockyard.cli import app
+from dockyard.errors import catalogue
+from dockyard.settings import Settings
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _commands(group, prefix=""):
+    click_group = typer.main.get_command(group)
+    out = []
+
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, f"{path} {name}".strip())
+        else:
+            out.append(path)
+
+    walk(click_group, prefix)
+    return out
+
+
+def test_every_setting_is_documented():
+    text = (DOCS / "settings.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`{name}`" in text, f"setting {name} missing from docs/settings.md"
+        assert f"`DOCKYARD_{name.upper()}`" in text, f"env var for {name} missing from docs/settings.md"
+
+
+def test_every_error_code_is_documented():
+    text = (DOCS / "errors.md").read_text()
+    for cls in catalogue():
+        assert f"`{cls.code}`" in text, f"error code {cls.code} missing from docs/errors.md"
+
+
+def test_every_cli_command_is_documented():
+    text = (DOCS / "cli.md").read_text()
+    commands = _commands(app)
+    assert "serve" in commands
+    for command in commands:
+        assert f"`dockyard {command}" in text, f"command `dockyard {command}` missing from docs/cli.md"

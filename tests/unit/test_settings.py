@@ -1,0 +1,60 @@
+import pytest
+
+from dockyard.settings import Settings, load_settings, settings_to_env
+
+
+def test_defaults(monkeypatch):
+    for key in list(__import__("os").environ):
+        if key.startswith("DOCKYARD_"):
+            monkeypatch.delenv(key)
+    s = load_settings()
+    assert (s.host, s.port, s.storage_driver) == ("127.0.0.1", 5000, "filesystem")
+    assert s.resolved_database_url.startswith("sqlite:///") and s.resolved_database_url.endswith("dockyard-data/dockyard.db")
+
+
+def test_priority_file_then_env_then_override(tmp_path, monkeypatch):
+    cfg = tmp_path / "dockyard.toml"
+    cfg.write_text('port = 6000\nhost = "0.0.0.0"\nworkers = 3\n')
+    monkeypatch.setenv("DOCKYARD_PORT", "7000")
+    s = load_settings(cfg, workers=5)
+    assert s.host == "0.0.0.0"  # from the file
+    assert s.port == 7000  # env beats the file
+    assert s.workers == 5  # explicit override beats env
+
+
+def test_config_env_var(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("delete_enabled = false\n")
+    monkeypatch.setenv("DOCKYARD_CONFIG", str(cfg))
+    assert load_settings().delete_enabled is False
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"port": 0}, {"storage_driver": "nope"}, {"database_url": "mysql://x"}, {"workers": 0}, {"unknown_key": 1}],
+)
+def test_invalid_values_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        Settings(**kwargs)
+
+
+def test_bad_file(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("port = [")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_settings(cfg)
+    with pytest.raises(ValueError, match="not found"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_postgres_url_uses_psycopg():
+    s = Settings(database_url="postgresql://u:p@127.0.0.1:5432/db")
+    assert s.resolved_database_url == "postgresql+psycopg://u:p@127.0.0.1:5432/db"
+    assert not s.is_sqlite
+
+
+def test_env_round_trip(tmp_path, monkeypatch):
+    s = Settings(data_dir=tmp_path, port=5123, delete_enabled=False)
+    for key, value in settings_to_env(s).items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == s
