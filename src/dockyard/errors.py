@@ -77,6 +77,10 @@ class TagInvalid(DockyardError):
     code, status, default_message = "TAG_INVALID", 400, "invalid tag"
 
 
+class TooManyTags(DockyardError):
+    code, status, default_message = "TAG_INVALID", 414, "too many tags in one request"
+
+
 class RangeInvalid(DockyardError):
     code, status, default_message = "RANGE_INVALID", 416, "invalid content range"
 

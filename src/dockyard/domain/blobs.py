@@ -10,7 +10,7 @@ from sqlalchemy import Connection, delete, select, update
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
 from dockyard.errors import BlobUnknown, Unsupported
 from dockyard.metadata.db import Database, insert_ignore, utcnow
-from dockyard.metadata.models import blobs, repository_blobs
+from dockyard.metadata.models import blobs, repositories, repository_blobs
 from dockyard.storage import StorageDriver
 from dockyard.storage.paths import blob_key
 
@@ -111,22 +111,22 @@ class BlobService:
         )
         return True
 
-    def mount(self, target: str, digest: str, source: str) -> bool:
-        """Link a blob the source repository holds into the target; no bytes move."""
+    def mount(self, target: str, digest: str, source: str | None, may_read=lambda repository: True) -> bool:
+        """Link a blob into `target` without moving bytes.
+
+        With `source`, only that repository is considered; without it (automatic content
+        discovery) any repository holding the blob that the caller `may_read` will do."""
         with self.db.write() as conn:
-            source_id = find_repository_id(conn, source)
-            if source_id is None:
-                return False
-            present = conn.execute(
-                select(blobs.c.id)
-                .join(repository_blobs, repository_blobs.c.blob_id == blobs.c.id)
-                .where(
-                    repository_blobs.c.repository_id == source_id,
-                    blobs.c.digest == digest,
-                    blobs.c.state == "present",
-                )
-            ).scalar()
-            if present is None:
+            query = (
+                select(repositories.c.name)
+                .join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
+                .join(blobs, blobs.c.id == repository_blobs.c.blob_id)
+                .where(blobs.c.digest == digest, blobs.c.state == "present")
+            )
+            if source is not None:
+                query = query.where(repositories.c.name == source)
+            holders = conn.execute(query.order_by(repositories.c.name).limit(100)).scalars()
+            if not any(may_read(name) for name in holders):
                 return False
             return self._link(conn, ensure_repository_id(conn, target), digest)
 

@@ -17,6 +17,7 @@ from dockyard.errors import (
     ManifestTooLarge,
     ManifestUnknown,
     NameUnknown,
+    TooManyTags,
     Unsupported,
 )
 from dockyard.metadata.db import Database, insert_ignore, upsert, utcnow
@@ -31,6 +32,7 @@ _BY_DIGEST_SQL = (
     "SELECT m.digest, m.media_type, m.payload FROM repositories r"
     " JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.digest = ?"
 )
+MAX_TAGS_PER_PUT = 100
 _REPO_SQL = "SELECT id FROM repositories WHERE name = ?"
 
 
@@ -66,7 +68,16 @@ class ManifestService:
         if size > self.max_bytes:
             raise ManifestTooLarge(f"manifest is {size} bytes; the limit is {self.max_bytes}", detail={"limit": self.max_bytes})
 
-    def put(self, repository: str, tag: str | None, digest: str | None, payload: bytes, content_type: str | None) -> ParsedManifest:
+    def put(
+        self,
+        repository: str,
+        tag: str | None,
+        digest: str | None,
+        payload: bytes,
+        content_type: str | None,
+        extra_tags: tuple[str, ...] = (),
+    ) -> ParsedManifest:
+        """Store a manifest and point `tag` plus any `extra_tags` (?tag= on a by-digest PUT) at it, atomically."""
         self.check_size(len(payload))
         algorithm = digest.partition(":")[0] if digest else "sha256"
         parsed = parse_manifest(payload, content_type, algorithm)
@@ -74,12 +85,13 @@ class ManifestService:
             raise DigestInvalid(
                 f"manifest body has digest {parsed.digest}, not {digest}", detail={"expected": digest, "actual": parsed.digest}
             )
-        if tag is not None:
-            validate_tag(tag)
+        if len(extra_tags) > MAX_TAGS_PER_PUT:
+            raise TooManyTags(f"at most {MAX_TAGS_PER_PUT} tags per manifest PUT")
+        new_tags = list(dict.fromkeys(validate_tag(t) for t in ([tag] if tag else []) + list(extra_tags)))
         with self.db.write() as conn:
             repo_id = ensure_repository_id(conn, repository)
             manifest_id = self._store(conn, repo_id, parsed)
-            if tag is not None:
+            for tag in new_tags:
                 now = utcnow()
                 upsert(
                     conn,

@@ -9,14 +9,19 @@ from dockyard.api.http import json_response
 from dockyard.api.oci.base import link_header
 from dockyard.domain.listings import parse_page_size
 from dockyard.domain.manifests import OCI_INDEX
-from dockyard.domain.names import validate_digest, validate_name, validate_reference
+from dockyard.domain.names import is_tag, looks_like_digest, validate_digest, validate_name, validate_reference
+from dockyard.errors import ManifestUnknown
 
 
 async def manifest(request: Request) -> Response:
     services = request.app.state.services
     name = validate_name(request.path_params["name"])
-    tag, digest = validate_reference(request.path_params["reference"])
+    reference = request.path_params["reference"]
     method = request.method
+    if method != "PUT" and not looks_like_digest(reference) and not is_tag(reference):
+        # Nothing can be stored under an invalid tag, so reading or deleting it is simply "unknown".
+        raise ManifestUnknown(f"manifest {reference[:200]} is not in repository {name}", detail={"reference": reference[:200]})
+    tag, digest = validate_reference(reference)
     if method in ("GET", "HEAD"):
         stored = await services.manifests.get(name, tag, digest)
         headers = {"Docker-Content-Digest": stored.digest, "ETag": f'"{stored.digest}"'}
@@ -31,8 +36,9 @@ async def manifest(request: Request) -> Response:
     if declared is not None and declared.isdigit():
         services.manifests.check_size(int(declared))
     payload = await _read_limited(request, services.manifests)
+    extra_tags = tuple(request.query_params.getlist("tag")) if digest else ()
     parsed = await services.db.run(
-        services.manifests.put, name, tag, digest, payload, request.headers.get("content-type")
+        services.manifests.put, name, tag, digest, payload, request.headers.get("content-type"), extra_tags
     )
     headers = {
         "Location": f"/v2/{name}/manifests/{parsed.digest}",
@@ -41,7 +47,10 @@ async def manifest(request: Request) -> Response:
     }
     if parsed.subject:
         headers["OCI-Subject"] = parsed.subject
-    return Response(status_code=201, headers=headers)
+    response = Response(status_code=201, headers=headers)
+    for extra in dict.fromkeys(extra_tags):
+        response.headers.append("OCI-Tag", extra)
+    return response
 
 
 async def _read_limited(request: Request, manifests) -> bytes:

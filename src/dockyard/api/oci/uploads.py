@@ -32,7 +32,7 @@ async def start(request: Request) -> Response:
     if "mount" in query:
         digest = validate_digest(query["mount"])
         source = query.get("from")
-        if source and await services.db.run(services.blobs.mount, name, digest, validate_name(source)):
+        if await services.db.run(services.blobs.mount, name, digest, validate_name(source) if source else None):
             return _created(name, digest)
     digest = query.get("digest")
     if digest is not None:
