@@ -10,8 +10,15 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
-from dockyard.api.http import ApiVersionHeader, on_dockyard_error, on_http_exception, on_unexpected
+from dockyard.api.http import (
+    ApiVersionHeader,
+    on_client_disconnect,
+    on_dockyard_error,
+    on_http_exception,
+    on_unexpected,
+)
 from dockyard.api.oci.routes import oci_routes
 from dockyard.domain.blobs import BlobService
 from dockyard.domain.listings import ListingService
@@ -86,6 +93,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             DockyardError: on_dockyard_error,
             HTTPException: on_http_exception,
+            ClientDisconnect: on_client_disconnect,
             Exception: on_unexpected,
         },
         lifespan=lifespan,

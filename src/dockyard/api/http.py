@@ -45,6 +45,12 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(error, request.method)
 
 
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client went away mid-body (e.g. a cancelled push); nobody is left to read a reply.
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(DockyardError("internal server error"), request.method)

@@ -21,7 +21,7 @@ from dockyard.domain.repositories import ensure_repository_id, find_repository_i
 from dockyard.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid, SizeInvalid
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.models import repositories, uploads
-from dockyard.storage import StorageDriver
+from dockyard.storage import StorageDriver, StorageError
 from dockyard.storage.paths import upload_key
 
 
@@ -113,8 +113,11 @@ class UploadService:
                 raise SizeInvalid(f"Content-Length {content_length} does not match Content-Range {start}-{end}")
         else:
             expected = content_length
-        hasher = await self.db.run(self._hasher_for, upload)
-        sink = await self.db.run(_Sink, self.storage, upload, hasher)
+        try:
+            hasher = await self.db.run(self._hasher_for, upload)
+            sink = await self.db.run(_Sink, self.storage, upload, hasher)
+        except StorageError as exc:
+            raise BlobUploadInvalid(f"upload data is missing from storage ({exc}); start a new upload") from exc
         written = 0
         try:
             buf = bytearray()
