@@ -24,6 +24,8 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(error: DockyardError, method: str = "GET") -> Response:
     status, body, headers = render(error)
+    # Set here too: Starlette sends 500s from outside every middleware, including ApiVersionHeader.
+    headers = {**headers, "Docker-Distribution-API-Version": "registry/2.0"}
     if method == "HEAD":
         return Response(b"", status, headers={**headers, "Content-Type": "application/json"})
     return Response(body, status, headers=headers, media_type="application/json")
@@ -69,7 +71,10 @@ class ApiVersionHeader:
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), API_VERSION_HEADER]
+                headers = list(message.get("headers", []))
+                if not any(name == API_VERSION_HEADER[0] for name, _ in headers):
+                    headers.append(API_VERSION_HEADER)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_header)

@@ -49,6 +49,8 @@ def parse_manifest(payload: bytes, content_type: str | None, algorithm: str = "s
         doc = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ManifestInvalid("manifest JSON is nested too deeply") from exc
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest must be a JSON object")
     if doc.get("schemaVersion") != 2:

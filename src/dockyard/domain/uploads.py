@@ -17,11 +17,10 @@ from sqlalchemy import delete, insert, select, update
 
 from dockyard.domain.blobs import BlobService
 from dockyard.domain.digests import ResumableSha256
-from dockyard.domain.repositories import ensure_repository_id, find_repository_id
 from dockyard.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid, SizeInvalid
 from dockyard.metadata.db import Database, utcnow
-from dockyard.metadata.models import repositories, uploads
-from dockyard.storage import StorageDriver, StorageError
+from dockyard.metadata.models import uploads
+from dockyard.storage import ObjectWriter, StorageBusy, StorageDriver, StorageError
 from dockyard.storage.paths import upload_key
 
 
@@ -37,8 +36,8 @@ class Upload:
 class _Sink:
     """Writes and hashes one batch at a time; runs in a worker thread."""
 
-    def __init__(self, storage: StorageDriver, upload: Upload, hasher: ResumableSha256):
-        self.writer = storage.open_write(upload.storage_key, upload.offset)
+    def __init__(self, writer: ObjectWriter, hasher: ResumableSha256):
+        self.writer = writer
         self.hasher = hasher
 
     def write(self, data: bytes) -> None:
@@ -60,11 +59,10 @@ class UploadService:
         key = upload_key(upload_id)
         now = utcnow()
         with self.db.write() as conn:
-            repo_id = ensure_repository_id(conn, repository)
             conn.execute(
                 insert(uploads).values(
                     id=upload_id,
-                    repository_id=repo_id,
+                    repository=repository,
                     storage_key=key,
                     offset=0,
                     hash_state=ResumableSha256().state(),
@@ -77,9 +75,9 @@ class UploadService:
     def get(self, repository: str, upload_id: str) -> Upload:
         with self.db.read() as conn:
             row = conn.execute(
-                select(uploads.c.id, uploads.c.storage_key, uploads.c.offset, uploads.c.hash_state)
-                .join(repositories, repositories.c.id == uploads.c.repository_id)
-                .where(uploads.c.id == upload_id, repositories.c.name == repository)
+                select(uploads.c.id, uploads.c.storage_key, uploads.c.offset, uploads.c.hash_state).where(
+                    uploads.c.id == upload_id, uploads.c.repository == repository
+                )
             ).first()
         if row is None:
             raise BlobUploadUnknown(f"upload {upload_id} is not known", detail={"upload": upload_id})
@@ -113,11 +111,19 @@ class UploadService:
                 raise SizeInvalid(f"Content-Length {content_length} does not match Content-Range {start}-{end}")
         else:
             expected = content_length
+        writer = await self.db.run(self._claim, upload)
         try:
-            hasher = await self.db.run(self._hasher_for, upload)
-            sink = await self.db.run(_Sink, self.storage, upload, hasher)
-        except StorageError as exc:
-            raise BlobUploadInvalid(f"upload data is missing from storage ({exc}); start a new upload") from exc
+            # Under the claim nobody else can move the upload on: check we still continue it.
+            fresh = await self.db.run(self.get, upload.repository, upload.id)
+            if fresh.offset != upload.offset:
+                raise RangeInvalid(
+                    f"the upload moved on to offset {fresh.offset}", headers=self.progress_headers(fresh)
+                )
+            sink = _Sink(writer, await self.db.run(self._hasher_for, fresh))
+        except BaseException:
+            writer.abort()
+            raise
+        hasher = sink.hasher
         written = 0
         try:
             buf = bytearray()
@@ -135,13 +141,26 @@ class UploadService:
                 await self.db.run(sink.write, bytes(buf))
             if expected is not None and written != expected:
                 raise SizeInvalid(f"received {written} bytes, expected {expected}")
-            await self.db.run(sink.writer.commit)
+            if written == 0:
+                sink.writer.abort()
+                return upload
+            # Bytes are durable before the offset says so; the claim is held until the row is updated.
+            await self.db.run(sink.writer.flush)
+            progressed = await self.db.run(self._record_progress, upload, upload.offset + written, hasher.state())
         except BaseException:
             sink.writer.abort()
             raise
-        if written == 0:
-            return upload
-        return await self.db.run(self._record_progress, upload, upload.offset + written, hasher.state())
+        sink.writer.commit()
+        return progressed
+
+    def _claim(self, upload: Upload) -> ObjectWriter:
+        """Take the upload's exclusive writer; a concurrent request gets 416 and can ask where to resume."""
+        try:
+            return self.storage.open_write(upload.storage_key, upload.offset)
+        except StorageBusy as exc:
+            raise RangeInvalid("another request is writing this upload", headers=self.progress_headers(upload)) from exc
+        except StorageError as exc:
+            raise BlobUploadInvalid(f"upload data is missing from storage ({exc}); start a new upload") from exc
 
     def _record_progress(self, upload: Upload, new_offset: int, state: bytes) -> Upload:
         with self.db.write() as conn:
@@ -166,30 +185,34 @@ class UploadService:
 
     def finish(self, upload: Upload, digest: str) -> None:
         """Verify the whole upload against `digest` and publish it. A mismatch leaves nothing behind."""
-        algorithm = digest.partition(":")[0]
-        if algorithm == "sha256":
-            actual = self._hasher_for(upload).digest()
-        else:
-            h = hashlib.new(algorithm)
-            if upload.offset:
-                for chunk in self.storage.open_read(upload.storage_key, 0, upload.offset):
-                    h.update(chunk)
-            actual = f"{algorithm}:{h.hexdigest()}"
-        if actual != digest:
-            self.cancel(upload)
-            raise DigestInvalid(
-                f"uploaded content has digest {actual}, not {digest}", detail={"expected": digest, "actual": actual}
-            )
         if upload.offset == 0 and self.storage.stat(upload.storage_key) is None:
             self.storage.put(upload.storage_key, b"")
-        stored = self.storage.stat(upload.storage_key)
-        if stored is None or stored < upload.offset:
-            raise BlobUploadInvalid("upload data is missing from storage; restart the upload")
-        if stored > upload.offset:
-            self.storage.open_write(upload.storage_key, upload.offset).commit()  # drop uncommitted tail
-        self.blobs.publish(upload.repository, digest, upload.storage_key, upload.offset)
-        with self.db.write() as conn:
-            conn.execute(delete(uploads).where(uploads.c.id == upload.id))
+        writer = self._claim(upload)  # held until published, so no PATCH can write into a moved file
+        try:
+            fresh = self.get(upload.repository, upload.id)
+            if fresh.offset != upload.offset:
+                raise RangeInvalid(f"the upload moved on to offset {fresh.offset}", headers=self.progress_headers(fresh))
+            writer.write(b"")  # drops bytes past the offset left by an interrupted request
+            actual = self._digest_of(fresh, digest.partition(":")[0])
+            if actual != digest:
+                self.cancel(fresh)
+                raise DigestInvalid(
+                    f"uploaded content has digest {actual}, not {digest}", detail={"expected": digest, "actual": actual}
+                )
+            self.blobs.publish(upload.repository, digest, upload.storage_key, fresh.offset)
+            with self.db.write() as conn:
+                conn.execute(delete(uploads).where(uploads.c.id == upload.id))
+        finally:
+            writer.abort()
+
+    def _digest_of(self, upload: Upload, algorithm: str) -> str:
+        if algorithm == "sha256":
+            return self._hasher_for(upload).digest()
+        h = hashlib.new(algorithm)
+        if upload.offset:
+            for chunk in self.storage.open_read(upload.storage_key, 0, upload.offset):
+                h.update(chunk)
+        return f"{algorithm}:{h.hexdigest()}"
 
     def purge_stale(self, max_age_seconds: int) -> int:
         """Delete uploads idle for longer than max_age; returns how many were purged."""
@@ -217,6 +240,3 @@ class UploadService:
             "Docker-Upload-UUID": upload.id,
         }
 
-    def repository_exists(self, repository: str) -> bool:
-        with self.db.read() as conn:
-            return find_repository_id(conn, repository) is not None

@@ -106,7 +106,8 @@ uploads = Table(
     "uploads",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    # By name, not id: starting an upload must not create the repository (a failed push leaves nothing).
+    Column("repository", String(255), nullable=False),
     Column("storage_key", String(400), nullable=False),
     Column("offset", BigInteger, nullable=False),
     Column("hash_state", LargeBinary),  # serialized sha256 state at `offset`

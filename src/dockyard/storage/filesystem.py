@@ -2,41 +2,59 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from dockyard.storage.protocol import StorageError
+from dockyard.storage.protocol import StorageBusy, StorageError
 
 READ_CHUNK = 1024 * 1024
 
 
 class _FileWriter:
+    """Exclusive via flock, so a crashed writer's lock dies with its process."""
+
     def __init__(self, path: Path, offset: int):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise StorageBusy(f"{path.name} is being written by another request") from exc
         current = os.fstat(fd).st_size
         if current < offset:
             os.close(fd)
             raise StorageError(f"cannot resume {path.name} at {offset}: only {current} bytes stored")
-        if current > offset:
-            os.ftruncate(fd, offset)  # drop bytes of a write that never committed
-        os.lseek(fd, offset, os.SEEK_SET)
         self._fd: int | None = fd
+        self._offset = offset
+        self._positioned = False
         self.size = offset
 
+    def _position(self) -> None:
+        if not self._positioned:
+            assert self._fd is not None, "writer closed"
+            os.ftruncate(self._fd, self._offset)  # drop bytes of a write that never committed
+            os.lseek(self._fd, self._offset, os.SEEK_SET)
+            self._positioned = True
+
     def write(self, data: bytes) -> None:
-        assert self._fd is not None, "writer closed"
+        self._position()
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
         self.size += len(data)
 
+    def flush(self) -> None:
+        self._position()
+        os.fsync(self._fd)
+
     def commit(self) -> None:
         if self._fd is not None:
-            os.fsync(self._fd)
+            self.flush()
             os.close(self._fd)
             self._fd = None
 

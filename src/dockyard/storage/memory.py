@@ -5,28 +5,45 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from dockyard.storage.protocol import StorageError
+from dockyard.storage.protocol import StorageBusy, StorageError
 
 
 class _MemoryWriter:
     def __init__(self, driver: MemoryDriver, key: str, offset: int):
-        current = driver._objects.get(key, b"")
-        if len(current) < offset:
-            raise StorageError(f"cannot resume {key} at {offset}: only {len(current)} bytes stored")
+        with driver._lock:
+            if key in driver._writing:
+                raise StorageBusy(f"{key} is being written by another request")
+            current = driver._objects.get(key, b"")
+            if len(current) < offset:
+                raise StorageError(f"cannot resume {key} at {offset}: only {len(current)} bytes stored")
+            driver._writing.add(key)
         self._driver, self._key = driver, key
         self._buf = bytearray(current[:offset])
+        self._open = True
         self.size = offset
 
     def write(self, data: bytes) -> None:
         self._buf += data
         self.size += len(data)
 
-    def commit(self) -> None:
+    def flush(self) -> None:
         with self._driver._lock:
             self._driver._objects[self._key] = bytes(self._buf)
 
+    def commit(self) -> None:
+        if self._open:
+            self.flush()
+            self._release()
+
     def abort(self) -> None:
         self._buf = bytearray()
+        if self._open:
+            self._release()
+
+    def _release(self) -> None:
+        self._open = False
+        with self._driver._lock:
+            self._driver._writing.discard(self._key)
 
 
 class MemoryDriver:
@@ -34,6 +51,7 @@ class MemoryDriver:
 
     def __init__(self) -> None:
         self._objects: dict[str, bytes] = {}
+        self._writing: set[str] = set()
         self._lock = threading.Lock()
 
     def stat(self, key: str) -> int | None:

@@ -13,14 +13,25 @@ class StorageError(Exception):
     """A driver could not complete an operation (missing object, I/O failure)."""
 
 
+class StorageBusy(StorageError):
+    """Another writer holds the object (open_write is exclusive per key)."""
+
+
 class ObjectWriter(Protocol):
-    """Appends bytes to an object; nothing is guaranteed durable until commit()."""
+    """Appends bytes to an object; nothing is guaranteed durable until flush() or commit()."""
 
     size: int
 
     def write(self, data: bytes) -> None: ...
-    def commit(self) -> None: ...
-    def abort(self) -> None: ...
+
+    def flush(self) -> None:
+        """Make everything written so far durable, keeping the writer (and its exclusivity)."""
+
+    def commit(self) -> None:
+        """flush(), then release the writer."""
+
+    def abort(self) -> None:
+        """Release the writer; bytes not yet flushed may be lost."""
 
 
 class StorageDriver(Protocol):
@@ -37,7 +48,11 @@ class StorageDriver(Protocol):
     def open_read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
 
     def open_write(self, key: str, offset: int = 0) -> ObjectWriter:
-        """Resume writing `key` at `offset`; bytes past `offset` from an interrupted write are dropped."""
+        """Resume writing `key` at `offset`; bytes past `offset` from an interrupted write are dropped.
+
+        The writer is exclusive: a second open_write on the same key raises StorageBusy until the
+        first commits or aborts (or its process dies). Nothing changes until the first write or
+        commit, so a caller may still check its own bookkeeping and abort."""
 
     def move(self, src: str, dst: str) -> None:
         """Atomically publish `src` under `dst` (the only way a blob key is ever written)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dockyard.settings import Settings
-from dockyard.storage import StorageError, open_driver
+from dockyard.storage import StorageBusy, StorageError, open_driver
 
 
 @pytest.fixture(params=["filesystem", "memory"])
@@ -106,3 +106,26 @@ def test_filesystem_rejects_escaping_keys(tmp_path):
 def test_unknown_driver_is_a_startup_error(tmp_path):
     with pytest.raises(ValueError):
         Settings(data_dir=tmp_path, storage_driver="s3-fake")
+
+
+def test_writer_is_exclusive_until_released(driver):
+    first = driver.open_write("up/x")
+    with pytest.raises(StorageBusy):
+        driver.open_write("up/x")
+    first.write(b"abc")
+    first.flush()
+    assert driver.get("up/x") == b"abc"
+    with pytest.raises(StorageBusy):
+        driver.open_write("up/x", 3)  # flush keeps the claim
+    first.commit()
+    second = driver.open_write("up/x", 3)
+    second.abort()
+    driver.open_write("up/x", 3).commit()
+    assert driver.get("up/x") == b"abc"
+
+
+def test_writer_changes_nothing_before_first_write(driver):
+    driver.put("up/y", b"abcdef")
+    w = driver.open_write("up/y", 2)  # would truncate to 2 on first write
+    w.abort()
+    assert driver.get("up/y") == b"abcdef"

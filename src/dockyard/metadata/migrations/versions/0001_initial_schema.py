@@ -35,6 +35,19 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_repositories')),
     sa.UniqueConstraint('name', name=op.f('uq_repositories_name'))
     )
+    op.create_table('uploads',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('repository', sa.String(length=255), nullable=False),
+    sa.Column('storage_key', sa.String(length=400), nullable=False),
+    sa.Column('offset', sa.BigInteger(), nullable=False),
+    sa.Column('hash_state', sa.LargeBinary(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_uploads'))
+    )
+    with op.batch_alter_table('uploads', schema=None) as batch_op:
+        batch_op.create_index('ix_uploads_updated_at', ['updated_at'], unique=False)
+
     op.create_table('manifests',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('repository_id', sa.Integer(), nullable=False),
@@ -63,20 +76,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('repository_blobs', schema=None) as batch_op:
         batch_op.create_index('ix_repository_blobs_blob_id', ['blob_id'], unique=False)
-
-    op.create_table('uploads',
-    sa.Column('id', sa.String(length=64), nullable=False),
-    sa.Column('repository_id', sa.Integer(), nullable=False),
-    sa.Column('storage_key', sa.String(length=400), nullable=False),
-    sa.Column('offset', sa.BigInteger(), nullable=False),
-    sa.Column('hash_state', sa.LargeBinary(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['repository_id'], ['repositories.id'], name=op.f('fk_uploads_repository_id_repositories'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_uploads'))
-    )
-    with op.batch_alter_table('uploads', schema=None) as batch_op:
-        batch_op.create_index('ix_uploads_updated_at', ['updated_at'], unique=False)
 
     op.create_table('manifest_references',
     sa.Column('manifest_id', sa.Integer(), nullable=False),
@@ -113,10 +112,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_manifest_references_digest')
 
     op.drop_table('manifest_references')
-    with op.batch_alter_table('uploads', schema=None) as batch_op:
-        batch_op.drop_index('ix_uploads_updated_at')
-
-    op.drop_table('uploads')
     with op.batch_alter_table('repository_blobs', schema=None) as batch_op:
         batch_op.drop_index('ix_repository_blobs_blob_id')
 
@@ -125,5 +120,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_manifests_subject')
 
     op.drop_table('manifests')
+    with op.batch_alter_table('uploads', schema=None) as batch_op:
+        batch_op.drop_index('ix_uploads_updated_at')
+
+    op.drop_table('uploads')
     op.drop_table('repositories')
     op.drop_table('blobs')
