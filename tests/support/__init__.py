@@ -1,0 +1,1 @@
+"""Test support: start registries (server.py) and build test images (images.py)."""
