@@ -19,12 +19,20 @@ from dockyard.api.http import (
     on_http_exception,
     on_unexpected,
 )
+from dockyard.api.auth import AccessGate
 from dockyard.api.oci.routes import oci_routes
+from dockyard.auth.authenticator import Authenticator
+from dockyard.auth.bootstrap import bootstrap
+from dockyard.auth.keys import KeyStore
+from dockyard.auth.throttle import LoginThrottle
+from dockyard.auth.tokens import TokenService
+from dockyard.domain.audit import AuditService
 from dockyard.domain.blobs import BlobService
 from dockyard.domain.listings import ListingService
 from dockyard.domain.manifest_service import ManifestService
 from dockyard.domain.uploads import UploadService
 from dockyard.errors import DockyardError
+from dockyard.policy.access import AccessPolicy
 from dockyard.metadata.db import Database
 from dockyard.settings import Settings, load_settings
 from dockyard.storage import StorageDriver, open_driver
@@ -41,6 +49,11 @@ class Services:
     uploads: UploadService
     manifests: ManifestService
     listings: ListingService
+    access: AccessPolicy
+    audit: AuditService
+    tokens: TokenService
+    authenticator: Authenticator
+    gate: AccessGate
 
 
 def build_services(settings: Settings) -> Services:
@@ -49,6 +62,30 @@ def build_services(settings: Settings) -> Services:
         db.migrate()
     storage = open_driver(settings)
     blobs = BlobService(db, storage, delete_enabled=settings.delete_enabled)
+    keys = KeyStore(db, settings.token_algorithm)
+    if settings.auto_migrate:
+        bootstrap(db, keys, settings.admin_password)
+    else:
+        keys.reload()
+    tokens = TokenService(
+        db,
+        keys,
+        issuer=settings.token_issuer,
+        service=settings.token_service,
+        ttl=settings.token_ttl_seconds,
+        refresh_ttl=settings.refresh_token_ttl_seconds,
+        login_ttl=settings.login_password_ttl_seconds,
+    )
+    throttle = LoginThrottle(
+        db,
+        slowdown_after=settings.login_slowdown_after,
+        lockout_after=settings.login_lockout_after,
+        lockout_seconds=settings.login_lockout_seconds,
+        window_seconds=settings.login_failure_window_seconds,
+    )
+    authenticator = Authenticator(db, tokens, throttle, cache_seconds=settings.credential_cache_seconds)
+    access = AccessPolicy(db, auto_create_projects=settings.auto_create_projects)
+    audit = AuditService(db)
     return Services(
         settings=settings,
         db=db,
@@ -57,10 +94,16 @@ def build_services(settings: Settings) -> Services:
         uploads=UploadService(db, storage, blobs, flush_bytes=settings.upload_flush_bytes),
         manifests=ManifestService(db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled),
         listings=ListingService(db),
+        access=access,
+        audit=audit,
+        tokens=tokens,
+        authenticator=authenticator,
+        gate=AccessGate(settings, tokens, authenticator, access, audit),
     )
 
 
-async def _reap_uploads(services: Services) -> None:
+async def _housekeeping(services: Services) -> None:
+    """Purge stale uploads and expired audit events. Idempotent, so every worker may run it."""
     interval = services.settings.upload_purge_interval_seconds
     while True:
         await asyncio.sleep(interval)
@@ -68,8 +111,9 @@ async def _reap_uploads(services: Services) -> None:
             purged = await services.db.run(services.uploads.purge_stale, services.settings.upload_max_age_seconds)
             if purged:
                 log.info("purged %d stale uploads", purged)
-        except Exception:  # keep reaping on the next tick; one failure must not kill the server
-            log.exception("stale upload purge failed")
+            await services.db.run(services.audit.purge, services.settings.audit_retention_days)
+        except Exception:  # keep going on the next tick; one failure must not kill the server
+            log.exception("housekeeping failed")
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -79,7 +123,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette):
         reaper = None
         if settings.upload_purge_interval_seconds > 0:
-            reaper = asyncio.create_task(_reap_uploads(services))
+            reaper = asyncio.create_task(_housekeeping(services))
         try:
             yield
         finally:

@@ -89,6 +89,10 @@ class PaginationNumberInvalid(DockyardError):
     code, status, default_message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
 
 
+class InvalidRequest(DockyardError):
+    code, status, default_message = "INVALID_REQUEST", 400, "the request is malformed"
+
+
 class Unauthorized(DockyardError):
     code, status, default_message = "UNAUTHORIZED", 401, "authentication required"
 

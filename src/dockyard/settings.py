@@ -46,6 +46,34 @@ class Settings(BaseSettings):
         1024 * 1024, ge=4096, description="Upload bytes buffered before one write+hash batch off the event loop."
     )
 
+    auth_mode: Literal["token", "basic", "none"] = Field(
+        "token", description="token: Docker token auth (Bearer JWT); basic: Basic auth on /v2; none: no access control."
+    )
+    public_url: str | None = Field(
+        None, description="External base URL (e.g. https://registry.example.com); default: taken from the request Host."
+    )
+    token_service: str = Field("dockyard", description="Audience (service) of issued tokens.")
+    token_issuer: str = Field("dockyard", description="Issuer (iss) of issued tokens.")
+    token_ttl_seconds: int = Field(300, ge=60, le=86400, description="Lifetime of access tokens.")
+    token_algorithm: Literal["ES256", "RS256"] = Field("ES256", description="Signing algorithm for new token keys.")
+    refresh_token_ttl_seconds: int = Field(30 * 86400, ge=300, description="Lifetime of refresh (identity) tokens.")
+    login_password_ttl_seconds: int = Field(
+        12 * 3600, ge=60, description="Lifetime of passwords printed by `dockyard get-login-password`."
+    )
+    admin_password: str | None = Field(
+        None, description="Password of the first `admin` user, used once on first start; generated and printed if unset."
+    )
+    auto_create_projects: bool = Field(False, description="Create a missing project when an authenticated user pushes.")
+    credential_cache_seconds: int = Field(
+        60, ge=0, description="How long verified Basic credentials skip password hashing (0 disables the cache)."
+    )
+    login_slowdown_after: int = Field(5, ge=1, description="Failed logins (per account or IP) before responses slow down.")
+    login_lockout_after: int = Field(10, ge=2, description="Failed logins (per account or IP) before 429 refusals.")
+    login_lockout_seconds: int = Field(300, ge=1, description="How long a locked account or IP is refused.")
+    login_failure_window_seconds: int = Field(900, ge=60, description="Failures older than this are forgotten.")
+    audit_pulls: bool = Field(False, description="Also record pulls (manifest GETs) in the audit log.")
+    audit_retention_days: int = Field(90, ge=1, description="Audit events older than this are deleted.")
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:

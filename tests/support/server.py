@@ -226,8 +226,13 @@ def run_dockyard(
     extra_env: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
     ready_timeout: float = READY_TIMEOUT,
+    auth_mode: str = "none",
+    admin_password: str | None = None,
 ) -> Iterator[ServerProcess]:
     """Run ``python -m dockyard serve`` on 127.0.0.1 until the block exits.
+
+    Access control is off unless `auth_mode` says otherwise ("token" or "basic"), so tests of
+    the OCI API itself need no credentials; `admin_password` seeds the first admin user.
 
     The log (stdout and stderr) is appended to ``data_dir/dockyard.log``, so a
     restart on the same data dir keeps the earlier run's output.
@@ -241,9 +246,13 @@ def run_dockyard(
     if database_url:
         cmd += ["--database-url", database_url]
     cmd += list(extra_args)
+    env = {"DOCKYARD_AUTH_MODE": auth_mode}
+    if admin_password:
+        env["DOCKYARD_ADMIN_PASSWORD"] = admin_password
+    env.update(extra_env or {})
     server = start_server(
         cmd, port=port, data_dir=data_dir, log_name="dockyard.log",
-        env=dockyard_env(extra_env), name="dockyard", ready_timeout=ready_timeout,
+        env=dockyard_env(env), name="dockyard", ready_timeout=ready_timeout,
     )
     try:
         yield server

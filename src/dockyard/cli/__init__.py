@@ -57,8 +57,12 @@ def serve(
     from dockyard.metadata.db import Database
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from dockyard.auth.bootstrap import bootstrap
+    from dockyard.auth.keys import KeyStore
+
     db = Database(settings.resolved_database_url)
     db.migrate()  # once here, so workers never race on it
+    bootstrap(db, KeyStore(db, settings.token_algorithm), settings.admin_password)
     db.dispose()
     if settings.storage_driver == "memory" and settings.workers > 1:
         if workers is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -114,4 +115,115 @@ uploads = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_uploads_updated_at", "updated_at"),
+)
+
+
+# -- identity and access ------------------------------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("email", String(255)),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("password_changed_at", DateTime(timezone=True), nullable=False),
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", _ordered(64), nullable=False, unique=True),
+    Column("public", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+project_members = Table(
+    "project_members",
+    metadata,
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(16), nullable=False),  # admin | maintainer | developer | guest
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_project_members_user_id", "user_id"),
+)
+
+robots = Table(
+    "robots",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),  # robot$<project>+<name> or robot$<name>
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE")),  # NULL: system-level
+    Column("description", String(500)),
+    Column("secret_hash", String(255), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(64)),
+)
+
+robot_permissions = Table(
+    "robot_permissions",
+    metadata,
+    Column("robot_id", Integer, ForeignKey("robots.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("actions", String(200), nullable=False),  # comma list: pull,push,delete,read-scan
+)
+
+# Token signing keys live in the database so every node signs and verifies alike.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(100), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("private_pem", Text, nullable=False),
+    Column("public_pem", Text, nullable=False),
+    Column("active", Boolean, nullable=False),  # the one that signs; retired keys still verify
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True)),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("token_hash", String(128), nullable=False, unique=True),
+    Column("subject", String(200), nullable=False),
+    Column("service", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("ix_refresh_tokens_subject", "subject"),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key", String(300), primary_key=True),  # user:<name> or ip:<address>
+    Column("failures", Integer, nullable=False),
+    Column("first_failure_at", DateTime(timezone=True), nullable=False),
+    Column("locked_until", DateTime(timezone=True)),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),  # username, robot$…, or "anonymous"
+    Column("actor_kind", String(16), nullable=False),  # user | robot | anonymous | system
+    Column("action", String(64), nullable=False),  # e.g. auth.success, manifest.push, member.add
+    Column("object", String(500), nullable=False),
+    Column("project", String(64)),
+    Column("outcome", String(16), nullable=False),  # success | failure
+    Column("source_ip", String(64)),
+    Column("user_agent", String(500)),
+    Column("detail", Text),  # JSON; never holds secrets
+    Index("ix_audit_events_occurred_at", "occurred_at"),
+    Index("ix_audit_events_actor", "actor"),
+    Index("ix_audit_events_project", "project"),
 )

@@ -32,7 +32,9 @@ async def start(request: Request) -> Response:
     if "mount" in query:
         digest = validate_digest(query["mount"])
         source = query.get("from")
-        if await services.db.run(services.blobs.mount, name, digest, validate_name(source) if source else None):
+        can = request.state.can
+        may_read = lambda repository: can("repository", repository, "pull")  # noqa: E731
+        if await services.db.run(services.blobs.mount, name, digest, validate_name(source) if source else None, may_read):
             return _created(name, digest)
     digest = query.get("digest")
     if digest is not None:

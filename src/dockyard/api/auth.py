@@ -1,0 +1,267 @@
+"""The access gate for /v2 and /api/v1: who is calling, and may they do this?
+
+Routes declare the access they need (see api/oci/routes.py); `guarded` enforces it in this one
+place. Bearer tokens carry their grants, so the hot path is a cache lookup and a set test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dockyard.auth.authenticator import Authenticator, LoginFailed
+from dockyard.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal
+from dockyard.auth.tokens import InvalidToken, TokenService, VerifiedToken
+from dockyard.domain.audit import AuditService
+from dockyard.domain.names import validate_name
+from dockyard.errors import Denied, Unauthorized
+from dockyard.policy.access import AccessPolicy, project_of
+from dockyard.settings import Settings
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+
+def audit_event(method: str, path: str, audit_pulls: bool) -> str | None:
+    """The audit action for a successful /v2 request, or None if it is not audited."""
+    if "/blobs/uploads" in path:
+        return None
+    if "/manifests/" in path:
+        reference = path.rsplit("/", 1)[-1]
+        kind = "manifest" if ":" in reference else "tag"
+        if method == "PUT":
+            return "manifest.push"
+        if method == "DELETE":
+            return f"{kind}.delete"
+        if method == "GET" and audit_pulls:
+            return "manifest.pull"
+    elif "/blobs/" in path and method == "DELETE":
+        return "blob.delete"
+    return None
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    if header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+def token_principal(token: VerifiedToken) -> Principal:
+    if not token.subject:
+        return ANONYMOUS
+    return Principal("robot" if token.subject.startswith(ROBOT_PREFIX) else "user", token.subject)
+
+
+class AccessGate:
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: TokenService,
+        authenticator: Authenticator,
+        access: AccessPolicy,
+        audit: AuditService,
+    ):
+        self.settings = settings
+        self.tokens = tokens
+        self.authenticator = authenticator
+        self.access = access
+        self.audit = audit
+        self.enabled = settings.auth_mode != "none"
+
+    # -- identity -------------------------------------------------------------------------
+
+    async def login(self, username: str, password: str, request: Request) -> Principal:
+        """Verify a username/password (or robot secret, or login password); audits the outcome."""
+        ip = client_ip(request)
+        try:
+            principal = await anyio.to_thread.run_sync(self.authenticator.verify, username, password, ip)
+        except LoginFailed as exc:
+            await self._audit_auth(Principal("user", username), "failure", request, {"reason": str(exc)})
+            if exc.delay:
+                await asyncio.sleep(exc.delay)
+            raise Unauthorized("invalid username or password") from exc
+        await self._audit_auth(principal, "success", request, None)
+        return principal
+
+    async def _audit_auth(self, principal: Principal, outcome: str, request: Request, detail: dict | None) -> None:
+        await anyio.to_thread.run_sync(
+            lambda: self.audit.record(
+                actor=principal,
+                action=f"auth.{outcome}",
+                object=f"login {principal.name}",
+                outcome=outcome,
+                source_ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+                detail=detail,
+            )
+        )
+
+    async def principal_from_request(self, request: Request) -> Principal:
+        """The caller of a management request: Basic credentials or a bearer token; else anonymous."""
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            try:
+                token = self.tokens.verify(header[7:].strip())
+            except InvalidToken as exc:
+                raise Unauthorized(f"invalid token: {exc}") from exc
+            if not token.subject:
+                return ANONYMOUS
+            principal = await anyio.to_thread.run_sync(self.authenticator.account, token.subject)
+            if principal is None:
+                raise Unauthorized("the account of this token is disabled or gone")
+            return principal
+        creds = parse_basic(header) if header else None
+        if creds is not None:
+            return await self.login(creds[0], creds[1], request)
+        return ANONYMOUS
+
+    # -- /v2 authorization ------------------------------------------------------------------
+
+    def challenge(self, request: Request, scope: str | None, error: str | None = None) -> dict[str, str]:
+        if self.settings.auth_mode == "basic":
+            return {"WWW-Authenticate": f'Basic realm="{self.settings.token_service}"'}
+        base = self.settings.public_url or f"{request.url.scheme}://{request.headers.get('host', 'localhost')}"
+        parts = [f'realm="{base.rstrip("/")}/token"', f'service="{self.settings.token_service}"']
+        if scope:
+            parts.append(f'scope="{scope}"')
+        if error:
+            parts.append(f'error="{error}"')
+        return {"WWW-Authenticate": "Bearer " + ",".join(parts)}
+
+    async def authorize(self, request: Request, type_: str | None, name: str | None, action: str | None) -> Principal:
+        """Raise Unauthorized (with a challenge) or Denied unless the caller may do `action` on the resource."""
+        scope = None
+        if type_ is not None:
+            asked = ("pull", "push") if action == "push" else (action,)
+            scope = f"{type_}:{name}:{','.join(asked)}"
+        detail = [{"Type": type_, "Name": name, "Action": action}] if type_ else None
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            try:
+                token = self.tokens.verify(header[7:].strip())
+            except InvalidToken as exc:
+                raise Unauthorized(f"invalid token: {exc}", detail=detail, headers=self.challenge(request, scope, "invalid_token")) from exc
+            request.state.can = token.allows
+            if type_ is None or token.allows(type_, name, action):
+                return token_principal(token)
+            principal = await anyio.to_thread.run_sync(self.authenticator.account, token.subject) if token.subject else ANONYMOUS
+            if principal is None:
+                raise Unauthorized("the account of this token is disabled or gone", headers=self.challenge(request, scope, "invalid_token"))
+            if await self._permitted(principal, type_, name, action):
+                raise Unauthorized(
+                    f"token does not grant {action} on {name}", detail=detail, headers=self.challenge(request, scope, "insufficient_scope")
+                )
+            raise self._refusal(principal, type_, name, action, request, scope, detail)
+        creds = parse_basic(header) if header else None
+        if creds is None:
+            if type_ is not None and self.settings.auth_mode == "basic" and await self._permitted(ANONYMOUS, type_, name, action):
+                request.state.can = lambda t, n, a: False
+                return ANONYMOUS
+            raise Unauthorized("authentication required", detail=detail, headers=self.challenge(request, scope))
+        try:
+            principal = await self.login(creds[0], creds[1], request)
+        except Unauthorized as exc:
+            exc.headers = self.challenge(request, scope)
+            raise
+        request.state.can = self._basic_can(principal)
+        if type_ is None or await self._permitted(principal, type_, name, action):
+            return principal
+        raise self._refusal(principal, type_, name, action, request, scope, detail)
+
+    def _basic_can(self, principal: Principal):
+        def can(type_: str, name: str, action: str) -> bool:
+            return type_ == "repository" and action in self.access.repository_actions(principal, name)
+
+        return can
+
+    async def _permitted(self, principal: Principal, type_: str, name: str, action: str) -> bool:
+        if type_ == "registry":
+            return not principal.is_anonymous
+        actions = await anyio.to_thread.run_sync(self.access.repository_actions, principal, name)
+        return action in actions
+
+    def _refusal(self, principal, type_, name, action, request, scope, detail):
+        if principal.is_anonymous:
+            return Unauthorized(f"authentication required to {action} {name}", detail=detail, headers=self.challenge(request, scope))
+        if type_ == "repository":
+            return Denied(self.access.explain_denial(principal, name, action), detail=detail)
+        return Denied(f"{principal.name} may not access {type_}:{name}", detail=detail)
+
+    def repository_filter(self, principal: Principal) -> Callable[[str], bool] | None:
+        """For the catalog: a predicate for repositories the caller may pull (None: sees everything)."""
+        if not self.enabled:
+            return None
+        account = self.authenticator.account(principal.name) if principal.name else ANONYMOUS
+        if account is None:
+            return lambda name: False
+        if account.is_admin:
+            return None
+        readable: dict[str, bool] = {}
+
+        def visible(repository: str) -> bool:
+            project = project_of(repository)
+            if project not in readable:
+                readable[project] = "pull" in self.access.project_actions(account, project)
+            return readable[project]
+
+        return visible
+
+    async def after(self, request: Request, principal: Principal, action: str | None, name: str | None, status: int) -> None:
+        """Audit a /v2 write (and pulls when enabled) once it has succeeded."""
+        event = audit_event(request.method, request.url.path, self.settings.audit_pulls)
+        if event is None or status >= 400:
+            return
+        await anyio.to_thread.run_sync(
+            lambda: self.audit.record(
+                actor=principal,
+                action=event,
+                object=request.url.path.removeprefix("/v2/"),
+                project=project_of(name) if name else None,
+                source_ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+            )
+        )
+
+
+def guarded(endpoint: Endpoint, access: dict[str, str] | None, resource: str) -> Endpoint:
+    """Wrap a /v2 endpoint with its declared access: `access` maps method → action;
+    resource is "repository" (name from the path), "catalog", or "base" (/v2/ itself)."""
+
+    async def wrapped(request: Request) -> Response:
+        gate: AccessGate = request.app.state.services.gate
+        if not gate.enabled:
+            request.state.principal = ANONYMOUS
+            request.state.can = lambda t, n, a: True
+            return await endpoint(request)
+        action = access.get(request.method) if access else None
+        if resource == "repository":
+            name = validate_name(request.path_params["name"])
+            principal = await gate.authorize(request, "repository", name, action)
+        elif resource == "catalog":
+            name = None
+            principal = await gate.authorize(request, "registry", "catalog", "*")
+        else:
+            name = None
+            principal = await gate.authorize(request, None, None, None)
+        request.state.principal = principal
+        response = await endpoint(request)
+        if resource == "repository" and action in ("push", "delete") or gate.settings.audit_pulls:
+            await gate.after(request, principal, action, name, response.status_code)
+        return response
+
+    return wrapped

@@ -1,0 +1,1 @@
+"""Identity: passwords, principals, token signing and verification, credential checks."""

@@ -1,0 +1,112 @@
+"""The audit log: who did what to which object, when, from where. Never holds secrets."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+
+from dockyard.auth.principals import Principal
+from dockyard.metadata.db import Database, utcnow
+from dockyard.metadata.models import audit_events
+
+# Detail keys that must never reach the log, whatever a caller passes.
+_SECRET_KEYS = {"password", "secret", "token", "refresh_token", "access_token", "authorization"}
+
+
+def _clean(detail: dict | None) -> str | None:
+    if not detail:
+        return None
+    return json.dumps({k: v for k, v in detail.items() if k.lower() not in _SECRET_KEYS}, default=str)
+
+
+class AuditService:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def record(
+        self,
+        *,
+        actor: Principal,
+        action: str,
+        object: str,
+        outcome: str = "success",
+        project: str | None = None,
+        source_ip: str | None = None,
+        user_agent: str | None = None,
+        detail: dict | None = None,
+    ) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                audit_events.insert().values(
+                    occurred_at=utcnow(),
+                    actor=actor.name or "anonymous",
+                    actor_kind=actor.kind,
+                    action=action,
+                    object=object[:500],
+                    project=project,
+                    outcome=outcome,
+                    source_ip=source_ip,
+                    user_agent=(user_agent or "")[:500] or None,
+                    detail=_clean(detail),
+                )
+            )
+
+    def query(
+        self,
+        actor: str | None = None,
+        action: str | None = None,
+        project: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        outcome: str | None = None,
+        page: int = 1,
+        page_size: int = 50,
+    ) -> tuple[list[dict], int]:
+        conditions = []
+        if actor:
+            conditions.append(audit_events.c.actor == actor)
+        if action:
+            # "auth" matches auth.success and auth.failure: filter by prefix when no dot is given.
+            conditions.append(audit_events.c.action == action if "." in action else audit_events.c.action.like(f"{action}.%"))
+        if project:
+            conditions.append(audit_events.c.project == project)
+        if since:
+            conditions.append(audit_events.c.occurred_at >= since)
+        if until:
+            conditions.append(audit_events.c.occurred_at < until)
+        if outcome:
+            conditions.append(audit_events.c.outcome == outcome)
+        page, page_size = max(page, 1), min(max(page_size, 1), 100)
+        with self.db.read() as conn:
+            total = conn.execute(select(func.count()).select_from(audit_events).where(*conditions)).scalar_one()
+            rows = conn.execute(
+                select(audit_events)
+                .where(*conditions)
+                .order_by(audit_events.c.id.desc())
+                .offset((page - 1) * page_size)
+                .limit(page_size)
+            ).all()
+        items = [
+            {
+                "id": r.id,
+                "time": r.occurred_at.isoformat(),
+                "actor": r.actor,
+                "actor_kind": r.actor_kind,
+                "action": r.action,
+                "object": r.object,
+                "project": r.project,
+                "outcome": r.outcome,
+                "source_ip": r.source_ip,
+                "user_agent": r.user_agent,
+                "detail": json.loads(r.detail) if r.detail else None,
+            }
+            for r in rows
+        ]
+        return items, total
+
+    def purge(self, retention_days: int) -> int:
+        cutoff = utcnow() - timedelta(days=retention_days)
+        with self.db.write() as conn:
+            return conn.execute(delete(audit_events).where(audit_events.c.occurred_at < cutoff)).rowcount

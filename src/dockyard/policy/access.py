@@ -1,0 +1,96 @@
+"""Who may do what, as data: the role × action matrix and robot permissions.
+
+Documented in docs/access.md; tests/functional/test_role_matrix.py walks every cell.
+"""
+
+from __future__ import annotations
+
+from dockyard.auth.principals import Principal
+from dockyard.metadata.db import Database
+
+ROLES = ("admin", "maintainer", "developer", "guest")
+
+# Project-scoped actions. Repository actions (pull/push/delete) are what tokens carry.
+ROLE_ACTIONS: dict[str, frozenset[str]] = {
+    "guest": frozenset({"pull"}),
+    "developer": frozenset({"pull", "push"}),
+    "maintainer": frozenset({"pull", "push", "delete", "retag"}),
+    "admin": frozenset({"pull", "push", "delete", "retag", "manage-members", "manage-policies", "read-audit"}),
+}
+ALL_PROJECT_ACTIONS = ROLE_ACTIONS["admin"] | {"read-scan"}
+ROBOT_ACTIONS = frozenset({"pull", "push", "delete", "read-scan"})
+REPOSITORY_ACTIONS = frozenset({"pull", "push", "delete"})
+
+_USER_SQL = (
+    "SELECT p.public, m.role FROM projects p"
+    " LEFT JOIN project_members m ON m.project_id = p.id AND m.user_id = ? WHERE p.name = ?"
+)
+_ROBOT_SQL = (
+    "SELECT p.public, rp.actions FROM projects p"
+    " LEFT JOIN robot_permissions rp ON rp.project_id = p.id AND rp.robot_id = ? WHERE p.name = ?"
+)
+_PROJECT_SQL = "SELECT public FROM projects WHERE name = ?"
+
+
+def project_of(repository: str) -> str:
+    return repository.split("/", 1)[0]
+
+
+class AccessPolicy:
+    def __init__(self, db: Database, *, auto_create_projects: bool = False):
+        self.db = db
+        self.auto_create_projects = auto_create_projects
+
+    def project_actions(self, principal: Principal, project: str) -> frozenset[str]:
+        """Everything `principal` may do in `project` (empty if the project does not exist)."""
+        if principal.kind == "user" and principal.is_admin:
+            exists = self.db.fetchone(_PROJECT_SQL, (project,)) is not None
+            return ALL_PROJECT_ACTIONS if exists else frozenset()
+        if principal.kind == "user":
+            row = self.db.fetchone(_USER_SQL, (principal.id, project))
+            if row is None:
+                return frozenset()
+            public, role = row
+            actions = set(ROLE_ACTIONS.get(role, frozenset()))
+            if role:
+                actions.add("read-scan")
+            if public:
+                actions.add("pull")
+            return frozenset(actions)
+        if principal.kind == "robot":
+            row = self.db.fetchone(_ROBOT_SQL, (principal.id, project))
+            if row is None:
+                return frozenset()
+            public, granted = row
+            actions = {a for a in (granted or "").split(",") if a in ROBOT_ACTIONS}
+            if public:
+                actions.add("pull")
+            return frozenset(actions)
+        row = self.db.fetchone(_PROJECT_SQL, (project,))
+        return frozenset({"pull"}) if row is not None and row[0] else frozenset()
+
+    def repository_actions(self, principal: Principal, repository: str) -> frozenset[str]:
+        project = project_of(repository)
+        actions = self.project_actions(principal, project) & REPOSITORY_ACTIONS
+        if not actions and self.may_auto_create(principal, project):
+            return frozenset({"pull", "push"})
+        return actions
+
+    def may_auto_create(self, principal: Principal, project: str) -> bool:
+        """Auto-create lets a signed-in user push into a project that does not exist yet."""
+        return (
+            self.auto_create_projects
+            and principal.kind == "user"
+            and self.db.fetchone(_PROJECT_SQL, (project,)) is None
+        )
+
+    def project_exists(self, project: str) -> bool:
+        return self.db.fetchone(_PROJECT_SQL, (project,)) is not None
+
+    def explain_denial(self, principal: Principal, repository: str, action: str) -> str:
+        project = project_of(repository)
+        if not self.project_exists(project):
+            hint = " (ask an administrator to create it)" if not self.auto_create_projects else ""
+            return f"project {project} does not exist{hint}"
+        who = "anonymous users" if principal.is_anonymous else f"{principal.kind} {principal.name}"
+        return f"{who} may not {action} in repository {repository} (project {project})"
