@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import httpx
 import typer
 from rich.console import Console
 
@@ -127,6 +129,62 @@ def purge_uploads(
     services = build_services(settings)
     purged = services.uploads.purge_stale(older_than if older_than is not None else settings.upload_max_age_seconds)
     console.print(f"purged {purged} stale upload(s)")
+
+
+@app.command()
+def login(
+    server: Annotated[str, typer.Argument(help="Registry host[:port] or URL.")],
+    username: Annotated[Optional[str], typer.Option("--username", "-u", help="User or robot name.")] = None,
+    password: Annotated[Optional[str], typer.Option("--password", "-p", help="Password (prefer --password-stdin).")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    plain_http: Annotated[Optional[bool], typer.Option("--plain-http/--https", help="Default: plain HTTP for loopback only.")] = None,
+) -> None:
+    """Verify credentials and store them in docker's config.json, as `docker login` does."""
+    from dockyard.cli.credentials import CredentialError, CredentialStore, base_url, verify_login, write_docker_auth
+
+    username = username or typer.prompt("Username")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif password is None:
+        password = typer.prompt("Password", hide_input=True)
+    url = base_url(server, plain_http)
+    try:
+        verify_login(url, username, password)
+    except (CredentialError, httpx.HTTPError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    path = write_docker_auth(server, username, password)
+    CredentialStore().put(server, username, password)
+    console.print(f"Login Succeeded (credentials saved in {path})")
+
+
+@app.command("get-login-password")
+def get_login_password(
+    registry: Annotated[str, typer.Option("--registry", "-r", help="Registry host[:port] or URL.", envvar="DOCKYARD_URL")] = "127.0.0.1:5000",
+    username: Annotated[Optional[str], typer.Option("--username", "-u", envvar="DOCKYARD_USERNAME")] = None,
+    password: Annotated[Optional[str], typer.Option("--password", envvar="DOCKYARD_PASSWORD")] = None,
+    plain_http: Annotated[Optional[bool], typer.Option("--plain-http/--https")] = None,
+) -> None:
+    """Print a short-lived password for `docker login --password-stdin` (like `aws ecr get-login-password`)."""
+    from dockyard.cli.credentials import (
+        CredentialError,
+        CredentialStore,
+        base_url,
+        docker_config_credentials,
+        fetch_login_password,
+    )
+
+    if username is None or password is None:
+        stored = CredentialStore().get(registry) or docker_config_credentials(registry)
+        if stored is None:
+            console.print(f"[red]no credentials for {registry}: run `dockyard login {registry}` or set DOCKYARD_USERNAME/DOCKYARD_PASSWORD[/red]")
+            raise typer.Exit(1)
+        username, password = username or stored.username, password or stored.secret
+    try:
+        typer.echo(fetch_login_password(base_url(registry, plain_http), username, password))
+    except (CredentialError, httpx.HTTPError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
 
 
 @app.command()

@@ -1,0 +1,214 @@
+"""Client-side credentials: `dockyard login`, `dockyard get-login-password`, and the
+`docker-credential-dockyard` helper (docker's credential-helper protocol).
+
+Long-lived secrets stay in Dockyard's own store (mode 0600); what the helper hands to docker
+is a short-lived login password, the way cloud CLIs do it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+NOT_FOUND = "credentials not found in native keychain"
+_LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
+
+
+class CredentialError(Exception):
+    pass
+
+
+def server_key(server: str) -> str:
+    """`https://reg.example.com:5000/` → `reg.example.com:5000`, as docker keys its config."""
+    server = server.strip()
+    server = re.sub(r"^[a-z]+://", "", server)
+    return server.split("/", 1)[0]
+
+
+def base_url(server: str, plain_http: bool | None = None) -> str:
+    if re.match(r"^https?://", server.strip()):
+        return server.strip().rstrip("/")
+    host = server_key(server)
+    if plain_http is None:
+        plain_http = bool(_LOOPBACK.match(host))
+    return f"{'http' if plain_http else 'https'}://{host}"
+
+
+def store_path() -> Path:
+    override = os.environ.get("DOCKYARD_CREDENTIALS_FILE")
+    if override:
+        return Path(override)
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config_home / "dockyard" / "credentials.json"
+
+
+@dataclass
+class StoredCredential:
+    username: str
+    secret: str
+
+
+class CredentialStore:
+    def __init__(self, path: Path | None = None):
+        self.path = path or store_path()
+
+    def _load(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise CredentialError(f"credential store {self.path} is corrupt: {exc}") from exc
+
+    def _save(self, data: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, self.path)
+
+    def get(self, server: str) -> StoredCredential | None:
+        entry = self._load().get(server_key(server))
+        return StoredCredential(entry["username"], entry["secret"]) if entry else None
+
+    def put(self, server: str, username: str, secret: str) -> None:
+        data = self._load()
+        data[server_key(server)] = {"username": username, "secret": secret}
+        self._save(data)
+
+    def erase(self, server: str) -> bool:
+        data = self._load()
+        removed = data.pop(server_key(server), None) is not None
+        if removed:
+            self._save(data)
+        return removed
+
+    def list(self) -> dict[str, str]:
+        return {server: entry["username"] for server, entry in self._load().items()}
+
+
+def docker_config_path() -> Path:
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+
+
+def write_docker_auth(server: str, username: str, secret: str) -> Path:
+    """Record credentials in docker's config.json, as `docker login` does (inline `auth`)."""
+    path = docker_config_path()
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        config = {}
+    key = server_key(server)
+    config.setdefault("auths", {})[key] = {"auth": base64.b64encode(f"{username}:{secret}".encode()).decode()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(config, fh, indent=2)
+    os.replace(path.with_suffix(".tmp"), path)
+    return path
+
+
+def docker_config_credentials(server: str) -> StoredCredential | None:
+    try:
+        auths = json.loads(docker_config_path().read_text()).get("auths", {})
+    except (FileNotFoundError, ValueError):
+        return None
+    entry = auths.get(server_key(server)) or {}
+    if "auth" not in entry:
+        return None
+    username, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+    return StoredCredential(username, secret)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        if errors:
+            return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+    except ValueError:
+        pass
+    return f"HTTP {response.status_code}"
+
+
+def verify_login(url: str, username: str, secret: str) -> None:
+    """Check credentials the way docker login does: ping /v2/, then ask the token service."""
+    with httpx.Client(timeout=30) as client:
+        ping = client.get(f"{url}/v2/")
+        challenge = ping.headers.get("www-authenticate", "")
+        if ping.status_code == 200:
+            return
+        if challenge.lower().startswith("bearer "):
+            params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+            realm = params.pop("realm", f"{url}/token")
+            response = client.get(realm, params={"service": params.get("service", ""), "account": username}, auth=(username, secret))
+        else:
+            response = client.get(f"{url}/v2/", auth=(username, secret))
+        if response.status_code != 200:
+            raise CredentialError(f"login failed: {_error_message(response)}")
+
+
+def fetch_login_password(url: str, username: str, secret: str) -> str:
+    with httpx.Client(timeout=30) as client:
+        response = client.post(f"{url}/api/v1/auth/login-password", auth=(username, secret))
+    if response.status_code != 200:
+        raise CredentialError(f"cannot get a login password: {_error_message(response)}")
+    return response.json()["password"]
+
+
+# -- docker-credential-dockyard -------------------------------------------------------------
+
+
+def credential_helper(argv: list[str] | None = None, stdin=None, stdout=None) -> int:
+    """The credential-helper protocol: get, store, erase, list, version. Errors go to stdout, exit 1."""
+    argv = sys.argv[1:] if argv is None else argv
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    store = CredentialStore()
+    action = argv[0] if argv else ""
+    try:
+        if action == "store":
+            payload = json.loads(stdin.read())
+            if not payload.get("ServerURL"):
+                raise CredentialError("no credentials server URL")
+            if not payload.get("Username"):
+                raise CredentialError("no credentials username")
+            store.put(payload["ServerURL"], payload["Username"], payload.get("Secret", ""))
+        elif action == "get":
+            server = stdin.read().strip()
+            if not server:
+                raise CredentialError("no credentials server URL")
+            cred = store.get(server)
+            if cred is None:
+                raise CredentialError(NOT_FOUND)
+            password = fetch_login_password(base_url(server), cred.username, cred.secret)
+            json.dump({"ServerURL": server, "Username": cred.username, "Secret": password}, stdout)
+        elif action == "erase":
+            server = stdin.read().strip()
+            if not store.erase(server):
+                raise CredentialError(NOT_FOUND)
+        elif action == "list":
+            json.dump(store.list(), stdout)
+        elif action == "version":
+            from dockyard import __version__
+
+            stdout.write(f"docker-credential-dockyard (dockyard) {__version__}\n")
+        else:
+            raise CredentialError(f"unknown action {action!r}; use get, store, erase, list or version")
+    except (CredentialError, httpx.HTTPError, ValueError, KeyError) as exc:
+        stdout.write(str(exc) if isinstance(exc, CredentialError) else f"error: {exc}")
+        stdout.flush()
+        return 1
+    stdout.flush()
+    return 0
+
+
+def helper_main() -> None:
+    sys.exit(credential_helper())
