@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.routing import Mount
 from starlette.requests import ClientDisconnect
 
 from dockyard.api.http import (
@@ -27,6 +28,9 @@ from dockyard.auth.keys import KeyStore
 from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
+from dockyard.domain.projects import ProjectService
+from dockyard.domain.robots import RobotService
+from dockyard.domain.users import UserService
 from dockyard.domain.blobs import BlobService
 from dockyard.domain.listings import ListingService
 from dockyard.domain.manifest_service import ManifestService
@@ -54,6 +58,9 @@ class Services:
     tokens: TokenService
     authenticator: Authenticator
     gate: AccessGate
+    users: UserService
+    projects: ProjectService
+    robots: RobotService
 
 
 def build_services(settings: Settings) -> Services:
@@ -86,6 +93,7 @@ def build_services(settings: Settings) -> Services:
     authenticator = Authenticator(db, tokens, throttle, cache_seconds=settings.credential_cache_seconds)
     access = AccessPolicy(db, auto_create_projects=settings.auto_create_projects)
     audit = AuditService(db)
+    projects = ProjectService(db)
     return Services(
         settings=settings,
         db=db,
@@ -98,7 +106,10 @@ def build_services(settings: Settings) -> Services:
         audit=audit,
         tokens=tokens,
         authenticator=authenticator,
-        gate=AccessGate(settings, tokens, authenticator, access, audit),
+        gate=AccessGate(settings, tokens, authenticator, access, audit, projects),
+        users=UserService(db),
+        projects=projects,
+        robots=RobotService(db),
     )
 
 
@@ -131,8 +142,10 @@ def create_app(settings: Settings) -> Starlette:
                 reaper.cancel()
             services.db.dispose()
 
+    from dockyard.api.mgmt import create_mgmt_api
+
     app = Starlette(
-        routes=oci_routes(),
+        routes=[*oci_routes(), Mount("/api/v1", app=create_mgmt_api(services))],
         middleware=[Middleware(ApiVersionHeader)],
         exception_handlers={
             DockyardError: on_dockyard_error,

@@ -19,6 +19,8 @@ from dockyard.auth.authenticator import Authenticator, LoginFailed
 from dockyard.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal
 from dockyard.auth.tokens import InvalidToken, TokenService, VerifiedToken
 from dockyard.domain.audit import AuditService
+from dockyard.domain.identity import Conflict
+from dockyard.domain.projects import ProjectService
 from dockyard.domain.names import validate_name
 from dockyard.errors import Denied, Unauthorized
 from dockyard.policy.access import AccessPolicy, project_of
@@ -75,7 +77,9 @@ class AccessGate:
         authenticator: Authenticator,
         access: AccessPolicy,
         audit: AuditService,
+        projects: ProjectService,
     ):
+        self.projects = projects
         self.settings = settings
         self.tokens = tokens
         self.authenticator = authenticator
@@ -202,6 +206,21 @@ class AccessGate:
             return Denied(self.access.explain_denial(principal, name, action), detail=detail)
         return Denied(f"{principal.name} may not access {type_}:{name}", detail=detail)
 
+    def create_project_on_push(self, principal: Principal, repository: str) -> None:
+        """auto_create_projects: the first push into a missing project creates it, pusher as admin."""
+        project = project_of(repository)
+        if self.access.project_exists(project):
+            return
+        account = self.authenticator.account(principal.name) if principal.name else None
+        if account is None or account.kind != "user":
+            raise Denied(self.access.explain_denial(principal, repository, "push"))
+        try:
+            self.projects.create(project, public=False, creator=account)
+        except Conflict:
+            return  # a concurrent first push created it
+        self.audit.record(actor=account, action="project.create", object=f"project {project}", project=project,
+                          detail={"reason": "auto-created on first push"})
+
     def repository_filter(self, principal: Principal) -> Callable[[str], bool] | None:
         """For the catalog: a predicate for repositories the caller may pull (None: sees everything)."""
         if not self.enabled:
@@ -259,6 +278,8 @@ def guarded(endpoint: Endpoint, access: dict[str, str] | None, resource: str) ->
             name = None
             principal = await gate.authorize(request, None, None, None)
         request.state.principal = principal
+        if action == "push" and gate.settings.auto_create_projects:
+            await anyio.to_thread.run_sync(gate.create_project_on_push, principal, name)
         response = await endpoint(request)
         if resource == "repository" and action in ("push", "delete") or gate.settings.audit_pulls:
             await gate.after(request, principal, action, name, response.status_code)
