@@ -19,6 +19,7 @@ STAMPS="$TOOLS/stamps"
 CRANE_VERSION=v0.22.1        # github.com/google/go-containerregistry
 ORAS_VERSION=v1.3.6          # oras.land/oras
 REGCTL_VERSION=v0.11.7       # github.com/regclient/regclient
+HELM_VERSION=v3.22.0         # helm.sh/helm/v3 (OCI charts: helm registry login/push/pull)
 CONFORMANCE_MODULE=github.com/opencontainers/distribution-spec/conformance
 CONFORMANCE_VERSION=v0.0.0-20231101194043-f2182352d4cc
 CONFORMANCE_NEXT_VERSION=v0.0.0-20260831232431-97274622c111
@@ -108,13 +109,14 @@ build_conformance() {
 go_install crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION"
 go_install oras oras.land/oras/cmd/oras "$ORAS_VERSION"
 go_install regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION"
+go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 build_conformance oci-conformance.test "$CONFORMANCE_VERSION" test -c
 build_conformance oci-conformance-next "$CONFORMANCE_NEXT_VERSION" build
 
 # --- summary --------------------------------------------------------------------
 {
   echo "== tools (Go-built in $BIN)"
-  for n in crane oras regctl oci-conformance.test oci-conformance-next; do
+  for n in crane oras regctl helm oci-conformance.test oci-conformance-next; do
     printf '  %-22s %s\n' "$n" "$(cat "$STAMPS/$n")"
   done
   echo "== apt packages"

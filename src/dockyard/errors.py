@@ -93,6 +93,10 @@ class InvalidRequest(DockyardError):
     code, status, default_message = "INVALID_REQUEST", 400, "the request is malformed"
 
 
+class Conflict(DockyardError):
+    code, status, default_message = "CONFLICT", 409, "the request conflicts with the current state"
+
+
 class Unauthorized(DockyardError):
     code, status, default_message = "UNAUTHORIZED", 401, "authentication required"
 

@@ -19,10 +19,9 @@ from dockyard.auth.authenticator import Authenticator, LoginFailed
 from dockyard.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal
 from dockyard.auth.tokens import InvalidToken, TokenService, VerifiedToken
 from dockyard.domain.audit import AuditService
-from dockyard.domain.identity import Conflict
 from dockyard.domain.projects import ProjectService
 from dockyard.domain.names import validate_name
-from dockyard.errors import Denied, Unauthorized
+from dockyard.errors import Conflict, Denied, NameUnknown, Unauthorized
 from dockyard.policy.access import AccessPolicy, project_of
 from dockyard.settings import Settings
 
@@ -80,6 +79,7 @@ class AccessGate:
         projects: ProjectService,
     ):
         self.projects = projects
+        self.db = access.db
         self.settings = settings
         self.tokens = tokens
         self.authenticator = authenticator
@@ -90,16 +90,22 @@ class AccessGate:
     # -- identity -------------------------------------------------------------------------
 
     async def login(self, username: str, password: str, request: Request) -> Principal:
-        """Verify a username/password (or robot secret, or login password); audits the outcome."""
+        """Verify a username/password (or robot secret, or login password). Every failure is
+        audited; a success only when the credentials were really checked, not on a cache hit,
+        so Basic auth on /v2 does not write a row per request."""
         ip = client_ip(request)
+        cached = await self.db.run_fast(self.authenticator.cached, username, password)
+        if cached is not None:
+            return cached
         try:
-            principal = await anyio.to_thread.run_sync(self.authenticator.verify, username, password, ip)
+            principal, fresh = await anyio.to_thread.run_sync(self.authenticator.check, username, password, ip)
         except LoginFailed as exc:
             await self._audit_auth(Principal("user", username), "failure", request, {"reason": str(exc)})
             if exc.delay:
                 await asyncio.sleep(exc.delay)
             raise Unauthorized("invalid username or password") from exc
-        await self._audit_auth(principal, "success", request, None)
+        if fresh:
+            await self._audit_auth(principal, "success", request, None)
         return principal
 
     async def _audit_auth(self, principal: Principal, outcome: str, request: Request, detail: dict | None) -> None:
@@ -116,19 +122,17 @@ class AccessGate:
         )
 
     async def principal_from_request(self, request: Request) -> Principal:
-        """The caller of a management request: Basic credentials or a bearer token; else anonymous."""
+        """The caller of a management request, from Basic credentials; else anonymous.
+
+        Registry bearer tokens are refused here: a token CI holds for `repository:x:pull` must not
+        carry its owner's full account power into the management API."""
         header = request.headers.get("authorization", "")
         if header[:7].lower() == "bearer ":
-            try:
-                token = self.tokens.verify(header[7:].strip())
-            except InvalidToken as exc:
-                raise Unauthorized(f"invalid token: {exc}") from exc
-            if not token.subject:
-                return ANONYMOUS
-            principal = await anyio.to_thread.run_sync(self.authenticator.account, token.subject)
-            if principal is None:
-                raise Unauthorized("the account of this token is disabled or gone")
-            return principal
+            raise Unauthorized(
+                "the management API takes Basic credentials (a password, a robot secret, or the output of "
+                "`dockyard get-login-password`), not registry bearer tokens",
+                headers={"WWW-Authenticate": f'Basic realm="{self.settings.token_service}"'},
+            )
         creds = parse_basic(header) if header else None
         if creds is not None:
             return await self.login(creds[0], creds[1], request)
@@ -148,44 +152,65 @@ class AccessGate:
         return {"WWW-Authenticate": "Bearer " + ",".join(parts)}
 
     async def authorize(self, request: Request, type_: str | None, name: str | None, action: str | None) -> Principal:
-        """Raise Unauthorized (with a challenge) or Denied unless the caller may do `action` on the resource."""
-        scope = None
-        if type_ is not None:
-            asked = ("pull", "push") if action == "push" else (action,)
-            scope = f"{type_}:{name}:{','.join(asked)}"
-        detail = [{"Type": type_, "Name": name, "Action": action}] if type_ else None
+        """Raise Unauthorized (with a challenge) or Denied unless the caller may do `action` on the resource.
+
+        The granted path allocates nothing it does not need: a cached token and a set test."""
         header = request.headers.get("authorization", "")
         if header[:7].lower() == "bearer ":
             try:
                 token = self.tokens.verify(header[7:].strip())
             except InvalidToken as exc:
-                raise Unauthorized(f"invalid token: {exc}", detail=detail, headers=self.challenge(request, scope, "invalid_token")) from exc
-            request.state.can = token.allows
+                raise self._unauthorized(request, type_, name, action, f"invalid token: {exc}", "invalid_token") from exc
+            request.state.can = self._token_can(token)
             if type_ is None or token.allows(type_, name, action):
                 return token_principal(token)
-            principal = await anyio.to_thread.run_sync(self.authenticator.account, token.subject) if token.subject else ANONYMOUS
+            principal = await self.db.run_fast(self.authenticator.account, token.subject) if token.subject else ANONYMOUS
             if principal is None:
-                raise Unauthorized("the account of this token is disabled or gone", headers=self.challenge(request, scope, "invalid_token"))
+                raise self._unauthorized(request, type_, name, action, "the account of this token is disabled or gone", "invalid_token")
             if await self._permitted(principal, type_, name, action):
-                raise Unauthorized(
-                    f"token does not grant {action} on {name}", detail=detail, headers=self.challenge(request, scope, "insufficient_scope")
-                )
-            raise self._refusal(principal, type_, name, action, request, scope, detail)
+                raise self._unauthorized(request, type_, name, action, f"token does not grant {action} on {name}", "insufficient_scope")
+            raise self._refusal(principal, type_, name, action, request)
         creds = parse_basic(header) if header else None
         if creds is None:
             if type_ is not None and self.settings.auth_mode == "basic" and await self._permitted(ANONYMOUS, type_, name, action):
                 request.state.can = lambda t, n, a: False
                 return ANONYMOUS
-            raise Unauthorized("authentication required", detail=detail, headers=self.challenge(request, scope))
+            raise self._unauthorized(request, type_, name, action, "authentication required")
         try:
             principal = await self.login(creds[0], creds[1], request)
         except Unauthorized as exc:
-            exc.headers = self.challenge(request, scope)
-            raise
+            raise self._unauthorized(request, type_, name, action, exc.message) from exc
         request.state.can = self._basic_can(principal)
         if type_ is None or await self._permitted(principal, type_, name, action):
             return principal
-        raise self._refusal(principal, type_, name, action, request, scope, detail)
+        raise self._refusal(principal, type_, name, action, request)
+
+    @staticmethod
+    def _scope(type_: str | None, name: str | None, action: str | None) -> str | None:
+        if type_ is None:
+            return None
+        asked = ("pull", "push") if action == "push" else (action,)
+        return f"{type_}:{name}:{','.join(asked)}"
+
+    def _unauthorized(self, request, type_, name, action, message: str, error: str | None = None) -> Unauthorized:
+        detail = [{"Type": type_, "Name": name, "Action": action}] if type_ else None
+        return Unauthorized(message, detail=detail, headers=self.challenge(request, self._scope(type_, name, action), error))
+
+    def _token_can(self, token: VerifiedToken):
+        """What the token grants, else what its account may do. Clients ask for a token scoped to the
+        mount target only (the challenge names one repository), so a mount source is checked here."""
+        account: list[Principal | None] = []
+
+        def can(type_: str, name: str, action: str) -> bool:
+            if token.allows(type_, name, action):
+                return True
+            if type_ != "repository" or not token.subject:
+                return False
+            if not account:
+                account.append(self.authenticator.account(token.subject))
+            return account[0] is not None and action in self.access.repository_actions(account[0], name)
+
+        return can
 
     def _basic_can(self, principal: Principal):
         def can(type_: str, name: str, action: str) -> bool:
@@ -196,12 +221,17 @@ class AccessGate:
     async def _permitted(self, principal: Principal, type_: str, name: str, action: str) -> bool:
         if type_ == "registry":
             return not principal.is_anonymous
-        actions = await anyio.to_thread.run_sync(self.access.repository_actions, principal, name)
+        actions = await self.db.run_fast(self.access.repository_actions, principal, name)
         return action in actions
 
-    def _refusal(self, principal, type_, name, action, request, scope, detail):
+    def _refusal(self, principal, type_, name, action, request):
+        detail = [{"Type": type_, "Name": name, "Action": action}]
         if principal.is_anonymous:
-            return Unauthorized(f"authentication required to {action} {name}", detail=detail, headers=self.challenge(request, scope))
+            return self._unauthorized(request, type_, name, action, f"authentication required to {action} {name}")
+        if type_ == "repository" and action == "pull" and not self.access.project_exists(project_of(name)):
+            # Clients probe with HEAD before pushing; a body-less 403 would hide the reason the
+            # push itself then gives ("project … does not exist"). Reading nothing is just unknown.
+            return NameUnknown(f"repository {name} is not known: {self.access.explain_denial(principal, name, action)}")
         if type_ == "repository":
             return Denied(self.access.explain_denial(principal, name, action), detail=detail)
         return Denied(f"{principal.name} may not access {type_}:{name}", detail=detail)

@@ -71,14 +71,32 @@ class Authenticator:
 
     def verify(self, username: str, password: str, source_ip: str | None) -> Principal:
         """Return the principal or raise LoginFailed / TooManyRequests."""
+        return self.check(username, password, source_ip)[0]
+
+    def cached(self, username: str, password: str) -> Principal | None:
+        """The principal if these credentials were verified recently (no hashing), else None."""
+        if not self.cache_seconds:
+            return None
+        account = self._load(username)
+        if account is None:
+            return None
+        expiry = self._verified.get(self._cache_key(username, password, account))
+        return account.principal if expiry is not None and expiry > time.monotonic() else None
+
+    @staticmethod
+    def _cache_key(username: str, password: str, account: _Account) -> str:
+        return hashlib.sha256(f"{username}\0{password}\0{account.stamp}".encode()).hexdigest()
+
+    def check(self, username: str, password: str, source_ip: str | None) -> tuple[Principal, bool]:
+        """(principal, fresh): fresh is False when a cached verification was reused."""
         keys = [f"user:{username.lower()}"] + ([f"ip:{source_ip}"] if source_ip else [])
         account = self._load(username)
         cache_key = None
         if account is not None and self.cache_seconds:
-            cache_key = hashlib.sha256(f"{username}\0{password}\0{account.stamp}".encode()).hexdigest()
+            cache_key = self._cache_key(username, password, account)
             expiry = self._verified.get(cache_key)
             if expiry is not None and expiry > time.monotonic():
-                return account.principal
+                return account.principal, False
         self.throttle.check(keys)
         if account is None:
             verify_secret(self._dummy_hash, password)
@@ -93,7 +111,7 @@ class Authenticator:
             if len(self._verified) > 10_000:
                 self._verified.clear()
             self._verified[cache_key] = time.monotonic() + self.cache_seconds
-        return account.principal
+        return account.principal, True
 
 
 def _parse_dt(value):

@@ -6,21 +6,15 @@ write, so successful logins cost one read.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 
 from dockyard.errors import TooManyRequests
-from dockyard.metadata.db import Database, insert_ignore, utcnow
+from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import login_failures
 
 MAX_DELAY_SECONDS = 4.0
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 class LoginThrottle:
@@ -38,7 +32,7 @@ class LoginThrottle:
                 select(login_failures.c.key, login_failures.c.locked_until).where(login_failures.c.key.in_(keys))
             ).all()
         for row in rows:
-            locked = _aware(row.locked_until)
+            locked = aware(row.locked_until)
             if locked is not None and locked > now:
                 retry = max(1, int((locked - now).total_seconds()) + 1)
                 raise TooManyRequests(
@@ -60,7 +54,7 @@ class LoginThrottle:
                     row = conn.execute(
                         select(login_failures.c.failures, login_failures.c.first_failure_at).where(login_failures.c.key == key)
                     ).one()
-                    fresh = _aware(row.first_failure_at) < now - timedelta(seconds=self.window_seconds)
+                    fresh = aware(row.first_failure_at) < now - timedelta(seconds=self.window_seconds)
                     count = 1 if fresh else row.failures + 1
                     values = {"failures": count}
                     if fresh:

@@ -15,7 +15,11 @@ from dockyard import __version__
 from dockyard.settings import CONFIG_ENV, Settings, load_settings, settings_to_env
 
 app = typer.Typer(help="Dockyard: a self-hosted private OCI registry.", no_args_is_help=True, add_completion=False)
-admin = typer.Typer(help="Administrative tasks run directly against the data directory.", no_args_is_help=True)
+admin = typer.Typer(
+    help="Administration: `migrate` and `purge-uploads` work directly on the data directory; "
+    "the other groups are clients of a running registry's /api/v1.",
+    no_args_is_help=True,
+)
 app.add_typer(admin, name="admin")
 console = Console(stderr=True)
 
@@ -32,6 +36,32 @@ def _settings(config: Path | None, **overrides) -> Settings:
         raise typer.Exit(2) from exc
     # Workers and later commands must agree on paths whatever their working directory.
     return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    """The server binds with SO_REUSEPORT (for its workers), which would let a second registry
+    silently share a port with a running one; bind once without it to refuse that."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR tolerates TIME_WAIT leftovers of a previous run, but not a live listener.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            console.print(f"[red]cannot listen on {host}:{port}: {exc.strerror}[/red]")
+            raise typer.Exit(2) from exc
+
+
+def _add_remote_groups() -> None:
+    from dockyard.cli.remote import GROUPS
+
+    for name, group in GROUPS.items():
+        admin.add_typer(group, name=name)
+
+
+_add_remote_groups()
 
 
 @app.command()
@@ -62,6 +92,7 @@ def serve(
     from dockyard.auth.bootstrap import bootstrap
     from dockyard.auth.keys import KeyStore
 
+    _ensure_port_free(settings.host, settings.port)
     db = Database(settings.resolved_database_url)
     db.migrate()  # once here, so workers never race on it
     bootstrap(db, KeyStore(db, settings.token_algorithm), settings.admin_password)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 
 from dockyard.auth.principals import Principal
-from dockyard.metadata.db import Database, utcnow
+from dockyard.metadata.db import Database, aware, utcnow
 from dockyard.metadata.models import audit_events
 
 # Detail keys that must never reach the log, whatever a caller passes.
@@ -91,7 +91,7 @@ class AuditService:
         items = [
             {
                 "id": r.id,
-                "time": r.occurred_at.isoformat(),
+                "time": aware(r.occurred_at).isoformat(),
                 "actor": r.actor,
                 "actor_kind": r.actor_kind,
                 "action": r.action,

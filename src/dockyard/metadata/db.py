@@ -122,14 +122,24 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def insert_ignore(conn: Connection, table, values: dict, conflict_columns: list[str]) -> int:
-    """INSERT … ON CONFLICT DO NOTHING on both dialects; returns the number of rows inserted."""
+def insert_ignore(conn: Connection, table, values: dict, conflict_columns: list[str]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING on both dialects; True if this statement inserted the row.
+
+    Decided by RETURNING, not rowcount: psycopg 3 reports rowcount -1 for this statement."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
-    return conn.execute(stmt).rowcount
+    first = table.c[conflict_columns[0]]
+    stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_columns).returning(first)
+    return conn.execute(stmt).first() is not None
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything Dockyard stores is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def upsert(conn: Connection, table, values: dict, conflict_columns: list[str], update: dict) -> None:

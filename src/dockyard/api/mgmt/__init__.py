@@ -1,0 +1,50 @@
+"""Management REST API (/api/v1): FastAPI with OpenAPI, mounted inside the Starlette app.
+
+`create_mgmt_api(services)` builds it; app.py mounts it with `Mount("/api/v1", app=...)`.
+Handlers are thin: authenticate (common.current_caller), authorize, call a domain service, audit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from dockyard import __version__
+from dockyard.api.http import on_unexpected
+from dockyard.api.mgmt import audit, auth, keys, projects, repositories, robots, users
+from dockyard.api.mgmt.common import (
+    ERROR_RESPONSES,
+    current_principal,
+    on_dockyard_error,
+    on_starlette_http_exception,
+    on_validation_error,
+)
+from dockyard.errors import DockyardError
+
+__all__ = ["create_mgmt_api", "current_principal"]
+
+
+def create_mgmt_api(services: Any) -> FastAPI:
+    api = FastAPI(
+        title="Dockyard management API",
+        version=__version__,
+        description="Projects, members, users, robot accounts, audit log and retag. "
+        "Errors use the OCI format {\"errors\": [{\"code\", \"message\", \"detail\"}]}.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        responses=ERROR_RESPONSES,
+        exception_handlers={
+            DockyardError: on_dockyard_error,
+            RequestValidationError: on_validation_error,
+            HTTPException: on_starlette_http_exception,
+            Exception: on_unexpected,
+        },
+    )
+    api.state.services = services
+    for module in (auth, users, projects, robots, audit, keys, repositories):
+        api.include_router(module.router)
+    return api

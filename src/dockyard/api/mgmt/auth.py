@@ -1,0 +1,59 @@
+"""/api/v1/auth: login passwords for `docker login`, and revoking refresh tokens."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from dockyard.api.mgmt.common import CallerDep, Model
+
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class Whoami(Model):
+    name: str
+    kind: str
+    is_admin: bool
+
+
+class LoginPassword(Model):
+    username: str
+    password: str
+    expires_in: int
+
+
+class Revoked(Model):
+    subject: str
+    revoked: int
+
+
+@router.get("/whoami", response_model=Whoami, summary="Who the credentials belong to")
+def whoami(caller: CallerDep):
+    p = caller.principal
+    return Whoami(name=p.name, kind=p.kind, is_admin=caller.is_admin)
+
+
+@router.post("/login-password", response_model=LoginPassword, summary="A short-lived password for docker login")
+def login_password(caller: CallerDep):
+    caller.require_user()
+    services = caller.services
+    password = services.tokens.issue_login_password(caller.principal)
+    caller.audit("login-password.issue", f"user {caller.principal.name}")
+    return LoginPassword(
+        username=caller.principal.name, password=password, expires_in=services.settings.login_password_ttl_seconds
+    )
+
+
+@router.delete("/refresh-tokens", response_model=Revoked, summary="Revoke refresh tokens (yours; admins: ?subject=)")
+def revoke_refresh_tokens(
+    caller: CallerDep, subject: str | None = Query(None, description="Whose tokens (admin only); default: yours.")
+):
+    subject = subject or caller.principal.name
+    if subject != caller.principal.name:
+        caller.require_admin()
+    revoked = caller.services.tokens.revoke_refresh(subject)
+    caller.audit("refresh-token.revoke", f"account {subject}", detail={"revoked": revoked})
+    return Revoked(subject=subject, revoked=revoked)
+
+
+
