@@ -78,6 +78,8 @@ manifests = Table(
     Column("size", BigInteger, nullable=False),
     Column("payload", LargeBinary, nullable=False),  # the exact bytes pushed
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Flushed from an in-memory buffer now and then, never written once per pull.
+    Column("last_pulled_at", DateTime(timezone=True)),
     UniqueConstraint("repository_id", "digest"),
     Index("ix_manifests_subject", "repository_id", "subject_digest"),
 )
@@ -140,6 +142,7 @@ projects = Table(
     Column("name", _ordered(64), nullable=False, unique=True),
     Column("public", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("quota_bytes", BigInteger),  # NULL: unlimited
 )
 
 project_members = Table(
@@ -226,4 +229,74 @@ audit_events = Table(
     Index("ix_audit_events_occurred_at", "occurred_at"),
     Index("ix_audit_events_actor", "actor"),
     Index("ix_audit_events_project", "project"),
+)
+
+
+# -- governance and lifecycle ---------------------------------------------------------------
+
+# Immutable, deny and require rules on tags. project_id NULL: system-wide.
+tag_rules = Table(
+    "tag_rules",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE")),
+    Column("kind", String(16), nullable=False),  # immutable | deny | require
+    Column("repository_pattern", String(255), nullable=False),  # glob with ** (immutable) / within project
+    Column("tag_pattern", String(255), nullable=False),  # glob (immutable) or regex (deny/require)
+    Column("description", String(500)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200)),
+    Index("ix_tag_rules_project_id", "project_id"),
+)
+
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("repository_pattern", String(255), nullable=False),
+    Column("format", String(16), nullable=False),  # ecr | native
+    Column("document", Text, nullable=False),  # the policy JSON as given
+    Column("schedule", String(100)),  # cron; NULL: on demand only
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_run_at", DateTime(timezone=True)),
+    UniqueConstraint("project_id", "name"),
+)
+
+# Background work lives in the database, enqueued after commit, claimed by workers.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),  # gc | retention | ...
+    Column("payload", Text, nullable=False),  # JSON
+    Column("state", String(16), nullable=False),  # queued | running | succeeded | failed
+    Column("run_after", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=3),
+    Column("locked_by", String(100)),
+    Column("locked_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("progress", Text),  # JSON, updated while running
+    Column("result", Text),  # JSON
+    Column("error", Text),
+    Index("ix_jobs_claim", "state", "run_after"),
+    Index("ix_jobs_kind", "kind"),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),  # e.g. gc, retention:<policy id>
+    Column("kind", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("cron", String(100), nullable=False),
+    Column("next_run_at", DateTime(timezone=True), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
 )
