@@ -146,6 +146,48 @@ def migrate(config: ConfigOpt = None, data_dir: DataDirOpt = None, database_url:
     console.print("database is at the latest schema")
 
 
+@admin.command("bootstrap")
+def bootstrap_offline(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    admin_password_stdin: Annotated[
+        bool, typer.Option("--admin-password-stdin", help="Set (or reset) the `admin` password from stdin.")
+    ] = False,
+    project: Annotated[Optional[list[str]], typer.Option("--project", help="Create this private project (repeatable).")] = None,
+    public_project: Annotated[
+        Optional[list[str]], typer.Option("--public-project", help="Create this public project (repeatable).")
+    ] = None,
+) -> None:
+    """Offline set-up straight against the data directory: migrate, admin password, projects."""
+    from dockyard.auth.bootstrap import ADMIN_USERNAME, bootstrap
+    from dockyard.auth.keys import KeyStore
+    from dockyard.domain.projects import ProjectService
+    from dockyard.domain.users import UserService
+    from dockyard.errors import DockyardError
+    from dockyard.metadata.db import Database
+
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    password = sys.stdin.readline().rstrip("\n") if admin_password_stdin else settings.admin_password
+    bootstrap(db, KeyStore(db, settings.token_algorithm), password)
+    try:
+        if admin_password_stdin:
+            UserService(db).change_password(ADMIN_USERNAME, password)
+            console.print("admin password set")
+        projects = ProjectService(db)
+        for name, public in [(n, False) for n in project or []] + [(n, True) for n in public_project or []]:
+            projects.create(name, public=public)
+            console.print(f"created {'public' if public else 'private'} project {name}")
+    except DockyardError as exc:
+        console.print(f"[red]{exc.code}: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        db.dispose()
+
+
 @admin.command("purge-uploads")
 def purge_uploads(
     config: ConfigOpt = None,
