@@ -59,9 +59,26 @@ def _add_remote_groups() -> None:
 
     for name, group in GROUPS.items():
         admin.add_typer(group, name=name)
+    from dockyard.cli.promote import promote
+
+    app.command("promote")(promote)
 
 
 _add_remote_groups()
+
+from dockyard.cli.policy import policy as _policy  # noqa: E402  (`dockyard policy retention …`)
+
+app.add_typer(_policy, name="policy")
+
+
+def _add_job_commands() -> None:
+    import dockyard.cli as helpers
+    from dockyard.cli.jobs import register
+
+    register(app, admin, helpers)
+
+
+_add_job_commands()
 
 
 @app.command()
@@ -213,7 +230,7 @@ def login(
     plain_http: Annotated[Optional[bool], typer.Option("--plain-http/--https", help="Default: plain HTTP for loopback only.")] = None,
 ) -> None:
     """Verify credentials and store them in docker's config.json, as `docker login` does."""
-    from dockyard.cli.credentials import CredentialError, CredentialStore, base_url, verify_login, write_docker_auth
+    from dockyard.client.credentials import CredentialError, CredentialStore, base_url, verify_login, write_docker_auth
 
     username = username or typer.prompt("Username")
     if password_stdin:
@@ -239,7 +256,7 @@ def get_login_password(
     plain_http: Annotated[Optional[bool], typer.Option("--plain-http/--https")] = None,
 ) -> None:
     """Print a short-lived password for `docker login --password-stdin` (like `aws ecr get-login-password`)."""
-    from dockyard.cli.credentials import (
+    from dockyard.client.credentials import (
         CredentialError,
         CredentialStore,
         base_url,

@@ -113,7 +113,7 @@ class Paging:
 
 
 def paging(
-    page: Annotated[int, Query(ge=1, description="1-based page number.")] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number.")] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (max 100).")] = 50,
 ) -> Paging:
     return Paging(page, page_size)

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 NOT_FOUND = "credentials not found in native keychain"
+IDENTITY_TOKEN_USERNAME = "<token>"
 _LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
 
 
@@ -176,6 +177,10 @@ def credential_helper(argv: list[str] | None = None, stdin=None, stdout=None) ->
     try:
         if action == "store":
             payload = json.loads(stdin.read())
+            if not isinstance(payload, dict) or not all(
+                isinstance(payload.get(k, ""), str) for k in ("ServerURL", "Username", "Secret")
+            ):
+                raise CredentialError("store expects a JSON object with string ServerURL, Username and Secret")
             if not payload.get("ServerURL"):
                 raise CredentialError("no credentials server URL")
             if not payload.get("Username"):
@@ -188,6 +193,12 @@ def credential_helper(argv: list[str] | None = None, stdin=None, stdout=None) ->
             cred = store.get(server)
             if cred is None:
                 raise CredentialError(NOT_FOUND)
+            if cred.username == IDENTITY_TOKEN_USERNAME:
+                # docker login stored a refresh (identity) token it got from us; docker redeems it
+                # itself with a refresh_token grant, so hand it back unchanged.
+                json.dump({"ServerURL": server, "Username": cred.username, "Secret": cred.secret}, stdout)
+                stdout.flush()
+                return 0
             password = fetch_login_password(base_url(server), cred.username, cred.secret)
             json.dump({"ServerURL": server, "Username": cred.username, "Secret": password}, stdout)
         elif action == "erase":
