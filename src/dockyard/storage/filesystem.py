@@ -126,15 +126,31 @@ class FilesystemDriver:
         source, target = self._path(src), self._path(dst)
         if not source.exists():
             raise StorageError(f"object {src} not found")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
+        for attempt in range(3):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(source, target)
+                break
+            except FileNotFoundError:
+                # A concurrent delete pruned the fresh directory; make it again.
+                if attempt == 2 or not source.exists():
+                    raise
         self._fsync_dir(target.parent)
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         try:
-            os.unlink(self._path(key))
+            os.unlink(path)
         except FileNotFoundError:
-            pass
+            return
+        # Best effort: drop directories the object leaves empty, so deleted blobs leave no trail.
+        parent = path.parent
+        while parent != self.root:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = parent.parent
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root

@@ -129,3 +129,15 @@ def test_writer_changes_nothing_before_first_write(driver):
     w = driver.open_write("up/y", 2)  # would truncate to 2 on first write
     w.abort()
     assert driver.get("up/y") == b"abcdef"
+
+
+def test_filesystem_delete_prunes_empty_directories(tmp_path):
+    driver = open_driver(Settings(data_dir=tmp_path))
+    driver.put("blobs/sha256/ab/abc/g1", b"x")
+    driver.put("blobs/sha256/ab/abd/g1", b"y")
+    driver.delete("blobs/sha256/ab/abc/g1")
+    root = driver.root
+    assert not (root / "blobs/sha256/ab/abc").exists()
+    assert (root / "blobs/sha256/ab/abd/g1").exists()
+    driver.delete("blobs/sha256/ab/abd/g1")
+    assert not (root / "blobs").exists() and root.exists()
