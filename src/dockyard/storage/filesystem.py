@@ -143,14 +143,13 @@ class FilesystemDriver:
             os.unlink(path)
         except FileNotFoundError:
             return
-        # Best effort: drop directories the object leaves empty, so deleted blobs leave no trail.
-        parent = path.parent
-        while parent != self.root:
+        # Best effort: drop the per-digest directory a deleted blob leaves empty. Shared levels
+        # (blobs/<alg>/<xx>, uploads/) stay: they are few, and pruning them would race with writers.
+        if key.startswith("blobs/") and key.count("/") >= 4:
             try:
-                os.rmdir(parent)
+                os.rmdir(path.parent)
             except OSError:
-                break
-            parent = parent.parent
+                pass
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root

@@ -140,4 +140,7 @@ def test_filesystem_delete_prunes_empty_directories(tmp_path):
     assert not (root / "blobs/sha256/ab/abc").exists()
     assert (root / "blobs/sha256/ab/abd/g1").exists()
     driver.delete("blobs/sha256/ab/abd/g1")
-    assert not (root / "blobs").exists() and root.exists()
+    assert not (root / "blobs/sha256/ab/abd").exists() and (root / "blobs/sha256/ab").is_dir()
+    driver.put("uploads/u1", b"z")
+    driver.delete("uploads/u1")
+    assert (root / "uploads").is_dir()  # shared directories are never pruned
