@@ -34,9 +34,18 @@ from dockyard.domain.users import UserService
 from dockyard.domain.blobs import BlobService
 from dockyard.domain.listings import ListingService
 from dockyard.domain.manifest_service import ManifestService
+from dockyard.domain.promotion import PromotionGate, PromotionService
 from dockyard.domain.uploads import UploadService
+from dockyard.domain.pulls import PullRecorder
+from dockyard.domain.retention_service import RetentionService
+from dockyard.domain.quotas import QuotaService
+from dockyard.jobs.gc import GarbageCollector
+from dockyard.jobs.queue import JobQueue
+from dockyard.jobs.scheduler import Scheduler
+from dockyard.jobs.worker import Worker
 from dockyard.errors import DockyardError
 from dockyard.policy.access import AccessPolicy
+from dockyard.policy.tags import TagPolicy
 from dockyard.metadata.db import Database
 from dockyard.settings import Settings, load_settings
 from dockyard.storage import StorageDriver, open_driver
@@ -61,6 +70,16 @@ class Services:
     users: UserService
     projects: ProjectService
     robots: RobotService
+    quotas: QuotaService
+    jobs: JobQueue
+    scheduler: Scheduler
+    worker: Worker
+    gc: GarbageCollector
+    tag_policy: TagPolicy
+    promotions: PromotionService
+    promotion_gates: list[PromotionGate]
+    pulls: PullRecorder
+    retention: RetentionService
 
 
 def build_services(settings: Settings) -> Services:
@@ -68,7 +87,10 @@ def build_services(settings: Settings) -> Services:
     if settings.auto_migrate:
         db.migrate()
     storage = open_driver(settings)
-    blobs = BlobService(db, storage, delete_enabled=settings.delete_enabled)
+    quotas = QuotaService(db)
+    blobs = BlobService(
+        db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2
+    )
     keys = KeyStore(db, settings.token_algorithm)
     if settings.auto_migrate:
         bootstrap(db, keys, settings.admin_password)
@@ -94,13 +116,25 @@ def build_services(settings: Settings) -> Services:
     access = AccessPolicy(db, auto_create_projects=settings.auto_create_projects)
     audit = AuditService(db)
     projects = ProjectService(db)
+    jobs = JobQueue(db, lease_seconds=settings.job_lease_seconds)
+    scheduler = Scheduler(db, jobs)
+    worker = Worker(jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds)
+    gc = GarbageCollector(db, storage, grace_seconds=settings.gc_grace_seconds, audit=audit)
+    worker.register("gc", gc.handle)
+    tag_policy = TagPolicy(db, access)
+    manifests = ManifestService(
+        db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy
+    )
+    promotion_gates: list[PromotionGate] = []  # scanning / signing gates register here
+    retention = RetentionService(db, manifests, audit, tag_policy=tag_policy, jobs=jobs, scheduler=scheduler)
+    worker.register("retention", retention.handle_job)
     return Services(
         settings=settings,
         db=db,
         storage=storage,
         blobs=blobs,
         uploads=UploadService(db, storage, blobs, flush_bytes=settings.upload_flush_bytes),
-        manifests=ManifestService(db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled),
+        manifests=manifests,
         listings=ListingService(db),
         access=access,
         audit=audit,
@@ -110,7 +144,27 @@ def build_services(settings: Settings) -> Services:
         users=UserService(db),
         projects=projects,
         robots=RobotService(db),
+        quotas=quotas,
+        jobs=jobs,
+        scheduler=scheduler,
+        worker=worker,
+        gc=gc,
+        tag_policy=tag_policy,
+        promotions=PromotionService(db, manifests, tag_policy, promotion_gates, quotas=quotas),
+        promotion_gates=promotion_gates,
+        pulls=PullRecorder(db),
+        retention=retention,
     )
+
+
+async def _flush_pulls(services: Services) -> None:
+    """Write buffered last-pull times every pull_flush_seconds (domain/pulls.py)."""
+    while True:
+        await asyncio.sleep(services.settings.pull_flush_seconds)
+        try:
+            await services.pulls.flush_async()
+        except Exception:  # the times stay buffered; the next tick retries
+            log.exception("flushing pull times failed")
 
 
 async def _housekeeping(services: Services) -> None:
@@ -135,11 +189,21 @@ def create_app(settings: Settings) -> Starlette:
         reaper = None
         if settings.upload_purge_interval_seconds > 0:
             reaper = asyncio.create_task(_housekeeping(services))
+        await services.db.run(services.scheduler.set_schedule, "gc", "gc", {"dry_run": False}, settings.gc_schedule)
+        worker = asyncio.create_task(services.worker.run_forever()) if settings.worker_enabled else None
+        pull_flusher = asyncio.create_task(_flush_pulls(services))
         try:
             yield
         finally:
+            pull_flusher.cancel()
+            with contextlib.suppress(Exception):
+                await services.pulls.flush_async()  # last pull times survive a clean shutdown
             if reaper is not None:
                 reaper.cancel()
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
             services.db.dispose()
 
     from dockyard.api.mgmt import create_mgmt_api

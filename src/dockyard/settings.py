@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     upload_flush_bytes: int = Field(
         1024 * 1024, ge=4096, description="Upload bytes buffered before one write+hash batch off the event loop."
     )
+    worker_enabled: bool = Field(True, description="Run a job worker inside each server process (`dockyard worker` runs more).")
+    worker_poll_seconds: float = Field(1.0, gt=0, le=60, description="How often an idle job worker looks for due jobs.")
+    job_lease_seconds: int = Field(300, ge=5, description="A job whose worker stops renewing its lease this long is run again.")
+    gc_grace_seconds: int = Field(86400, ge=1, description="Unreferenced blobs younger than this (by last touch) are kept by GC.")
+    gc_schedule: str | None = Field(None, description="Cron expression for scheduled garbage collection (UTC); unset: on demand only.")
 
     auth_mode: Literal["token", "basic", "none"] = Field(
         "token", description="token: Docker token auth (Bearer JWT); basic: Basic auth on /v2; none: no access control."
@@ -73,6 +78,18 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = Field(900, ge=60, description="Failures older than this are forgotten.")
     audit_pulls: bool = Field(False, description="Also record pulls (manifest GETs) in the audit log.")
     audit_retention_days: int = Field(90, ge=1, description="Audit events older than this are deleted.")
+    pull_flush_seconds: int = Field(
+        60, ge=1, le=3600, description="How often buffered last-pull times are written to the database (and at shutdown)."
+    )
+
+    @field_validator("gc_schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"gc_schedule {value!r} is not a valid cron expression (five fields, e.g. '0 3 * * *')")
+        return value
 
     @field_validator("database_url")
     @classmethod

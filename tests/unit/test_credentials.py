@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from dockyard import __version__
-from dockyard.cli import credentials as creds
+from dockyard.client import credentials as creds
 from dockyard.client.credentials import (
     NOT_FOUND,
     CredentialError,

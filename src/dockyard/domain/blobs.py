@@ -1,25 +1,38 @@
-"""Blobs: stat and read within a repository, publish verified uploads, mount, unlink."""
+"""Blobs: stat and read within a repository, publish verified uploads, mount, unlink.
+
+Online GC safety (design.md section 2) lives partly here. Every writer that makes a blob
+reachable writes the blob's own row in the same transaction: publish and mount refresh
+`touched_at` with `WHERE state = 'present'`, so they serialize with GC's mark on that row.
+A blob GC has marked (`deleting`) is never linked; publishing it again revives the row onto a
+fresh generation key while holding the row, and GC's sweeper (jobs/gc.py) deletes bytes only
+under the same row lock and only while the row is still `deleting` at the marked generation.
+Storage moves and deletes therefore happen inside the row's transaction: the row, not a
+timing window, decides which key is live.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select, update
 
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
-from dockyard.errors import BlobUnknown, Unsupported
+from dockyard.errors import BlobUnknown, Unavailable, Unsupported
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, repositories, repository_blobs
 from dockyard.storage import StorageDriver
 from dockyard.storage.paths import blob_key
 
 _STAT_SQL = (
-    "SELECT b.size, b.storage_key FROM repositories r"
+    "SELECT b.size, b.storage_key, b.id, b.touched_at FROM repositories r"
     " JOIN repository_blobs rb ON rb.repository_id = r.id"
     " JOIN blobs b ON b.id = rb.blob_id"
     " WHERE r.name = ? AND b.digest = ? AND b.state = 'present'"
 )
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLite
+PUBLISH_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -30,16 +43,44 @@ class BlobInfo:
 
 
 class BlobService:
-    def __init__(self, db: Database, storage: StorageDriver, *, delete_enabled: bool = True):
+    def __init__(
+        self,
+        db: Database,
+        storage: StorageDriver,
+        *,
+        delete_enabled: bool = True,
+        quotas=None,
+        touch_interval_seconds: float = 43200,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.db = db
         self.storage = storage
         self.delete_enabled = delete_enabled
+        self.quotas = quotas  # domain.quotas.QuotaService, or None (no quota checks)
+        # HEAD refreshes touched_at at most this often (half the GC grace period): HEAD is hot.
+        self.touch_interval = timedelta(seconds=touch_interval_seconds)
+        self.clock = clock
 
     async def stat(self, repository: str, digest: str) -> BlobInfo:
         row = await self.db.run_fast(self.db.fetchone, _STAT_SQL, (repository, digest))
         if row is None:
             raise BlobUnknown(f"blob {digest} is not in repository {repository}", detail={"digest": digest})
+        if self._stale(row[3]):
+            # A client that HEADs a blob and skips its upload will reference it soon: keep it out of GC's reach.
+            await self.db.run(self._touch, int(row[2]))
         return BlobInfo(digest, int(row[0]), row[1])
+
+    def _stale(self, touched_at) -> bool:
+        cutoff = self.clock() - self.touch_interval
+        if isinstance(touched_at, str):  # raw sqlite3 cursor: compare in the stored text format
+            return touched_at < cutoff.strftime(_SQLITE_TIME)
+        if touched_at.tzinfo is None:
+            cutoff = cutoff.replace(tzinfo=None)
+        return touched_at < cutoff
+
+    def _touch(self, blob_id: int) -> None:
+        with self.db.write() as conn:
+            conn.execute(update(blobs).where(blobs.c.id == blob_id, blobs.c.state == "present").values(touched_at=self.clock()))
 
     def local_path(self, info: BlobInfo) -> str | None:
         return self.storage.local_path(info.storage_key)
@@ -53,66 +94,72 @@ class BlobService:
         """Make verified bytes visible as `digest` in `repository`.
 
         If the blob already exists the staged copy is dropped, so N concurrent pushes of one
-        blob leave exactly one stored object. Otherwise the staged object is renamed onto a
-        generation-specific key, never onto a key a reader might be using."""
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(blobs.c.state, blobs.c.generation).where(blobs.c.digest == digest)
-            ).first()
-        if row is not None and row.state == "present":
-            self.storage.delete(staging_key)
-        else:
-            generation = 1 if row is None else row.generation + 1
-            key = blob_key(digest, generation)
-            self.storage.move(staging_key, key)
-            self._record_blob(digest, size, key, generation)
-        with self.db.write() as conn:
-            self._link(conn, ensure_repository_id(conn, repository), digest)
+        blob leave exactly one stored object. Otherwise the staged object is moved onto a
+        generation-specific key while this transaction holds the blob's row."""
+        for _ in range(PUBLISH_ATTEMPTS):
+            with self.db.write() as conn:
+                outcome = self._publish_once(conn, repository, digest, staging_key, size)
+            if outcome == "linked":
+                self.storage.delete(staging_key)  # the registry already had these bytes
+                return
+            if outcome == "moved":
+                return
+        raise Unavailable(f"blob {digest} kept changing state while it was published; retry the upload")
 
-    def _record_blob(self, digest: str, size: int, key: str, generation: int) -> None:
-        now = utcnow()
-        with self.db.write() as conn:
-            inserted = insert_ignore(
-                conn,
-                blobs,
-                {
-                    "digest": digest,
-                    "size": size,
-                    "storage_key": key,
-                    "generation": generation,
-                    "state": "present",
-                    "ref_count": 0,
-                    "created_at": now,
-                    "touched_at": now,
-                },
-                ["digest"],
-            )
-            if not inserted:
-                # A row exists: either a concurrent publisher won (present) or GC marked an
-                # older generation (deleting). Revive only the latter, onto our new key.
-                conn.execute(
-                    update(blobs)
-                    .where(blobs.c.digest == digest, blobs.c.state != "present")
-                    .values(state="present", storage_key=key, generation=generation, size=size, touched_at=now)
-                )
+    def _publish_once(self, conn: Connection, repository: str, digest: str, staging_key: str, size: int) -> str:
+        now = self.clock()
+        repo_id = ensure_repository_id(conn, repository)
+        # 1. The blob exists: touch its row (this is what serializes us with GC's mark) and link it.
+        blob_id = conn.execute(
+            update(blobs).where(blobs.c.digest == digest, blobs.c.state == "present").values(touched_at=now).returning(blobs.c.id)
+        ).scalar()
+        if blob_id is not None:
+            if self.quotas is not None:
+                self.quotas.check(conn, repository, [digest])
+            self._insert_link(conn, repo_id, blob_id, now)
+            return "linked"
+        if self.quotas is not None:
+            self.quotas.check_new_blob(conn, repository, size)
+        # 2. No row: our (uncommitted) insert claims the digest, then the bytes move under it.
+        key = blob_key(digest, 1)
+        row = {"digest": digest, "size": size, "storage_key": key, "generation": 1, "state": "present",
+               "ref_count": 0, "created_at": now, "touched_at": now}
+        if insert_ignore(conn, blobs, row, ["digest"]):
+            self.storage.move(staging_key, key)
+            self._insert_link(conn, repo_id, self._id(conn, digest), now)
+            return "moved"
+        # 3. GC marked the blob: lock the row, revive it onto the next generation, drop the old key.
+        query = select(blobs.c.id, blobs.c.generation, blobs.c.storage_key).where(
+            blobs.c.digest == digest, blobs.c.state != "present"
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        marked = conn.execute(query).first()
+        if marked is None:
+            return "retry"  # it became present, or the sweeper removed it, while we looked
+        key = blob_key(digest, marked.generation + 1)
+        self.storage.move(staging_key, key)
+        self.storage.delete(marked.storage_key)  # a `deleting` row's key is read by nobody
+        conn.execute(
+            update(blobs)
+            .where(blobs.c.id == marked.id)
+            .values(state="present", storage_key=key, generation=marked.generation + 1, size=size, touched_at=now)
+        )
+        self._insert_link(conn, repo_id, marked.id, now)
+        return "moved"
 
     @staticmethod
-    def _link(conn: Connection, repo_id: int, digest: str) -> bool:
-        blob_id = conn.execute(
-            select(blobs.c.id).where(blobs.c.digest == digest, blobs.c.state == "present")
-        ).scalar()
-        if blob_id is None:
-            return False
+    def _id(conn: Connection, digest: str) -> int:
+        return conn.execute(select(blobs.c.id).where(blobs.c.digest == digest)).scalar_one()
+
+    @staticmethod
+    def _insert_link(conn: Connection, repo_id: int, blob_id: int, now: datetime) -> None:
         insert_ignore(
-            conn,
-            repository_blobs,
-            {"repository_id": repo_id, "blob_id": blob_id, "created_at": utcnow()},
-            ["repository_id", "blob_id"],
+            conn, repository_blobs, {"repository_id": repo_id, "blob_id": blob_id, "created_at": now}, ["repository_id", "blob_id"]
         )
-        return True
 
     def mount(self, target: str, digest: str, source: str | None, may_read=lambda repository: True) -> bool:
-        """Link a blob into `target` without moving bytes.
+        """Link a blob into `target` without moving bytes; False means "upload it instead".
 
         With `source`, only that repository is considered; without it (automatic content
         discovery) any repository holding the blob that the caller `may_read` will do."""
@@ -128,7 +175,19 @@ class BlobService:
             holders = conn.execute(query.order_by(repositories.c.name).limit(100)).scalars()
             if not any(may_read(name) for name in holders):
                 return False
-            return self._link(conn, ensure_repository_id(conn, target), digest)
+            # Writing the blob's row serializes with GC's mark; a marked blob is uploaded again instead.
+            blob_id = conn.execute(
+                update(blobs)
+                .where(blobs.c.digest == digest, blobs.c.state == "present")
+                .values(touched_at=self.clock())
+                .returning(blobs.c.id)
+            ).scalar()
+            if blob_id is None:
+                return False
+            if self.quotas is not None:
+                self.quotas.check(conn, target, [digest])
+            self._insert_link(conn, ensure_repository_id(conn, target), blob_id, self.clock())
+            return True
 
     def unlink(self, repository: str, digest: str) -> None:
         """DELETE /v2/<name>/blobs/<digest>: forget the blob in this repository only; GC reclaims bytes."""

@@ -11,6 +11,7 @@ from dockyard.domain.manifests import ParsedManifest, parse_manifest
 from dockyard.domain.names import validate_tag
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
 from dockyard.errors import (
+    Conflict,
     DigestInvalid,
     ErrorGroup,
     ManifestBlobUnknown,
@@ -20,8 +21,9 @@ from dockyard.errors import (
     TooManyTags,
     Unsupported,
 )
-from dockyard.metadata.db import Database, insert_ignore, upsert, utcnow
+from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs, tags
+from dockyard.policy.tags import Override, TagPolicy
 
 _BY_TAG_SQL = (
     "SELECT m.digest, m.media_type, m.payload FROM repositories r"
@@ -44,10 +46,12 @@ class StoredManifest:
 
 
 class ManifestService:
-    def __init__(self, db: Database, *, max_bytes: int, delete_enabled: bool = True):
+    def __init__(self, db: Database, *, max_bytes: int, delete_enabled: bool = True, tag_policy: TagPolicy | None = None):
         self.db = db
         self.max_bytes = max_bytes
         self.delete_enabled = delete_enabled
+        # Every tag change below goes through the one TagPolicy (immutability, deny/require rules).
+        self.tag_policy = tag_policy or TagPolicy(db)
 
     # -- reads (hot path: raw cursor, no ORM) -------------------------------------------
 
@@ -90,17 +94,19 @@ class ManifestService:
         new_tags = list(dict.fromkeys(validate_tag(t) for t in ([tag] if tag else []) + list(extra_tags)))
         with self.db.write() as conn:
             repo_id = ensure_repository_id(conn, repository)
+            if new_tags and self.tag_policy.rules_for(conn, repository):
+                # Judge the tags before the references: over an immutable tag, DENIED says more than a missing blob.
+                for tag in new_tags:
+                    self.tag_policy.check_tag_change(conn, repository, tag, tag_digest(conn, repo_id, tag), parsed.digest)
             manifest_id = self._store(conn, repo_id, parsed)
-            for tag in new_tags:
-                now = utcnow()
-                upsert(
-                    conn,
-                    tags,
-                    {"repository_id": repo_id, "name": tag, "manifest_id": manifest_id, "updated_at": now},
-                    ["repository_id", "name"],
-                    {"manifest_id": manifest_id, "updated_at": now},
-                )
+            for tag in new_tags:  # any refusal rolls back the manifest and every tag: all or nothing
+                move_tag(conn, self.tag_policy, repository, repo_id, tag, manifest_id, parsed.digest)
         return parsed
+
+    def store(self, conn: Connection, repo_id: int, parsed: ParsedManifest) -> int:
+        """Insert `parsed` into the repository (idempotent) inside the caller's transaction; promotion
+        uses this so copied manifests get the same reference checks and blob ref_count writes as a push."""
+        return self._store(conn, repo_id, parsed)
 
     def _store(self, conn: Connection, repo_id: int, parsed: ParsedManifest) -> int:
         existing = self._manifest_id(conn, repo_id, parsed.digest)
@@ -179,7 +185,9 @@ class ManifestService:
 
     # -- deletes --------------------------------------------------------------------------
 
-    def delete(self, repository: str, tag: str | None, digest: str | None) -> None:
+    def delete(self, repository: str, tag: str | None, digest: str | None, *, override: Override | None = None) -> None:
+        """Delete a tag, or a manifest with every tag on it. TagPolicy sees each tag that would go,
+        so immutable tags survive /v2 deletes, API deletes and retention alike (unless overridden)."""
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled on this registry")
         with self.db.write() as conn:
@@ -187,12 +195,19 @@ class ManifestService:
             if repo_id is None:
                 raise NameUnknown(f"repository {repository} is not known to this registry", detail={"name": repository})
             if tag is not None:
-                if not conn.execute(delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)).rowcount:
-                    raise ManifestUnknown(f"tag {tag} is not in repository {repository}", detail={"tag": tag})
+                remove_tag(conn, self.tag_policy, repository, repo_id, tag, override=override)
                 return
-            manifest_id = self._manifest_id(conn, repo_id, digest)
+            # Lock the manifest row (PostgreSQL) before reading its tags: a concurrent tag write on it
+            # (its foreign key takes a share lock on this row) then either committed before we look, or waits.
+            manifest_id = conn.execute(
+                select(manifests.c.id)
+                .where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                .with_for_update()
+            ).scalar()
             if manifest_id is None:
                 raise ManifestUnknown(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
+            for held_tag, held_digest in self._tags_holding(conn, repo_id, digest):
+                self.tag_policy.check_tag_change(conn, repository, held_tag, held_digest, None, override=override)
             blob_refs = list(
                 conn.execute(
                     select(manifest_references.c.digest).where(
@@ -209,3 +224,100 @@ class ManifestService:
                     .where(blobs.c.digest.in_(blob_refs))
                     .values(ref_count=blobs.c.ref_count - 1, touched_at=utcnow())
                 )
+
+    @staticmethod
+    def _tags_holding(conn: Connection, repo_id: int, digest: str) -> list[tuple[str, str]]:
+        """(tag, digest it points at) for every tag whose image contains `digest`: tags on the manifest
+        itself and tags on indexes that list it (up to a few levels), since deleting a child breaks them."""
+        held: list[tuple[str, str]] = []
+        frontier, seen = [digest], {digest}
+        for _depth in range(4):
+            if not frontier:
+                break
+            rows = conn.execute(
+                select(tags.c.name, manifests.c.digest)
+                .join(manifests, manifests.c.id == tags.c.manifest_id)
+                .where(tags.c.repository_id == repo_id, manifests.c.digest.in_(frontier))
+            ).all()
+            held += [(r.name, r.digest) for r in rows]
+            parents = conn.execute(
+                select(manifests.c.digest)
+                .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
+                .where(
+                    manifests.c.repository_id == repo_id,
+                    manifest_references.c.kind == "manifest",
+                    manifest_references.c.digest.in_(frontier),
+                )
+            ).scalars()
+            frontier = [d for d in dict.fromkeys(parents) if d not in seen]
+            seen.update(frontier)
+        return held
+
+
+def tag_digest(conn: Connection, repo_id: int, tag: str) -> str | None:
+    """The digest `tag` points at now, read inside the writer's transaction."""
+    return conn.execute(
+        select(manifests.c.digest)
+        .join(tags, tags.c.manifest_id == manifests.c.id)
+        .where(tags.c.repository_id == repo_id, tags.c.name == tag)
+    ).scalar()
+
+
+_CAS_ATTEMPTS = 5
+
+
+def _current(conn: Connection, repo_id: int, tag: str):
+    return conn.execute(
+        select(tags.c.manifest_id, manifests.c.digest)
+        .join(manifests, manifests.c.id == tags.c.manifest_id)
+        .where(tags.c.repository_id == repo_id, tags.c.name == tag)
+    ).first()
+
+
+def move_tag(
+    conn: Connection,
+    policy: TagPolicy,
+    repository: str,
+    repo_id: int,
+    tag: str,
+    manifest_id: int,
+    digest: str,
+    *,
+    override: Override | None = None,
+) -> str | None:
+    """Point `tag` at `manifest_id` if TagPolicy allows it; returns the digest it pointed at before.
+
+    The write is a compare-and-set on the state that was checked. On PostgreSQL (READ COMMITTED) another
+    writer may create or move the tag between our read and our write; the conditional write then changes
+    nothing, and we read and check again, so a tag someone created a moment ago is judged as existing
+    (its immutable rule applies) instead of being silently overwritten. SQLite serializes writers anyway."""
+    for _attempt in range(_CAS_ATTEMPTS):
+        row = _current(conn, repo_id, tag)
+        current = row.digest if row is not None else None
+        policy.check_tag_change(conn, repository, tag, current, digest, override=override)
+        now = utcnow()
+        if row is None:
+            values = {"repository_id": repo_id, "name": tag, "manifest_id": manifest_id, "updated_at": now}
+            if insert_ignore(conn, tags, values, ["repository_id", "name"]):
+                return None
+        elif conn.execute(
+            update(tags)
+            .where(tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.manifest_id == row.manifest_id)
+            .values(manifest_id=manifest_id, updated_at=now)
+        ).rowcount:
+            return current
+    raise Conflict(f"tag {tag} of {repository} kept changing while it was being set; try again", detail={"tag": tag})
+
+
+def remove_tag(conn: Connection, policy: TagPolicy, repository: str, repo_id: int, tag: str, *, override: Override | None = None) -> str:
+    """Delete `tag` if TagPolicy allows it (compare-and-set like move_tag); returns the digest it pointed at."""
+    for _attempt in range(_CAS_ATTEMPTS):
+        row = _current(conn, repo_id, tag)
+        if row is None:
+            raise ManifestUnknown(f"tag {tag} is not in repository {repository}", detail={"tag": tag})
+        policy.check_tag_change(conn, repository, tag, row.digest, None, override=override)
+        if conn.execute(
+            delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.manifest_id == row.manifest_id)
+        ).rowcount:
+            return row.digest
+    raise Conflict(f"tag {tag} of {repository} kept changing while it was being deleted; try again", detail={"tag": tag})

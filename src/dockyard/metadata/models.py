@@ -54,6 +54,9 @@ blobs = Table(
     Column("ref_count", Integer, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("touched_at", DateTime(timezone=True), nullable=False),
+    # GC's candidate scan (state='present' AND ref_count=0 AND touched_at < cutoff) is a range
+    # scan on this index, so a run costs in proportion to the garbage (migration 0004).
+    Index("ix_blobs_gc", "state", "ref_count", "touched_at"),
 )
 
 repository_blobs = Table(

@@ -14,7 +14,9 @@ from starlette.exceptions import HTTPException
 
 from dockyard import __version__
 from dockyard.api.http import on_unexpected
-from dockyard.api.mgmt import audit, auth, keys, projects, repositories, robots, users
+from dockyard.api.mgmt import audit, auth, keys, projects, promotions, repositories, robots, tag_rules, users
+from dockyard.api.mgmt import quotas, system  # jobs, GC, quotas
+from dockyard.api.mgmt import retention  # retention policies, dry runs, runs
 from dockyard.api.mgmt.common import (
     ERROR_RESPONSES,
     current_principal,
@@ -45,6 +47,9 @@ def create_mgmt_api(services: Any) -> FastAPI:
         },
     )
     api.state.services = services
-    for module in (auth, users, projects, robots, audit, keys, repositories):
+    for module in (auth, users, projects, robots, audit, keys, repositories, tag_rules, promotions):
         api.include_router(module.router)
+    for module in (system, quotas):
+        api.include_router(module.router)
+    api.include_router(retention.router)
     return api

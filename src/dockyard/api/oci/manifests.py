@@ -28,6 +28,7 @@ async def manifest(request: Request) -> Response:
         if method == "HEAD":
             headers["Content-Length"] = str(len(stored.payload))
             return Response(b"", 200, headers=headers, media_type=stored.media_type)
+        services.pulls.record(name, stored.digest)  # a dict assignment; flushed in batches (domain/pulls.py)
         return Response(stored.payload, 200, headers=headers, media_type=stored.media_type)
     if method == "DELETE":
         await services.db.run(services.manifests.delete, name, tag, digest)

@@ -1,0 +1,87 @@
+"""/api/v1/projects/{project}/tag-rules and /api/v1/system/tag-rules: immutable, deny and require rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Response
+from pydantic import Field
+
+from dockyard.api.mgmt.common import CallerDep, Input, Model
+
+router = APIRouter(tags=["tag rules"])
+# Ids are database integers: anything past int64 is simply not a rule (400, not an overflow in the driver).
+RuleId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The rule's id.")]
+
+
+class TagRuleIn(Input):
+    kind: Literal["immutable", "deny", "require"] = Field(description="immutable (globs), deny or require (tag regex).")
+    repository_pattern: str = Field(
+        "**", description="Glob with `**`; for project rules, the path inside the project (`**`, `app/*`)."
+    )
+    tag_pattern: str = Field(description="immutable: glob such as `v*`; deny/require: full-match regular expression.")
+    description: str | None = Field(None, max_length=500)
+
+
+class TagRuleOut(Model):
+    id: int
+    project: str | None = Field(description="null for system-wide rules.")
+    kind: str
+    repository_pattern: str
+    tag_pattern: str
+    description: str | None
+    created_at: datetime
+    created_by: str | None
+
+
+def _detail(rule) -> dict:
+    return {"id": rule.id, "kind": rule.kind, "repository_pattern": rule.repository_pattern, "tag_pattern": rule.tag_pattern}
+
+
+@router.get("/projects/{project}/tag-rules", response_model=list[TagRuleOut], summary="A project's tag rules (members)")
+def list_project_rules(project: str, caller: CallerDep):
+    caller.require_project(project)
+    return caller.services.tag_policy.list_rules(project)
+
+
+@router.post("/projects/{project}/tag-rules", response_model=TagRuleOut, status_code=201, summary="Add a tag rule (manage-policies)")
+def create_project_rule(project: str, body: TagRuleIn, caller: CallerDep):
+    caller.require_project(project, "manage-policies")
+    rule = caller.services.tag_policy.create_rule(
+        project, body.kind, body.repository_pattern, body.tag_pattern, body.description, caller.principal.name
+    )
+    caller.audit("tag-rule.create", f"project/{project} tag-rule {rule.id}", project=project, detail=_detail(rule))
+    return rule
+
+
+@router.delete("/projects/{project}/tag-rules/{rule_id}", status_code=204, summary="Delete a tag rule (manage-policies)")
+def delete_project_rule(project: str, rule_id: RuleId, caller: CallerDep):
+    caller.require_project(project, "manage-policies")
+    rule = caller.services.tag_policy.delete_rule(project, rule_id)
+    caller.audit("tag-rule.delete", f"project/{project} tag-rule {rule.id}", project=project, detail=_detail(rule))
+    return Response(status_code=204)
+
+
+@router.get("/system/tag-rules", response_model=list[TagRuleOut], summary="System-wide tag rules (admin)")
+def list_system_rules(caller: CallerDep):
+    caller.require_admin()
+    return caller.services.tag_policy.list_rules(None)
+
+
+@router.post("/system/tag-rules", response_model=TagRuleOut, status_code=201, summary="Add a system-wide tag rule (admin)")
+def create_system_rule(body: TagRuleIn, caller: CallerDep):
+    caller.require_admin()
+    rule = caller.services.tag_policy.create_rule(
+        None, body.kind, body.repository_pattern, body.tag_pattern, body.description, caller.principal.name
+    )
+    caller.audit("tag-rule.create", f"system tag-rule {rule.id}", detail=_detail(rule))
+    return rule
+
+
+@router.delete("/system/tag-rules/{rule_id}", status_code=204, summary="Delete a system-wide tag rule (admin)")
+def delete_system_rule(rule_id: RuleId, caller: CallerDep):
+    caller.require_admin()
+    rule = caller.services.tag_policy.delete_rule(None, rule_id)
+    caller.audit("tag-rule.delete", f"system tag-rule {rule.id}", detail=_detail(rule))
+    return Response(status_code=204)

@@ -1,0 +1,242 @@
+"""Promotion: make an image that is already in the registry available under other tags, in the same
+repository (retag) or another repository or project (copy), without moving a single blob byte.
+
+A copy links the existing blobs into the destination (repository_blobs) and inserts the manifests
+there through ManifestService.store, so every copied reference gets the same checks and the same
+`ref_count + 1 WHERE state = 'present'` row write as a push (the GC invariant of design.md §2). An
+index comes with all its child manifests; referrers (signatures, SBOMs) optionally come along.
+All destination tags are set in ONE transaction after TagPolicy approved each of them: all or nothing.
+
+Gates are the extension point for "only promote what passed": each `PromotionGate` sees the source
+and may refuse with a reason. None are registered yet; scanning and signing verification plug in here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from sqlalchemy import Connection, select, update
+
+from dockyard.domain.manifest_service import MAX_TAGS_PER_PUT, ManifestService, move_tag, tag_digest
+from dockyard.domain.manifests import parse_manifest
+from dockyard.domain.names import validate_digest, validate_name, validate_tag
+from dockyard.domain.repositories import ensure_repository_id, require_repository_id
+from dockyard.errors import Denied, InvalidRequest, ManifestBlobUnknown, ManifestUnknown
+from dockyard.metadata.db import Database, insert_ignore, utcnow
+from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs
+from dockyard.policy.tags import Override, TagPolicy
+
+# Bounds a pathological graph (referrers of referrers of …); real images stay far below this.
+MAX_PROMOTED_MANIFESTS = 1000
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    allowed: bool
+    reason: str = ""
+
+
+@runtime_checkable
+class PromotionGate(Protocol):
+    """A check the source must pass before it is promoted (e.g. no critical vulnerabilities, signed)."""
+
+    name: str
+
+    def check(self, source_repository: str, digest: str, manifest_media_type: str) -> GateVerdict: ...
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    def __str__(self) -> str:
+        return f"{self.repository}@{self.digest}" if self.digest else f"{self.repository}:{self.tag}"
+
+
+def parse_reference(ref: str) -> SourceRef:
+    """`proj/repo:tag`, `proj/repo@sha256:…` or bare `proj/repo` (tag None, digest None)."""
+    if "@" in ref:
+        name, _, digest = ref.partition("@")
+        return SourceRef(validate_name(name), None, validate_digest(digest))
+    name, sep, tag = ref.rpartition(":")
+    if sep and "/" not in tag:
+        return SourceRef(validate_name(name), validate_tag(tag), None)
+    return SourceRef(validate_name(ref), None, None)
+
+
+@dataclass
+class PromotionResult:
+    source_repository: str
+    source_digest: str
+    media_type: str
+    destination: str
+    tags: dict[str, str | None]  # tag -> digest it pointed at before (None: new tag)
+    copied: list[str] = field(default_factory=list)  # manifests newly inserted in the destination
+    referrers: list[str] = field(default_factory=list)  # referrer manifests that came along
+    blobs_linked: int = 0  # repository_blobs rows added (no bytes moved)
+
+    @property
+    def is_copy(self) -> bool:
+        return self.source_repository != self.destination
+
+
+class PromotionService:
+    def __init__(self, db: Database, manifests: ManifestService, tag_policy: TagPolicy, gates: list[PromotionGate], *, quotas=None):
+        self.db = db
+        self.manifests = manifests
+        self.tag_policy = tag_policy
+        self.gates = gates  # the live list in Services: gates registered later are seen
+        self.quotas = quotas  # domain.quotas.QuotaService: a copy counts against the destination project
+
+    def resolve(self, source: SourceRef) -> tuple[str, str]:
+        """(digest, media type) of the source manifest; MANIFEST_UNKNOWN / NAME_UNKNOWN if absent."""
+        if source.tag is None and source.digest is None:
+            raise InvalidRequest(f"source {source.repository} needs a :tag or an @digest")
+        with self.db.read() as conn:
+            repo_id = require_repository_id(conn, source.repository)
+            digest = source.digest or tag_digest(conn, repo_id, source.tag)
+            row = None if digest is None else conn.execute(
+                select(manifests.c.media_type).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+            ).first()
+        if row is None:
+            raise ManifestUnknown(f"manifest {source} is not in the registry", detail={"reference": str(source)})
+        return digest, row.media_type
+
+    def promote(
+        self,
+        source: SourceRef,
+        destination: str,
+        tags: list[str],
+        *,
+        include_referrers: bool = False,
+        override: Override | None = None,
+    ) -> PromotionResult:
+        validate_name(destination)
+        tags = list(dict.fromkeys(validate_tag(t) for t in tags))
+        if len(tags) > MAX_TAGS_PER_PUT:
+            raise InvalidRequest(f"at most {MAX_TAGS_PER_PUT} tags per promotion")
+        same_repository = source.repository == destination
+        if same_repository and not tags:
+            raise InvalidRequest("promoting within one repository needs at least one destination tag")
+        digest, media_type = self.resolve(source)
+        # Gates run before the write transaction: they may be slow and must not hold the write lock.
+        for gate in list(self.gates):
+            verdict = gate.check(source.repository, digest, media_type)
+            if not verdict.allowed:
+                raise Denied(
+                    f"promotion gate {gate.name} refused {source.repository}@{digest}: {verdict.reason}",
+                    detail={"gate": gate.name, "reason": verdict.reason, "digest": digest},
+                )
+        result = PromotionResult(source.repository, digest, media_type, destination, {})
+        with self.db.write() as conn:
+            src_id = require_repository_id(conn, source.repository)
+            if same_repository:
+                dest_id = src_id
+                manifest_id = self._manifest_id(conn, src_id, digest)
+                if manifest_id is None:  # deleted between resolve and now
+                    raise ManifestUnknown(f"manifest {digest} is not in repository {source.repository}", detail={"digest": digest})
+            else:
+                dest_id = ensure_repository_id(conn, destination)
+                manifest_id = self._copy(conn, src_id, dest_id, destination, digest, include_referrers, result)
+            for tag in tags:  # one transaction: any refusal rolls back every tag and every copied row
+                result.tags[tag] = move_tag(
+                    conn, self.tag_policy, destination, dest_id, tag, manifest_id, digest, override=override
+                )
+        return result
+
+    # -- copying without bytes ---------------------------------------------------------------
+
+    def _copy(
+        self, conn: Connection, src_id: int, dest_id: int, destination: str, digest: str, include_referrers: bool, result: PromotionResult
+    ) -> int:
+        """Insert `digest`, its children (and referrers) into the destination; returns its manifest id there."""
+        order = self._closure(conn, src_id, digest, include_referrers, result)
+        if self.quotas is not None:
+            wanted = conn.execute(
+                select(manifest_references.c.digest)
+                .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+                .where(manifests.c.repository_id == src_id, manifests.c.digest.in_(order), manifest_references.c.kind == "blob")
+            ).scalars()
+            self.quotas.check(conn, destination, list(wanted))
+        for item in order:  # children before parents, so each manifest's references already exist
+            if self._manifest_id(conn, dest_id, item) is not None:
+                continue
+            row = conn.execute(
+                select(manifests.c.payload, manifests.c.media_type).where(
+                    manifests.c.repository_id == src_id, manifests.c.digest == item
+                )
+            ).one()
+            parsed = parse_manifest(bytes(row.payload), row.media_type, item.partition(":")[0])
+            result.blobs_linked += self._link_blobs(conn, dest_id, list(dict.fromkeys(parsed.blob_refs)))
+            self.manifests.store(conn, dest_id, parsed)
+            result.copied.append(item)
+        return self._manifest_id(conn, dest_id, digest)
+
+    def _closure(self, conn: Connection, src_id: int, root: str, include_referrers: bool, result: PromotionResult) -> list[str]:
+        """Every manifest to promote, in dependency order (post-order: children first, referrers after subjects)."""
+        order: list[str] = []
+        state: dict[str, str] = {}
+
+        def visit(d: str) -> None:
+            if state.get(d):
+                return
+            state[d] = "visiting"
+            if len(state) > MAX_PROMOTED_MANIFESTS:
+                raise InvalidRequest(f"promotion would copy more than {MAX_PROMOTED_MANIFESTS} manifests")
+            manifest_id = self._manifest_id(conn, src_id, d)
+            if manifest_id is None:
+                raise ManifestUnknown(f"manifest {d} is not in the source repository", detail={"digest": d})
+            for child in conn.execute(
+                select(manifest_references.c.digest).where(
+                    manifest_references.c.manifest_id == manifest_id, manifest_references.c.kind == "manifest"
+                )
+            ).scalars():
+                visit(child)
+            order.append(d)
+            state[d] = "done"
+
+        visit(root)
+        if include_referrers:
+            pending = list(order)
+            while pending:
+                subject = pending.pop(0)
+                for ref in conn.execute(
+                    select(manifests.c.digest)
+                    .where(manifests.c.repository_id == src_id, manifests.c.subject_digest == subject)
+                    .order_by(manifests.c.id)
+                ).scalars():
+                    if ref in state:
+                        continue
+                    before = len(order)
+                    visit(ref)
+                    added = order[before:]
+                    result.referrers.append(ref)
+                    pending.extend(added)  # referrers of referrers (a signature on an SBOM) come too
+        return order
+
+    @staticmethod
+    def _link_blobs(conn: Connection, dest_id: int, digests: list[str]) -> int:
+        """Link present blobs into the destination; touching each row serializes us against GC marking it."""
+        if not digests:
+            return 0
+        now = utcnow()
+        touched = conn.execute(
+            update(blobs).where(blobs.c.digest.in_(digests), blobs.c.state == "present").values(touched_at=now)
+        ).rowcount
+        if touched != len(digests):
+            raise ManifestBlobUnknown("a blob of the source image is missing or being garbage-collected; push it again")
+        linked = 0
+        for blob_id in conn.execute(select(blobs.c.id).where(blobs.c.digest.in_(digests))).scalars():
+            linked += insert_ignore(
+                conn, repository_blobs, {"repository_id": dest_id, "blob_id": blob_id, "created_at": now}, ["repository_id", "blob_id"]
+            )
+        return linked
+
+    @staticmethod
+    def _manifest_id(conn: Connection, repo_id: int, digest: str) -> int | None:
+        return conn.execute(
+            select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+        ).scalar()
