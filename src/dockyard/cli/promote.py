@@ -6,12 +6,22 @@ downloaded or uploaded by the CLI.
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Optional
 
 import typer
 
-from dockyard.cli.remote import DEFAULT_URL, JsonOpt, PassOpt, PassStdinOpt, Remote, UrlOpt, UserOpt, fail, out
+from dockyard.cli.remote import (
+    DEFAULT_URL,
+    JsonOpt,
+    PassOpt,
+    PassStdinOpt,
+    Remote,
+    UrlOpt,
+    UserOpt,
+    fail,
+    out,
+    resolve_password,
+)
 
 
 def split_destination(dest_ref: str) -> tuple[str, str | None]:
@@ -39,14 +49,7 @@ def promote(
     json_output: JsonOpt = False,
 ) -> None:
     """Promote an image to other tags, another repository or another project, without copying blob bytes."""
-    if password_stdin:
-        if password:
-            fail("give --password or --password-stdin, not both", 2)
-        password = sys.stdin.readline().rstrip("\r\n")
-    if username and password is None:
-        if not sys.stdin.isatty():
-            fail("no password: use --password, --password-stdin or DOCKYARD_PASSWORD", 2)
-        password = typer.prompt(f"Password for {username}", hide_input=True)
+    password = resolve_password(username, password, password_stdin)
     destination, dest_tag = split_destination(dest_ref)
     tags = list(dict.fromkeys(([dest_tag] if dest_tag else []) + list(tag or [])))
     body = {"source": src_ref, "destination": destination, "tags": tags, "include_referrers": referrers}

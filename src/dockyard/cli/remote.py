@@ -101,6 +101,11 @@ def connect(
     password_stdin: PassStdinOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
+    ctx.obj = Remote(url, username, resolve_password(username, password, password_stdin), json_output)
+
+
+def resolve_password(username: str | None, password: str | None, password_stdin: bool) -> str | None:
+    """--password, --password-stdin, or a prompt when a terminal is attached."""
     if password_stdin:
         if password:
             fail("give --password or --password-stdin, not both", 2)
@@ -109,7 +114,7 @@ def connect(
         if not sys.stdin.isatty():
             fail("no password: use --password, --password-stdin or DOCKYARD_PASSWORD", 2)
         password = typer.prompt(f"Password for {username}", hide_input=True)
-    ctx.obj = Remote(url, username, password, json_output)
+    return password
 
 
 def remote(ctx: typer.Context) -> Remote:

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, and_, delete, select, update
 
 from dockyard.auth.principals import Principal
 from dockyard.errors import Conflict, DockyardError, InvalidRequest, ManifestUnknown, NotFound, Unavailable
+from dockyard.metadata.lookups import require_project_id
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import manifest_references, manifests, projects, repositories, retention_policies, tags
 from dockyard.policy.retention import FORMATS, load_document, parse_policy
@@ -174,12 +175,7 @@ class RetentionService:
         cron = policy.schedule if policy.enabled else None
         self.scheduler.set_schedule(schedule_name(policy.id), JOB_KIND, {"policy_id": policy.id}, cron)
 
-    @staticmethod
-    def _project_id(conn: Connection, project: str) -> int:
-        project_id = conn.execute(select(projects.c.id).where(projects.c.name == project)).scalar()
-        if project_id is None:
-            raise NotFound(f"project {project} does not exist", detail={"project": project[:100]})
-        return project_id
+    _project_id = staticmethod(require_project_id)
 
     def _require(self, conn: Connection, project: str, policy_id: int) -> RetentionPolicy:
         policy = self._load(conn, policy_id)

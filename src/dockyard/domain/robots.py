@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, func, select, update
 
-from dockyard.auth.passwords import generate_secret, hash_secret, verify_secret
+from dockyard.auth.passwords import generate_secret, hash_secret
 from dockyard.auth.principals import ROBOT_PREFIX, Principal
 from dockyard.domain.identity import Conflict, InvalidRequest, Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound

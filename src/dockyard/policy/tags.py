@@ -24,6 +24,7 @@ from sqlalchemy import Connection, delete, func, or_, select
 
 from dockyard.auth.principals import Principal
 from dockyard.errors import Denied, InvalidRequest, NotFound, TagInvalid
+from dockyard.metadata.lookups import require_project_id
 from dockyard.metadata.db import Database, aware, utcnow
 from dockyard.metadata.models import audit_events, projects, tag_rules
 from dockyard.policy.access import AccessPolicy, project_of
@@ -306,9 +307,4 @@ class TagPolicy:
             raise NotFound(f"tag rule {rule_id} does not exist", detail={"id": rule_id})
         return _rule(row)
 
-    @staticmethod
-    def _project_id(conn: Connection, project: str) -> int:
-        project_id = conn.execute(select(projects.c.id).where(projects.c.name == project)).scalar()
-        if project_id is None:
-            raise NotFound(f"project {project} does not exist", detail={"project": project[:100]})
-        return project_id
+    _project_id = staticmethod(require_project_id)
