@@ -214,6 +214,7 @@ class _Connection:
         self.req = _Framer(self._request_head, self._request_body, self._request_end)
         self.resp = _Framer(self._response_head, self._response_body, self._response_end)
         self.parse_ok = True
+        self.seen_data = False
 
     # client → server
 
@@ -252,7 +253,7 @@ class _Connection:
         with self.lock:
             ex = self.pending[0] if self.pending else None
         if ex is None:
-            raise ProtocolError("response without a request")
+            raise ProtocolError(f"response without a request: {start!r} {headers!r}")
         with self.proxy._lock:
             ex.status, ex.response_headers = status, headers
         if ex.method == "HEAD" or status in (204, 304):
@@ -285,6 +286,11 @@ class _Connection:
                 data = src.recv(READ_SIZE)
                 if not data:
                     break
+                if framer is self.req and not self.seen_data:
+                    self.seen_data = True
+                    if data[:1] == b"\x16":  # a TLS ClientHello (clients probe https first): not ours to parse
+                        self.parse_ok = False
+                        self.proxy._count_tls_probe()
                 if self.parse_ok:
                     try:
                         framer.feed(data)
@@ -324,6 +330,7 @@ class ByteProxy:
         self._exchanges: list[Exchange] = []
         self._dropped = 0
         self.parse_errors: list[str] = []
+        self.tls_probes = 0  # connections that started with a TLS handshake (forwarded, not parsed)
         self._connections: set[_Connection] = set()
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
@@ -359,6 +366,10 @@ class ByteProxy:
                 return
             self._exchanges.append(ex)
 
+    def _count_tls_probe(self) -> None:
+        with self._lock:
+            self.tls_probes += 1
+
     def _parse_error(self, message: str) -> None:
         with self._lock:
             if len(self.parse_errors) < 100:
@@ -370,6 +381,7 @@ class ByteProxy:
             self._exchanges = []
             self._dropped = 0
             self.parse_errors = []
+            self.tls_probes = 0
 
     @property
     def exchanges(self) -> list[Exchange]:
@@ -385,6 +397,31 @@ class ByteProxy:
     def blob_get_bytes(self) -> int:
         """Response body bytes of ``GET /v2/<name>/blobs/<digest>``."""
         return sum(e.response_body_bytes for e in self.exchanges if e.is_blob_get)
+
+    def upload_bytes_by_digest(self) -> dict[str, int]:
+        """Upload request body bytes per blob digest: each upload session (``…/blobs/uploads/<id>``) is
+        attributed to the ``digest`` its closing PUT names (a monolithic POST names it itself);
+        sessions never closed are reported under ``"unfinished:<path>"``."""
+        sessions: dict[str, int] = {}
+        digests: dict[str, str] = {}
+        out: dict[str, int] = {}
+        for e in self.exchanges:
+            if not e.is_upload:
+                continue
+            digest = (e.query.get("digest") or [None])[0]
+            if e.method == "POST":
+                if digest:
+                    out[digest] = out.get(digest, 0) + e.request_body_bytes
+                elif e.request_body_bytes:
+                    out["unfinished:" + e.path] = out.get("unfinished:" + e.path, 0) + e.request_body_bytes
+                continue
+            sessions[e.path] = sessions.get(e.path, 0) + e.request_body_bytes
+            if e.method == "PUT" and digest:
+                digests[e.path] = digest
+        for path, n in sessions.items():
+            key = digests.get(path, "unfinished:" + path)
+            out[key] = out.get(key, 0) + n
+        return out
 
     def uploads(self) -> list[Exchange]:
         return [e for e in self.exchanges if e.is_upload]
@@ -404,6 +441,7 @@ class ByteProxy:
             "mounts_202": sum(1 for e in mounts if e.status == 202),
             "upload_posts_without_mount": sum(1 for e in ex if e.method == "POST" and e.is_upload and not e.is_mount),
             "dropped": self._dropped,
+            "tls_probes": self.tls_probes,
             "parse_errors": list(self.parse_errors),
         }
 
