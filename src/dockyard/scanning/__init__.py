@@ -1,0 +1,1 @@
+"""Vulnerability scanning: OSV database, per-ecosystem version ordering and matching."""
