@@ -1,0 +1,81 @@
+"""First-start bootstrap, RS256 signing keys, and auto-created projects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import httpx
+import jwt
+import pytest
+
+from dockyard.app import create_app
+from dockyard.settings import Settings
+
+
+def test_generated_admin_password_is_printed_once_and_works(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DOCKYARD_ADMIN_PASSWORD", raising=False)
+    app = create_app(Settings(data_dir=tmp_path))
+    printed = capsys.readouterr().err
+    assert "created user 'admin' with password: " in printed
+    password = printed.split("with password: ", 1)[1].split()[0]
+    assert app.state.services.authenticator.verify("admin", password, None).is_admin
+    create_app(Settings(data_dir=tmp_path))  # second start: nothing printed, nothing re-created
+    assert "password" not in capsys.readouterr().err
+    events, _ = app.state.services.audit.query(page_size=100)
+    assert password not in json.dumps(events)
+
+
+def test_explicit_admin_password_is_used_and_not_printed(tmp_path, capsys):
+    app = create_app(Settings(data_dir=tmp_path, admin_password="chosen-password-1"))
+    assert "password" not in capsys.readouterr().err
+    assert app.state.services.authenticator.verify("admin", "chosen-password-1", None).is_admin
+
+
+async def test_rs256_keys_sign_verifiable_tokens(tmp_path):
+    app = create_app(Settings(data_dir=tmp_path, admin_password="admin-password-1", token_algorithm="RS256"))
+    app.state.services.projects.create("team")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
+        r = await client.get("/token", params={"service": "dockyard", "scope": "repository:team/app:pull"}, auth=("admin", "admin-password-1"))
+        token = r.json()["token"]
+        header = jwt.get_unverified_header(token)
+        assert header["alg"] == "RS256" and header["kid"] == app.state.services.tokens.keys.active().kid
+        r = await client.get("/v2/team/app/tags/list", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("auto_create", [True, False])
+async def test_push_into_missing_project(tmp_path, auto_create):
+    app = create_app(Settings(data_dir=tmp_path, admin_password="admin-password-1", auto_create_projects=auto_create))
+    services = app.state.services
+    services.users.create("alice", "alice-password-1")
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
+            r = await client.get(
+                "/token", params={"service": "dockyard", "scope": "repository:newproj/app:pull,push"}, auth=("alice", "alice-password-1")
+            )
+            token = r.json()["token"]
+            granted = jwt.decode(token, options={"verify_signature": False})["access"][0]["actions"]
+            config = b"{}"
+            r = await client.post(
+                "/v2/newproj/app/blobs/uploads/", params={"digest": _digest(config)}, content=config,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if not auto_create:
+                assert granted == []
+                assert r.status_code == 403
+                assert "project newproj does not exist" in r.json()["errors"][0]["message"]
+                assert not services.access.project_exists("newproj")
+                return
+            assert granted == ["pull", "push"]
+            assert r.status_code == 201, r.text
+    project = services.projects.get("newproj")
+    assert project.public is False
+    members = services.projects.list_members("newproj")
+    assert [(m.username, m.role) for m in members] == [("alice", "admin")]
+    events, _ = services.audit.query(action="project.create")
+    assert events and events[0]["actor"] == "alice"
