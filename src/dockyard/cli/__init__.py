@@ -283,5 +283,14 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _add_signing_commands() -> None:
+    from dockyard.cli.signing import register
+
+    register(app)  # generate-key-pair, sign, verify
+
+
+_add_signing_commands()
+
+
 def main() -> None:
     app()

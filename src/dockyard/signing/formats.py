@@ -1,0 +1,317 @@
+"""Wire formats of cosign and Notation signatures stored in an OCI registry.
+
+Pure functions: build and parse the documents, no I/O. Two cosign layouts
+(/work/shared/reference/signing.md (a), (b)):
+
+- tag layout: tag `sha256-<hex>.sig` → image manifest whose layers are simple-signing payloads,
+  each with its base64 signature in the `dev.cosignproject.cosign/signature` annotation;
+- bundle layout (cosign v3's default): a referrer manifest (`subject` = the image) with one layer,
+  a Sigstore bundle v0.3 holding a DSSE envelope of an in-toto Statement v1 whose predicateType is
+  `https://sigstore.dev/cosign/sign/v1`.
+
+Notation signatures are only recognized (config.mediaType or artifactType).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_JSON = b"{}"
+EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIMPLE_SIGNING_TYPE = "cosign container image signature"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+COSIGN_ARTIFACT_SIG = "application/vnd.dev.cosign.artifact.sig.v1+json"  # cosign's old experimental OCI 1.1 mode
+
+BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+BUNDLE_MEDIA_TYPES = frozenset({
+    BUNDLE_V03,
+    "application/vnd.dev.sigstore.bundle+json;version=0.1",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+})
+BUNDLE_CONTENT_ANNOTATION = "dev.sigstore.bundle.content"
+BUNDLE_PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
+CREATED_ANNOTATION = "org.opencontainers.image.created"
+INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_V1 = "https://in-toto.io/Statement/v1"
+STATEMENT_V01 = "https://in-toto.io/Statement/v0.1"
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+
+NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class FormatError(ValueError):
+    """A document is not what its media type claims."""
+
+
+def go_json(obj: Any) -> bytes:
+    """JSON as Go's encoding/json writes it: compact, `<`, `>`, `&` escaped."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def check_digest(digest: str) -> str:
+    if not _DIGEST.match(digest):
+        raise FormatError(f"not a sha256 digest: {digest!r}")
+    return digest
+
+
+def signature_tag(image_digest: str, suffix: str = "sig") -> str:
+    """`sha256:abc…` → `sha256-abc….sig`: cosign's tag for the signatures of a digest."""
+    algo, _, hexpart = check_digest(image_digest).partition(":")
+    return f"{algo}-{hexpart}.{suffix}"
+
+
+def descriptor(media_type: str, data: bytes, **extra: Any) -> dict:
+    d = {"mediaType": media_type, "size": len(data), "digest": sha256_digest(data)}
+    d.update({k: v for k, v in extra.items() if v})
+    return d
+
+
+# -- simple signing (tag layout) ----------------------------------------------------------------
+
+
+def simple_signing_payload(docker_reference: str, image_digest: str,
+                           annotations: dict[str, Any] | None = None) -> bytes:
+    """The payload `cosign sign --new-bundle-format=false` signs (sigstore `payload.Cosign`)."""
+    return go_json({
+        "critical": {
+            "identity": {"docker-reference": docker_reference},
+            "image": {"docker-manifest-digest": check_digest(image_digest)},
+            "type": SIMPLE_SIGNING_TYPE,
+        },
+        "optional": annotations or None,
+    })
+
+
+@dataclass(frozen=True)
+class SimpleSigning:
+    docker_reference: str
+    image_digest: str
+    optional: dict | None
+
+
+def parse_simple_signing(payload: bytes) -> SimpleSigning:
+    try:
+        doc = json.loads(payload)
+        critical = doc["critical"]
+        kind = critical["type"]
+        digest = critical["image"]["docker-manifest-digest"]
+        reference = critical.get("identity", {}).get("docker-reference", "")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise FormatError(f"not a simple-signing payload: {exc}") from exc
+    if kind != SIMPLE_SIGNING_TYPE:
+        raise FormatError(f"simple-signing payload of unknown type {kind!r}")
+    return SimpleSigning(reference, digest, doc.get("optional"))
+
+
+def legacy_config(layer_payloads: list[bytes]) -> bytes:
+    """The image config go-containerregistry synthesizes for cosign's `.sig` image."""
+    return go_json({
+        "architecture": "", "created": "0001-01-01T00:00:00Z",
+        "history": [{"created": "0001-01-01T00:00:00Z"} for _ in layer_payloads],
+        "os": "", "rootfs": {"type": "layers", "diff_ids": [sha256_digest(p) for p in layer_payloads]},
+        "config": {},
+    })
+
+
+def legacy_layer(payload: bytes, signature: bytes) -> dict:
+    return descriptor(SIMPLE_SIGNING, payload,
+                      annotations={SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()})
+
+
+def legacy_manifest(layers: list[dict], config: bytes) -> bytes:
+    return go_json({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": descriptor(OCI_IMAGE_CONFIG, config),
+        "layers": layers,
+    })
+
+
+@dataclass(frozen=True)
+class LegacyEntry:
+    """One layer of a `.sig` manifest: payload digest and the signature over the payload."""
+    payload_digest: str
+    payload_size: int
+    signature: bytes | None
+    keyless: bool
+    error: str | None = None
+
+
+def parse_legacy_manifest(manifest: dict) -> list[LegacyEntry]:
+    entries = []
+    for layer in manifest.get("layers") or []:
+        if layer.get("mediaType") != SIMPLE_SIGNING:
+            continue
+        ann = layer.get("annotations") or {}
+        sig, error = None, None
+        try:
+            sig = base64.b64decode(ann[SIGNATURE_ANNOTATION], validate=True)
+        except KeyError:
+            error = "layer has no signature annotation"
+        except ValueError:
+            error = "signature annotation is not base64"
+        entries.append(LegacyEntry(layer.get("digest", ""), int(layer.get("size", 0)), sig,
+                                   CERTIFICATE_ANNOTATION in ann, error))
+    return entries
+
+
+# -- DSSE, in-toto, Sigstore bundle (bundle layout) --------------------------------------------
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE pre-authentication encoding: what a DSSE signature covers."""
+    pt = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(pt), pt, len(payload), payload)
+
+
+def sign_statement(image_digest: str, annotations: dict[str, Any] | None = None) -> bytes:
+    """The in-toto Statement v1 `cosign sign` (v3) signs for an image."""
+    algo, _, hexpart = check_digest(image_digest).partition(":")
+    subject: dict[str, Any] = {"digest": {algo: hexpart}}
+    if annotations:
+        subject["annotations"] = annotations
+    return go_json({"_type": STATEMENT_V1, "subject": [subject],
+                    "predicateType": COSIGN_SIGN_PREDICATE, "predicate": {}})
+
+
+@dataclass(frozen=True)
+class Statement:
+    type: str
+    predicate_type: str
+    subject_digests: list[dict[str, str]]
+
+
+def parse_statement(payload: bytes) -> Statement:
+    try:
+        doc = json.loads(payload)
+        kind, predicate_type = doc["_type"], doc["predicateType"]
+        subjects = [dict(s.get("digest") or {}) for s in doc["subject"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise FormatError(f"not an in-toto statement: {exc}") from exc
+    if kind not in (STATEMENT_V1, STATEMENT_V01):
+        raise FormatError(f"unknown in-toto statement type {kind!r}")
+    return Statement(kind, predicate_type, subjects)
+
+
+def statement_names_digest(statement: Statement, image_digest: str) -> bool:
+    algo, _, hexpart = image_digest.partition(":")
+    return any(d.get(algo) == hexpart for d in statement.subject_digests)
+
+
+def dsse_bundle(payload: bytes, signature: bytes, key_hint: str,
+                payload_type: str = INTOTO_PAYLOAD_TYPE) -> bytes:
+    """A Sigstore bundle v0.3 with a DSSE envelope and a public-key hint, no tlog entry: what
+    `cosign sign --key … --tlog-upload=false` writes (protobuf JSON names)."""
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return go_json({
+        "mediaType": BUNDLE_V03,
+        "verificationMaterial": {"publicKey": {"hint": key_hint}},
+        "dsseEnvelope": {"payload": b64(payload), "payloadType": payload_type,
+                         "signatures": [{"sig": b64(signature)}]},
+    })
+
+
+@dataclass(frozen=True)
+class Envelope:
+    payload: bytes
+    payload_type: str
+    signatures: list[bytes]
+    key_hint: str | None
+    keyless: bool
+
+
+def parse_bundle(data: bytes) -> Envelope:
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise FormatError(f"bundle is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise FormatError("bundle is not a JSON object")
+    if doc.get("mediaType") not in BUNDLE_MEDIA_TYPES:
+        raise FormatError(f"unknown bundle media type {doc.get('mediaType')!r}")
+    env = doc.get("dsseEnvelope")
+    if not isinstance(env, dict):
+        if "messageSignature" in doc:
+            raise FormatError("bundle holds a message signature, not a DSSE envelope")
+        raise FormatError("bundle has no DSSE envelope")
+    material = doc.get("verificationMaterial") or {}
+    try:
+        payload = base64.b64decode(env["payload"], validate=True)
+        sigs = [base64.b64decode(s["sig"], validate=True) for s in env.get("signatures") or []]
+        payload_type = env["payloadType"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"malformed DSSE envelope: {exc}") from exc
+    hint = (material.get("publicKey") or {}).get("hint")
+    keyless = "certificate" in material or "x509CertificateChain" in material
+    return Envelope(payload, payload_type, sigs, hint, keyless)
+
+
+def bundle_referrer_manifest(bundle: bytes | dict, subject: dict, created: datetime | None = None,
+                             predicate_type: str = COSIGN_SIGN_PREDICATE) -> bytes:
+    """The referrer manifest cosign's `WriteAttestationNewBundleFormat` pushes (by digest).
+    `bundle` is the bundle's bytes or its layer descriptor."""
+    layer = bundle if isinstance(bundle, dict) else descriptor(BUNDLE_V03, bundle)
+    created = (created or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    # Field order as go-containerregistry's v1.Manifest/v1.Descriptor (annotation keys sorted).
+    return go_json({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_EMPTY, "size": len(EMPTY_JSON), "digest": EMPTY_DIGEST,
+                   "artifactType": BUNDLE_V03},
+        "layers": [layer],
+        "annotations": {BUNDLE_CONTENT_ANNOTATION: "dsse-envelope",
+                        BUNDLE_PREDICATE_ANNOTATION: predicate_type,
+                        CREATED_ANNOTATION: created.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "subject": {"mediaType": subject["mediaType"], "size": subject["size"], "digest": subject["digest"]},
+        "artifactType": BUNDLE_V03,
+    })
+
+
+# -- classification -----------------------------------------------------------------------------
+
+
+def artifact_type(manifest: dict) -> str:
+    """What the referrers API reports: artifactType, else config.mediaType."""
+    return manifest.get("artifactType") or (manifest.get("config") or {}).get("mediaType") or ""
+
+
+def is_notation_signature(manifest_or_descriptor: dict) -> bool:
+    return NOTATION_SIGNATURE in (manifest_or_descriptor.get("artifactType"),
+                                  (manifest_or_descriptor.get("config") or {}).get("mediaType"))
+
+
+def is_cosign_bundle(manifest_or_descriptor: dict) -> bool:
+    return artifact_type(manifest_or_descriptor) in BUNDLE_MEDIA_TYPES
+
+
+def is_cosign_legacy_referrer(manifest_or_descriptor: dict) -> bool:
+    return artifact_type(manifest_or_descriptor) == COSIGN_ARTIFACT_SIG
+
+
+def parse_manifest(raw: bytes) -> dict:
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise FormatError(f"manifest is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise FormatError("manifest is not a JSON object")
+    return doc
