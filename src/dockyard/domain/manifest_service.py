@@ -208,6 +208,23 @@ class ManifestService:
                 raise ManifestUnknown(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
             for held_tag, held_digest in self._tags_holding(conn, repo_id, digest):
                 self.tag_policy.check_tag_change(conn, repository, held_tag, held_digest, None, override=override)
+            parent = conn.execute(
+                select(manifests.c.digest)
+                .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
+                .where(
+                    manifests.c.repository_id == repo_id,
+                    manifest_references.c.kind == "manifest",
+                    manifest_references.c.digest == digest,
+                )
+                .limit(1)
+            ).scalar()
+            if parent is not None:
+                # An index's children live as long as the index: deleting one would break every
+                # pull of the index and let GC reclaim its layers.
+                raise Conflict(
+                    f"manifest {digest} is listed by index {parent} in {repository}; delete the index first",
+                    detail={"digest": digest, "index": parent},
+                )
             blob_refs = list(
                 conn.execute(
                     select(manifest_references.c.digest).where(
