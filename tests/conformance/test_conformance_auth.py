@@ -20,7 +20,8 @@ import pytest
 from tests.conformance.test_oci_conformance import (
     CROSSMOUNT_NAMESPACE,
     NAMESPACE,
-    clean_env,
+    ginkgo_env,
+    next_env,
     report,
     run_suite,
 )
@@ -90,20 +91,7 @@ def test_oci_conformance_auth(backend, tmp_path, database_url_for, capsys):
     reports.mkdir()
     with auth_registry(backend, tmp_path, database_url_for) as server:
         _check_gate(server)
-        env = clean_env(
-            OCI_ROOT_URL=server.url,
-            OCI_NAMESPACE=NAMESPACE,
-            OCI_CROSSMOUNT_NAMESPACE=CROSSMOUNT_NAMESPACE,
-            OCI_USERNAME=USER,
-            OCI_PASSWORD=USER_PASSWORD,
-            OCI_TEST_PULL="1",
-            OCI_TEST_PUSH="1",
-            OCI_TEST_CONTENT_DISCOVERY="1",
-            OCI_TEST_CONTENT_MANAGEMENT="1",
-            OCI_HIDE_SKIPPED_WORKFLOWS="0",
-            OCI_AUTOMATIC_CROSSMOUNT="1",
-            OCI_REPORT_DIR=str(reports),
-        )
+        env = ginkgo_env(server, reports, OCI_USERNAME=USER, OCI_PASSWORD=USER_PASSWORD)
         summary = run_suite([binary, "-ginkgo.no-color", "-ginkgo.v"], env, reports, reports / "junit.xml")
         alive = server.alive()
         log = _log_excerpt(server)
@@ -126,19 +114,7 @@ def test_oci_conformance_next_auth(backend, tmp_path, database_url_for, capsys):
     results = tmp_path / "results"
     with auth_registry(backend, tmp_path, database_url_for) as server:
         _check_gate(server)
-        env = clean_env(
-            OCI_REGISTRY=server.host,
-            OCI_TLS="disabled",
-            OCI_REPO1=NAMESPACE,
-            OCI_REPO2=CROSSMOUNT_NAMESPACE,
-            OCI_USERNAME=USER,
-            OCI_PASSWORD=USER_PASSWORD,
-            OCI_RESULTS_DIR=str(results),
-            OCI_API_BLOBS_UPLOAD_CANCEL="true",
-            OCI_API_MANIFESTS_TAG_PARAM="true",
-            OCI_DATA_TAG_PARAM="true",
-            OCI_DATA_TAG_PARAM_SHA512="true",
-        )
+        env = next_env(server, results, OCI_USERNAME=USER, OCI_PASSWORD=USER_PASSWORD)
         summary = run_suite([binary], env, tmp_path, results / "junit.xml")
         alive = server.alive()
         log = _log_excerpt(server)

@@ -84,6 +84,39 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env
 
 
+def ginkgo_env(server, reports: Path, **extra: str) -> dict[str, str]:
+    """Environment of the v1.1-line suite: all four workflows, automatic cross-mount expected."""
+    return clean_env(
+        OCI_ROOT_URL=server.url,
+        OCI_NAMESPACE=NAMESPACE,
+        OCI_CROSSMOUNT_NAMESPACE=CROSSMOUNT_NAMESPACE,
+        OCI_TEST_PULL="1",
+        OCI_TEST_PUSH="1",
+        OCI_TEST_CONTENT_DISCOVERY="1",
+        OCI_TEST_CONTENT_MANAGEMENT="1",
+        OCI_HIDE_SKIPPED_WORKFLOWS="0",
+        OCI_AUTOMATIC_CROSSMOUNT="1",
+        OCI_REPORT_DIR=str(reports),
+        **extra,
+    )
+
+
+def next_env(server, results: Path, **extra: str) -> dict[str, str]:
+    """Environment of the redesigned suite with every optional API and data set on."""
+    return clean_env(
+        OCI_REGISTRY=server.host,
+        OCI_TLS="disabled",
+        OCI_REPO1=NAMESPACE,
+        OCI_REPO2=CROSSMOUNT_NAMESPACE,
+        OCI_RESULTS_DIR=str(results),
+        OCI_API_BLOBS_UPLOAD_CANCEL="true",
+        OCI_API_MANIFESTS_TAG_PARAM="true",
+        OCI_DATA_TAG_PARAM="true",
+        OCI_DATA_TAG_PARAM_SHA512="true",
+        **extra,
+    )
+
+
 def run_suite(cmd: list[str], env: dict[str, str], workdir: Path, junit: Path) -> JUnitSummary:
     output = workdir / "output.txt"
     with open(output, "wb") as out:
@@ -125,18 +158,7 @@ def test_oci_conformance(backend, tmp_path, database_url_for, capsys):
     reports = tmp_path / "report"
     reports.mkdir()
     with registry(backend, tmp_path, database_url_for) as server:
-        env = clean_env(
-            OCI_ROOT_URL=server.url,
-            OCI_NAMESPACE=NAMESPACE,
-            OCI_CROSSMOUNT_NAMESPACE=CROSSMOUNT_NAMESPACE,
-            OCI_TEST_PULL="1",
-            OCI_TEST_PUSH="1",
-            OCI_TEST_CONTENT_DISCOVERY="1",
-            OCI_TEST_CONTENT_MANAGEMENT="1",
-            OCI_HIDE_SKIPPED_WORKFLOWS="0",
-            OCI_AUTOMATIC_CROSSMOUNT="1",
-            OCI_REPORT_DIR=str(reports),
-        )
+        env = ginkgo_env(server, reports)
         summary = run_suite([binary, "-ginkgo.no-color", "-ginkgo.v"], env, reports,
                             reports / "junit.xml")
         alive = server.alive()
@@ -156,17 +178,7 @@ def test_oci_conformance_next(backend, tmp_path, database_url_for, capsys):
     binary = tool("oci-conformance-next")
     results = tmp_path / "results"
     with registry(backend, tmp_path, database_url_for) as server:
-        env = clean_env(
-            OCI_REGISTRY=server.host,
-            OCI_TLS="disabled",
-            OCI_REPO1=NAMESPACE,
-            OCI_REPO2=CROSSMOUNT_NAMESPACE,
-            OCI_RESULTS_DIR=str(results),
-            OCI_API_BLOBS_UPLOAD_CANCEL="true",
-            OCI_API_MANIFESTS_TAG_PARAM="true",
-            OCI_DATA_TAG_PARAM="true",
-            OCI_DATA_TAG_PARAM_SHA512="true",
-        )
+        env = next_env(server, results)
         summary = run_suite([binary], env, tmp_path, results / "junit.xml")
         alive = server.alive()
     report(capsys, summary.line(f"conformance-next[{backend}]"), summary)
@@ -175,8 +187,5 @@ def test_oci_conformance_next(backend, tmp_path, database_url_for, capsys):
         return
     assert alive, f"server died during the suite; log: {server.log_path}"
     assert summary.failed == 0 and summary.errors == 0, (
-        f"{summary.line('conformance-next')}; reports in {reports_hint(results)}:\n" + "\n".join(summary.problems))
+        f"{summary.line('conformance-next')}; reports in {results}:\n" + "\n".join(summary.problems))
 
-
-def reports_hint(path: Path) -> str:
-    return str(path)
