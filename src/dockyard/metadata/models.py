@@ -303,3 +303,112 @@ schedules = Table(
     Column("next_run_at", DateTime(timezone=True), nullable=False),
     Column("enabled", Boolean, nullable=False, default=True),
 )
+
+# --- supply-chain security (issue #5) ------------------------------------------------------
+
+# OSV advisories (scanning/vulndb.py). `document` is the record as imported.
+vuln_advisories = Table(
+    "vuln_advisories",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("modified", DateTime(timezone=True), nullable=False),
+    Column("published", DateTime(timezone=True)),
+    Column("withdrawn", DateTime(timezone=True)),
+    Column("summary", Text, nullable=False, default=""),
+    Column("document", Text, nullable=False),  # the OSV record as imported (compact JSON)
+)
+
+vuln_affected = Table(
+    "vuln_affected",
+    metadata,
+    Column("advisory_id", String(255), ForeignKey("vuln_advisories.id", ondelete="CASCADE"), primary_key=True),
+    Column("ecosystem", String(255), primary_key=True),  # as written: "Debian:12", "PyPI"
+    Column("package", String(512), primary_key=True),  # normalised name (see package_key)
+    Column("ecosystem_base", String(64), nullable=False),  # "Debian", "PyPI"
+    Index("ix_vuln_affected_lookup", "ecosystem_base", "package"),
+)
+
+vuln_sources = Table(
+    "vuln_sources",
+    metadata,
+    Column("source", String(255), primary_key=True),  # OSV folder name: "PyPI", "Debian", "Alpine:v3.20"
+    Column("origin", Text, nullable=False),  # URL or local path it was read from
+    Column("sha256", String(64)),  # of the export, to skip unchanged downloads
+    Column("imported_at", DateTime(timezone=True), nullable=False),
+    Column("advisory_count", Integer, nullable=False),
+    Column("withdrawn_count", Integer, nullable=False),
+    Column("invalid_count", Integer, nullable=False),
+)
+
+# External scanners (Harbor Pluggable Scanner API v1.2). The built-in scanner has no row.
+scanners = Table(
+    "scanners",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("url", String(1000), nullable=False),  # adapter base URL, without /api/v1
+    Column("authorization", Text),  # sent verbatim as the Authorization header, e.g. "Bearer …"
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# A project's security policy; no row means the defaults (scan on push, no gates).
+project_security = Table(
+    "project_security",
+    metadata,
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("auto_scan", Boolean, nullable=False, default=True),
+    Column("scanner_id", Integer, ForeignKey("scanners.id", ondelete="SET NULL")),  # NULL: built-in
+    Column("block_severity", String(16)),  # NULL: no vulnerability gate; else low|medium|high|critical
+    Column("unscanned", String(8), nullable=False, default="allow"),  # allow | block | wait
+    Column("unscanned_wait_seconds", Integer, nullable=False, default=0),
+    Column("require_signature", Boolean, nullable=False, default=False),
+    Column("promotion_max_severity", String(16)),  # NULL: no scan gate on promotion into this project
+    Column("promotion_require_signature", Boolean, nullable=False, default=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# CVE allowlist entries: a finding whose id or alias is listed (and not expired) does not block.
+cve_allowlist = Table(
+    "cve_allowlist",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("vulnerability", String(255), nullable=False),  # CVE-…, GHSA-…, DSA-…
+    Column("expires_at", DateTime(timezone=True)),  # NULL: never
+    Column("reason", String(500)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200)),
+    UniqueConstraint("project_id", "vulnerability"),
+)
+
+# Public keys a project trusts for cosign signatures (PEM, as `cosign generate-key-pair` writes).
+trusted_keys = Table(
+    "trusted_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("fingerprint", String(100), nullable=False),  # sha256 of the DER SubjectPublicKeyInfo
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200)),
+    UniqueConstraint("project_id", "name"),
+)
+
+# The last completed scan of a manifest, per scanner ("builtin" or a scanners.name). A rescan
+# replaces the row only when it completes, so the previous verdict stays in force meanwhile.
+scan_reports = Table(
+    "scan_reports",
+    metadata,
+    Column("digest", String(255), primary_key=True),  # image manifest digest
+    Column("scanner", String(100), primary_key=True),
+    Column("status", String(16), nullable=False),  # ok | failed | unsupported
+    Column("generated_at", DateTime(timezone=True), nullable=False),
+    Column("vulndb_updated_at", DateTime(timezone=True)),  # the DB state it was matched against
+    Column("package_count", Integer, nullable=False, default=0),
+    Column("summary", Text, nullable=False),  # JSON {"Critical": n, ...}
+    Column("findings", Text, nullable=False),  # JSON list of Finding.as_dict()
+    Column("packages", Text),  # JSON list, so a rescan re-matches without re-cataloguing
+    Column("sbom_digest", String(255)),  # the SBOM referrer manifest, when attached
+    Column("error", Text),
+)

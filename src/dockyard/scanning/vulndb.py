@@ -6,8 +6,7 @@ without network (`dockyard vulndb update --from PATH`). Imports are idempotent: 
 written only when its `modified` is newer than the stored one. Withdrawn advisories are kept
 (so status counts and history stay honest) but the matcher never loads them.
 
-Tables live in this module's own `MetaData` until they move into a migration (see
-docs/scanning.md):
+Tables (metadata/models.py, migration 0005):
 
     vuln_advisories  id PK, modified, published, withdrawn, summary, document (the record)
     vuln_affected    (advisory_id, ecosystem, package) → index (ecosystem_base, package)
@@ -31,23 +30,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-from sqlalchemy import (
-    Column,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    delete,
-    func,
-    select,
-)
+from sqlalchemy import delete, func, select
 
 from dockyard.metadata.db import Database, aware, upsert, utcnow
-from dockyard.metadata.models import NAMING
+from dockyard.metadata.models import vuln_advisories, vuln_affected, vuln_sources
 from dockyard.scanning.osv import Advisory, OSVError, parse_advisory
 from dockyard.scanning.versions import ecosystem_base
 
@@ -57,42 +43,6 @@ OSV_BUCKET_URL = "https://osv-vulnerabilities.storage.googleapis.com"
 DEFAULT_ECOSYSTEMS = ("Debian", "Ubuntu", "Alpine", "PyPI", "npm", "Go", "Maven")
 BATCH = 500
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # one advisory; the largest real ones are a few MiB
-
-vulndb_metadata = MetaData(naming_convention=NAMING)
-
-vuln_advisories = Table(
-    "vuln_advisories",
-    vulndb_metadata,
-    Column("id", String(255), primary_key=True),
-    Column("modified", DateTime(timezone=True), nullable=False),
-    Column("published", DateTime(timezone=True)),
-    Column("withdrawn", DateTime(timezone=True)),
-    Column("summary", Text, nullable=False, default=""),
-    Column("document", Text, nullable=False),  # the OSV record as imported (compact JSON)
-)
-
-vuln_affected = Table(
-    "vuln_affected",
-    vulndb_metadata,
-    Column("advisory_id", String(255), ForeignKey("vuln_advisories.id", ondelete="CASCADE"), primary_key=True),
-    Column("ecosystem", String(255), primary_key=True),  # as written: "Debian:12", "PyPI"
-    Column("package", String(512), primary_key=True),  # normalised name (see package_key)
-    Column("ecosystem_base", String(64), nullable=False),  # "Debian", "PyPI"
-    Index("ix_vuln_affected_lookup", "ecosystem_base", "package"),
-)
-
-vuln_sources = Table(
-    "vuln_sources",
-    vulndb_metadata,
-    Column("source", String(255), primary_key=True),  # OSV folder name: "PyPI", "Debian", "Alpine:v3.20"
-    Column("origin", Text, nullable=False),  # URL or local path it was read from
-    Column("sha256", String(64)),  # of the export, to skip unchanged downloads
-    Column("imported_at", DateTime(timezone=True), nullable=False),
-    Column("advisory_count", Integer, nullable=False),
-    Column("withdrawn_count", Integer, nullable=False),
-    Column("invalid_count", Integer, nullable=False),
-)
-
 
 def package_key(ecosystem: str, name: str) -> str:
     """The name as matched: PyPI names PEP 503-normalised, everything else as written."""

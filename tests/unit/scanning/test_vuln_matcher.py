@@ -7,7 +7,7 @@ import pytest
 from dockyard.metadata.db import Database
 from dockyard.scanning.matcher import Matcher, Package, dpkg_package, parse_dpkg_source, release_of
 from dockyard.scanning.osv import load_advisory
-from dockyard.scanning.vulndb import VulnDB, vulndb_metadata
+from dockyard.scanning.vulndb import VulnDB
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "osv"
 LAYER = "sha256:" + "ab" * 32
@@ -142,7 +142,7 @@ def test_bad_versions_and_unknown_ecosystems_are_reported(matcher):
 
 def test_matcher_from_database(tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'meta.db'}")
-    vulndb_metadata.create_all(database.engine)
+    database.migrate()
     try:
         vulndb = VulnDB(database)
         vulndb.import_path(FIXTURES)

@@ -15,7 +15,6 @@ from dockyard.scanning.vulndb import (
     discover,
     download_export,
     export_url,
-    vulndb_metadata,
 )
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "osv"
@@ -42,7 +41,7 @@ def export_zip(ids, extra=None) -> bytes:
 @pytest.fixture
 def vulndb(tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'meta.db'}")
-    vulndb_metadata.create_all(database.engine)
+    database.migrate()
     yield VulnDB(database)
     database.dispose()
 
