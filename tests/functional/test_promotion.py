@@ -170,7 +170,7 @@ class FakeGate:
     allowed: bool
     seen: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def check(self, source_repository: str, digest: str, manifest_media_type: str) -> GateVerdict:
+    def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict:
         self.seen.append((source_repository, digest, manifest_media_type))
         return GateVerdict(self.allowed, "" if self.allowed else "critical vulnerability CVE-2024-0001")
 

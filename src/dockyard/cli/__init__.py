@@ -292,5 +292,15 @@ def _add_signing_commands() -> None:
 _add_signing_commands()
 
 
+def _add_vulndb_commands() -> None:
+    import dockyard.cli as helpers
+    from dockyard.cli.vulndb import register
+
+    register(app, helpers)  # vulndb update, vulndb status
+
+
+_add_vulndb_commands()
+
+
 def main() -> None:
     app()

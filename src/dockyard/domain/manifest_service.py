@@ -58,6 +58,10 @@ class ManifestService:
     async def get(self, repository: str, tag: str | None, digest: str | None) -> StoredManifest:
         return await self.db.run_fast(self._get, repository, tag, digest)
 
+    def lookup(self, repository: str, tag: str | None, digest: str | None) -> StoredManifest:
+        """Synchronous `get`, for the management API and jobs."""
+        return self._get(repository, tag, digest)
+
     def _get(self, repository: str, tag: str | None, digest: str | None) -> StoredManifest:
         row = self.db.fetchone(_BY_TAG_SQL if tag else _BY_DIGEST_SQL, (repository, tag or digest))
         if row is None:

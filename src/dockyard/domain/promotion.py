@@ -43,7 +43,7 @@ class PromotionGate(Protocol):
 
     name: str
 
-    def check(self, source_repository: str, digest: str, manifest_media_type: str) -> GateVerdict: ...
+    def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict: ...
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class PromotionService:
         digest, media_type = self.resolve(source)
         # Gates run before the write transaction: they may be slow and must not hold the write lock.
         for gate in list(self.gates):
-            verdict = gate.check(source.repository, digest, media_type)
+            verdict = gate.check(source.repository, digest, media_type, destination)
             if not verdict.allowed:
                 raise Denied(
                     f"promotion gate {gate.name} refused {source.repository}@{digest}: {verdict.reason}",

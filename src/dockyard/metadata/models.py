@@ -351,12 +351,12 @@ scanners = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-# A project's security policy; no row means the defaults (scan on push, no gates).
+# A project's security policy; no row means the defaults (no scan on push, no gates).
 project_security = Table(
     "project_security",
     metadata,
     Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
-    Column("auto_scan", Boolean, nullable=False, default=True),
+    Column("auto_scan", Boolean, nullable=False, default=False),
     Column("scanner_id", Integer, ForeignKey("scanners.id", ondelete="SET NULL")),  # NULL: built-in
     Column("block_severity", String(16)),  # NULL: no vulnerability gate; else low|medium|high|critical
     Column("unscanned", String(8), nullable=False, default="allow"),  # allow | block | wait

@@ -17,6 +17,7 @@ from dockyard.api.http import on_unexpected
 from dockyard.api.mgmt import audit, auth, keys, projects, promotions, repositories, robots, tag_rules, users
 from dockyard.api.mgmt import quotas, system  # jobs, GC, quotas
 from dockyard.api.mgmt import retention  # retention policies, dry runs, runs
+from dockyard.api.mgmt import security  # scans, SBOMs, pull gates, allowlist, trusted keys, scanners
 from dockyard.api.mgmt.common import (
     ERROR_RESPONSES,
     current_principal,
@@ -52,4 +53,5 @@ def create_mgmt_api(services: Any) -> FastAPI:
     for module in (system, quotas):
         api.include_router(module.router)
     api.include_router(retention.router)
+    api.include_router(security.router)
     return api

@@ -1,4 +1,4 @@
-"""/api/v1/system: garbage collection runs and background jobs (registry administrators)."""
+"""/api/v1/system: garbage collection runs, background jobs and the vulnerability database."""
 
 from __future__ import annotations
 
@@ -49,6 +49,44 @@ def start_gc(body: GcRequest, caller: CallerDep):
 def list_gc(caller: CallerDep, paging: PagingDep, request: Request, response: Response):
     caller.require_admin()
     return paged(request, response, caller.services.jobs.list("gc", paging.page, paging.page_size), JobOut)
+
+
+class VulnSourceOut(Model):
+    source: str = Field(description="An OSV ecosystem (PyPI, Debian, …) or the folder an import came from.")
+    origin: str = Field(description="The export's URL or local path.")
+    imported_at: datetime
+    advisories: int = Field(description="Valid records in this source's last import.")
+    withdrawn: int
+    invalid: int = Field(description="Records skipped as not valid OSV.")
+
+
+class VulnDBStatusOut(Model):
+    updated_at: datetime | None = Field(description="The newest import; null if the database was never updated.")
+    advisories: int = Field(description="Distinct advisories stored (one advisory can be in several sources).")
+    withdrawn: int
+    sources: list[VulnSourceOut]
+
+
+@router.get("/vulndb", response_model=VulnDBStatusOut, summary="Vulnerability database status (any signed-in caller)")
+def vulndb_status(caller: CallerDep):
+    from dockyard.scanning.vulndb import VulnDB
+
+    return VulnDB(caller.services.db).status().as_dict()
+
+
+@router.post("/vulndb/update", response_model=JobOut, status_code=202, summary="Update the vulnerability database (admin)")
+def update_vulndb(caller: CallerDep):
+    """Queue a `vulndb-update` job (downloads the `vulndb_ecosystems` exports from `vulndb_url`),
+    or join the one already queued or running."""
+    from dockyard.scanning.updates import UPDATE_KIND
+
+    caller.require_admin()
+    services = caller.services
+    active = services.jobs.active(UPDATE_KIND)
+    job_id = active["id"] if active is not None else services.jobs.enqueue(UPDATE_KIND, {}, max_attempts=3)
+    services.worker.wake()
+    caller.audit("vulndb.update", f"job {job_id}", detail={"joined": active is not None})
+    return services.jobs.get(job_id)
 
 
 @router.get("/jobs", response_model=list[JobOut], summary="Background jobs, newest first (admin)")

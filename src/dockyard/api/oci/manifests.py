@@ -28,6 +28,8 @@ async def manifest(request: Request) -> Response:
         if method == "HEAD":
             headers["Content-Length"] = str(len(stored.payload))
             return Response(b"", 200, headers=headers, media_type=stored.media_type)
+        principal = getattr(request.state, "principal", None)
+        await services.pull_gate.check(name, stored.digest, stored.media_type, stored.payload, principal.name if principal else None)
         services.pulls.record(name, stored.digest)  # a dict assignment; flushed in batches (domain/pulls.py)
         return Response(stored.payload, 200, headers=headers, media_type=stored.media_type)
     if method == "DELETE":
@@ -41,6 +43,8 @@ async def manifest(request: Request) -> Response:
     parsed = await services.db.run(
         services.manifests.put, name, tag, digest, payload, request.headers.get("content-type"), extra_tags
     )
+    services.pull_gate.on_push(name)  # a new signature may change this repository's verdicts
+    await services.db.run(services.scans.on_push, name, parsed.digest, parsed.media_type, parsed.payload)
     headers = {
         "Location": f"/v2/{name}/manifests/{parsed.digest}",
         "Docker-Content-Digest": parsed.digest,

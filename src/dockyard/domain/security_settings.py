@@ -1,0 +1,290 @@
+"""A project's supply-chain policy: scan on push (off by default), the pull gates, the CVE allowlist and trusted keys.
+
+The policy is read on every gated manifest GET, so `policy_for` answers from a short in-process
+cache; every write here bumps `generation`, which also clears the pull gate's verdict cache on
+this node (other nodes see the change within `security_cache_seconds`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, select
+
+from dockyard.errors import Conflict, InvalidRequest, NotFound
+from dockyard.metadata.db import Database, aware, insert_ignore, upsert, utcnow
+from dockyard.metadata.lookups import require_project_id
+from dockyard.metadata.models import cve_allowlist, project_security, projects, scanners, trusted_keys
+from dockyard.signing.keys import KeyFileError, PublicKey, fingerprint, load_public_key
+
+# Harbor's scale, lowest first. Gates take one of the last four as a threshold.
+SEVERITIES = ("Unknown", "Negligible", "Low", "Medium", "High", "Critical")
+THRESHOLDS = ("low", "medium", "high", "critical")
+UNSCANNED_POLICIES = ("allow", "block", "wait")
+MAX_WAIT_SECONDS = 600
+BUILTIN_SCANNER = "builtin"
+
+
+def severity_rank(severity: str) -> int:
+    """Rank on the Harbor scale; anything unrecognised ranks as Unknown."""
+    name = (severity or "").capitalize()
+    return SEVERITIES.index(name) if name in SEVERITIES else 0
+
+
+def validate_threshold(value: str | None, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    value = value.lower()
+    if value not in THRESHOLDS:
+        raise InvalidRequest(f"{field} must be one of {', '.join(THRESHOLDS)} (or null for none)", detail={field: value})
+    return value
+
+
+@dataclass(frozen=True)
+class SecurityPolicy:
+    project_id: int
+    project: str
+    auto_scan: bool = False  # like Harbor and ECR: scanning every push is opted into per project
+    scanner: str = BUILTIN_SCANNER  # "builtin" or a registered scanner's name
+    block_severity: str | None = None  # pull gate threshold; None: no vulnerability gate
+    unscanned: str = "allow"  # allow | block | wait (only with a vulnerability gate)
+    unscanned_wait_seconds: int = 0
+    require_signature: bool = False
+    promotion_max_severity: str | None = None  # promotion into this project: refuse findings at/above
+    promotion_require_signature: bool = False
+
+    @property
+    def gates_pulls(self) -> bool:
+        return self.block_severity is not None or self.require_signature
+
+    def as_dict(self) -> dict:
+        return {
+            "project": self.project,
+            "auto_scan": self.auto_scan,
+            "scanner": self.scanner,
+            "block_severity": self.block_severity,
+            "unscanned": self.unscanned,
+            "unscanned_wait_seconds": self.unscanned_wait_seconds,
+            "require_signature": self.require_signature,
+            "promotion_max_severity": self.promotion_max_severity,
+            "promotion_require_signature": self.promotion_require_signature,
+        }
+
+
+@dataclass(frozen=True)
+class AllowlistEntry:
+    vulnerability: str
+    expires_at: datetime | None
+    reason: str | None
+    created_at: datetime
+    created_by: str | None
+
+    def active(self, now: datetime) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    id: int
+    name: str
+    fingerprint: str
+    public_key: str
+    created_at: datetime
+    created_by: str | None
+
+
+class SecuritySettings:
+    def __init__(self, db: Database, *, cache_seconds: float = 2.0, clock=time.monotonic):
+        self.db = db
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self.generation = 0  # bumped by every write on this node
+        self._cache: dict[str, tuple[float, int, object]] = {}
+        self._lock = threading.Lock()
+
+    def _changed(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._cache.clear()
+
+    def _cached(self, key: str, load):
+        now = self.clock()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now and hit[1] == self.generation:
+            return hit[2]
+        generation = self.generation
+        value = load()
+        self._cache[key] = (now + self.cache_seconds, generation, value)
+        return value
+
+    # -- policy -------------------------------------------------------------------------------
+
+    def policy_for(self, project: str) -> SecurityPolicy | None:
+        """The project's policy (defaults when never set); None if the project does not exist."""
+        return self._cached("policy:" + project, lambda: self._load_policy(project))
+
+    def _load_policy(self, project: str) -> SecurityPolicy | None:
+        with self.db.read() as conn:
+            project_id = conn.execute(select(projects.c.id).where(projects.c.name == project)).scalar()
+            if project_id is None:
+                return None
+            return self._policy(conn, project_id, project)
+
+    @staticmethod
+    def _policy(conn: Connection, project_id: int, project: str) -> SecurityPolicy:
+        row = conn.execute(
+            select(project_security, scanners.c.name.label("scanner_name"))
+            .select_from(project_security.outerjoin(scanners, scanners.c.id == project_security.c.scanner_id))
+            .where(project_security.c.project_id == project_id)
+        ).first()
+        if row is None:
+            return SecurityPolicy(project_id, project)
+        return SecurityPolicy(
+            project_id,
+            project,
+            auto_scan=row.auto_scan,
+            scanner=row.scanner_name or BUILTIN_SCANNER,
+            block_severity=row.block_severity,
+            unscanned=row.unscanned,
+            unscanned_wait_seconds=row.unscanned_wait_seconds,
+            require_signature=row.require_signature,
+            promotion_max_severity=row.promotion_max_severity,
+            promotion_require_signature=row.promotion_require_signature,
+        )
+
+    def get(self, project: str) -> SecurityPolicy:
+        with self.db.read() as conn:
+            return self._policy(conn, require_project_id(conn, project), project)
+
+    def update(self, project: str, changes: dict) -> SecurityPolicy:
+        """Apply a partial update; unknown keys are the caller's bug, bad values are INVALID_REQUEST."""
+        with self.db.write() as conn:
+            project_id = require_project_id(conn, project)
+            current = self._policy(conn, project_id, project)
+            values = dict(changes)
+            if "block_severity" in values:
+                values["block_severity"] = validate_threshold(values["block_severity"], "block_severity")
+            if "promotion_max_severity" in values:
+                values["promotion_max_severity"] = validate_threshold(values["promotion_max_severity"], "promotion_max_severity")
+            if "unscanned" in values and values["unscanned"] not in UNSCANNED_POLICIES:
+                raise InvalidRequest(
+                    f"unscanned must be one of {', '.join(UNSCANNED_POLICIES)}", detail={"unscanned": values["unscanned"]}
+                )
+            wait = values.get("unscanned_wait_seconds", current.unscanned_wait_seconds)
+            if not isinstance(wait, int) or not 0 <= wait <= MAX_WAIT_SECONDS:
+                raise InvalidRequest(f"unscanned_wait_seconds must be between 0 and {MAX_WAIT_SECONDS}")
+            scanner_id = None
+            if "scanner" in values:
+                name = values.pop("scanner") or BUILTIN_SCANNER
+                if name != BUILTIN_SCANNER:
+                    scanner_id = conn.execute(select(scanners.c.id).where(scanners.c.name == name)).scalar()
+                    if scanner_id is None:
+                        raise NotFound(f"scanner {name} is not registered", detail={"scanner": name[:100]})
+                values["scanner"] = name
+            policy = replace(current, **values)
+            if policy.unscanned == "wait" and policy.unscanned_wait_seconds == 0:
+                raise InvalidRequest("unscanned=wait needs unscanned_wait_seconds > 0")
+            if "scanner" not in values and current.scanner != BUILTIN_SCANNER:
+                scanner_id = conn.execute(select(scanners.c.id).where(scanners.c.name == current.scanner)).scalar()
+            row = {
+                "auto_scan": policy.auto_scan,
+                "scanner_id": scanner_id,
+                "block_severity": policy.block_severity,
+                "unscanned": policy.unscanned,
+                "unscanned_wait_seconds": policy.unscanned_wait_seconds,
+                "require_signature": policy.require_signature,
+                "promotion_max_severity": policy.promotion_max_severity,
+                "promotion_require_signature": policy.promotion_require_signature,
+                "updated_at": utcnow(),
+            }
+            upsert(conn, project_security, {"project_id": project_id, **row}, ["project_id"], row)
+        self._changed()
+        return policy
+
+    # -- CVE allowlist ----------------------------------------------------------------------------
+
+    def allowlist(self, project: str) -> list[AllowlistEntry]:
+        with self.db.read() as conn:
+            project_id = require_project_id(conn, project)
+            rows = conn.execute(
+                select(cve_allowlist).where(cve_allowlist.c.project_id == project_id).order_by(cve_allowlist.c.vulnerability)
+            ).all()
+        return [
+            AllowlistEntry(r.vulnerability, aware(r.expires_at), r.reason, aware(r.created_at), r.created_by) for r in rows
+        ]
+
+    def active_allowlist(self, project: str) -> frozenset[str]:
+        """Allowlisted ids not yet expired (expired entries are ignored, never silently honoured)."""
+        def load():
+            now = utcnow()
+            return frozenset(e.vulnerability.upper() for e in self.allowlist(project) if e.active(now))
+
+        return self._cached("allow:" + project, load)
+
+    def allow(self, project: str, vulnerability: str, *, expires_at: datetime | None, reason: str | None, by: str | None) -> AllowlistEntry:
+        vulnerability = vulnerability.strip()
+        if not vulnerability or len(vulnerability) > 255 or any(c.isspace() for c in vulnerability):
+            raise InvalidRequest("vulnerability must be an advisory id such as CVE-2024-1234", detail={"vulnerability": vulnerability[:100]})
+        now = utcnow()
+        if expires_at is not None and aware(expires_at) <= now:
+            raise InvalidRequest("expires_at is in the past", detail={"expires_at": expires_at.isoformat()})
+        values = {"expires_at": expires_at, "reason": reason, "created_at": now, "created_by": by}
+        with self.db.write() as conn:
+            project_id = require_project_id(conn, project)
+            upsert(conn, cve_allowlist, {"project_id": project_id, "vulnerability": vulnerability, **values},
+                   ["project_id", "vulnerability"], values)
+        self._changed()
+        return AllowlistEntry(vulnerability, aware(expires_at) if expires_at else None, reason, now, by)
+
+    def disallow(self, project: str, vulnerability: str) -> None:
+        with self.db.write() as conn:
+            project_id = require_project_id(conn, project)
+            gone = conn.execute(
+                delete(cve_allowlist).where(cve_allowlist.c.project_id == project_id, cve_allowlist.c.vulnerability == vulnerability)
+            ).rowcount
+        if not gone:
+            raise NotFound(f"{vulnerability} is not on the allowlist of project {project}", detail={"vulnerability": vulnerability[:100]})
+        self._changed()
+
+    # -- trusted keys -----------------------------------------------------------------------------
+
+    def trusted_keys(self, project: str) -> list[TrustedKey]:
+        with self.db.read() as conn:
+            project_id = require_project_id(conn, project)
+            rows = conn.execute(select(trusted_keys).where(trusted_keys.c.project_id == project_id).order_by(trusted_keys.c.name)).all()
+        return [TrustedKey(r.id, r.name, r.fingerprint, r.public_key, aware(r.created_at), r.created_by) for r in rows]
+
+    def public_keys(self, project: str) -> tuple[PublicKey, ...]:
+        """Parsed keys, cached: verification runs on the pull path."""
+        return self._cached("keys:" + project, lambda: tuple(load_public_key(k.public_key.encode()) for k in self.trusted_keys(project)))
+
+    def trust(self, project: str, name: str, public_key_pem: str, *, by: str | None) -> TrustedKey:
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise InvalidRequest("a trusted key needs a name of 1 to 100 characters")
+        try:
+            key = load_public_key(public_key_pem.encode())
+        except (KeyFileError, ValueError) as exc:
+            raise InvalidRequest(f"not a PEM public key (as cosign.pub): {exc}") from exc
+        now = utcnow()
+        row = {"name": name, "public_key": public_key_pem.strip() + "\n", "fingerprint": fingerprint(key), "created_at": now, "created_by": by}
+        with self.db.write() as conn:
+            project_id = require_project_id(conn, project)
+            if not insert_ignore(conn, trusted_keys, {"project_id": project_id, **row}, ["project_id", "name"]):
+                raise Conflict(f"project {project} already has a trusted key named {name}", detail={"name": name})
+            key_id = conn.execute(
+                select(trusted_keys.c.id).where(trusted_keys.c.project_id == project_id, trusted_keys.c.name == name)
+            ).scalar_one()
+        self._changed()
+        return TrustedKey(key_id, name, row["fingerprint"], row["public_key"], now, by)
+
+    def untrust(self, project: str, name: str) -> None:
+        with self.db.write() as conn:
+            project_id = require_project_id(conn, project)
+            gone = conn.execute(delete(trusted_keys).where(trusted_keys.c.project_id == project_id, trusted_keys.c.name == name)).rowcount
+        if not gone:
+            raise NotFound(f"project {project} has no trusted key named {name}", detail={"name": name[:100]})
+        self._changed()

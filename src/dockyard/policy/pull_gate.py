@@ -1,0 +1,194 @@
+"""The per-project pull gate: vulnerability severity, unscanned images, and required signatures.
+
+Runs on every manifest GET in a project that has a gate. Final verdicts are cached per
+(repository, digest) and invalidated by any policy, report or signature change on this node, so
+the steady-state cost is a dictionary lookup. Unscanned-image outcomes are never cached: the
+scan that lands next must take effect at once.
+
+Exempt: manifest HEAD (no content), artifacts that are not images (signatures, SBOMs, charts;
+cosign must be able to read the signature it checks), and the registry's own scanner pulls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from dockyard.domain.security_settings import SecurityPolicy, SecuritySettings, severity_rank
+from dockyard.errors import Denied
+from dockyard.metadata.db import Database
+from dockyard.metadata.models import manifests, repositories
+from dockyard.scanning.reports import FAILED, ReportStore, blocking, display_id
+from dockyard.scanning.targets import IMAGE, INDEX, OTHER, classify, index_children
+from dockyard.signing.in_registry import SignatureChecker, describe
+
+MAX_LISTED = 5
+WAIT_POLL_SECONDS = 0.25
+FINAL, TRANSIENT, WAIT = "final", "transient", "wait"
+
+
+@dataclass(frozen=True)
+class _Cached:
+    expires: float
+    stamp: tuple
+    denial: str | None
+
+
+class PullGate:
+    def __init__(
+        self,
+        db: Database,
+        security: SecuritySettings,
+        reports: ReportStore,
+        signatures: SignatureChecker,
+        *,
+        request_scan,
+        exempt_subjects: frozenset[str] = frozenset(),
+        cache_seconds: float = 2.0,
+        clock=time.monotonic,
+    ):
+        self.db = db
+        self.security = security
+        self.reports = reports
+        self.signatures = signatures
+        self.request_scan = request_scan  # (repository, digest, scanner) -> job id
+        self.exempt_subjects = exempt_subjects
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._cache: dict[tuple[str, str], _Cached] = {}
+
+    def on_push(self, repository: str) -> None:
+        """A push may add a signature: drop this repository's signature verdicts and gate verdicts."""
+        self.signatures.invalidate(repository)
+        for key in [k for k in self._cache if k[0] == repository]:
+            self._cache.pop(key, None)
+
+    def _stamp(self) -> tuple:
+        return (self.security.generation, self.reports.generation)
+
+    async def check(self, repository: str, digest: str, media_type: str, payload: bytes, subject: str | None) -> None:
+        """Raise DENIED (with the reason) unless the project's policy lets this manifest be pulled."""
+        policy = self.security.policy_for(repository.split("/", 1)[0])
+        if policy is None or not policy.gates_pulls or subject in self.exempt_subjects:
+            return
+        now = self.clock()
+        hit = self._cache.get((repository, digest))
+        if hit is not None and hit.expires > now and hit.stamp == self._stamp():
+            if hit.denial:
+                raise Denied(hit.denial, detail={"digest": digest, "project": policy.project})
+            return
+        stamp = self._stamp()
+        denial, outcome = await self.db.run(self._evaluate, policy, repository, digest, media_type, payload)
+        if outcome == WAIT:
+            denial = await self._wait_for_scan(policy, repository, digest, media_type, payload)
+        elif outcome == FINAL:
+            self._cache[(repository, digest)] = _Cached(now + self.cache_seconds, stamp, denial)
+        if denial:
+            raise Denied(denial, detail={"digest": digest, "project": policy.project})
+
+    # -- evaluation (blocking; runs in a thread) ---------------------------------------------------
+
+    def _evaluate(self, policy: SecurityPolicy, repository: str, digest: str, media_type: str, payload: bytes):
+        """(denial message or None, outcome): FINAL verdicts are cached, TRANSIENT ones (about an
+        unscanned image) are not, WAIT means "unscanned, and the policy says wait"."""
+        kind = classify(media_type, payload)
+        if kind == OTHER:
+            return None, FINAL
+        if policy.require_signature:
+            denial = self._signature_denial(policy, repository, digest, kind)
+            if denial:
+                return denial, FINAL
+        if policy.block_severity is None:
+            return None, FINAL
+        images = [digest] if kind == IMAGE else self._index_images(repository, payload)
+        unscanned, vulnerable = [], []
+        for image in images:
+            report = self.reports.get(image, policy.scanner)
+            if report is None or report.status == FAILED:
+                unscanned.append((image, report.error if report else None))
+                continue
+            vulnerable.extend(blocking(report.findings, policy.block_severity, self.security.active_allowlist(policy.project)))
+        if vulnerable:
+            return self._vulnerability_denial(policy, digest, kind, vulnerable), FINAL
+        if unscanned:
+            for image, _ in unscanned:
+                self.request_scan(repository, image, policy.scanner)
+            if policy.unscanned == "allow":
+                return None, TRANSIENT
+            if policy.unscanned == "block":
+                return self._unscanned_denial(policy, digest, unscanned), TRANSIENT
+            return None, WAIT
+        return None, FINAL
+
+    def _index_images(self, repository: str, payload: bytes) -> list[str]:
+        children = index_children(payload)
+        if not children:
+            return []
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(manifests.c.digest, manifests.c.media_type, manifests.c.payload)
+                .join(repositories, repositories.c.id == manifests.c.repository_id)
+                .where(repositories.c.name == repository, manifests.c.digest.in_(children))
+            ).all()
+        return [r.digest for r in rows if classify(r.media_type, bytes(r.payload)) == IMAGE]
+
+    def _signature_denial(self, policy: SecurityPolicy, repository: str, digest: str, kind: str) -> str | None:
+        keys = self.security.public_keys(policy.project)
+        if not keys:
+            return (
+                f"{_noun(kind)} {digest} cannot be verified: project {policy.project} requires signatures "
+                f"but trusts no public key; policy require-signature of project {policy.project}"
+            )
+        verified, own = self.signatures.covered(repository, digest, keys)
+        if verified:
+            return None
+        return (
+            f"{_noun(kind)} {digest} is not signed by a key trusted by project {policy.project}: {describe(own)}; "
+            f"policy require-signature of project {policy.project}"
+        )
+
+    @staticmethod
+    def _vulnerability_denial(policy: SecurityPolicy, digest: str, kind: str, findings: list[dict]) -> str:
+        by_severity: dict[str, list[str]] = {}
+        for f in sorted(findings, key=lambda f: -severity_rank(f.get("severity") or "")):
+            ids = by_severity.setdefault((f.get("severity") or "Unknown").lower(), [])
+            name = display_id(f)
+            if name not in ids:
+                ids.append(name)
+        counts = " and ".join(f"{len(ids)} {severity}" for severity, ids in by_severity.items())
+        total = sum(len(ids) for ids in by_severity.values())
+        listed = [i for ids in by_severity.values() for i in ids]
+        shown = ", ".join(listed[:MAX_LISTED]) + (f", and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else "")
+        noun = "vulnerability" if total == 1 else "vulnerabilities"
+        return (
+            f"{_noun(kind)} {digest} has {counts} {noun} ({shown}); "
+            f"policy block-{policy.block_severity} of project {policy.project}"
+        )
+
+    @staticmethod
+    def _unscanned_denial(policy: SecurityPolicy, digest: str, unscanned: list[tuple[str, str | None]]) -> str:
+        failed = [error for _, error in unscanned if error]
+        state = f"its scan failed ({failed[0][:200]})" if failed else "it has not been scanned yet (a scan is queued)"
+        return f"image {digest} cannot be pulled: {state}; policy block-unscanned of project {policy.project}"
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    async def _wait_for_scan(self, policy: SecurityPolicy, repository: str, digest: str, media_type: str, payload: bytes) -> str | None:
+        """unscanned=wait: poll for the verdict up to N seconds, then refuse (never silently allow)."""
+        deadline = self.clock() + policy.unscanned_wait_seconds
+        while self.clock() < deadline:
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+            denial, outcome = await self.db.run(self._evaluate, policy, repository, digest, media_type, payload)
+            if outcome != WAIT:
+                return denial
+        return (
+            f"image {digest} cannot be pulled: it was not scanned within {policy.unscanned_wait_seconds} s "
+            f"(a scan is queued; retry shortly); policy wait-for-scan of project {policy.project}"
+        )
+
+
+def _noun(kind: str) -> str:
+    return "index" if kind == INDEX else "image"

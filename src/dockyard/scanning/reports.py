@@ -1,0 +1,140 @@
+"""Stored scan results, one per (manifest digest, scanner), and the verdict a policy draws from them.
+
+A report is replaced only when a new scan completes, so a rescan never leaves an image without
+a verdict (the gap that makes Harbor block clean images during rescans, goharbor/harbor#19486).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from dockyard.domain.security_settings import SEVERITIES, severity_rank
+from dockyard.metadata.db import Database, aware, upsert, utcnow
+from dockyard.metadata.models import scan_reports
+
+OK = "ok"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    digest: str
+    scanner: str
+    status: str  # ok | failed
+    generated_at: datetime
+    vulndb_updated_at: datetime | None
+    package_count: int
+    summary: dict[str, int]
+    findings: list[dict]
+    sbom_digest: str | None
+    error: str | None
+
+    def as_dict(self, *, with_findings: bool = True) -> dict:
+        out = {
+            "digest": self.digest,
+            "scanner": self.scanner,
+            "status": self.status,
+            "generated_at": self.generated_at,
+            "vulndb_updated_at": self.vulndb_updated_at,
+            "package_count": self.package_count,
+            "summary": self.summary,
+            "sbom_digest": self.sbom_digest,
+            "error": self.error,
+        }
+        if with_findings:
+            out["findings"] = self.findings
+        return out
+
+
+def summarize(findings: list[dict]) -> dict[str, int]:
+    counts = Counter(f.get("severity") or "Unknown" for f in findings)
+    return {s: counts.get(s, 0) for s in reversed(SEVERITIES)}
+
+
+def display_id(finding: dict) -> str:
+    """The id people search for: the CVE when the advisory (DSA-…, GHSA-…) names one."""
+    if finding["id"].startswith("CVE-"):
+        return finding["id"]
+    for alias in list(finding.get("aliases") or ()) + list(finding.get("related") or ()):
+        if alias.startswith("CVE-"):
+            return alias
+    return finding["id"]
+
+
+def blocking(findings: list[dict], threshold: str, allowlist: frozenset[str]) -> list[dict]:
+    """Findings at or above `threshold` that no active allowlist entry covers (by id or alias)."""
+    floor = severity_rank(threshold)
+    out = []
+    for f in findings:
+        if severity_rank(f.get("severity") or "Unknown") < floor:
+            continue
+        names = {f["id"].upper(), *(a.upper() for a in f.get("aliases") or ()), *(r.upper() for r in f.get("related") or ())}
+        if names & allowlist:
+            continue
+        out.append(f)
+    return out
+
+
+class ReportStore:
+    def __init__(self, db: Database):
+        self.db = db
+        self.generation = 0  # bumped on every save on this node: verdict caches compare it
+
+    def save(
+        self,
+        digest: str,
+        scanner: str,
+        *,
+        status: str,
+        findings: list[dict],
+        package_count: int = 0,
+        packages: list[dict] | None = None,
+        sbom_digest: str | None = None,
+        vulndb_updated_at: datetime | None = None,
+        error: str | None = None,
+    ) -> ScanReport:
+        now = utcnow()
+        findings = sorted(findings, key=lambda f: (-severity_rank(f.get("severity") or ""), f["id"], f.get("package") or ""))
+        row = {
+            "status": status,
+            "generated_at": now,
+            "vulndb_updated_at": vulndb_updated_at,
+            "package_count": package_count,
+            "summary": json.dumps(summarize(findings)),
+            "findings": json.dumps(findings),
+            "error": error,
+        }
+        if packages is not None:
+            row["packages"] = json.dumps(packages)
+        if sbom_digest is not None:
+            row["sbom_digest"] = sbom_digest
+        with self.db.write() as conn:
+            upsert(conn, scan_reports, {"digest": digest, "scanner": scanner, **row}, ["digest", "scanner"], row)
+        self.generation += 1
+        return self.get(digest, scanner)
+
+    def get(self, digest: str, scanner: str) -> ScanReport | None:
+        with self.db.read() as conn:
+            r = conn.execute(select(scan_reports).where(scan_reports.c.digest == digest, scan_reports.c.scanner == scanner)).first()
+        if r is None:
+            return None
+        return ScanReport(
+            r.digest, r.scanner, r.status, aware(r.generated_at), aware(r.vulndb_updated_at), r.package_count,
+            json.loads(r.summary), json.loads(r.findings), r.sbom_digest, r.error,
+        )
+
+    def packages(self, digest: str, scanner: str) -> list[dict] | None:
+        with self.db.read() as conn:
+            raw = conn.execute(
+                select(scan_reports.c.packages).where(scan_reports.c.digest == digest, scan_reports.c.scanner == scanner)
+            ).scalar()
+        return json.loads(raw) if raw else None
+
+    def digests(self, scanner: str) -> list[str]:
+        with self.db.read() as conn:
+            return list(conn.execute(select(scan_reports.c.digest).where(scan_reports.c.scanner == scanner).order_by(scan_reports.c.digest)).scalars())

@@ -1,0 +1,376 @@
+"""Scanning as background jobs: on push, on demand, and a full rescan when the vulnerability DB changes.
+
+The built-in scanner catalogues an image with syft (scanning/sbom.py), attaches the SPDX SBOM
+to it as an OCI referrer, and matches the packages against the OSV database. The package list
+is kept with the report, so a rescan after a database update re-matches in milliseconds without
+reading a layer again. A project may instead use an external Harbor-API scanner (Trivy adapter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from dockyard.auth.principals import Principal
+from dockyard.auth.scopes import Scope
+from dockyard.domain.manifest_service import ManifestService
+from dockyard.domain.manifests import OCI_MANIFEST
+from dockyard.domain.scanners import ScannerRegistry
+from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
+from dockyard.errors import NotFound
+from dockyard.jobs.queue import JobQueue
+from dockyard.metadata.db import Database, aware
+from dockyard.metadata.models import blobs, jobs, manifests, repositories, vuln_sources
+from dockyard.scanning import sbom as sbom_module
+from dockyard.scanning.harbor import HarborScannerClient
+from dockyard.scanning.matcher import Matcher, Package
+from dockyard.scanning.reports import FAILED, OK, ReportStore, ScanReport
+from dockyard.scanning.targets import IMAGE, INDEX, classify, index_children
+from dockyard.scanning.vulndb import VulnDB
+from dockyard.storage import StorageDriver
+from dockyard.storage.paths import upload_key
+
+log = logging.getLogger(__name__)
+
+SCAN_JOB = "scan"
+RESCAN_JOB = "rescan"
+SCANNER_SUBJECT = "scanner$dockyard"  # token subject of external scanners' pulls; gates let it through
+EMPTY_CONFIG = b"{}"
+EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
+SBOM_GENERATOR_ANNOTATION = "dev.dockyard.sbom.generator"
+
+
+class ScanService:
+    def __init__(
+        self,
+        db: Database,
+        storage: StorageDriver,
+        blob_service,
+        manifests: ManifestService,
+        jobs_queue: JobQueue,
+        security: SecuritySettings,
+        scanners: ScannerRegistry,
+        reports: ReportStore,
+        vulndb: VulnDB,
+        *,
+        tokens=None,
+        registry_url: str = "",
+        syft_path: str | None = None,
+        scan_timeout: float = 900,
+        wake: Callable[[], None] = lambda: None,
+    ):
+        self.db = db
+        self.storage = storage
+        self.blobs = blob_service
+        self.manifests = manifests
+        self.jobs = jobs_queue
+        self.security = security
+        self.scanners = scanners
+        self.reports = reports
+        self.vulndb = vulndb
+        self.tokens = tokens
+        self.registry_url = registry_url.rstrip("/")
+        self.syft_path = syft_path
+        self.scan_timeout = scan_timeout
+        self.wake = wake
+
+    # -- producers ------------------------------------------------------------------------------
+
+    def on_push(self, repository: str, digest: str, media_type: str, payload: bytes) -> int | None:
+        """Queue a scan of a freshly pushed image or index when its project scans on push."""
+        if classify(media_type, payload) not in (IMAGE, INDEX):
+            return None
+        policy = self.security.policy_for(repository.split("/", 1)[0])
+        if policy is None or not policy.auto_scan:
+            return None
+        return self.request(repository, digest, policy.scanner)
+
+    def request(self, repository: str, digest: str, scanner: str | None = None, *, force: bool = False) -> int:
+        """Queue a scan (joining an identical queued one). `force` rescans what already has a report."""
+        if scanner is None:
+            policy = self.security.get(repository.split("/", 1)[0])
+            scanner = policy.scanner
+        pending = self.pending_job(digest, scanner)
+        if pending is not None and pending["state"] == "queued":
+            return pending["id"]
+        job_id = self.jobs.enqueue(
+            SCAN_JOB, {"repository": repository, "digest": digest, "scanner": scanner, "force": force}, max_attempts=2
+        )
+        self.wake()
+        return job_id
+
+    def pending_job(self, digest: str, scanner: str) -> dict | None:
+        """The queued or running scan of `digest` with `scanner`, if any (for status and dedup)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.state, jobs.c.payload)
+                .where(jobs.c.kind == SCAN_JOB, jobs.c.state.in_(["queued", "running"]), jobs.c.payload.contains(digest))
+                .order_by(jobs.c.id)
+            ).all()
+        for row in rows:
+            payload = json.loads(row.payload)
+            if payload.get("digest") == digest and payload.get("scanner") == scanner:
+                return {"id": row.id, "state": row.state}
+        return None
+
+    def status(self, repository: str, digest: str, scanner: str) -> dict:
+        """The verdict in force for an image or index (per platform image), and whether a scan runs.
+
+        `in_progress` is separate from the verdict on purpose: a rescan never hides the last one."""
+        stored = self._manifest(repository, digest)
+        if stored is None:
+            raise NotFound(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
+        kind = classify(*stored)
+        if kind == INDEX:
+            images = [c for c in index_children(stored[1]) if (m := self._manifest(repository, c)) and classify(*m) == IMAGE]
+        else:
+            images = [digest] if kind == IMAGE else []
+        entries, totals = [], {}
+        for image in images:
+            report = self.reports.get(image, scanner)
+            entry = {"digest": image, "report": report.as_dict() if report else None, "in_progress": self.pending_job(image, scanner) is not None}
+            entries.append(entry)
+            if report is not None:
+                for severity, count in report.summary.items():
+                    totals[severity] = totals.get(severity, 0) + count
+        return {
+            "digest": digest,
+            "kind": kind,
+            "scanner": scanner,
+            "scannable": bool(images),
+            "scanned": bool(images) and all(e["report"] and e["report"]["status"] == OK for e in entries),
+            "in_progress": any(e["in_progress"] for e in entries) or self.pending_job(digest, scanner) is not None,
+            "summary": totals,
+            "images": entries,
+        }
+
+    def sbom(self, repository: str, digest: str) -> bytes | None:
+        """The SPDX document attached to an image by the built-in scanner, if any."""
+        report = self.reports.get(digest, BUILTIN_SCANNER)
+        if report is None or not report.sbom_digest:
+            return None
+        stored = self._manifest(repository, report.sbom_digest)
+        if stored is None:
+            return None
+        layer = json.loads(stored[1])["layers"][0]["digest"]
+        with self._blob_files(repository) as blob_path:
+            return blob_path(layer).read_bytes()
+
+    # -- the scan job ---------------------------------------------------------------------------
+
+    def handle_scan(self, payload: dict, progress) -> dict:
+        repository, digest = payload["repository"], payload["digest"]
+        scanner = payload.get("scanner") or BUILTIN_SCANNER
+        force = bool(payload.get("force"))
+        stored = self._manifest(repository, digest)
+        if stored is None:
+            return {"skipped": f"{repository}@{digest} no longer exists"}
+        media_type, body = stored
+        kind = classify(media_type, body)
+        if kind == INDEX:
+            targets = []
+            for child in index_children(body):
+                child_stored = self._manifest(repository, child)
+                # A child with its own queued scan is left to that job (no two syft runs of one image).
+                if child_stored is not None and classify(*child_stored) == IMAGE and self.pending_job(child, scanner) is None:
+                    targets.append((child, child_stored))
+        elif kind == IMAGE:
+            targets = [(digest, stored)]
+        else:
+            return {"skipped": "not a container image"}
+        scanned = []
+        for n, (target, (target_type, target_body)) in enumerate(targets):
+            progress({"image": target, "done": n, "of": len(targets)})
+            if not force and (existing := self.reports.get(target, scanner)) is not None and existing.status == OK:
+                scanned.append({"digest": target, "summary": existing.summary, "reused": True})
+                continue
+            report = self._scan_image(repository, target, target_type, target_body, scanner)
+            scanned.append({"digest": target, "summary": report.summary, "status": report.status})
+        return {"images": scanned}
+
+    def _scan_image(self, repository: str, digest: str, media_type: str, body: bytes, scanner: str) -> ScanReport:
+        previous = self.reports.get(digest, scanner)
+        try:
+            if scanner == BUILTIN_SCANNER:
+                return self._builtin(repository, digest, media_type, body)
+            return self._external(repository, digest, media_type, scanner)
+        except Exception as exc:
+            if previous is None or previous.status != OK:
+                # No verdict to keep: record the failure so gates can say why (it follows the unscanned policy).
+                self.reports.save(digest, scanner, status=FAILED, findings=[], error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise  # the job fails visibly and retries; a previous good verdict stays in force
+
+    def _builtin(self, repository: str, digest: str, media_type: str, body: bytes) -> ScanReport:
+        with self._blob_files(repository) as blob_path:
+            sbom = sbom_module.catalogue_image(
+                body, blob_path, name=f"{repository}@{digest}", syft=self.syft_path, timeout=self.scan_timeout
+            )
+        sbom_digest = self._attach_sbom(repository, digest, media_type, len(body), sbom)
+        packages = sbom.packages
+        updated_at, result = self._match(packages)
+        return self.reports.save(
+            digest,
+            BUILTIN_SCANNER,
+            status=OK,
+            findings=[f.as_dict() for f in result.findings],
+            package_count=len(packages),
+            packages=[asdict(p) for p in packages],
+            sbom_digest=sbom_digest,
+            vulndb_updated_at=updated_at,
+        )
+
+    def _match(self, packages: list[Package]):
+        with self.db.read() as conn:
+            updated_at = aware(conn.execute(select(func.max(vuln_sources.c.imported_at))).scalar())
+        result = Matcher.from_vulndb(self.vulndb, packages).match(packages)
+        return updated_at, result
+
+    def _external(self, repository: str, digest: str, media_type: str, scanner_name: str) -> ScanReport:
+        scanner = self.scanners.get(scanner_name)
+        if not self.registry_url:
+            raise RuntimeError("external scanners need the registry's own URL: set public_url")
+        authorization = None
+        if self.tokens is not None:
+            token = self.tokens.issue(Principal("robot", SCANNER_SUBJECT), [Scope("repository", repository, ("pull",))])
+            authorization = f"Bearer {token.token}"
+        client = HarborScannerClient(scanner.url, scanner.authorization, name=scanner.name)
+        findings = client.scan(
+            registry_url=self.registry_url,
+            registry_authorization=authorization,
+            repository=repository,
+            digest=digest,
+            tag=None,
+            mime_type=media_type,
+            deadline_seconds=self.scan_timeout,
+        )
+        return self.reports.save(digest, scanner.name, status=OK, findings=[f.as_dict() for f in findings])
+
+    # -- rescans --------------------------------------------------------------------------------
+
+    def handle_rescan(self, payload: dict, progress) -> dict:
+        """Re-match every built-in report against the current database; queue external rescans.
+
+        Each report is replaced in one write when its new verdict is ready, so no image is ever
+        without a verdict (and a clean image never turns pending) during a rescan."""
+        rematched = changed = queued = 0
+        digests = self.reports.digests(BUILTIN_SCANNER)
+        for n, digest in enumerate(digests):
+            if n % 50 == 0:
+                progress({"done": n, "of": len(digests)})
+            stored = self.reports.packages(digest, BUILTIN_SCANNER)
+            old = self.reports.get(digest, BUILTIN_SCANNER)
+            if stored is None or old is None or old.status != OK:
+                continue
+            packages = [Package(**p) for p in stored]
+            updated_at, result = self._match(packages)
+            findings = [f.as_dict() for f in result.findings]
+            self.reports.save(
+                digest, BUILTIN_SCANNER, status=OK, findings=findings, package_count=len(packages), vulndb_updated_at=updated_at
+            )
+            rematched += 1
+            changed += findings != old.findings
+        for scanner in self.scanners.list():
+            for digest in self.reports.digests(scanner.name):
+                repository = self._any_repository(digest)
+                if repository is not None:
+                    self.request(repository, digest, scanner.name, force=True)
+                    queued += 1
+        return {"reason": payload.get("reason"), "rematched": rematched, "changed": changed, "external_queued": queued}
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _manifest(self, repository: str, digest: str) -> tuple[str, bytes] | None:
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(manifests.c.media_type, manifests.c.payload)
+                .join(repositories, repositories.c.id == manifests.c.repository_id)
+                .where(repositories.c.name == repository, manifests.c.digest == digest)
+            ).first()
+        return None if row is None else (row.media_type, bytes(row.payload))
+
+    def _any_repository(self, digest: str) -> str | None:
+        with self.db.read() as conn:
+            return conn.execute(
+                select(repositories.c.name)
+                .join(manifests, manifests.c.repository_id == repositories.c.id)
+                .where(manifests.c.digest == digest)
+                .limit(1)
+            ).scalar()
+
+    @contextlib.contextmanager
+    def _blob_files(self, repository: str):
+        """`blob_path(digest)`: the stored file itself on the filesystem driver, else a temp copy."""
+        with tempfile.TemporaryDirectory(prefix="dockyard-scan-") as tmp:
+
+            def blob_path(digest: str) -> Path:
+                with self.db.read() as conn:
+                    key = conn.execute(
+                        select(blobs.c.storage_key).where(blobs.c.digest == digest, blobs.c.state == "present")
+                    ).scalar()
+                if key is None:
+                    raise NotFound(f"blob {digest} of {repository} is not stored")
+                local = self.storage.local_path(key)
+                if local is not None and os.path.exists(local):
+                    return Path(local)
+                target = Path(tmp) / digest.replace(":", "-")
+                with open(target, "wb") as fh:
+                    for chunk in self.storage.open_read(key):
+                        fh.write(chunk)
+                return target
+
+            yield blob_path
+
+    def _attach_sbom(self, repository: str, subject: str, subject_type: str, subject_size: int, sbom) -> str:
+        """Push the SBOM as a referrer of the image (once: a forced rescan keeps the first one)."""
+        with self.db.read() as conn:
+            existing = conn.execute(
+                select(manifests.c.digest)
+                .join(repositories, repositories.c.id == manifests.c.repository_id)
+                .where(
+                    repositories.c.name == repository,
+                    manifests.c.subject_digest == subject,
+                    manifests.c.artifact_type == sbom_module.SPDX_MEDIA_TYPE,
+                    manifests.c.annotations.contains(SBOM_GENERATOR_ANNOTATION),
+                )
+                .limit(1)
+            ).scalar()
+        if existing:
+            return existing
+        sbom_digest = self._put_blob(repository, sbom.spdx)
+        config_digest = self._put_blob(repository, EMPTY_CONFIG)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": sbom_module.SPDX_MEDIA_TYPE,
+            "config": {"mediaType": EMPTY_CONFIG_TYPE, "digest": config_digest, "size": len(EMPTY_CONFIG)},
+            "layers": [
+                {
+                    "mediaType": sbom_module.SPDX_MEDIA_TYPE,
+                    "digest": sbom_digest,
+                    "size": len(sbom.spdx),
+                    "annotations": {"org.opencontainers.image.title": "sbom.spdx.json"},
+                }
+            ],
+            "subject": {"mediaType": subject_type, "digest": subject, "size": subject_size},
+            "annotations": {SBOM_GENERATOR_ANNOTATION: sbom.tool},
+        }
+        payload = json.dumps(manifest, separators=(",", ":")).encode()
+        return self.manifests.put(repository, None, None, payload, OCI_MANIFEST).digest
+
+    def _put_blob(self, repository: str, data: bytes) -> str:
+        import hashlib
+
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        staging = upload_key("sbom-" + uuid.uuid4().hex)
+        self.storage.put(staging, data)
+        self.blobs.publish(repository, digest, staging, len(data))
+        return digest
