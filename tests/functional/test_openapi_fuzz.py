@@ -124,6 +124,7 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory):
         storage_driver="filesystem",
         upload_purge_interval_seconds=0,
         credential_cache_seconds=600,
+        vulndb_url="http://127.0.0.1:9",  # POST /system/vulndb/update must fail fast, not reach the internet
     ))
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)
     # Random Authorization headers would be failed logins (and trip the login throttle).

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import delete, func, select
 
 from dockyard.domain.security_settings import BUILTIN_SCANNER
@@ -38,6 +39,18 @@ class ScannerRegistry:
         self.db = db
 
     def add(self, name: str, url: str, authorization: str | None = None) -> Scanner:
+        self.validate(name, url)
+        now = utcnow()
+        with self.db.write() as conn:
+            row = {"name": name, "url": url.rstrip("/"), "authorization": authorization or None, "created_at": now}
+            if not insert_ignore(conn, scanners, row, ["name"]):
+                raise Conflict(f"scanner {name} is already registered", detail={"name": name})
+            scanner_id = conn.execute(select(scanners.c.id).where(scanners.c.name == name)).scalar_one()
+        return Scanner(scanner_id, name, row["url"], row["authorization"], now)
+
+    @staticmethod
+    def validate(name: str, url: str) -> None:
+        """Refuse a bad name or URL before anything (such as a metadata probe) uses them."""
         if not _NAME.match(name) or name == BUILTIN_SCANNER:
             raise InvalidRequest(
                 f"scanner name must be lower-case letters, digits, '.', '_' or '-' and not {BUILTIN_SCANNER!r}",
@@ -46,13 +59,10 @@ class ScannerRegistry:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise InvalidRequest("scanner url must be an http(s) URL of the adapter, e.g. http://trivy-adapter:8080", detail={"url": url[:200]})
-        now = utcnow()
-        with self.db.write() as conn:
-            row = {"name": name, "url": url.rstrip("/"), "authorization": authorization or None, "created_at": now}
-            if not insert_ignore(conn, scanners, row, ["name"]):
-                raise Conflict(f"scanner {name} is already registered", detail={"name": name})
-            scanner_id = conn.execute(select(scanners.c.id).where(scanners.c.name == name)).scalar_one()
-        return Scanner(scanner_id, name, row["url"], row["authorization"], now)
+        try:
+            httpx.URL(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise InvalidRequest(f"scanner url is not a valid URL: {exc}", detail={"url": url[:200]}) from exc
 
     def list(self) -> list[Scanner]:
         with self.db.read() as conn:

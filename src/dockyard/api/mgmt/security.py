@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import httpx
 from fastapi import APIRouter, Response
 from pydantic import Field
 
@@ -256,11 +257,12 @@ def list_scanners(caller: CallerDep):
 @router.post("/system/scanners", response_model=ScannerOut, status_code=201, summary="Register a Harbor-API scanner adapter (admin)")
 def add_scanner(body: ScannerIn, caller: CallerDep):
     caller.require_admin()
+    caller.services.scanners.validate(body.name, body.url)
     if body.verify:
         try:
-            with HarborScannerClient(body.url, body.authorization, name=body.name) as client:
+            with HarborScannerClient(body.url, body.authorization, name=body.name, timeout=5.0) as client:
                 client.metadata()
-        except ScannerError as exc:
+        except (ScannerError, httpx.HTTPError) as exc:
             raise InvalidRequest(f"scanner adapter did not answer its metadata call: {exc}") from exc
     scanner = caller.services.scanners.add(body.name, body.url, body.authorization)
     caller.audit("scanner.add", f"scanner {scanner.name}", detail={"url": scanner.url})
@@ -272,7 +274,7 @@ def scanner_metadata(scanner: str, caller: CallerDep):
     caller.require_admin()
     registered = caller.services.scanners.get(scanner)
     try:
-        with HarborScannerClient(registered.url, registered.authorization, name=registered.name) as client:
+        with HarborScannerClient(registered.url, registered.authorization, name=registered.name, timeout=5.0) as client:
             info = client.metadata()
     except ScannerError as exc:
         raise InvalidRequest(str(exc)) from exc
