@@ -201,3 +201,43 @@ def test_token_auth_after_dockyard_login(sc, tmp_path):
         assert verdict["verified_layouts"] == ["bundle", "tag"] and len(verdict["verified_by"]) == 2, verdict
         _verify_refused(c, tag_ref, "stranger.pub", "not signed by any trusted key")
         c.cleanup_podman()
+
+
+def test_signing_while_the_project_requires_signatures(sc, tmp_path):
+    """With require_signature on, cosign and `dockyard sign` can still sign: accounts that may push
+    to the repository are not held by pull gates (as in Harbor). A guest deploy account is held
+    until a trusted key's signature is attached; a signature by an untrusted key does not count."""
+    import httpx
+
+    with run_dockyard(tmp_path / "data", auth_mode="token", admin_password=ADMIN_PASSWORD,
+                      extra_env={"DOCKYARD_SECURITY_CACHE_SECONDS": "0"}) as server:
+        directory = Directory(server, ADMIN_PASSWORD)
+        try:
+            directory.create_project("locked", public=False)
+            directory.create_user("deploy", "Depl0y-password")
+            directory.add_member("locked", "deploy", "guest")
+        finally:
+            directory.close()
+        with httpx.Client(base_url=f"http://{server.host}/api/v1", auth=("admin", ADMIN_PASSWORD)) as api:
+            r = api.post("/projects/locked/security/trusted-keys",
+                         json={"name": "release", "public_key": (sc.work / "cosign.pub").read_text()})
+            assert r.status_code == 201, r.text
+            assert api.patch("/projects/locked/security", json={"require_signature": True}).status_code == 200
+        c = SignClients(tmp_path / "clients", server)
+        for name in ("cosign.key", "cosign.pub", "dockyard.key"):
+            (c.work / name).write_bytes((sc.work / name).read_bytes())
+        c.dockyard("login", server.host, "-u", "admin", "--password-stdin", input=ADMIN_PASSWORD + "\n", main=True)
+        tag_ref, digest_ref = c.push("locked/app", "locked")
+        deploy = ("copy", "--src-tls-verify=false", "--src-creds", "deploy:Depl0y-password",
+                  f"docker://{tag_ref}", f"oci:{tmp_path / 'pulled'}:v1")
+        denied = c.fails("skopeo", *deploy)
+        assert "is not signed by a key trusted by project locked" in denied, denied
+        c.run("crane", "--insecure", "manifest", tag_ref)  # the admin may push: not held
+
+        c.dockyard("sign", "--key", "dockyard.key", "--tag-layout", tag_ref)  # allowed; its key is not trusted
+        assert "not signed by a key trusted" in c.fails("skopeo", *deploy)
+        c.cosign(*COSIGN_SIGN, "--key", "cosign.key", digest_ref)
+        c.run("skopeo", *deploy)
+        c.run("crane", "--insecure", "manifest", tag_ref)
+        c.cosign(*COSIGN_VERIFY, "--key", "cosign.pub", digest_ref)
+        c.cleanup_podman()

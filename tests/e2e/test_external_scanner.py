@@ -18,6 +18,7 @@ from tests.support.server import run_dockyard, tool
 pytestmark = pytest.mark.e2e
 
 ADMIN = ("admin", "Adm1n-external-scanner")
+DEPLOY = ("deploy", "Depl0y-external-scanner")
 CVE = "CVE-2099-0001"
 
 
@@ -35,6 +36,9 @@ def test_harbor_api_adapter_drives_the_pull_gate(tmp_path):
                          extra_env={"DOCKYARD_SECURITY_CACHE_SECONDS": "0"}) as server:
         api = httpx.Client(base_url=f"http://{server.host}/api/v1", auth=ADMIN, timeout=30)
         assert api.post("/projects", json={"name": "prod"}).status_code == 201
+        # Gates hold accounts that cannot push; the deploy account is a guest.
+        assert api.post("/users", json={"username": "deploy", "password": DEPLOY[1]}).status_code == 201
+        assert api.post("/projects/prod/members", json={"username": "deploy", "role": "guest"}).status_code == 201
         r = api.post("/system/scanners", json={"name": "trivy", "url": adapter.url, "authorization": "Bearer adapter-secret"})
         assert r.status_code == 201, r.text
         r = api.post("/system/scanners", json={"name": "down", "url": "http://127.0.0.1:9"})
@@ -60,10 +64,10 @@ def test_harbor_api_adapter_drives_the_pull_gate(tmp_path):
         scan_calls = [r for r in adapter.requests if r.path == "/api/v1/scan"]
         assert all(r.headers["authorization"] == "Bearer adapter-secret" for r in scan_calls)
 
-        denied = _skopeo("inspect", "--tls-verify=false", "--creds", ":".join(ADMIN), f"docker://{server.host}/prod/app:bad")
+        denied = _skopeo("inspect", "--tls-verify=false", "--creds", ":".join(DEPLOY), f"docker://{server.host}/prod/app:bad")
         assert denied.returncode != 0
         assert f"1 critical vulnerability ({CVE}); policy block-critical of project prod" in denied.stderr
-        allowed = _skopeo("inspect", "--tls-verify=false", "--creds", ":".join(ADMIN), f"docker://{server.host}/prod/app:good")
+        allowed = _skopeo("inspect", "--tls-verify=false", "--creds", ":".join(DEPLOY), f"docker://{server.host}/prod/app:good")
         assert allowed.returncode == 0, allowed.stderr
         # A project still using the scanner keeps it registered.
         assert api.delete("/system/scanners/trivy").status_code == 409

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.auth_support import ADMIN, AuthClients, Directory, find_digest, tiny_layout
+from tests.e2e.auth_support import ADMIN, AuthClients, ClientFailed, Directory, find_digest, tiny_layout
 from tests.support.images import debian_oci_layout
 from tests.support.scan_images import FIXED, LOG4SHELL, VULNERABLE, java_app
 from tests.support.server import REPO_ROOT, dockyard_env, run_dockyard
@@ -243,14 +243,13 @@ def test_require_signature_with_real_cosign(env, keys):
     assert env.cosign(*COSIGN_VERIFY, "--key", "trusted.pub", ref["d"], check=False).returncode != 0
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: the require-signature gate refuses cosign's own GET of the "
-                   "unsigned manifest it is about to sign, so images cannot be signed once the policy is on")
-def test_cosign_can_sign_while_signatures_are_required(env, keys):
-    r = env.api.get("/api/v1/projects/signed/security")
-    if r.status_code == 404 or not r.json()["require_signature"]:
-        env.project("signed2", require_signature=True)
-        project = "signed2"
-    else:
-        project = "signed"
-    digest = env.crane_push(f"{project}/app", "late")
-    env.cosign(*COSIGN_SIGN, "--key", "trusted.key", f"{env.host}/{project}/app@{digest}")
+def test_without_access_control_require_signature_holds_signers_too(env, keys):
+    """auth_mode none cannot tell a signer from a deployer, so the gate holds everyone: sign before
+    turning the policy on. (With access control, push-scoped reads may sign: test_cosign_interop.)"""
+    env.project("late", require_signature=True)
+    r = env.api.post("/api/v1/projects/late/security/trusted-keys",
+                     json={"name": "ci", "public_key": (keys / "trusted.pub").read_text()})
+    assert r.status_code == 201, r.text
+    digest = env.crane_push("late/app", "v1")
+    with pytest.raises(ClientFailed, match="not signed by a key trusted by project late"):
+        env.cosign(*COSIGN_SIGN, "--key", "trusted.key", f"{env.host}/late/app@{digest}")

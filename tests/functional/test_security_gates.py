@@ -16,10 +16,13 @@ from dockyard.scanning.updates import run_update
 from dockyard.scanning.vulndb import VulnDB
 from tests.support.scan_images import FIXED, LOG4SHELL, VULNERABLE, java_app
 
-from .governance_helpers import env, error  # noqa: F401
+from .governance_helpers import PASSWORD, env, error  # noqa: F401
 from .helpers import OCI_MANIFEST
 
 OSV = Path(__file__).resolve().parents[1] / "fixtures" / "osv"
+# Pull gates hold accounts that cannot push (accounts that can push are let through, as in Harbor):
+# every gated pull below is made by this guest.
+DEPLOY = ("deploy", PASSWORD)
 LOG4J_ADVISORY = "GHSA-jfh8-c2jp-5v3q"
 
 
@@ -67,6 +70,7 @@ async def wait_scanned(env, repo: str, ref: str, *, timeout: float = 120) -> dic
 @pytest.fixture
 async def prod(env, tmp_path):
     await env.project("prod")
+    await env.user("deploy", prod="guest")
     import_fixtures(env)
     bad = await push_built(env, "prod/app", "bad", java_app(tmp_path / "bad", VULNERABLE))
     good = await push_built(env, "prod/app", "good", java_app(tmp_path / "good", FIXED))
@@ -76,7 +80,7 @@ async def prod(env, tmp_path):
 async def test_block_critical_with_unscanned_block(env, prod):
     await policy(env, "prod", block_severity="critical", unscanned="block")
     # Nothing is scanned yet (scan on push is off by default): refused, and a scan is queued.
-    r = await env.api.get("/v2/prod/app/manifests/bad")
+    r = await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY)
     message = error(r, 403, "DENIED")["message"]
     assert "has not been scanned" in message and "policy block-unscanned of project prod" in message
     status = await wait_scanned(env, "prod/app", "bad")
@@ -86,18 +90,18 @@ async def test_block_critical_with_unscanned_block(env, prod):
     assert finding["package"] == "org.apache.logging.log4j:log4j-core" and finding["installed_version"] == VULNERABLE
     assert finding["fixed_version"] == "2.15.0" and finding["severity"] == "Critical"
 
-    r = await env.api.get("/v2/prod/app/manifests/bad")
+    r = await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY)
     message = error(r, 403, "DENIED")["message"]
     assert message == (
         f"image {prod['bad']} has 1 critical vulnerability ({LOG4SHELL}); policy block-critical of project prod"
     )
     # HEAD carries no content and stays allowed; by digest is gated like by tag.
-    assert (await env.api.head("/v2/prod/app/manifests/bad")).status_code == 200
-    error(await env.api.get(f"/v2/prod/app/manifests/{prod['bad']}"), 403, "DENIED")
+    assert (await env.api.head("/v2/prod/app/manifests/bad", auth=DEPLOY)).status_code == 200
+    error(await env.api.get(f"/v2/prod/app/manifests/{prod['bad']}", auth=DEPLOY), 403, "DENIED")
 
-    await env.api.get("/v2/prod/app/manifests/good")  # queues its scan
+    await env.api.get("/v2/prod/app/manifests/good", auth=DEPLOY)  # queues its scan
     await wait_scanned(env, "prod/app", "good")
-    r = await env.api.get("/v2/prod/app/manifests/good")
+    r = await env.api.get("/v2/prod/app/manifests/good", auth=DEPLOY)
     assert r.status_code == 200 and r.headers["docker-content-digest"] == prod["good"]
 
 
@@ -105,11 +109,11 @@ async def test_allowlist_with_expiry(env, prod):
     await policy(env, "prod", block_severity="high", unscanned="block")
     await env.api.post(f"/api/v1/repositories/prod/app/artifacts/bad/scan")
     await wait_scanned(env, "prod/app", "bad")
-    error(await env.api.get("/v2/prod/app/manifests/bad"), 403, "DENIED")
+    error(await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY), 403, "DENIED")
 
     r = await env.api.put(f"/api/v1/projects/prod/security/allowlist/{LOG4SHELL}", json={"reason": "mitigated by WAF"})
     assert r.status_code == 200, r.text
-    assert (await env.api.get("/v2/prod/app/manifests/bad")).status_code == 200
+    assert (await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY)).status_code == 200
 
     # An expired entry is ignored, never silently honoured.
     with env.services.db.write() as conn:
@@ -117,7 +121,7 @@ async def test_allowlist_with_expiry(env, prod):
     env.services.security._changed()
     listed = (await env.api.get("/api/v1/projects/prod/security/allowlist")).json()
     assert listed[0]["vulnerability"] == LOG4SHELL and listed[0]["active"] is False
-    error(await env.api.get("/v2/prod/app/manifests/bad"), 403, "DENIED")
+    error(await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY), 403, "DENIED")
     # A past expiry cannot be set through the API.
     r = await env.api.put(f"/api/v1/projects/prod/security/allowlist/{LOG4SHELL}", json={"expires_at": "2020-01-01T00:00:00Z"})
     error(r, 400, "INVALID_REQUEST")
@@ -125,30 +129,31 @@ async def test_allowlist_with_expiry(env, prod):
 
 async def test_unscanned_allow_passes_and_queues_a_scan(env, prod):
     await policy(env, "prod", block_severity="critical", unscanned="allow")
-    r = await env.api.get("/v2/prod/app/manifests/bad")
+    r = await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY)
     assert r.status_code == 200  # explicit policy: unscanned images pass …
     await wait_scanned(env, "prod/app", "bad")  # … and the scan the pull queued lands
-    error(await env.api.get("/v2/prod/app/manifests/bad"), 403, "DENIED")
+    error(await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY), 403, "DENIED")
 
 
 async def test_unscanned_wait_holds_the_pull_until_the_verdict(env, prod):
     await policy(env, "prod", block_severity="critical", unscanned="wait", unscanned_wait_seconds=120)
-    r = await env.api.get("/v2/prod/app/manifests/good")
+    r = await env.api.get("/v2/prod/app/manifests/good", auth=DEPLOY)
     assert r.status_code == 200
     assert (await scan_status(env, "prod/app", "good"))["scanned"]
-    r = await env.api.get("/v2/prod/app/manifests/bad")
+    r = await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY)
     assert "1 critical vulnerability" in error(r, 403, "DENIED")["message"]
 
 
 async def test_scan_on_push_attaches_an_spdx_sbom_referrer(env, tmp_path):
     await env.project("team")
+    await env.user("deploy", team="guest")
     import_fixtures(env)
     await policy(env, "team", auto_scan=True)
     digest = await push_built(env, "team/app", "1", java_app(tmp_path / "img", VULNERABLE))
     status = await wait_scanned(env, "team/app", "1")
     report = status["images"][0]["report"]
     assert report["package_count"] == 1 and report["sbom_digest"]
-    r = await env.api.get(f"/v2/team/app/referrers/{digest}")
+    r = await env.api.get(f"/v2/team/app/referrers/{digest}", auth=DEPLOY)
     referrers = r.json()["manifests"]
     assert [d["artifactType"] for d in referrers] == ["application/spdx+json"]
     assert referrers[0]["digest"] == report["sbom_digest"]
@@ -158,11 +163,12 @@ async def test_scan_on_push_attaches_an_spdx_sbom_referrer(env, tmp_path):
     assert doc["spdxVersion"].startswith("SPDX-") and any(p["name"] == "log4j-core" for p in doc["packages"])
     # The SBOM artifact is not itself scanned, and pulling it is never gated.
     await policy(env, "team", block_severity="low", unscanned="block")
-    assert (await env.api.get(f"/v2/team/app/manifests/{report['sbom_digest']}")).status_code == 200
+    assert (await env.api.get(f"/v2/team/app/manifests/{report['sbom_digest']}", auth=DEPLOY)).status_code == 200
 
 
 async def test_rescan_after_db_update_never_turns_a_verdict_pending(env, tmp_path):
     await env.project("prod")
+    await env.user("deploy", prod="guest")
     import_fixtures(env, without={LOG4J_ADVISORY}, into=tmp_path / "partial")
     await push_built(env, "prod/app", "bad", java_app(tmp_path / "bad", VULNERABLE))
     await push_built(env, "prod/app", "good", java_app(tmp_path / "good", FIXED))
@@ -170,7 +176,7 @@ async def test_rescan_after_db_update_never_turns_a_verdict_pending(env, tmp_pat
     for tag in ("bad", "good"):
         await env.api.post(f"/api/v1/repositories/prod/app/artifacts/{tag}/scan")
         await wait_scanned(env, "prod/app", tag)
-    assert (await env.api.get("/v2/prod/app/manifests/bad")).status_code == 200  # the DB does not know Log4Shell yet
+    assert (await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY)).status_code == 200  # the DB does not know Log4Shell yet
 
     update_result = await anyio.to_thread.run_sync(lambda: run_update(env.services.db, env.services.jobs, from_path=OSV))
     assert update_result.written >= 1 and update_result.rescan_job is not None
@@ -182,14 +188,14 @@ async def test_rescan_after_db_update_never_turns_a_verdict_pending(env, tmp_pat
         good = await scan_status(env, "prod/app", "good")
         bad = await scan_status(env, "prod/app", "bad")
         assert good["scanned"] and bad["scanned"], (good, bad)
-        assert (await env.api.get("/v2/prod/app/manifests/good")).status_code == 200
+        assert (await env.api.get("/v2/prod/app/manifests/good", auth=DEPLOY)).status_code == 200
         if bad["summary"]["Critical"] == 1:
             break
         assert loop.time() < deadline, "rescan did not land"
         await asyncio.sleep(0.1)
     jobs = (await env.api.get("/api/v1/system/jobs", params={"kind": "rescan"})).json()
     assert jobs[0]["result"]["rematched"] >= 2 and jobs[0]["result"]["changed"] >= 1
-    error(await env.api.get("/v2/prod/app/manifests/bad"), 403, "DENIED")
+    error(await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY), 403, "DENIED")
 
 
 async def test_promotion_gate_on_scan(env, tmp_path):
@@ -231,3 +237,12 @@ async def test_policy_validation_and_permissions(env):
     error(r, 403, "DENIED")
     r = await env.api.get("/api/v1/projects/prod/security", auth=dev)
     assert r.status_code == 200 and r.json()["block_severity"] is None and r.json()["auto_scan"] is False
+
+
+async def test_accounts_that_may_push_are_not_held(env, prod):
+    """A developer (who could push a replacement anyway) reads the blocked image, as cosign must
+    to sign it; the guest deploy account stays blocked."""
+    await policy(env, "prod", block_severity="critical", unscanned="block")
+    dev = await env.user("dev1", prod="developer")
+    assert (await env.api.get("/v2/prod/app/manifests/bad", auth=dev)).status_code == 200
+    error(await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY), 403, "DENIED")

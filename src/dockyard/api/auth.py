@@ -196,6 +196,18 @@ class AccessGate:
         detail = [{"Type": type_, "Name": name, "Action": action}] if type_ else None
         return Unauthorized(message, detail=detail, headers=self.challenge(request, self._scope(type_, name, action), error))
 
+    def request_may_push(self, request: Request, name: str) -> bool:
+        """Whether the caller's account may push to `name` (whatever scope its token carries).
+
+        Pull gates let such callers through, as Harbor does for accounts that may attach
+        accessories: cosign reads the unsigned image with a pull-scoped token before it pushes
+        the signature, and a pusher could replace the content anyway. With access control off
+        nobody can be told apart, so nobody qualifies."""
+        if not self.enabled:
+            return False
+        can = getattr(request.state, "can", None)
+        return bool(can and can("repository", name, "push"))
+
     def _token_can(self, token: VerifiedToken):
         """What the token grants, else what its account may do. Clients ask for a token scoped to the
         mount target only (the challenge names one repository), so a mount source is checked here."""

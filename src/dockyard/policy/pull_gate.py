@@ -6,7 +6,8 @@ the steady-state cost is a dictionary lookup. Unscanned-image outcomes are never
 scan that lands next must take effect at once.
 
 Exempt: manifest HEAD (no content), artifacts that are not images (signatures, SBOMs, charts;
-cosign must be able to read the signature it checks), and the registry's own scanner pulls.
+cosign must be able to read the signature it checks), the registry's own scanner pulls, and
+accounts that may push to the repository (see `check`).
 """
 
 from __future__ import annotations
@@ -69,10 +70,16 @@ class PullGate:
     def _stamp(self) -> tuple:
         return (self.security.generation, self.reports.generation)
 
-    async def check(self, repository: str, digest: str, media_type: str, payload: bytes, subject: str | None) -> None:
-        """Raise DENIED (with the reason) unless the project's policy lets this manifest be pulled."""
+    async def check(
+        self, repository: str, digest: str, media_type: str, payload: bytes, subject: str | None, *, pusher=lambda: False
+    ) -> None:
+        """Raise DENIED (with the reason) unless the project's policy lets this manifest be pulled.
+
+        `pusher()` says whether the caller's account may push to the repository: it is not held
+        (cosign reads the image it is about to sign; a pusher could replace the content anyway).
+        Deployments pull as guests, pull-only robots or anonymously, and those are gated."""
         policy = self.security.policy_for(repository.split("/", 1)[0])
-        if policy is None or not policy.gates_pulls or subject in self.exempt_subjects:
+        if policy is None or not policy.gates_pulls or subject in self.exempt_subjects or pusher():
             return
         now = self.clock()
         hit = self._cache.get((repository, digest))

@@ -123,7 +123,9 @@ class RegistryClient:
         if not realm:
             raise RegistryError("bearer challenge without a realm")
         params = {"service": challenge.get("service", "")}
-        wanted = challenge.get("scope") or scope
+        # Our own scope first: a read that precedes a push asks for pull,push up front, where the
+        # challenge of a GET names pull only.
+        wanted = scope or challenge.get("scope")
         if wanted:
             params["scope"] = wanted
         if self._creds:
@@ -143,8 +145,8 @@ class RegistryClient:
 
     # -- reads (SignatureSource) ------------------------------------------------------------
 
-    def fetch_manifest(self, repo: str, ref: str, *, method: str = "GET") -> Fetched | None:
-        r = self._request(method, f"/v2/{repo}/manifests/{ref}", self._scope(repo),
+    def fetch_manifest(self, repo: str, ref: str, *, method: str = "GET", push: bool = False) -> Fetched | None:
+        r = self._request(method, f"/v2/{repo}/manifests/{ref}", self._scope(repo, push),
                           headers={"Accept": MANIFEST_ACCEPT})
         if r.status_code == 404:
             return None
@@ -154,7 +156,7 @@ class RegistryClient:
         if method == "HEAD":
             digest = r.headers.get("docker-content-digest")
             if not digest:  # some registries omit it on HEAD
-                return self.fetch_manifest(repo, ref)
+                return self.fetch_manifest(repo, ref, push=push)
             return Fetched(b"", media_type, digest)
         if len(r.content) > MAX_DOCUMENT:
             raise RegistryError(f"manifest {repo}:{ref} is larger than {MAX_DOCUMENT} bytes")

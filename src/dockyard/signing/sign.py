@@ -28,7 +28,8 @@ class SignResult:
 
 def resolve(client: RegistryClient, ref: ImageRef) -> dict:
     """The image's descriptor (mediaType, size, digest); a digest reference must exist too."""
-    fetched = client.fetch_manifest(ref.repository, ref.reference)
+    # Asked with push scope: the signer will push next, and a push-scoped read passes pull gates.
+    fetched = client.fetch_manifest(ref.repository, ref.reference, push=True)
     if fetched is None:
         raise RegistryError(f"image {ref} not found")
     return {"mediaType": fetched.media_type, "size": len(fetched.data), "digest": fetched.digest}

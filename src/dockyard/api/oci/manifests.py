@@ -29,7 +29,10 @@ async def manifest(request: Request) -> Response:
             headers["Content-Length"] = str(len(stored.payload))
             return Response(b"", 200, headers=headers, media_type=stored.media_type)
         principal = getattr(request.state, "principal", None)
-        await services.pull_gate.check(name, stored.digest, stored.media_type, stored.payload, principal.name if principal else None)
+        await services.pull_gate.check(
+            name, stored.digest, stored.media_type, stored.payload, principal.name if principal else None,
+            pusher=lambda: services.gate.request_may_push(request, name),
+        )
         services.pulls.record(name, stored.digest)  # a dict assignment; flushed in batches (domain/pulls.py)
         return Response(stored.payload, 200, headers=headers, media_type=stored.media_type)
     if method == "DELETE":
