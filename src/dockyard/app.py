@@ -142,7 +142,9 @@ def build_services(settings: Settings) -> Services:
         db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy
     )
     listings = ListingService(db)
-    security = SecuritySettings(db, cache_seconds=settings.security_cache_seconds)
+    security = SecuritySettings(
+        db, cache_seconds=settings.security_cache_seconds, auto_scan_default=settings.scan_on_push_default
+    )
     scanner_registry = ScannerRegistry(db)
     reports = ReportStore(db)
     scans = ScanService(

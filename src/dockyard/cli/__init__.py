@@ -302,5 +302,14 @@ def _add_vulndb_commands() -> None:
 _add_vulndb_commands()
 
 
+def _add_security_commands() -> None:
+    from dockyard.cli.security import register
+
+    register(app)  # security show|set|allow|disallow|allowlist|trust-key|untrust-key|keys, scan
+
+
+_add_security_commands()
+
+
 def main() -> None:
     app()

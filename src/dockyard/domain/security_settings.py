@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, select
 
@@ -97,8 +97,9 @@ class TrustedKey:
 
 
 class SecuritySettings:
-    def __init__(self, db: Database, *, cache_seconds: float = 2.0, clock=time.monotonic):
+    def __init__(self, db: Database, *, cache_seconds: float = 2.0, auto_scan_default: bool = False, clock=time.monotonic):
         self.db = db
+        self.auto_scan_default = auto_scan_default  # for projects that never set a policy
         self.cache_seconds = cache_seconds
         self.clock = clock
         self.generation = 0  # bumped by every write on this node
@@ -133,15 +134,14 @@ class SecuritySettings:
                 return None
             return self._policy(conn, project_id, project)
 
-    @staticmethod
-    def _policy(conn: Connection, project_id: int, project: str) -> SecurityPolicy:
+    def _policy(self, conn: Connection, project_id: int, project: str) -> SecurityPolicy:
         row = conn.execute(
             select(project_security, scanners.c.name.label("scanner_name"))
             .select_from(project_security.outerjoin(scanners, scanners.c.id == project_security.c.scanner_id))
             .where(project_security.c.project_id == project_id)
         ).first()
         if row is None:
-            return SecurityPolicy(project_id, project)
+            return SecurityPolicy(project_id, project, auto_scan=self.auto_scan_default)
         return SecurityPolicy(
             project_id,
             project,
@@ -229,7 +229,9 @@ class SecuritySettings:
         if not vulnerability or len(vulnerability) > 255 or any(c.isspace() for c in vulnerability):
             raise InvalidRequest("vulnerability must be an advisory id such as CVE-2024-1234", detail={"vulnerability": vulnerability[:100]})
         now = utcnow()
-        if expires_at is not None and aware(expires_at) <= now:
+        if expires_at is not None:  # stored in UTC: SQLite keeps no offset
+            expires_at = aware(expires_at).astimezone(UTC)
+        if expires_at is not None and expires_at <= now:
             raise InvalidRequest("expires_at is in the past", detail={"expires_at": expires_at.isoformat()})
         values = {"expires_at": expires_at, "reason": reason, "created_at": now, "created_by": by}
         with self.db.write() as conn:
@@ -237,7 +239,7 @@ class SecuritySettings:
             upsert(conn, cve_allowlist, {"project_id": project_id, "vulnerability": vulnerability, **values},
                    ["project_id", "vulnerability"], values)
         self._changed()
-        return AllowlistEntry(vulnerability, aware(expires_at) if expires_at else None, reason, now, by)
+        return AllowlistEntry(vulnerability, expires_at, reason, now, by)
 
     def disallow(self, project: str, vulnerability: str) -> None:
         with self.db.write() as conn:

@@ -4,14 +4,11 @@ unsigned source is refused with the reason."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from dockyard.domain.promotion import GateVerdict
 from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
 from dockyard.metadata.db import Database
-from dockyard.metadata.models import manifests, repositories
 from dockyard.scanning.reports import OK, ReportStore, blocking, display_id
-from dockyard.scanning.targets import IMAGE, INDEX, OTHER, classify, index_children
+from dockyard.scanning.targets import OTHER, TargetReader
 from dockyard.signing.in_registry import SignatureChecker, describe
 
 
@@ -19,42 +16,11 @@ def _project(repository: str) -> str:
     return repository.split("/", 1)[0]
 
 
-class _SourceReader:
-    def __init__(self, db: Database):
-        self.db = db
-
-    def manifest(self, repository: str, digest: str) -> tuple[str, bytes] | None:
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(manifests.c.media_type, manifests.c.payload)
-                .join(repositories, repositories.c.id == manifests.c.repository_id)
-                .where(repositories.c.name == repository, manifests.c.digest == digest)
-            ).first()
-        return None if row is None else (row.media_type, bytes(row.payload))
-
-    def images(self, repository: str, digest: str) -> tuple[str, list[str]]:
-        """(kind, image digests): the image itself, or the images an index lists."""
-        stored = self.manifest(repository, digest)
-        if stored is None:
-            return OTHER, []
-        kind = classify(*stored)
-        if kind == IMAGE:
-            return kind, [digest]
-        if kind != INDEX:
-            return kind, []
-        out = []
-        for child in index_children(stored[1]):
-            child_stored = self.manifest(repository, child)
-            if child_stored is not None and classify(*child_stored) == IMAGE:
-                out.append(child)
-        return kind, out
-
-
 class ScanPromotionGate:
     name = "scan"
 
     def __init__(self, db: Database, security: SecuritySettings, reports: ReportStore):
-        self.reader = _SourceReader(db)
+        self.reader = TargetReader(db)
         self.security = security
         self.reports = reports
 
@@ -87,7 +53,6 @@ class SignaturePromotionGate:
     name = "signature"
 
     def __init__(self, db: Database, security: SecuritySettings, signatures: SignatureChecker):
-        self.reader = _SourceReader(db)
         self.security = security
         self.signatures = signatures
 

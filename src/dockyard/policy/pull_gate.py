@@ -16,14 +16,11 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from dockyard.domain.security_settings import SecurityPolicy, SecuritySettings, severity_rank
 from dockyard.errors import Denied
 from dockyard.metadata.db import Database
-from dockyard.metadata.models import manifests, repositories
 from dockyard.scanning.reports import FAILED, ReportStore, blocking, display_id
-from dockyard.scanning.targets import IMAGE, INDEX, OTHER, classify, index_children
+from dockyard.scanning.targets import INDEX, OTHER, TargetReader, classify
 from dockyard.signing.in_registry import SignatureChecker, describe
 
 MAX_LISTED = 5
@@ -52,6 +49,7 @@ class PullGate:
         clock=time.monotonic,
     ):
         self.db = db
+        self.targets = TargetReader(db)
         self.security = security
         self.reports = reports
         self.signatures = signatures
@@ -110,7 +108,7 @@ class PullGate:
                 return denial, FINAL
         if policy.block_severity is None:
             return None, FINAL
-        images = [digest] if kind == IMAGE else self._index_images(repository, payload)
+        images = self.targets.images(repository, digest, (media_type, payload))[1]
         unscanned, vulnerable = [], []
         for image in images:
             report = self.reports.get(image, policy.scanner)
@@ -129,18 +127,6 @@ class PullGate:
                 return self._unscanned_denial(policy, digest, unscanned), TRANSIENT
             return None, WAIT
         return None, FINAL
-
-    def _index_images(self, repository: str, payload: bytes) -> list[str]:
-        children = index_children(payload)
-        if not children:
-            return []
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(manifests.c.digest, manifests.c.media_type, manifests.c.payload)
-                .join(repositories, repositories.c.id == manifests.c.repository_id)
-                .where(repositories.c.name == repository, manifests.c.digest.in_(children))
-            ).all()
-        return [r.digest for r in rows if classify(r.media_type, bytes(r.payload)) == IMAGE]
 
     def _signature_denial(self, policy: SecurityPolicy, repository: str, digest: str, kind: str) -> str | None:
         keys = self.security.public_keys(policy.project)

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from dockyard.domain.security_settings import SEVERITIES, severity_rank
 from dockyard.metadata.db import Database, aware, upsert, utcnow
@@ -134,6 +134,11 @@ class ReportStore:
                 select(scan_reports.c.packages).where(scan_reports.c.digest == digest, scan_reports.c.scanner == scanner)
             ).scalar()
         return json.loads(raw) if raw else None
+
+    def forget(self, digest: str, scanner: str) -> None:
+        """Drop the report of an image that is no longer in any repository."""
+        with self.db.write() as conn:
+            conn.execute(delete(scan_reports).where(scan_reports.c.digest == digest, scan_reports.c.scanner == scanner))
 
     def digests(self, scanner: str) -> list[str]:
         with self.db.read() as conn:

@@ -34,7 +34,7 @@ from dockyard.scanning import sbom as sbom_module
 from dockyard.scanning.harbor import HarborScannerClient
 from dockyard.scanning.matcher import Matcher, Package
 from dockyard.scanning.reports import FAILED, OK, ReportStore, ScanReport
-from dockyard.scanning.targets import IMAGE, INDEX, classify, index_children
+from dockyard.scanning.targets import IMAGE, INDEX, TargetReader, classify, index_children
 from dockyard.scanning.vulndb import VulnDB
 from dockyard.storage import StorageDriver
 from dockyard.storage.paths import upload_key
@@ -82,6 +82,7 @@ class ScanService:
         self.syft_path = syft_path
         self.scan_timeout = scan_timeout
         self.wake = wake
+        self.targets = TargetReader(db)
 
     # -- producers ------------------------------------------------------------------------------
 
@@ -129,11 +130,7 @@ class ScanService:
         stored = self._manifest(repository, digest)
         if stored is None:
             raise NotFound(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
-        kind = classify(*stored)
-        if kind == INDEX:
-            images = [c for c in index_children(stored[1]) if (m := self._manifest(repository, c)) and classify(*m) == IMAGE]
-        else:
-            images = [digest] if kind == IMAGE else []
+        kind, images = self.targets.images(repository, digest, stored)
         entries, totals = [], {}
         for image in images:
             report = self.reports.get(image, scanner)
@@ -266,6 +263,9 @@ class ScanService:
         for n, digest in enumerate(digests):
             if n % 50 == 0:
                 progress({"done": n, "of": len(digests)})
+            if self._any_repository(digest) is None:  # deleted since it was scanned
+                self.reports.forget(digest, BUILTIN_SCANNER)
+                continue
             stored = self.reports.packages(digest, BUILTIN_SCANNER)
             old = self.reports.get(digest, BUILTIN_SCANNER)
             if stored is None or old is None or old.status != OK:
@@ -273,15 +273,17 @@ class ScanService:
             packages = [Package(**p) for p in stored]
             updated_at, result = self._match(packages)
             findings = [f.as_dict() for f in result.findings]
-            self.reports.save(
+            new = self.reports.save(
                 digest, BUILTIN_SCANNER, status=OK, findings=findings, package_count=len(packages), vulndb_updated_at=updated_at
             )
             rematched += 1
-            changed += findings != old.findings
+            changed += new.findings != old.findings
         for scanner in self.scanners.list():
             for digest in self.reports.digests(scanner.name):
                 repository = self._any_repository(digest)
-                if repository is not None:
+                if repository is None:
+                    self.reports.forget(digest, scanner.name)
+                else:
                     self.request(repository, digest, scanner.name, force=True)
                     queued += 1
         return {"reason": payload.get("reason"), "rematched": rematched, "changed": changed, "external_queued": queued}
@@ -289,13 +291,7 @@ class ScanService:
     # -- helpers --------------------------------------------------------------------------------
 
     def _manifest(self, repository: str, digest: str) -> tuple[str, bytes] | None:
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(manifests.c.media_type, manifests.c.payload)
-                .join(repositories, repositories.c.id == manifests.c.repository_id)
-                .where(repositories.c.name == repository, manifests.c.digest == digest)
-            ).first()
-        return None if row is None else (row.media_type, bytes(row.payload))
+        return self.targets.manifest(repository, digest)
 
     def _any_repository(self, digest: str) -> str | None:
         with self.db.read() as conn:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy import select
+
 from dockyard.domain.manifests import IMAGE_TYPES, INDEX_TYPES
+from dockyard.metadata.db import Database
+from dockyard.metadata.models import manifests, repositories
 
 IMAGE_CONFIG_TYPES = {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
 _LAYER_PREFIXES = ("application/vnd.oci.image.layer.", "application/vnd.docker.image.rootfs.")
@@ -46,3 +50,43 @@ def index_children(payload: bytes) -> list[str]:
     except ValueError:
         return []
     return [m["digest"] for m in doc.get("manifests") or [] if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+
+
+class TargetReader:
+    """Reads a repository's manifests to find what a scan or gate is about (one place for the
+    scan service, the pull gate and the promotion gates)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def manifest(self, repository: str, digest: str) -> tuple[str, bytes] | None:
+        """(media type, exact bytes) of `digest` in `repository`, or None."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(manifests.c.media_type, manifests.c.payload)
+                .join(repositories, repositories.c.id == manifests.c.repository_id)
+                .where(repositories.c.name == repository, manifests.c.digest == digest)
+            ).first()
+        return None if row is None else (row.media_type, bytes(row.payload))
+
+    def images(self, repository: str, digest: str, stored: tuple[str, bytes] | None = None) -> tuple[str, list[str]]:
+        """(kind, image digests): the image itself, or the platform images an index lists here."""
+        stored = stored or self.manifest(repository, digest)
+        if stored is None:
+            return OTHER, []
+        kind = classify(*stored)
+        if kind == IMAGE:
+            return kind, [digest]
+        if kind != INDEX:
+            return kind, []
+        children = index_children(stored[1])
+        if not children:
+            return kind, []
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(manifests.c.digest, manifests.c.media_type, manifests.c.payload)
+                .join(repositories, repositories.c.id == manifests.c.repository_id)
+                .where(repositories.c.name == repository, manifests.c.digest.in_(children))
+            ).all()
+        found = {r.digest: classify(r.media_type, bytes(r.payload)) for r in rows}
+        return kind, [c for c in dict.fromkeys(children) if found.get(c) == IMAGE]
