@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
 import httpx
 import pytest
 
@@ -113,3 +114,17 @@ def storage_snapshot(root: Path) -> tuple[int, int]:
             count += 1
             size += os.path.getsize(os.path.join(dirpath, name))
     return count, size
+
+
+class SyncASGI(httpx.BaseTransport):
+    """Lets the CLI's sync httpx client talk to the in-process app (the CLI runs in a worker thread)."""
+
+    def __init__(self, app):
+        self.inner = httpx.ASGITransport(app=app)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def forward() -> httpx.Response:
+            response = await self.inner.handle_async_request(request)
+            return httpx.Response(response.status_code, headers=response.headers, content=await response.aread())
+
+        return anyio.from_thread.run(forward)

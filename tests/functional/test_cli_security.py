@@ -22,26 +22,12 @@ from dockyard.scanning.vulndb import VulnDB
 from dockyard.signing.keys import fingerprint, generate_private_key, public_key_pem
 from tests.support.scan_images import FIXED, LOG4SHELL, VULNERABLE, java_app
 
-from .governance_helpers import ADMIN, env  # noqa: F401
+from .governance_helpers import SyncASGI, ADMIN, env  # noqa: F401
 from .helpers import OCI_MANIFEST
 
 OSV = Path(__file__).resolve().parents[1] / "fixtures" / "osv"
 
 sqlite_only = pytest.mark.parametrize("env", ["sqlite"], indirect=True)
-
-
-class _SyncASGI(httpx.BaseTransport):
-    """Lets the CLI's sync httpx client talk to the in-process app (the CLI runs in a worker thread)."""
-
-    def __init__(self, app):
-        self.inner = httpx.ASGITransport(app=app)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        async def forward() -> httpx.Response:
-            response = await self.inner.handle_async_request(request)
-            return httpx.Response(response.status_code, headers=response.headers, content=await response.aread())
-
-        return anyio.from_thread.run(forward)
 
 
 @pytest.fixture
@@ -52,7 +38,7 @@ async def cli(env, monkeypatch, tmp_path):
 
     def local_client(self) -> httpx.Client:
         auth = (self.username, self.password or "") if self.username else None
-        return httpx.Client(transport=_SyncASGI(app), base_url="http://registry.test/api/v1", auth=auth)
+        return httpx.Client(transport=SyncASGI(app), base_url="http://registry.test/api/v1", auth=auth)
 
     monkeypatch.setattr(remote.Remote, "client", local_client)
     runner = CliRunner()

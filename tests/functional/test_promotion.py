@@ -14,7 +14,7 @@ from dockyard.cli import app as cli_app
 from dockyard.cli import remote
 from dockyard.domain.promotion import GateVerdict, PromotionGate
 
-from .governance_helpers import ADMIN, env, error, index_body, push_referrer, storage_snapshot  # noqa: F401
+from .governance_helpers import SyncASGI, ADMIN, env, error, index_body, push_referrer, storage_snapshot  # noqa: F401
 from .helpers import OCI_INDEX, OCI_MANIFEST, pattern, sha256
 
 SRC, DEST = "dev/app", "prod/app"
@@ -192,20 +192,6 @@ async def test_a_denying_gate_blocks_promotion_with_its_reason(env):
     assert len(passing.seen) == 2
 
 
-class _SyncASGI(httpx.BaseTransport):
-    """Lets the CLI's sync httpx client talk to the in-process app (the CLI runs in a worker thread)."""
-
-    def __init__(self, app):
-        self.inner = httpx.ASGITransport(app=app)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        async def forward() -> httpx.Response:
-            response = await self.inner.handle_async_request(request)
-            return httpx.Response(response.status_code, headers=response.headers, content=await response.aread())
-
-        return anyio.from_thread.run(forward)
-
-
 async def test_cli_promote(env, monkeypatch):
     """`dockyard promote` is a client of POST /api/v1/promotions (driven in-process here)."""
     await _projects(env)
@@ -214,7 +200,7 @@ async def test_cli_promote(env, monkeypatch):
 
     def local_client(self) -> httpx.Client:
         auth = (self.username, self.password or "") if self.username else None
-        return httpx.Client(transport=_SyncASGI(app), base_url="http://registry.test/api/v1", auth=auth)
+        return httpx.Client(transport=SyncASGI(app), base_url="http://registry.test/api/v1", auth=auth)
 
     monkeypatch.setattr(remote.Remote, "client", local_client)
     runner = CliRunner()
