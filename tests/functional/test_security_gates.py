@@ -285,3 +285,30 @@ async def test_registry_wide_scan_on_push_default(tmp_path, database_url_for):
             assert (await wait_scanned(env, "team/app", "1"))["images"][0]["report"]["sbom_digest"]
             status = await scan_status(env, "quiet/app", "1")
             assert not status["scanned"] and not status["in_progress"]
+
+
+async def test_notation_signature_is_recognized_not_trusted(env, tmp_path):
+    """A Notation signature shows up in the signature status, but cannot satisfy require_signature."""
+    from dockyard.signing.keys import generate_private_key, public_key_pem
+
+    from .governance_helpers import push_referrer
+
+    await env.project("signed")
+    await env.user("deploy", signed="guest")
+    image = java_app(tmp_path / "img", FIXED)
+    digest = await push_built(env, "signed/app", "1", image)
+    await push_referrer(env.reg, "signed/app", OCI_MANIFEST, image.manifest,
+                        "application/vnd.cncf.notary.signature", b"a JWS envelope, not verified")
+    pem = public_key_pem(generate_private_key()).decode()
+    r = await env.api.post("/api/v1/projects/signed/security/trusted-keys", json={"name": "release", "public_key": pem})
+    assert r.status_code == 201, r.text
+    r = await env.api.get("/api/v1/repositories/signed/app/artifacts/1/signatures")
+    assert r.status_code == 200, r.text
+    status = r.json()
+    assert status["signed"] and status["notation"] and not status["verified"] and status["layouts"] == ["notation"]
+    await policy(env, "signed", require_signature=True)
+    message = error(await env.api.get("/v2/signed/app/manifests/1", auth=DEPLOY), 403, "DENIED")["message"]
+    assert message == (
+        f"image {digest} is not signed by a key trusted by project signed: it has only a Notation signature, "
+        "which Dockyard recognizes but cannot verify; policy require-signature of project signed"
+    )
