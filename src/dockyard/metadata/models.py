@@ -328,6 +328,15 @@ vuln_affected = Table(
     Index("ix_vuln_affected_lookup", "ecosystem_base", "package"),
 )
 
+# Every name an advisory goes by (its id, aliases and upstream ids), so a distro advisory that
+# carries no severity can borrow the CVSS of another record for the same CVE (matcher.enrich_severity).
+vuln_aliases = Table(
+    "vuln_aliases",
+    metadata,
+    Column("alias", String(255), primary_key=True),
+    Column("advisory_id", String(255), ForeignKey("vuln_advisories.id", ondelete="CASCADE"), primary_key=True),
+)
+
 vuln_sources = Table(
     "vuln_sources",
     metadata,

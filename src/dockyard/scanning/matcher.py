@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dockyard.scanning.osv import Advisory, Affected, affected_by, severity_of
 from dockyard.scanning.versions import UnsupportedEcosystem, VersionError, ecosystem_base, ordering_for
@@ -115,6 +115,7 @@ class Finding:
     installed_version: str
     fixed_version: str | None  # None: no fix in the range that matched
     layer: str | None
+    severity_source: str | None = None  # another record's id when the severity was borrowed from it
 
     def as_dict(self) -> dict:
         return {
@@ -131,6 +132,7 @@ class Finding:
             "installed_version": self.installed_version,
             "fixed_version": self.fixed_version,
             "layer": self.layer,
+            "severity_source": self.severity_source,
         }
 
 
@@ -230,3 +232,34 @@ def _finding(advisory: Advisory, affected: Affected, package: Package, fixed: st
         fixed_version=fixed,
         layer=package.layer,
     )
+
+
+def enrich_severity(findings: list[Finding], vulndb: VulnDB) -> list[Finding]:
+    """Give findings whose own record has no severity the CVSS of another record for the same CVE.
+
+    Debian (DSA/DLA/DEBIAN-CVE) and Alpine records carry no severity; Ubuntu's and GitHub's
+    records for the same CVE usually carry a CVSS vector. The highest score wins (the
+    conservative choice), and `severity_source` names the record it came from."""
+    unknown = [f for f in findings if f.severity == "Unknown"]
+    cves = {n for f in unknown for n in (f.id, *f.aliases, *f.related) if n.startswith("CVE-")}
+    if not cves:
+        return findings
+    best: dict[str, tuple[float, str, object]] = {}
+    for advisory in vulndb.records_named(cves):
+        scored = [severity_of(advisory)] + [severity_of(advisory, a) for a in advisory.affected]
+        scored = [s for s in scored if s.score is not None]
+        if not scored:
+            continue
+        top = max(scored, key=lambda s: s.score)
+        for name in {advisory.id, *advisory.aliases, *advisory.upstream} & cves:
+            if name not in best or top.score > best[name][0]:
+                best[name] = (top.score, advisory.id, top)
+    out = []
+    for f in findings:
+        if f.severity == "Unknown":
+            candidates = [best[n] for n in (f.id, *f.aliases, *f.related) if n in best]
+            if candidates:
+                score, source, severity = max(candidates, key=lambda c: c[0])
+                f = replace(f, severity=severity.level, cvss_score=score, cvss_vector=severity.vector, severity_source=source)
+        out.append(f)
+    return out

@@ -32,7 +32,7 @@ from dockyard.metadata.db import Database, aware
 from dockyard.metadata.models import blobs, jobs, manifests, repositories, vuln_sources
 from dockyard.scanning import sbom as sbom_module
 from dockyard.scanning.harbor import HarborScannerClient
-from dockyard.scanning.matcher import Matcher, Package
+from dockyard.scanning.matcher import Matcher, Package, enrich_severity
 from dockyard.scanning.reports import FAILED, OK, ReportStore, ScanReport
 from dockyard.scanning.targets import IMAGE, INDEX, TargetReader, classify, index_children
 from dockyard.scanning.vulndb import VulnDB
@@ -229,6 +229,7 @@ class ScanService:
         with self.db.read() as conn:
             updated_at = aware(conn.execute(select(func.max(vuln_sources.c.imported_at))).scalar())
         result = Matcher.from_vulndb(self.vulndb, packages).match(packages)
+        result.findings = enrich_severity(result.findings, self.vulndb)
         return updated_at, result
 
     def _external(self, repository: str, digest: str, media_type: str, scanner_name: str) -> ScanReport:

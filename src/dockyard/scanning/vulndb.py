@@ -10,6 +10,7 @@ Tables (metadata/models.py, migration 0005):
 
     vuln_advisories  id PK, modified, published, withdrawn, summary, document (the record)
     vuln_affected    (advisory_id, ecosystem, package) → index (ecosystem_base, package)
+    vuln_aliases     (alias, advisory_id): every id, alias and upstream id of a record
     vuln_sources     source PK, origin, sha256, imported_at, advisory/withdrawn/invalid counts
 """
 
@@ -33,7 +34,7 @@ import httpx
 from sqlalchemy import delete, func, select
 
 from dockyard.metadata.db import Database, aware, upsert, utcnow
-from dockyard.metadata.models import vuln_advisories, vuln_affected, vuln_sources
+from dockyard.metadata.models import vuln_advisories, vuln_affected, vuln_aliases, vuln_sources
 from dockyard.scanning.osv import Advisory, OSVError, parse_advisory
 from dockyard.scanning.versions import ecosystem_base
 
@@ -258,6 +259,9 @@ class VulnDB:
                             for (eco, pkg), base in rows.items()
                         ],
                     )
+                conn.execute(delete(vuln_aliases).where(vuln_aliases.c.advisory_id == advisory_id))
+                names = {advisory_id, *advisory.aliases, *advisory.upstream}
+                conn.execute(vuln_aliases.insert(), [{"alias": n, "advisory_id": advisory_id} for n in sorted(names)])
                 report.written += 1
 
     # download
@@ -335,6 +339,23 @@ class VulnDB:
                         select(vuln_advisories.c.document).where(
                             vuln_advisories.c.id.in_(id_list[i : i + BATCH]), vuln_advisories.c.withdrawn.is_(None)
                         )
+                    ).scalars()
+                )
+        return [parse_advisory(json.loads(d)) for d in docs]
+
+
+    def records_named(self, names: Iterable[str]) -> list[Advisory]:
+        """Live advisories whose id, alias or upstream id is one of `names` (e.g. CVE ids)."""
+        wanted = sorted(set(names))
+        docs: list[str] = []
+        with self.database.read() as conn:
+            for i in range(0, len(wanted), BATCH):
+                docs.extend(
+                    conn.execute(
+                        select(vuln_advisories.c.document)
+                        .join(vuln_aliases, vuln_aliases.c.advisory_id == vuln_advisories.c.id)
+                        .where(vuln_aliases.c.alias.in_(wanted[i : i + BATCH]), vuln_advisories.c.withdrawn.is_(None))
+                        .distinct()
                     ).scalars()
                 )
         return [parse_advisory(json.loads(d)) for d in docs]

@@ -151,3 +151,30 @@ def test_matcher_from_database(tmp_path):
         assert [(f.id, f.fixed_version) for f in result.findings] == [("GHSA-jfh8-c2jp-5v3q", "2.3.1")]
     finally:
         database.dispose()
+
+
+def test_distro_findings_borrow_the_cvss_of_another_record_for_the_same_cve(tmp_path):
+    """DSA-5218-1 (zlib, CVE-2022-37434) has no severity; Ubuntu's record for the CVE scores it 9.8."""
+    from dockyard.scanning.matcher import enrich_severity, dpkg_package
+
+    database = Database(f"sqlite:///{tmp_path / 'meta.db'}")
+    database.migrate()
+    try:
+        vulndb = VulnDB(database)
+        vulndb.import_path(FIXTURES)
+        zlib = dpkg_package("Debian:11", "zlib1g", "1:1.2.11.dfsg-2+deb11u1", source="zlib")
+        log4j = Package("Maven", "org.apache.logging.log4j:log4j-core", "2.14.1")
+        result = Matcher.from_vulndb(vulndb, [zlib, log4j]).match([zlib, log4j])
+        before = {f.id: f for f in result.findings}
+        assert before["DSA-5218-1"].severity == "Unknown"
+        assert enrich_severity(result.findings, vulndb) == result.findings  # nothing to borrow yet
+
+        vulndb.import_path(FIXTURES.parent / "osv-enrichment")
+        after = {f.id: f for f in enrich_severity(result.findings, vulndb)}
+        dsa = after["DSA-5218-1"]
+        assert (dsa.severity, dsa.cvss_score, dsa.severity_source) == ("Critical", 9.8, "UBUNTU-CVE-2022-37434")
+        assert dsa.cvss_vector == "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+        assert after["GHSA-jfh8-c2jp-5v3q"] == before["GHSA-jfh8-c2jp-5v3q"]  # its own CVSS stands
+        assert after["GHSA-jfh8-c2jp-5v3q"].severity_source is None
+    finally:
+        database.dispose()

@@ -106,10 +106,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('vuln_affected', schema=None) as batch_op:
         batch_op.create_index('ix_vuln_affected_lookup', ['ecosystem_base', 'package'], unique=False)
-
+    op.create_table('vuln_aliases',
+    sa.Column('alias', sa.String(length=255), nullable=False),
+    sa.Column('advisory_id', sa.String(length=255), nullable=False),
+    sa.ForeignKeyConstraint(['advisory_id'], ['vuln_advisories.id'], name=op.f('fk_vuln_aliases_advisory_id_vuln_advisories'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('alias', 'advisory_id', name=op.f('pk_vuln_aliases'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('vuln_aliases')
     with op.batch_alter_table('vuln_affected', schema=None) as batch_op:
         batch_op.drop_index('ix_vuln_affected_lookup')
 
