@@ -189,7 +189,7 @@ def one_rep(rep: int, args: argparse.Namespace, image, rep_dir: Path, res: dict,
     server = Dockyard(
         rep_dir / "dockyard", args.workers,
         {"DOCKYARD_AUTH_MODE": "none", "DOCKYARD_ADMIN_PASSWORD": password,
-         "DOCKYARD_SECURITY_CACHE_SECONDS": f"{CACHE_SECONDS:g}"},
+         "DOCKYARD_SECURITY_CACHE_SECONDS": f"{args.cache_seconds:g}"},
         name="Dockyard",
     )
     server.workdir.mkdir(parents=True)
@@ -275,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, help="Dockyard worker processes (default: Dockyard's own default)")
     ap.add_argument("--out", type=Path, help="also write results (samples, medians, table) as JSON to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (server logs) after the run")
+    ap.add_argument("--cache-seconds", type=float, default=CACHE_SECONDS,
+                    help="the server's security_cache_seconds; 0 makes every GET decide its verdict cold "
+                         "(policy, scan report and signature verification read afresh), default 2")
     args = ap.parse_args(argv)
     if not 1 <= args.reps <= 20:
         ap.error("--reps must be 1..20")

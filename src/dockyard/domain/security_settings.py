@@ -17,8 +17,15 @@ from sqlalchemy import Connection, delete, select
 from dockyard.errors import Conflict, InvalidRequest, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, upsert, utcnow
 from dockyard.metadata.lookups import require_project_id
-from dockyard.metadata.models import cve_allowlist, project_security, projects, scanners, trusted_keys
+from dockyard.metadata.models import cve_allowlist, project_security, scanners, trusted_keys
 from dockyard.signing.keys import KeyFileError, PublicKey, fingerprint, load_public_key
+
+_POLICY_SQL = (
+    "SELECT p.id, s.project_id, s.auto_scan, sc.name, s.block_severity, s.unscanned, s.unscanned_wait_seconds,"
+    " s.require_signature, s.promotion_max_severity, s.promotion_require_signature"
+    " FROM projects p LEFT JOIN project_security s ON s.project_id = p.id"
+    " LEFT JOIN scanners sc ON sc.id = s.scanner_id WHERE p.name = ?"
+)
 
 # Harbor's scale, lowest first. Gates take one of the last four as a threshold.
 SEVERITIES = ("Unknown", "Negligible", "Low", "Medium", "High", "Critical")
@@ -128,11 +135,25 @@ class SecuritySettings:
         return self._cached("policy:" + project, lambda: self._load_policy(project))
 
     def _load_policy(self, project: str) -> SecurityPolicy | None:
-        with self.db.read() as conn:
-            project_id = conn.execute(select(projects.c.id).where(projects.c.name == project)).scalar()
-            if project_id is None:
-                return None
-            return self._policy(conn, project_id, project)
+        """One raw read: this runs on the pull path whenever the cached policy has expired."""
+        row = self.db.fetchone(_POLICY_SQL, (project,))
+        if row is None:
+            return None
+        project_id, has_policy, auto_scan, scanner, block, unscanned, wait, require_sig, promo_sev, promo_sig = row
+        if not has_policy:
+            return SecurityPolicy(project_id, project, auto_scan=self.auto_scan_default)
+        return SecurityPolicy(
+            project_id,
+            project,
+            auto_scan=bool(auto_scan),
+            scanner=scanner or BUILTIN_SCANNER,
+            block_severity=block,
+            unscanned=unscanned,
+            unscanned_wait_seconds=int(wait),
+            require_signature=bool(require_sig),
+            promotion_max_severity=promo_sev,
+            promotion_require_signature=bool(promo_sig),
+        )
 
     def _policy(self, conn: Connection, project_id: int, project: str) -> SecurityPolicy:
         row = conn.execute(
