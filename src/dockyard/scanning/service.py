@@ -9,6 +9,7 @@ reading a layer again. A project may instead use an external Harbor-API scanner 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -364,8 +365,6 @@ class ScanService:
         return self.manifests.put(repository, None, None, payload, OCI_MANIFEST).digest
 
     def _put_blob(self, repository: str, data: bytes) -> str:
-        import hashlib
-
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         staging = upload_key("sbom-" + uuid.uuid4().hex)
         self.storage.put(staging, data)

@@ -13,6 +13,7 @@ from pydantic import Field
 from dockyard.api.mgmt.common import CallerDep, Input, Model
 from dockyard.domain.names import validate_name, validate_reference
 from dockyard.errors import InvalidRequest, NotFound
+from dockyard.metadata.db import utcnow
 from dockyard.policy.access import project_of
 from dockyard.scanning.harbor import HarborScannerClient, ScannerError
 from dockyard.scanning.service import RESCAN_JOB
@@ -140,8 +141,6 @@ def patch_policy(project: str, body: PolicyIn, caller: CallerDep):
 @router.get("/projects/{project}/security/allowlist", response_model=list[AllowOut], summary="CVE allowlist (members)")
 def list_allowlist(project: str, caller: CallerDep):
     caller.require_project(project)
-    from dockyard.metadata.db import utcnow
-
     now = utcnow()
     return [{**e.__dict__, "active": e.active(now)} for e in caller.services.security.allowlist(project)]
 
