@@ -128,3 +128,14 @@ class SyncASGI(httpx.BaseTransport):
             return httpx.Response(response.status_code, headers=response.headers, content=await response.aread())
 
         return anyio.from_thread.run(forward)
+
+
+def route_cli_to_app(monkeypatch, app) -> None:
+    """Point the CLI's management-API client (cli.remote.Remote) at the in-process app."""
+    from dockyard.cli import remote
+
+    def local_client(self) -> httpx.Client:
+        auth = (self.username, self.password or "") if self.username else None
+        return httpx.Client(transport=SyncASGI(app), base_url=f"{BASE}/api/v1", auth=auth)
+
+    monkeypatch.setattr(remote.Remote, "client", local_client)

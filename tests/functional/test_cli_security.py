@@ -10,19 +10,17 @@ from pathlib import Path
 
 import anyio.from_thread
 import anyio.to_thread
-import httpx
 import pytest
 from typer.testing import CliRunner
 
 from dockyard.cli import app as cli_app
-from dockyard.cli import remote
 from dockyard.cli.security import split_image_ref
 from dockyard.client.credentials import CredentialStore
 from dockyard.scanning.vulndb import VulnDB
 from dockyard.signing.keys import fingerprint, generate_private_key, public_key_pem
 from tests.support.scan_images import FIXED, LOG4SHELL, VULNERABLE, java_app
 
-from .governance_helpers import SyncASGI, ADMIN, env  # noqa: F401
+from .governance_helpers import route_cli_to_app, ADMIN, env  # noqa: F401
 from .helpers import OCI_MANIFEST
 
 OSV = Path(__file__).resolve().parents[1] / "fixtures" / "osv"
@@ -36,11 +34,7 @@ async def cli(env, monkeypatch, tmp_path):
     await env.project("prod")
     app = env.reg.app
 
-    def local_client(self) -> httpx.Client:
-        auth = (self.username, self.password or "") if self.username else None
-        return httpx.Client(transport=SyncASGI(app), base_url="http://registry.test/api/v1", auth=auth)
-
-    monkeypatch.setattr(remote.Remote, "client", local_client)
+    route_cli_to_app(monkeypatch, app)
     runner = CliRunner()
     variables = {"COLUMNS": "200", "NO_COLOR": "1", "DOCKYARD_URL": "http://registry.test",
                  "DOCKYARD_CREDENTIALS_FILE": str(tmp_path / "credentials.json"), "DOCKER_CONFIG": str(tmp_path / "docker")}

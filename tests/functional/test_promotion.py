@@ -7,14 +7,12 @@ from dataclasses import dataclass, field
 
 import anyio.from_thread
 import anyio.to_thread
-import httpx
 from typer.testing import CliRunner
 
 from dockyard.cli import app as cli_app
-from dockyard.cli import remote
 from dockyard.domain.promotion import GateVerdict, PromotionGate
 
-from .governance_helpers import SyncASGI, ADMIN, env, error, index_body, push_referrer, storage_snapshot  # noqa: F401
+from .governance_helpers import route_cli_to_app, ADMIN, env, error, index_body, push_referrer, storage_snapshot  # noqa: F401
 from .helpers import OCI_INDEX, OCI_MANIFEST, pattern, sha256
 
 SRC, DEST = "dev/app", "prod/app"
@@ -198,11 +196,7 @@ async def test_cli_promote(env, monkeypatch):
     digest, _ = await env.reg.push_image(SRC, "1.2.0", seed=4)
     app = env.reg.app
 
-    def local_client(self) -> httpx.Client:
-        auth = (self.username, self.password or "") if self.username else None
-        return httpx.Client(transport=SyncASGI(app), base_url="http://registry.test/api/v1", auth=auth)
-
-    monkeypatch.setattr(remote.Remote, "client", local_client)
+    route_cli_to_app(monkeypatch, app)
     runner = CliRunner()
 
     async def run(*args: str):
