@@ -256,16 +256,10 @@ def get_login_password(
     plain_http: Annotated[Optional[bool], typer.Option("--plain-http/--https")] = None,
 ) -> None:
     """Print a short-lived password for `docker login --password-stdin` (like `aws ecr get-login-password`)."""
-    from dockyard.client.credentials import (
-        CredentialError,
-        CredentialStore,
-        base_url,
-        docker_config_credentials,
-        fetch_login_password,
-    )
+    from dockyard.client.credentials import CredentialError, base_url, fetch_login_password, saved_credentials
 
     if username is None or password is None:
-        stored = CredentialStore().get(registry) or docker_config_credentials(registry)
+        stored = saved_credentials(registry)
         if stored is None:
             console.print(f"[red]no credentials for {registry}: run `dockyard login {registry}` or set DOCKYARD_USERNAME/DOCKYARD_PASSWORD[/red]")
             raise typer.Exit(1)

@@ -41,6 +41,8 @@ from dockyard.cli.remote import (
     seg,
     show,
 )
+from dockyard.domain.security_settings import SEVERITIES, THRESHOLDS, UNSCANNED_POLICIES, severity_rank
+from dockyard.scanning.reports import display_id
 
 RegistryOpt = Annotated[
     str,
@@ -48,10 +50,7 @@ RegistryOpt = Annotated[
 ]
 PlainHttpOpt = Annotated[Optional[bool], typer.Option("--plain-http/--https", help="Default: plain HTTP for loopback hosts only.")]
 
-SEVERITIES = ("low", "medium", "high", "critical")
-UNSCANNED = ("allow", "block", "wait")
-# Harbor's scale, worst first (as the scan reports spell it).
-SEVERITY_ORDER = ("Critical", "High", "Medium", "Low", "Negligible", "Unknown")
+SEVERITY_ORDER = tuple(reversed(SEVERITIES))  # worst first, as the scan reports spell them
 SEVERITY_STYLE = {"Critical": "bold red", "High": "red", "Medium": "yellow", "Low": "cyan"}
 POLL_SECONDS = 0.5
 
@@ -74,11 +73,11 @@ def connect_remote(
 ) -> Remote:
     """The shared `Remote` client for `server`; without a username, the credentials `dockyard login`
     (or `docker login`) saved for it."""
-    from dockyard.client.credentials import CredentialError, CredentialStore, base_url, docker_config_credentials
+    from dockyard.client.credentials import CredentialError, base_url, saved_credentials
 
     if not username and password is None and not password_stdin:
         try:
-            stored = CredentialStore().get(server) or docker_config_credentials(server)
+            stored = saved_credentials(server)
         except CredentialError as exc:
             fail(str(exc))
         if stored is not None:
@@ -169,15 +168,15 @@ def security_set(
     if scanner is not None:
         body["scanner"] = scanner
     if block_severity is not None:
-        body["block_severity"] = _choice("--block-severity", block_severity, SEVERITIES, none=True)
+        body["block_severity"] = _choice("--block-severity", block_severity, THRESHOLDS, none=True)
     if unscanned is not None:
-        body["unscanned"] = _choice("--unscanned", unscanned, UNSCANNED)
+        body["unscanned"] = _choice("--unscanned", unscanned, UNSCANNED_POLICIES)
     if wait_seconds is not None:
         body["unscanned_wait_seconds"] = wait_seconds
     if require_signature is not None:
         body["require_signature"] = require_signature
     if promotion_max_severity is not None:
-        body["promotion_max_severity"] = _choice("--promotion-max-severity", promotion_max_severity, SEVERITIES, none=True)
+        body["promotion_max_severity"] = _choice("--promotion-max-severity", promotion_max_severity, THRESHOLDS, none=True)
     if promotion_require_signature is not None:
         body["promotion_require_signature"] = promotion_require_signature
     if not body:
@@ -299,20 +298,6 @@ def _short(digest: str | None) -> str:
     return f"{algorithm}:{hex_part[:12]}" if hex_part else digest[:19]
 
 
-def _rank(severity: str | None) -> int:
-    return SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else len(SEVERITY_ORDER)
-
-
-def _display_id(finding: dict) -> str:
-    """The CVE where the advisory has one (GHSA-jfh8-c2jp-5v3q is shown as CVE-2021-44228)."""
-    if finding.get("id", "").startswith("CVE-"):
-        return finding["id"]
-    for alias in list(finding.get("aliases") or []) + list(finding.get("related") or []):
-        if alias.startswith("CVE-"):
-            return alias
-    return finding.get("id") or "?"
-
-
 def _summary_text(summary: dict[str, int]) -> str:
     counts = [(s, summary.get(s, 0)) for s in SEVERITY_ORDER if summary.get(s, 0)]
     counts += [(s, n) for s, n in summary.items() if s not in SEVERITY_ORDER and n]
@@ -349,7 +334,7 @@ def print_scan_status(label: str, status: dict) -> None:
     rows = [(image, f) for image, report in ok for f in report.get("findings") or []]
     if not rows:
         return
-    rows.sort(key=lambda row: (_rank(row[1].get("severity")), _display_id(row[1]), row[1].get("package") or "", row[0]))
+    rows.sort(key=lambda row: (-severity_rank(row[1].get("severity") or ""), display_id(row[1]), row[1].get("package") or "", row[0]))
     several = len(ok) > 1
     table = Table(title="findings")
     table.add_column("severity", no_wrap=True)
@@ -363,7 +348,7 @@ def print_scan_status(label: str, status: dict) -> None:
     for image, f in rows:
         severity = f.get("severity") or "Unknown"
         style = SEVERITY_STYLE.get(severity, "dim")
-        cells = [f"[{style}]{escape(severity)}[/{style}]", escape(_display_id(f)), escape(f.get("package") or ""),
+        cells = [f"[{style}]{escape(severity)}[/{style}]", escape(display_id(f)), escape(f.get("package") or ""),
                  escape(f.get("installed_version") or ""), escape(f.get("fixed_version") or "no fix"), _short(f.get("layer"))]
         if several:
             cells.append(_short(image))

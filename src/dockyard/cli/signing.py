@@ -44,14 +44,14 @@ def _key_password(confirm: bool) -> bytes:
 
 
 def _client(ref, username, password, password_stdin, plain_http):
-    from dockyard.client.credentials import CredentialError, CredentialStore, base_url, docker_config_credentials
+    from dockyard.client.credentials import CredentialError, base_url, saved_credentials
     from dockyard.signing.registry import RegistryClient
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     if not username:
         try:
-            stored = CredentialStore().get(ref.registry) or docker_config_credentials(ref.registry)
+            stored = saved_credentials(ref.registry)
         except CredentialError:
             stored = None
         if stored:

@@ -129,6 +129,11 @@ def docker_config_credentials(server: str) -> StoredCredential | None:
     return StoredCredential(username, secret)
 
 
+def saved_credentials(server: str) -> StoredCredential | None:
+    """What `dockyard login` saved for `server`, else what `docker login` wrote to config.json."""
+    return CredentialStore().get(server) or docker_config_credentials(server)
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         errors = response.json().get("errors") or []
