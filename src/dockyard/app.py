@@ -51,7 +51,7 @@ from dockyard.jobs.gc import GarbageCollector
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
 from dockyard.jobs.worker import Worker
-from dockyard.scanning.updates import VulnDBUpdater
+from dockyard.scanning.updates import UPDATE_KIND, VulnDBUpdater
 from dockyard.errors import DockyardError
 from dockyard.policy.access import AccessPolicy
 from dockyard.policy.tags import TagPolicy
@@ -136,7 +136,7 @@ def build_services(settings: Settings) -> Services:
     worker = Worker(jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds)
     gc = GarbageCollector(db, storage, grace_seconds=settings.gc_grace_seconds, audit=audit)
     worker.register("gc", gc.handle)
-    worker.register("vulndb-update", VulnDBUpdater(db, jobs, base_url=settings.vulndb_url, ecosystems=settings.vulndb_ecosystems).handle)
+    worker.register(UPDATE_KIND, VulnDBUpdater(db, jobs, base_url=settings.vulndb_url, ecosystems=settings.vulndb_ecosystems).handle)
     tag_policy = TagPolicy(db, access)
     manifests = ManifestService(
         db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy
@@ -239,7 +239,7 @@ def create_app(settings: Settings) -> Starlette:
             reaper = asyncio.create_task(_housekeeping(services))
         await services.db.run(services.scheduler.set_schedule, "gc", "gc", {"dry_run": False}, settings.gc_schedule)
         # Off by default (registries are often air-gapped); None also removes a schedule set before.
-        await services.db.run(services.scheduler.set_schedule, "vulndb-update", "vulndb-update", {},
+        await services.db.run(services.scheduler.set_schedule, UPDATE_KIND, UPDATE_KIND, {},
                               settings.vulndb_update_schedule or None)
         worker = asyncio.create_task(services.worker.run_forever()) if settings.worker_enabled else None
         pull_flusher = asyncio.create_task(_flush_pulls(services))

@@ -35,6 +35,9 @@ class FakeSecurity:
         self.generation = 0
         self.allow = frozenset()
 
+    def cached_policy(self, project):
+        return self.policy
+
     def policy_for(self, project):
         return self.policy
 
@@ -59,6 +62,8 @@ class FakeReports:
 class FakeDb:
     async def run(self, fn, *args):
         return fn(*args)
+
+    run_fast = run
 
 
 def report(findings):
@@ -135,3 +140,23 @@ async def test_wait_returns_the_verdict_as_soon_as_it_lands(monkeypatch):
     with pytest.raises(Denied, match=r"has 1 critical vulnerability \(CVE-2024-9\)"):
         await g.check("prod/app", DIGEST, MT, IMAGE, "alice")
     assert loop.time() - start < 5
+
+
+async def test_pushers_pass_and_are_asked_only_when_the_answer_would_be_no():
+    reports, scans, calls = FakeReports(), [], []
+    reports.by_digest[DIGEST] = report([{"id": "CVE-2024-1", "severity": "Critical"}])
+    g = gate(policy(), reports, scans, lambda: 0.0)
+
+    def pusher(answer):
+        return lambda: calls.append(answer) or answer
+
+    await g.check("prod/app", DIGEST, MT, IMAGE, "dev", pusher=pusher(True))  # refused for others, not for a pusher
+    with pytest.raises(Denied):
+        await g.check("prod/app", DIGEST, MT, IMAGE, "guest", pusher=pusher(False))
+    await g.check("prod/app", DIGEST, MT, IMAGE, "dev", pusher=pusher(True))  # cached refusal: still lets a pusher by
+    assert calls == [True, False, True]
+    reports.by_digest[DIGEST] = report([])
+    reports.generation += 1
+    await g.check("prod/app", DIGEST, MT, IMAGE, "guest", pusher=pusher(False))  # evaluated: allowed, pusher asked
+    await g.check("prod/app", DIGEST, MT, IMAGE, "guest", pusher=pusher(False))  # cached allow: pusher not asked
+    assert calls == [True, False, True, False]

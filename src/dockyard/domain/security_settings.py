@@ -33,6 +33,7 @@ THRESHOLDS = ("low", "medium", "high", "critical")
 UNSCANNED_POLICIES = ("allow", "block", "wait")
 MAX_WAIT_SECONDS = 600
 BUILTIN_SCANNER = "builtin"
+MISSING = object()  # "not cached", distinct from a cached None (no such project)
 
 
 def severity_rank(severity: str) -> int:
@@ -118,17 +119,27 @@ class SecuritySettings:
             self.generation += 1
             self._cache.clear()
 
-    def _cached(self, key: str, load):
-        now = self.clock()
+    def _peek(self, key: str):
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > now and hit[1] == self.generation:
+        if hit is not None and hit[0] > self.clock() and hit[1] == self.generation:
             return hit[2]
+        return MISSING
+
+    def _cached(self, key: str, load):
+        value = self._peek(key)
+        if value is not MISSING:
+            return value
+        now = self.clock()
         generation = self.generation
         value = load()
         self._cache[key] = (now + self.cache_seconds, generation, value)
         return value
 
     # -- policy -------------------------------------------------------------------------------
+
+    def cached_policy(self, project: str):
+        """The policy if this node holds a fresh copy, else MISSING (then call policy_for off the loop)."""
+        return self._peek("policy:" + project)
 
     def policy_for(self, project: str) -> SecurityPolicy | None:
         """The project's policy (defaults when never set); None if the project does not exist."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dockyard.domain.promotion import GateVerdict
 from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
 from dockyard.metadata.db import Database
-from dockyard.scanning.reports import OK, ReportStore, blocking, display_id
+from dockyard.scanning.reports import OK, ReportStore, blocking, display_id, list_ids
 from dockyard.scanning.targets import OTHER, TargetReader
 from dockyard.signing.in_registry import SignatureChecker, describe
 
@@ -40,7 +40,7 @@ class ScanPromotionGate:
             found.extend(blocking(report.findings, policy.promotion_max_severity, allowlist))
         if found:
             ids = sorted({display_id(f) for f in found})
-            shown = ", ".join(ids[:5]) + (f", and {len(ids) - 5} more" if len(ids) > 5 else "")
+            shown = list_ids(ids)
             return GateVerdict(
                 False,
                 f"{len(ids)} finding(s) at or above {policy.promotion_max_severity} ({shown}); "

@@ -16,14 +16,13 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from dockyard.domain.security_settings import SecurityPolicy, SecuritySettings, severity_rank
+from dockyard.domain.security_settings import MISSING, SecurityPolicy, SecuritySettings, severity_rank
 from dockyard.errors import Denied
 from dockyard.metadata.db import Database
-from dockyard.scanning.reports import FAILED, ReportStore, blocking, display_id
+from dockyard.scanning.reports import FAILED, ReportStore, blocking, display_id, list_ids
 from dockyard.scanning.targets import INDEX, OTHER, TargetReader, classify
 from dockyard.signing.in_registry import SignatureChecker, describe
 
-MAX_LISTED = 5
 WAIT_POLL_SECONDS = 0.25
 FINAL, TRANSIENT, WAIT = "final", "transient", "wait"
 
@@ -75,16 +74,25 @@ class PullGate:
 
         `pusher()` says whether the caller's account may push to the repository: it is not held
         (cosign reads the image it is about to sign; a pusher could replace the content anyway).
-        Deployments pull as guests, pull-only robots or anonymously, and those are gated."""
-        policy = self.security.policy_for(repository.split("/", 1)[0])
-        if policy is None or not policy.gates_pulls or subject in self.exempt_subjects or pusher():
+        Deployments pull as guests, pull-only robots or anonymously, and those are gated.
+
+        Both may read the database (the policy every `cache_seconds`, `pusher` per refusal), so
+        they go through `run_fast`: inline on SQLite, off the event loop on PostgreSQL."""
+        project = repository.split("/", 1)[0]
+        policy = self.security.cached_policy(project)
+        if policy is MISSING:
+            policy = await self.db.run_fast(self.security.policy_for, project)
+        if policy is None or not policy.gates_pulls or subject in self.exempt_subjects:
             return
         now = self.clock()
         hit = self._cache.get((repository, digest))
-        if hit is not None and hit.expires > now and hit.stamp == self._stamp():
-            if hit.denial:
-                raise Denied(hit.denial, detail={"digest": digest, "project": policy.project})
+        fresh = hit is not None and hit.expires > now and hit.stamp == self._stamp()
+        if fresh and not hit.denial:
+            return  # the steady state: an allowed digest costs two dictionary lookups
+        if await self.db.run_fast(pusher):
             return
+        if fresh:
+            raise Denied(hit.denial, detail={"digest": digest, "project": policy.project})
         stamp = self._stamp()
         denial, outcome = await self.db.run(self._evaluate, policy, repository, digest, media_type, payload)
         if outcome == WAIT:
@@ -154,7 +162,7 @@ class PullGate:
         counts = " and ".join(f"{len(ids)} {severity}" for severity, ids in by_severity.items())
         total = sum(len(ids) for ids in by_severity.values())
         listed = [i for ids in by_severity.values() for i in ids]
-        shown = ", ".join(listed[:MAX_LISTED]) + (f", and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else "")
+        shown = list_ids(listed)
         noun = "vulnerability" if total == 1 else "vulnerabilities"
         return (
             f"{_noun(kind)} {digest} has {counts} {noun} ({shown}); "

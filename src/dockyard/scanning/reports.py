@@ -66,6 +66,11 @@ def display_id(finding: dict) -> str:
     return finding["id"]
 
 
+def list_ids(ids: list[str], limit: int = 5) -> str:
+    """`CVE-1, CVE-2, and 3 more`: what a refusal message names."""
+    return ", ".join(ids[:limit]) + (f", and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
 def blocking(findings: list[dict], threshold: str, allowlist: frozenset[str]) -> list[dict]:
     """Findings at or above `threshold` that no active allowlist entry covers (by id or alias)."""
     floor = severity_rank(threshold)

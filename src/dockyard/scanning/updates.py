@@ -25,6 +25,7 @@ from sqlalchemy import select
 from dockyard.jobs.queue import JobQueue
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import jobs as jobs_table
+from dockyard.scanning.service import RESCAN_JOB
 from dockyard.scanning.vulndb import (
     DEFAULT_ECOSYSTEMS,
     OSV_BUCKET_URL,
@@ -39,8 +40,8 @@ from dockyard.scanning.vulndb import (
 log = logging.getLogger("dockyard.vulndb")
 
 UPDATE_KIND = "vulndb-update"
-RESCAN_KIND = "rescan"
-RESCAN_PAYLOAD = {"reason": "vulndb-update"}
+RESCAN_KIND = RESCAN_JOB  # handled by ScanService.handle_rescan
+RESCAN_PAYLOAD = {"reason": UPDATE_KIND}
 DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=15.0)  # per read: exports are large, but must keep flowing
 
 OnSource = Callable[[str, ImportReport | None], None]  # (source, None) before it, (source, report) after
