@@ -48,7 +48,7 @@ from images import Layout, build_layout  # noqa: E402
 from load import MANIFEST_ACCEPT, check_200, run_hey, run_wrk, skopeo_copy, wait_skopeo  # noqa: E402
 from report import fmt, noise_note, render_md, render_text, tool_versions  # noqa: E402
 from scenarios import Config  # noqa: E402
-from servers import BenchError, Dockyard, ForeignLoad, log  # noqa: E402
+from servers import BenchError, Dockyard, ForeignLoad, log, measured  # noqa: E402
 
 TARGET = 0.8
 PROJECT, REPO, TAG = "bench", "bench/app", "1"
@@ -210,17 +210,8 @@ def auth_cost(args: argparse.Namespace, cfg: Config) -> int:
                 for si, (title, fn) in enumerate(SCENARIOS):
                     k = (rep + si) % len(clients)
                     for client in clients[k:] + clients[:k]:
-                        foreign.reset()
-                        got = fn(client, cfg, rep_dir)
-                        share = foreign.share()
-                        foreign_shares.append(share)
-                        for key, v in got.items():
-                            results[client.name].setdefault(key, []).append(v)
-                        log(
-                            f"  {title:<14} {client.name:<9} "
-                            + "  ".join(f"{key}={fmt(v)}" for key, v in got.items())
-                            + f"  (other load {share:.0%})"
-                        )
+                        measured(title, client.name, lambda: fn(client, cfg, rep_dir), foreign, foreign_shares,
+                                 results[client.name], width=14)
             finally:
                 for s in servers:
                     s.stop()

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from images import build_layout  # noqa: E402
 from report import fmt, noise_note, render_md, render_text, tool_versions  # noqa: E402
 from scenarios import METRICS, SCENARIOS, Config, Ctx  # noqa: E402
-from servers import BenchError, Distribution, Dockyard, ForeignLoad, Registry, log  # noqa: E402
+from servers import BenchError, Distribution, Dockyard, ForeignLoad, Registry, log, measured  # noqa: E402
 
 # The comparison runs Dockyard without access control: Distribution runs without auth too.
 DOCKYARD_NO_AUTH = {"DOCKYARD_AUTH_MODE": "none"}
@@ -107,17 +107,7 @@ def compare(args: argparse.Namespace, cfg: Config) -> int:
                 for si, (title, fn) in enumerate(SCENARIOS):
                     order = regs if (rep + si) % 2 == 0 else regs[::-1]
                     for reg in order:
-                        foreign.reset()
-                        got = fn(reg, ctx)
-                        share = foreign.share()
-                        foreign_shares.append(share)
-                        for k, v in got.items():
-                            results[reg.name].setdefault(k, []).append(v)
-                        log(
-                            f"  {title:<22} {reg.name:<12} "
-                            + "  ".join(f"{k}={fmt(v)}" for k, v in got.items())
-                            + f"  (other load {share:.0%})"
-                        )
+                        measured(title, reg.name, lambda: fn(reg, ctx), foreign, foreign_shares, results[reg.name])
             finally:
                 for reg in regs:
                     reg.stop()

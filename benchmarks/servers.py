@@ -93,6 +93,23 @@ class ForeignLoad:
         return max(0.0, foreign) / (wall * self.ncpu) if wall > 0 else 0.0
 
 
+def measured(title: str, name: str, run, foreign: ForeignLoad, shares: list[float], into: dict[str, list[float]],
+             width: int = 22) -> dict[str, float]:
+    """Run one scenario on one target, note how busy the rest of the machine was, keep every metric
+    under its key in `into`, and log the line; the one measurement step every script shares."""
+    from report import fmt
+
+    foreign.reset()
+    got = run()
+    share = foreign.share()
+    shares.append(share)
+    for key, value in got.items():
+        into.setdefault(key, []).append(value)
+    log(f"  {title:<{width}} {name:<12} " + "  ".join(f"{key}={fmt(v)}" for key, v in got.items())
+        + f"  (other load {share:.0%})")
+    return got
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Servers
 
