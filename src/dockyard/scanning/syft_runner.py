@@ -33,6 +33,7 @@ SYFT_STARTED = "syft.started"  # written by the child once syft runs (the parent
 POLL_SECONDS = 0.1
 CONFIG_MAX_BYTES = 16 * MiB
 TAIL_BYTES = 64 * 1024
+CHILD = [sys.executable, "-m", "dockyard.scanning.syft_runner"]  # + the work dir
 
 
 class ScanInterrupted(Exception):
@@ -61,7 +62,7 @@ def run(
         (work / REQUEST).write_text(json.dumps(request))
         with open(work / LOG, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "dockyard.scanning.syft_runner", str(work)],
+                [*CHILD, str(work)],
                 cwd=work, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -218,6 +219,8 @@ def _run_syft(request: dict, layout: Path, work: Path, limits: ScanLimits, usage
                 )
     text = _tail(work / "syft.stderr")
     if proc.returncode != 0:
+        fatal = _fatal(work / "syft.stderr")  # a Go crash says why on top, then dumps every goroutine
+        text = f"{fatal} … {text}" if fatal and fatal not in text else text
         if proc.returncode == -signal.SIGXFSZ or "file too large" in text:
             raise ScanLimitExceeded(
                 f"syft wrote a file larger than {human(limits.file_size_limit)} cataloguing {digest} (scan_max_unpacked_bytes)"
@@ -247,6 +250,15 @@ def _run_syft(request: dict, layout: Path, work: Path, limits: ScanLimits, usage
         raise ScanLimitExceeded(f"syft found {found} packages in {digest}, more than {limits.max_packages} (scan_max_packages)")
     print(f"syft catalogued {digest} in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return spdx_json, report
+
+
+def _fatal(path: Path) -> str:
+    """The first `fatal error:` or `panic:` line in the first 64 KiB of syft's stderr, if any."""
+    with contextlib.suppress(OSError), open(path, "rb") as fh:
+        for line in fh.read(TAIL_BYTES).decode("utf-8", "replace").splitlines():
+            if line.startswith(("fatal error:", "panic:")):
+                return line.strip()
+    return ""
 
 
 def _disk_usage(root: Path) -> int:
