@@ -37,6 +37,7 @@ from dockyard.scanning.harbor import HarborScannerClient
 from dockyard.scanning.limits import ScanLimits
 from dockyard.scanning.matcher import Matcher, Package, enrich_severity
 from dockyard.scanning.reports import FAILED, OK, ReportStore, ScanReport
+from dockyard.scanning import syft_runner
 from dockyard.scanning.syft_runner import ScanInterrupted
 from dockyard.scanning.targets import IMAGE, INDEX, TargetReader, classify, index_children
 from dockyard.scanning.vulndb import VulnDB
@@ -93,6 +94,8 @@ class ScanService:
         self.limits = limits or ScanLimits()
         self.work_root = work_root  # data_dir/tmp/scans: syft's temp dirs and blob copies, never TMPDIR
         self.stopping = stopping  # the worker was asked to stop: release the job between images
+        if work_root is not None:
+            syft_runner.remove_stale(work_root)
 
     # -- producers ------------------------------------------------------------------------------
 
@@ -323,7 +326,7 @@ class ScanService:
         """`blob_path(digest)`: the stored file itself on the filesystem driver, else a temp copy."""
         if self.work_root is not None:
             self.work_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="dockyard-scan-", dir=self.work_root) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"dockyard-scan-{os.getpid()}-", dir=self.work_root) as tmp:
 
             def blob_path(digest: str) -> Path:
                 with self.db.read() as conn:

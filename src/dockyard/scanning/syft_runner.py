@@ -12,8 +12,10 @@ capped, never the raw syft-json that grows with the package count.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -34,6 +36,8 @@ POLL_SECONDS = 0.1
 CONFIG_MAX_BYTES = 16 * MiB
 TAIL_BYTES = 64 * 1024
 CHILD = [sys.executable, "-m", "dockyard.scanning.syft_runner"]  # + the work dir
+PR_SET_PDEATHSIG = 1
+_OURS = re.compile(r"^dockyard-(?:sbom|scan)-(\d+)-")
 
 
 class ScanInterrupted(Exception):
@@ -82,6 +86,30 @@ def run(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def remove_stale(work_root: Path) -> int:
+    """Remove scan dirs left by a process that no longer runs (a server killed mid-scan; its scan
+    process died with it, see _die_with_parent). Returns how many were removed."""
+    removed = 0
+    for entry in work_root.iterdir() if work_root.is_dir() else []:
+        match = _OURS.match(entry.name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+        except PermissionError:
+            pass  # alive, someone else's
+    return removed
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies, so nothing outlives a killed server."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _collect(work: Path, returncode: int, request: dict) -> tuple[dict, bytes]:
     limits = ScanLimits(**request["limits"])
     result_path = work / RESULT
@@ -123,6 +151,7 @@ class _Usage:
 
 def main(work: Path) -> int:
     usage = _Usage()
+    _die_with_parent()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     try:
         request = json.loads((work / REQUEST).read_text())
@@ -195,6 +224,7 @@ def _run_syft(request: dict, layout: Path, work: Path, limits: ScanLimits, usage
     }
 
     def rlimits() -> None:
+        _die_with_parent()
         resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory_bytes, limits.max_memory_bytes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_limit, limits.file_size_limit))
 

@@ -8,7 +8,11 @@ import gzip
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,7 @@ import zstandard
 
 from dockyard.scanning.limits import GiB, MiB, LayerCounter, ScanLimitExceeded, ScanLimits, is_package_db
 from dockyard.scanning.sbom import SbomError, catalogue_image
-from dockyard.scanning.syft_runner import SYFT_STARTED, ScanInterrupted
+from dockyard.scanning.syft_runner import SYFT_STARTED, ScanInterrupted, remove_stale
 from tests.support import hostile_images
 
 LIMITS = ScanLimits(
@@ -191,3 +195,69 @@ def test_package_database_paths():
     for path in ("usr/lib/libc.so.6", "var/tmp/zeros", "opt/model.bin"):
         assert not is_package_db(path), path
 
+
+
+def test_finding8_syft_killed_from_outside_is_a_failed_scan_and_leaves_no_temp_dir(tmp_path):
+    image = hostile_images.many_packages(tmp_path / "pkgs", 10)
+    work_root = tmp_path / "scans"
+    killed: list[int] = []
+
+    def kill_syft_once_started() -> bool:  # as the kernel's OOM killer would
+        for started in work_root.glob(f"*/{SYFT_STARTED}"):
+            if not killed and (text := started.read_text()):
+                killed.append(int(text))
+                os.kill(killed[0], signal.SIGKILL)
+        return False
+
+    with pytest.raises(SbomError, match=r"syft failed \(exit -9\)"):
+        _catalogue(image, work_root, should_stop=kill_syft_once_started)
+    assert killed and os.listdir(work_root) == []
+
+
+def test_finding8_stale_scan_dirs_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for name in (f"dockyard-sbom-{dead.pid}-abc", f"dockyard-scan-{dead.pid}-def", f"dockyard-sbom-{os.getpid()}-mine",
+                 f"dockyard-sbom-{os.getppid()}-alive", "unrelated"):  # fmt: skip
+        (tmp_path / name / "tmp").mkdir(parents=True)
+    assert remove_stale(tmp_path) == 2
+    assert sorted(os.listdir(tmp_path)) == sorted([f"dockyard-sbom-{os.getpid()}-mine", f"dockyard-sbom-{os.getppid()}-alive", "unrelated"])
+
+
+def _gone(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def test_finding8_a_killed_server_takes_its_scan_with_it(tmp_path):
+    """SIGKILL of the scanning process kills the scan process and syft (PR_SET_PDEATHSIG); the
+    next start removes the temp dir they left."""
+    image = hostile_images.many_packages(tmp_path / "pkgs", 10)
+    work_root = tmp_path / "scans"
+    script = (
+        "import sys; from pathlib import Path; from dockyard.scanning.sbom import catalogue_image\n"
+        f"root = Path({str(image.root)!r})\n"
+        "blob = lambda d: root / 'blobs' / 'sha256' / d.split(':', 1)[1]\n"
+        f"catalogue_image(blob({image.digest!r}).read_bytes(), blob, work_root=Path({str(work_root)!r}), timeout=120)\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not (started := [p for p in work_root.glob(f"*/{SYFT_STARTED}") if p.read_text()]):
+            assert time.monotonic() < deadline and server.poll() is None, "syft never started"
+            time.sleep(0.01)
+        syft_pid = int(started[0].read_text())
+        server.kill()
+        server.wait()
+        deadline = time.monotonic() + 10
+        while not _gone(syft_pid):
+            assert time.monotonic() < deadline, "syft outlived the server"
+            time.sleep(0.01)
+    finally:
+        server.kill()
+        server.wait()
+    assert len(os.listdir(work_root)) == 1
+    assert remove_stale(work_root) == 1 and os.listdir(work_root) == []
