@@ -237,11 +237,14 @@ def test_finding8_a_killed_server_takes_its_scan_with_it(tmp_path):
     next start removes the temp dir they left."""
     image = hostile_images.many_packages(tmp_path / "pkgs", 10)
     work_root = tmp_path / "scans"
+    hanging = tmp_path / "hanging-syft"  # stands in for a syft stuck on a hostile layer
+    hanging.write_text("#!/bin/sh\nexec sleep 120\n")
+    hanging.chmod(0o755)
     script = (
         "import sys; from pathlib import Path; from dockyard.scanning.sbom import catalogue_image\n"
         f"root = Path({str(image.root)!r})\n"
         "blob = lambda d: root / 'blobs' / 'sha256' / d.split(':', 1)[1]\n"
-        f"catalogue_image(blob({image.digest!r}).read_bytes(), blob, work_root=Path({str(work_root)!r}), timeout=120)\n"
+        f"catalogue_image(blob({image.digest!r}).read_bytes(), blob, work_root=Path({str(work_root)!r}), syft={str(hanging)!r}, timeout=120)\n"
     )
     server = subprocess.Popen([sys.executable, "-c", script])
     try:
