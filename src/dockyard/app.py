@@ -43,6 +43,7 @@ from dockyard.domain.scanners import ScannerRegistry
 from dockyard.domain.security_settings import SecuritySettings
 from dockyard.policy.promotion_gates import ScanPromotionGate, SignaturePromotionGate
 from dockyard.policy.pull_gate import PullGate
+from dockyard.scanning.limits import ScanLimits
 from dockyard.scanning.reports import ReportStore
 from dockyard.scanning.service import RESCAN_JOB, SCAN_JOB, SCANNER_SUBJECT, ScanService
 from dockyard.scanning.vulndb import VulnDB
@@ -153,6 +154,9 @@ def build_services(settings: Settings) -> Services:
         registry_url=settings.scanner_registry_url or settings.public_url or f"http://{settings.host}:{settings.port}",
         syft_path=settings.scan_syft_path,
         scan_timeout=settings.scan_timeout_seconds,
+        limits=ScanLimits(**{f: getattr(settings, f"scan_{f}") for f in ScanLimits.__dataclass_fields__}),
+        work_root=(settings.data_dir / "tmp" / "scans").resolve(),
+        stopping=worker.stopping.is_set,
         wake=worker.wake,
     )
     worker.register(SCAN_JOB, scans.handle_scan)
@@ -252,6 +256,7 @@ def create_app(settings: Settings) -> Starlette:
             if reaper is not None:
                 reaper.cancel()
             if worker is not None:
+                services.worker.stop()  # a long scan releases its job instead of holding shutdown
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker

@@ -104,6 +104,20 @@ class Settings(BaseSettings):
     scanner_registry_url: str | None = Field(
         None, description="URL external scanners pull images from; default: public_url, else http://host:port."
     )
+    scan_max_unpacked_bytes: int = Field(
+        16 << 30, ge=1 << 20,
+        description="Most bytes an image's layers may decompress to, all together, for a scan (counted before syft runs).",
+    )
+    scan_max_files: int = Field(500_000, ge=1, description="Most files (tar entries over all layers) an image may hold for a scan.")
+    scan_max_package_db_bytes: int = Field(
+        256 << 20, ge=1024, description="Largest package database or manifest file (dpkg status, package.json, ...) a scan reads."
+    )
+    scan_max_memory_bytes: int = Field(
+        4 << 30, ge=1 << 30,
+        description="Address-space limit (RLIMIT_AS) of syft and of the parser of its output; syft alone reserves ~0.9 GiB.",
+    )
+    scan_max_packages: int = Field(50_000, ge=1, description="Most packages one image's scan may report.")
+    scan_max_sbom_bytes: int = Field(256 << 20, ge=1 << 20, description="Largest document (SPDX or syft-json) syft may write for one image.")
 
     @field_validator("gc_schedule")
     @classmethod

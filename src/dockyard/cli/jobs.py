@@ -67,6 +67,7 @@ def register(app: typer.Typer, admin: typer.Typer, helpers) -> None:
         """Run a background job worker (GC, retention, …) as its own process; run as many as you like."""
         import asyncio
         import logging
+        import signal
 
         from dockyard.app import build_services
 
@@ -80,6 +81,13 @@ def register(app: typer.Typer, admin: typer.Typer, helpers) -> None:
                 err.print(f"ran {ran} job(s)")
                 return
             err.print(f"worker {services.worker.worker_id} running jobs: {', '.join(sorted(services.worker.handlers))}")
+
+            def stop(signum, frame):  # a running scan releases its job rather than hold the exit
+                services.worker.stop()
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
             try:
                 asyncio.run(services.worker.run_forever())
             except KeyboardInterrupt:

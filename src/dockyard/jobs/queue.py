@@ -203,6 +203,17 @@ class JobQueue:
             )
         return values["state"]
 
+    def release(self, job: ClaimedJob, worker_id: str) -> bool:
+        """Give a claimed job back, due now, without counting the attempt (the worker is stopping)."""
+        with self.db.write() as conn:
+            return bool(
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job.id, jobs.c.state == "running", jobs.c.locked_by == worker_id)
+                    .values(state="queued", attempts=jobs.c.attempts - 1, run_after=self.clock(), locked_until=None)
+                ).rowcount
+            )
+
     def fail_exhausted(self) -> int:
         """Jobs whose lease ran out on their last attempt will never be claimed again: fail them."""
         now = self.clock()

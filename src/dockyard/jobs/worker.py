@@ -23,6 +23,11 @@ from dockyard.jobs.queue import ClaimedJob, JobQueue
 
 log = logging.getLogger("dockyard.jobs")
 
+class JobReleased(Exception):
+    """Raised by a handler that stopped early because the worker is stopping: the job goes back to
+    the queue as it was (not a failed attempt), to be resumed by the next worker."""
+
+
 Progress = Callable[[dict], None]
 Handler = Callable[[dict, Progress], dict | None]
 
@@ -36,6 +41,7 @@ class Worker:
         self.handlers: dict[str, Handler] = {}
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = threading.Event()  # set by stop(); long handlers check it (see JobReleased)
 
     def register(self, kind: str, handler: Handler) -> None:
         """`handler(payload, progress) -> result dict` runs in a worker thread; it must be idempotent."""
@@ -45,6 +51,10 @@ class Worker:
         """Look for work now instead of at the next poll (thread-safe; a no-op without a running loop)."""
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    def stop(self) -> None:
+        """Ask running handlers to wrap up: they release their job instead of finishing it."""
+        self.stopping.set()
 
     # -- one job, synchronously (the loop, the CLI and tests all go through here) -------
 
@@ -71,6 +81,10 @@ class Worker:
 
         try:
             result = handler(job.payload, progress)
+        except JobReleased as exc:
+            self.queue.release(job, self.worker_id)
+            log.info("job %s (%s) released: %s", job.id, job.kind, exc)
+            return
         except Exception as exc:  # a job's failure is recorded on the job, never kills the worker
             state = self.queue.fail(job, self.worker_id, f"{type(exc).__name__}: {exc}")
             log.warning("job %s (%s) failed, now %s:\n%s", job.id, job.kind, state, traceback.format_exc())

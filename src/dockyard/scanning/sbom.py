@@ -21,16 +21,14 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
 from dockyard.domain.manifests import INDEX_TYPES, OCI_INDEX, ParsedManifest, parse_manifest
 from dockyard.errors import ManifestInvalid
+from dockyard.scanning.limits import SbomError, ScanLimitExceeded, ScanLimits  # noqa: F401  (re-exported)
 from dockyard.scanning.matcher import Package
 
 log = logging.getLogger(__name__)
@@ -87,16 +85,13 @@ DPKG_INFO_DIR = "/var/lib/dpkg/info/"
 _VERSION_PREFIX = re.compile(r"^(\d+)(?:\.(\d+))?")
 
 
-class SbomError(Exception):
-    """The image could not be catalogued; the message says why, for the scan report."""
-
-
 @dataclass(frozen=True)
 class Sbom:
     spdx: bytes  # the SPDX 2.3 JSON document, byte for byte as syft wrote it (SPDX_MEDIA_TYPE)
     packages: list[Package]  # every catalogued package, OS and language, sorted, OSV spelling
     distro: str | None  # "debian 12", "alpine 3.20.3"; None when syft found no os-release
     tool: str  # "syft 1.18.1"
+    usage: dict = field(default_factory=dict)  # the scan process's peak RSS and temp-dir bytes
 
 
 def find_syft() -> str:
@@ -122,29 +117,43 @@ def catalogue_image(
     name: str | None = None,
     syft: str | None = None,
     timeout: float = 600,
+    limits: ScanLimits | None = None,
+    work_root: Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Sbom:
     """Catalogue the single-platform image whose raw manifest is `manifest`.
 
     `blob_path(digest)` returns a readable local file for the config or a layer. `name` (say
     `team/app`) names the image inside the SPDX document; it defaults to the manifest digest,
-    never the temporary path syft actually read. Raises SbomError for an index, a non-image
-    artifact, a missing blob, a missing syft, a syft failure or a timeout."""
+    never the temporary path syft actually read. The work happens in a child process
+    (syft_runner.py) inside a fresh directory under `work_root` (default: the system temp dir),
+    removed on every path. Raises SbomError for an index, a non-image artifact, a missing blob,
+    a missing syft, a syft failure or a timeout; ScanLimitExceeded when the image crosses
+    `limits`; syft_runner.ScanInterrupted when `should_stop()` turned true."""
+    from dockyard.scanning import syft_runner  # it imports this module
+
     parsed, doc = _image_manifest(manifest)
-    layers = _layers_by_diff_id(doc, blob_path)
+    blobs = {d["digest"]: str(_blob(blob_path, d["digest"]).resolve()) for d in [doc["config"], *doc.get("layers", [])]}
     executable = shutil.which(syft) if syft else find_syft()  # a bare name is looked up on PATH
     if executable is None:
         raise SbomError(f"syft not found or not executable at {syft}")
-    with tempfile.TemporaryDirectory(prefix="dockyard-sbom-") as tmp:
-        work = Path(tmp)
-        layout = _write_layout(work / "layout", manifest, parsed.media_type, parsed.digest, doc, blob_path)
-        spdx, report = _run_syft(
-            executable, layout, work, name=name or parsed.digest, digest=parsed.digest, timeout=timeout
-        )
+    request = {
+        "syft": executable,
+        "name": name or parsed.digest,
+        "digest": parsed.digest,
+        "blobs": blobs,
+        "limits": (limits or ScanLimits()).as_dict(),
+    }
+    result, spdx = syft_runner.run(request, manifest, work_root=work_root, timeout=timeout, should_stop=should_stop)
+    usage = result.get("usage") or {}
+    log.info("catalogued %s: %d packages, peak RSS %d MiB, temp dir %d MiB", parsed.digest,
+             len(result["packages"]), usage.get("max_rss_bytes", 0) >> 20, usage.get("max_disk_bytes", 0) >> 20)
     return Sbom(
         spdx=spdx,
-        packages=_packages(report, layers),
-        distro=_distro_label(report.get("distro") or {}),
-        tool=_tool_label(report.get("descriptor") or {}),
+        packages=[Package(**p) for p in result["packages"]],
+        distro=result["distro"],
+        tool=result["tool"],
+        usage=usage,
     )
 
 
@@ -220,52 +229,7 @@ def _layout_path(root: Path, digest: str) -> Path:
     return directory / encoded
 
 
-# --- running syft ------------------------------------------------------------------------------
-
-
-def _run_syft(syft: str, layout: Path, work: Path, *, name: str, digest: str, timeout: float) -> tuple[bytes, dict]:
-    """Run syft once for both documents; return (SPDX bytes, parsed syft-json)."""
-    syft_json, spdx_json, scratch = work / "sbom.syft.json", work / "sbom.spdx.json", work / "tmp"
-    scratch.mkdir()
-    # An empty config file pins syft's defaults: a stray ~/.syft.yaml must not change what a
-    # registry scan reports. TMPDIR puts syft's unpacked layers under `work`, which we remove
-    # even when syft is killed. No --quiet: it also silences the error we need to report.
-    config = work / "syft.yaml"
-    config.write_text("check-for-app-update: false\n")
-    cmd = [
-        syft, "scan", f"oci-dir:{layout}",
-        "--config", str(config),
-        "--scope", "squashed",
-        "--source-name", name,
-        "--source-version", digest,
-        "--output", f"syft-json={syft_json}",
-        "--output", f"spdx-json={spdx_json}",
-    ]  # fmt: skip
-    env = {**os.environ, "SYFT_CHECK_FOR_APP_UPDATE": "false", "NO_COLOR": "1", "TMPDIR": str(scratch)}
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            cmd, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise SbomError(f"syft timed out after {timeout:g} s cataloguing {digest}") from None
-    except OSError as exc:
-        raise SbomError(f"cannot run syft at {syft}: {exc.strerror or exc}") from exc
-    stderr = proc.stderr.decode("utf-8", "replace").strip()
-    if proc.returncode != 0:
-        raise SbomError(f"syft failed (exit {proc.returncode}) cataloguing {digest}: {_tail(stderr) or 'no output'}")
-    if stderr:
-        log.info("syft: %s", _tail(stderr))
-    try:
-        report = json.loads(syft_json.read_bytes())
-        spdx = spdx_json.read_bytes()
-        spdx_version = json.loads(spdx).get("spdxVersion", "")
-    except (OSError, ValueError) as exc:
-        raise SbomError(f"syft exited 0 but its output is unusable: {exc}") from exc
-    if not str(spdx_version).startswith("SPDX-2."):
-        raise SbomError(f"syft wrote an unexpected SPDX version {spdx_version!r}")
-    log.info("syft catalogued %s in %.1f s", digest, time.monotonic() - started)
-    return spdx, report
+# --- helpers ------------------------------------------------------------------------------------
 
 
 def _tail(text: str) -> str:

@@ -29,12 +29,16 @@ from dockyard.domain.scanners import ScannerRegistry
 from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
 from dockyard.errors import NotFound
 from dockyard.jobs.queue import JobQueue
+from dockyard.jobs.worker import JobReleased
 from dockyard.metadata.db import Database, aware
 from dockyard.metadata.models import blobs, jobs, manifests, repositories, vuln_sources
 from dockyard.scanning import sbom as sbom_module
 from dockyard.scanning.harbor import HarborScannerClient
+from dockyard.scanning.limits import ScanLimits
 from dockyard.scanning.matcher import Matcher, Package, enrich_severity
 from dockyard.scanning.reports import FAILED, OK, ReportStore, ScanReport
+from dockyard.scanning import syft_runner
+from dockyard.scanning.syft_runner import ScanInterrupted
 from dockyard.scanning.targets import IMAGE, INDEX, TargetReader, classify, index_children
 from dockyard.scanning.vulndb import VulnDB
 from dockyard.storage import StorageDriver
@@ -68,6 +72,9 @@ class ScanService:
         syft_path: str | None = None,
         scan_timeout: float = 900,
         wake: Callable[[], None] = lambda: None,
+        limits: ScanLimits | None = None,
+        work_root: Path | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ):
         self.db = db
         self.storage = storage
@@ -84,6 +91,11 @@ class ScanService:
         self.scan_timeout = scan_timeout
         self.wake = wake
         self.targets = TargetReader(db)
+        self.limits = limits or ScanLimits()
+        self.work_root = work_root  # data_dir/tmp/scans: syft's temp dirs and blob copies, never TMPDIR
+        self.stopping = stopping  # the worker was asked to stop: release the job between images
+        if work_root is not None:
+            syft_runner.remove_stale(work_root)
 
     # -- producers ------------------------------------------------------------------------------
 
@@ -187,6 +199,8 @@ class ScanService:
             return {"skipped": "not a container image"}
         scanned = []
         for n, (target, (target_type, target_body)) in enumerate(targets):
+            if self.stopping():
+                raise JobReleased(f"stopping after {n} of {len(targets)} images")
             progress({"image": target, "done": n, "of": len(targets)})
             if not force and (existing := self.reports.get(target, scanner)) is not None and existing.status == OK:
                 scanned.append({"digest": target, "summary": existing.summary, "reused": True})
@@ -201,6 +215,8 @@ class ScanService:
             if scanner == BUILTIN_SCANNER:
                 return self._builtin(repository, digest, media_type, body)
             return self._external(repository, digest, media_type, scanner)
+        except (JobReleased, ScanInterrupted) as exc:
+            raise JobReleased(str(exc)) from exc  # a stop is no verdict: the job goes back to the queue
         except Exception as exc:
             if previous is None or previous.status != OK:
                 # No verdict to keep: record the failure so gates can say why (it follows the unscanned policy).
@@ -210,7 +226,8 @@ class ScanService:
     def _builtin(self, repository: str, digest: str, media_type: str, body: bytes) -> ScanReport:
         with self._blob_files(repository) as blob_path:
             sbom = sbom_module.catalogue_image(
-                body, blob_path, name=f"{repository}@{digest}", syft=self.syft_path, timeout=self.scan_timeout
+                body, blob_path, name=f"{repository}@{digest}", syft=self.syft_path, timeout=self.scan_timeout,
+                limits=self.limits, work_root=self.work_root, should_stop=self.stopping,
             )
         sbom_digest = self._attach_sbom(repository, digest, media_type, len(body), sbom)
         packages = sbom.packages
@@ -307,7 +324,9 @@ class ScanService:
     @contextlib.contextmanager
     def _blob_files(self, repository: str):
         """`blob_path(digest)`: the stored file itself on the filesystem driver, else a temp copy."""
-        with tempfile.TemporaryDirectory(prefix="dockyard-scan-") as tmp:
+        if self.work_root is not None:
+            self.work_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"dockyard-scan-{os.getpid()}-", dir=self.work_root) as tmp:
 
             def blob_path(digest: str) -> Path:
                 with self.db.read() as conn:

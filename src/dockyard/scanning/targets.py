@@ -44,12 +44,16 @@ def classify(media_type: str, payload: bytes) -> str:
 
 
 def index_children(payload: bytes) -> list[str]:
-    """Digests of the manifests an index lists (attestation manifests included; classify them)."""
+    """Digests of the manifests an index lists, each once (attestation manifests included; classify them).
+
+    Once: an index may list one child any number of times, and each would be another syft run."""
     try:
         doc = json.loads(payload)
     except ValueError:
         return []
-    return [m["digest"] for m in doc.get("manifests") or [] if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+    if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+        return []
+    return list(dict.fromkeys(m["digest"] for m in doc["manifests"] if isinstance(m, dict) and isinstance(m.get("digest"), str)))
 
 
 class TargetReader:

@@ -1,0 +1,123 @@
+"""Hostile images for the scan limits, built in the test: a gzip bomb, a layer of many tiny
+files, a huge dpkg status, many dpkg packages, and tar entries that point outside the layer.
+
+Each is an OCI layout written with LayoutWriter; `Built.blob_path` reads its blobs back."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .images import LayoutWriter, _small_files, _tarinfo
+
+DEBIAN_OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n'
+
+
+@dataclass(frozen=True)
+class Built:
+    root: Path
+    digest: str
+    manifest: bytes
+    layers: list[str]
+    blobs: dict[str, bytes]
+
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, size: int):
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        self.left -= n
+        return bytes(n)
+
+
+class _Repeat(io.RawIOBase):
+    """`unit` repeated until `size` bytes."""
+
+    def __init__(self, unit: bytes, size: int):
+        self.unit, self.left, self.pos = unit, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        self.left -= n
+        reps = (n + self.pos) // len(self.unit) + 2
+        out = (self.unit * reps)[self.pos : self.pos + n]
+        self.pos = (self.pos + n) % len(self.unit)
+        return out
+
+
+def _image(root: Path, layer_entries: list[list]) -> Built:
+    writer = LayoutWriter(root)
+    layers = [writer.layer(entries) for entries in layer_entries]
+    descriptor = writer.image(layers)
+    writer.tag(descriptor, "latest")
+    manifest = (root / "blobs" / "sha256" / descriptor["digest"][7:]).read_bytes()
+    doc = json.loads(manifest)
+    blobs = {d["digest"]: (root / "blobs" / "sha256" / d["digest"][7:]).read_bytes() for d in [doc["config"], *doc["layers"]]}
+    return Built(root, descriptor["digest"], manifest, [d["digest"] for d, _ in layers], blobs)
+
+
+def gzip_bomb(root: Path, unpacked: int) -> Built:
+    """One layer: a single file of `unpacked` zero bytes (gzip makes it about 1/1000 the size)."""
+    return _image(root, [[(_tarinfo("var/tmp/zeros", unpacked), _Zeros(unpacked))]])
+
+
+def many_files(root: Path, count: int) -> Built:
+    """One layer of `count` empty files in 100 directories."""
+    entries = []
+    for d in range(100):
+        entries.append((_tarinfo(f"f/{d:02d}", type_=tarfile.DIRTYPE), None))
+        entries += [(_tarinfo(f"f/{d:02d}/{i}"), None) for i in range(d, count, 100)]
+    return _image(root, [entries])
+
+
+def stanza(name: str, version: str = "1.0-1") -> str:
+    return (
+        f"Package: {name}\nStatus: install ok installed\nPriority: optional\nSection: libs\nInstalled-Size: 10\n"
+        f"Maintainer: Nobody <nobody@example.com>\nArchitecture: amd64\nVersion: {version}\n"
+        f"Description: test package {name}\n\n"
+    )
+
+
+def huge_dpkg_status(root: Path, size: int) -> Built:
+    """A Debian image whose /var/lib/dpkg/status is `size` bytes of one stanza repeated."""
+    unit = stanza("bloat").encode()
+    entries = _small_files({"etc/os-release": DEBIAN_OS_RELEASE, "var/lib/dpkg/.keep": b""})
+    entries.append((_tarinfo("var/lib/dpkg/status", size), _Repeat(unit, size)))
+    return _image(root, [entries])
+
+
+def many_packages(root: Path, count: int) -> Built:
+    """A Debian image whose dpkg status lists `count` distinct packages."""
+    status = "".join(stanza(f"pkg{i:06d}") for i in range(count)).encode()
+    return _image(root, [_small_files({"etc/os-release": DEBIAN_OS_RELEASE, "var/lib/dpkg/status": status})])
+
+
+def escaping_entries(root: Path, host_dir: Path) -> Built:
+    """A Debian image whose tar entries try to leave the layer: `../` and absolute names, and a
+    symlink and a hardlink to a dpkg status on the host (in `host_dir`, listing `host-only`)."""
+    host_status = host_dir / "status"
+    entries = _small_files({"etc/os-release": DEBIAN_OS_RELEASE, "var/lib/dpkg/status.d/in-image": stanza("in-image").encode()})
+    for name in (f"../../../../../../..{host_dir}/dotdot-escape", f"{host_dir}/absolute-escape"):
+        entries.append((_tarinfo(name, 4), io.BytesIO(b"pwnd")))
+    link = _tarinfo("var/lib/dpkg/status", type_=tarfile.SYMTYPE)
+    link.linkname = str(host_status)
+    hard = _tarinfo("var/lib/dpkg/status.d/hardlinked", type_=tarfile.LNKTYPE)
+    hard.linkname = str(host_status)
+    dotdot = _tarinfo("var/lib/dpkg/status.d/dotdot", type_=tarfile.SYMTYPE)
+    dotdot.linkname = f"../../../../../../../..{host_status}"
+    entries += [(link, None), (hard, None), (dotdot, None)]
+    return _image(root, [entries])
