@@ -121,6 +121,21 @@ class Unavailable(DockyardError):
     code, status, default_message = "UNAVAILABLE", 503, "service unavailable"
 
 
+# -- keys, tokens and file permissions (issue 9 items 1, 2) --
+
+# -- access, catalog and quotas (issue 9 items 4, 5, 6, 9, 10) --
+
+# -- input validation, throttling and HTTP surface (issue 9 items 3, 7, 8, 11, 12) --
+
+# -- faults: disk full, database outages, crashes (issue 9 part 2) --
+
+# -- signature verification (issue 19 items 1, 4) --
+
+# -- scan pipeline: reports, queueing, safe output (issue 19 items 3, 5, 6) --
+
+# -- events, webhooks and metrics (issue 10) --
+
+
 class ErrorGroup(DockyardError):
     """Several errors of one status reported together (e.g. every missing blob of a manifest)."""
 

@@ -119,6 +119,20 @@ class Settings(BaseSettings):
     scan_max_packages: int = Field(50_000, ge=1, description="Most packages one image's scan may report.")
     scan_max_sbom_bytes: int = Field(256 << 20, ge=1 << 20, description="Largest document (SPDX or syft-json) syft may write for one image.")
 
+    # -- keys, tokens and file permissions (issue 9 items 1, 2) --
+
+    # -- access, catalog and quotas (issue 9 items 4, 5, 6, 9, 10) --
+
+    # -- input validation, throttling and HTTP surface (issue 9 items 3, 7, 8, 11, 12) --
+
+    # -- faults: disk full, database outages, crashes (issue 9 part 2) --
+
+    # -- signature verification (issue 19 items 1, 4) --
+
+    # -- scan pipeline: reports, queueing, safe output (issue 19 items 3, 5, 6) --
+
+    # -- events, webhooks and metrics (issue 10) --
+
     @field_validator("gc_schedule")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:

@@ -144,9 +144,18 @@ class _Usage:
         self.max_disk_bytes = 0
 
     def as_dict(self) -> dict:
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        return {"max_rss_bytes": max(own, children) * 1024, "max_disk_bytes": self.max_disk_bytes}
+        return {"max_rss_bytes": max(_own_peak_kib(), children) * 1024, "max_disk_bytes": self.max_disk_bytes}
+
+
+def _own_peak_kib() -> int:
+    """This process's peak RSS. Not RUSAGE_SELF: Linux carries the forking parent's peak across
+    exec into ru_maxrss, so a child of a large server would report the server's memory."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main(work: Path) -> int:
