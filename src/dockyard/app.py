@@ -48,6 +48,7 @@ from dockyard.scanning.reports import ReportStore
 from dockyard.scanning.service import RESCAN_JOB, SCAN_JOB, SCANNER_SUBJECT, ScanService
 from dockyard.scanning.vulndb import VulnDB
 from dockyard.signing.in_registry import RegistrySignatureSource, SignatureChecker
+from dockyard.signing.verify import Limits as SignatureLimits
 from dockyard.jobs.gc import GarbageCollector
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
@@ -161,7 +162,12 @@ def build_services(settings: Settings) -> Services:
     )
     worker.register(SCAN_JOB, scans.handle_scan)
     worker.register(RESCAN_JOB, scans.handle_rescan)
-    signatures = SignatureChecker(RegistrySignatureSource(db, storage, listings), cache_seconds=settings.security_cache_seconds)
+    signatures = SignatureChecker(
+        RegistrySignatureSource(db, storage, listings, max_blob_bytes=settings.signature_max_blob_bytes,
+                                max_referrers=settings.signature_max_referrers),
+        limits=SignatureLimits(max_layers=settings.signature_max_layers, max_referrers=settings.signature_max_referrers),
+        max_entries=settings.signature_cache_entries,
+    )
     pull_gate = PullGate(
         db, security, reports, signatures,
         request_scan=scans.request,

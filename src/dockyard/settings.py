@@ -128,6 +128,21 @@ class Settings(BaseSettings):
     # -- faults: disk full, database outages, crashes (issue 9 part 2) --
 
     # -- signature verification (issue 19 items 1, 4) --
+    signature_max_layers: int = Field(
+        64, ge=1, le=10_000,
+        description="Most simple-signing layers of one cosign .sig manifest that verification examines; the rest are reported, not read.",
+    )
+    signature_max_referrers: int = Field(
+        64, ge=1, le=10_000,
+        description="Most signature referrers (cosign bundles, Notation) of one image that verification examines.",
+    )
+    signature_max_blob_bytes: int = Field(
+        4 << 20, ge=4096, le=64 << 20,
+        description="Largest signature payload or bundle blob verification reads; a larger one is that signature's error.",
+    )
+    signature_cache_entries: int = Field(
+        10_000, ge=0, description="Signature verdicts kept in memory per process (valid until the project's security generation moves)."
+    )
 
     # -- scan pipeline: reports, queueing, safe output (issue 19 items 3, 5, 6) --
 

@@ -21,6 +21,7 @@ from dockyard.errors import (
     TooManyTags,
     Unsupported,
 )
+from dockyard.metadata import generations
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs, tags
 from dockyard.policy.tags import Override, TagPolicy
@@ -105,6 +106,7 @@ class ManifestService:
             manifest_id = self._store(conn, repo_id, parsed)
             for tag in new_tags:  # any refusal rolls back the manifest and every tag: all or nothing
                 move_tag(conn, self.tag_policy, repository, repo_id, tag, manifest_id, parsed.digest)
+            generations.bump_repository(conn, repository)  # cached signature verdicts of the project expire
         return parsed
 
     def store(self, conn: Connection, repo_id: int, parsed: ParsedManifest) -> int:
@@ -200,6 +202,7 @@ class ManifestService:
                 raise NameUnknown(f"repository {repository} is not known to this registry", detail={"name": repository})
             if tag is not None:
                 remove_tag(conn, self.tag_policy, repository, repo_id, tag, override=override)
+                generations.bump_repository(conn, repository)
                 return
             # Lock the manifest row (PostgreSQL) before reading its tags: a concurrent tag write on it
             # (its foreign key takes a share lock on this row) then either committed before we look, or waits.
@@ -245,6 +248,7 @@ class ManifestService:
                     .where(blobs.c.digest.in_(blob_refs))
                     .values(ref_count=blobs.c.ref_count - 1, touched_at=utcnow())
                 )
+            generations.bump_repository(conn, repository)  # e.g. a deleted signature no longer counts
 
     @staticmethod
     def _tags_holding(conn: Connection, repo_id: int, digest: str) -> list[tuple[str, str]]:

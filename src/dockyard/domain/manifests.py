@@ -119,6 +119,14 @@ def _descriptor(value: Any, where: str) -> dict[str, Any]:
         raise ManifestInvalid(f"{where} must have a non-negative integer size")
     if not isinstance(media_type, str) or not media_type:
         raise ManifestInvalid(f"{where} must have a mediaType")
+    # Checked like the top-level ones: signature verification, referrers listings and clients read
+    # descriptor annotations, and a number or a list where a string belongs must not reach them.
+    annotations = value.get("annotations")
+    if annotations is not None and (not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values())):
+        raise ManifestInvalid(f"{where}.annotations must be a map of strings")
+    artifact_type = value.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise ManifestInvalid(f"{where}.artifactType must be a string")
     return value
 
 

@@ -23,6 +23,7 @@ from dockyard.domain.manifests import parse_manifest
 from dockyard.domain.names import validate_digest, validate_name, validate_tag
 from dockyard.domain.repositories import ensure_repository_id, require_repository_id
 from dockyard.errors import Denied, InvalidRequest, ManifestBlobUnknown, ManifestUnknown
+from dockyard.metadata import generations
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs
 from dockyard.policy.tags import Override, TagPolicy
@@ -145,6 +146,7 @@ class PromotionService:
                 result.tags[tag] = move_tag(
                     conn, self.tag_policy, destination, dest_id, tag, manifest_id, digest, override=override
                 )
+            generations.bump_repository(conn, destination)  # copied signatures count at once
         return result
 
     # -- copying without bytes ---------------------------------------------------------------

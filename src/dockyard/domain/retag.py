@@ -11,6 +11,7 @@ from dockyard.domain.manifest_service import move_tag
 from dockyard.domain.names import validate_digest, validate_name, validate_tag
 from dockyard.domain.repositories import require_repository_id
 from dockyard.errors import ManifestUnknown
+from dockyard.metadata import generations
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import manifests
 from dockyard.policy.tags import Override, TagPolicy
@@ -37,4 +38,6 @@ def point_tag(
         ).scalar()
         if manifest_id is None:
             raise ManifestUnknown(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
-        return move_tag(conn, policy, repository, repo_id, tag, manifest_id, digest, override=override)
+        previous = move_tag(conn, policy, repository, repo_id, tag, manifest_id, digest, override=override)
+        generations.bump_repository(conn, repository)  # a moved .sig tag changes signature verdicts
+        return previous

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, delete, select
 
 from dockyard.errors import Conflict, InvalidRequest, NotFound
+from dockyard.metadata import generations
 from dockyard.metadata.db import Database, aware, insert_ignore, upsert, utcnow
 from dockyard.metadata.lookups import require_project_id
 from dockyard.metadata.models import cve_allowlist, project_security, scanners, trusted_keys
@@ -233,6 +234,7 @@ class SecuritySettings:
                 "updated_at": utcnow(),
             }
             upsert(conn, project_security, {"project_id": project_id, **row}, ["project_id"], row)
+            generations.bump(conn, project)
         self._changed()
         return policy
 
@@ -312,6 +314,7 @@ class SecuritySettings:
             key_id = conn.execute(
                 select(trusted_keys.c.id).where(trusted_keys.c.project_id == project_id, trusted_keys.c.name == name)
             ).scalar_one()
+            generations.bump(conn, project)
         self._changed()
         return TrustedKey(key_id, name, row["fingerprint"], row["public_key"], now, by)
 
@@ -319,6 +322,7 @@ class SecuritySettings:
         with self.db.write() as conn:
             project_id = require_project_id(conn, project)
             gone = conn.execute(delete(trusted_keys).where(trusted_keys.c.project_id == project_id, trusted_keys.c.name == name)).rowcount
+            generations.bump(conn, project)
         if not gone:
             raise NotFound(f"project {project} has no trusted key named {name}", detail={"name": name[:100]})
         self._changed()

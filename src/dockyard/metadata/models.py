@@ -437,6 +437,17 @@ scan_reports = Table(
 
 # -- signature verification (issue 19 items 1, 4) --
 
+# One counter per project, bumped in the same transaction as anything that can change a signature
+# verdict there: a manifest or tag written or deleted (a push, a new referrer, promotion, retag,
+# retention), a policy or trusted-key change. Verdict caches key on it, so they stay valid until
+# it moves, on every node (signing/in_registry.py).
+security_generations = Table(
+    "security_generations",
+    metadata,
+    Column("project", String(255), primary_key=True),
+    Column("generation", BigInteger, nullable=False, default=0),
+)
+
 
 # -- scan pipeline: reports, queueing, safe output (issue 19 items 3, 5, 6) --
 

@@ -164,16 +164,47 @@ class ScanService:
         }
 
     def sbom(self, repository: str, digest: str) -> bytes | None:
-        """The SPDX document attached to an image by the built-in scanner, if any."""
+        """The SPDX document the built-in scanner attached to an image, if any.
+
+        Only the referrer whose digest the scan recorded is read (a pusher can attach anything that
+        looks like our SBOM, annotations included), and only up to scan_max_sbom_bytes."""
         report = self.reports.get(digest, BUILTIN_SCANNER)
         if report is None or not report.sbom_digest:
             return None
-        stored = self._manifest(repository, report.sbom_digest)
+        layer = self._own_sbom_layer(repository, report.sbom_digest, digest)
+        if layer is None:
+            return None
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(blobs.c.storage_key, blobs.c.size).where(blobs.c.digest == layer, blobs.c.state == "present")
+            ).first()
+        if row is None:
+            return None
+        if row.size > self.limits.max_sbom_bytes:
+            raise NotFound(
+                f"the SBOM of {repository}@{digest} is {row.size} bytes, over scan_max_sbom_bytes ({self.limits.max_sbom_bytes})",
+                detail={"digest": digest},
+            )
+        return b"".join(self.storage.open_read(row.storage_key, 0, self.limits.max_sbom_bytes))
+
+    def _own_sbom_layer(self, repository: str, sbom_digest: str, subject: str) -> str | None:
+        """The SPDX layer digest of the SBOM referrer `sbom_digest` in `repository`, if it is one the
+        built-in scanner could have written for `subject` (its recorded digest, its shape)."""
+        stored = self._manifest(repository, sbom_digest)
         if stored is None:
             return None
-        layer = json.loads(stored[1])["layers"][0]["digest"]
-        with self._blob_files(repository) as blob_path:
-            return blob_path(layer).read_bytes()
+        try:
+            doc = json.loads(stored[1])
+            layers = doc["layers"]
+            layer = layers[0]["digest"]
+            ok = (len(layers) == 1 and isinstance(layer, str) and doc.get("artifactType") == sbom_module.SPDX_MEDIA_TYPE
+                  and layers[0].get("mediaType") == sbom_module.SPDX_MEDIA_TYPE and doc["subject"]["digest"] == subject)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            ok = False
+        if not ok:
+            log.warning("recorded SBOM %s of %s@%s is not an SBOM the scanner wrote; ignored", sbom_digest, repository, subject)
+            return None
+        return layer
 
     # -- the scan job ---------------------------------------------------------------------------
 
@@ -347,21 +378,13 @@ class ScanService:
             yield blob_path
 
     def _attach_sbom(self, repository: str, subject: str, subject_type: str, subject_size: int, sbom) -> str:
-        """Push the SBOM as a referrer of the image (once: a forced rescan keeps the first one)."""
-        with self.db.read() as conn:
-            existing = conn.execute(
-                select(manifests.c.digest)
-                .join(repositories, repositories.c.id == manifests.c.repository_id)
-                .where(
-                    repositories.c.name == repository,
-                    manifests.c.subject_digest == subject,
-                    manifests.c.artifact_type == sbom_module.SPDX_MEDIA_TYPE,
-                    manifests.c.annotations.contains(SBOM_GENERATOR_ANNOTATION),
-                )
-                .limit(1)
-            ).scalar()
-        if existing:
-            return existing
+        """Push the SBOM as a referrer of the image (once: a forced rescan keeps the first one).
+
+        "The first one" is the referrer whose digest the last scan recorded, never one found by its
+        artifact type or annotations: anyone with push can plant a referrer that looks like ours."""
+        previous = self.reports.get(subject, BUILTIN_SCANNER)
+        if previous is not None and previous.sbom_digest and self._own_sbom_layer(repository, previous.sbom_digest, subject):
+            return previous.sbom_digest
         sbom_digest = self._put_blob(repository, sbom.spdx)
         config_digest = self._put_blob(repository, EMPTY_CONFIG)
         manifest = {

@@ -59,6 +59,50 @@ class FormatError(ValueError):
     """A document is not what its media type claims."""
 
 
+class TooLarge(FormatError):
+    """Signature data over the size limit: refused unread, and said so (not "missing")."""
+
+
+# Typed accessors: every document here comes from someone with push, so a field of the wrong JSON
+# type must become a FormatError (that signature's error), never a TypeError further down.
+
+
+def _obj(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise FormatError(f"{what} is not a JSON object")
+    return value
+
+
+def _opt_obj(value: Any, what: str) -> dict:
+    return {} if value is None else _obj(value, what)
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise FormatError(f"{what} is not a string")
+    return value
+
+
+def _list(value: Any, what: str) -> list:
+    if not isinstance(value, list):
+        raise FormatError(f"{what} is not a list")
+    return value
+
+
+def _b64(value: Any, what: str) -> bytes:
+    try:
+        return base64.b64decode(_str(value, what), validate=True)
+    except ValueError as exc:  # binascii.Error is a ValueError
+        raise FormatError(f"{what} is not base64") from exc
+
+
+def _json(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise FormatError(f"{what} is not JSON: {str(exc)[:200]}") from exc
+
+
 def go_json(obj: Any) -> bytes:
     """JSON as Go's encoding/json writes it: compact, `<`, `>`, `&` escaped."""
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
@@ -111,17 +155,19 @@ class SimpleSigning:
 
 
 def parse_simple_signing(payload: bytes) -> SimpleSigning:
-    try:
-        doc = json.loads(payload)
-        critical = doc["critical"]
-        kind = critical["type"]
-        digest = critical["image"]["docker-manifest-digest"]
-        reference = critical.get("identity", {}).get("docker-reference", "")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise FormatError(f"not a simple-signing payload: {exc}") from exc
+    doc = _obj(_json(payload, "simple-signing payload"), "simple-signing payload")
+    critical = _obj(doc.get("critical"), "simple-signing critical")
+    kind = _str(critical.get("type"), "simple-signing critical.type")
+    digest = _str(_obj(critical.get("image"), "simple-signing critical.image").get("docker-manifest-digest"),
+                  "simple-signing docker-manifest-digest")
+    identity = _opt_obj(critical.get("identity"), "simple-signing critical.identity")
+    reference = identity.get("docker-reference", "")
+    if not isinstance(reference, str):
+        raise FormatError("simple-signing docker-reference is not a string")
     if kind != SIMPLE_SIGNING_TYPE:
-        raise FormatError(f"simple-signing payload of unknown type {kind!r}")
-    return SimpleSigning(reference, digest, doc.get("optional"))
+        raise FormatError(f"simple-signing payload of unknown type {kind[:100]!r}")
+    optional = doc.get("optional")
+    return SimpleSigning(reference, digest, optional if isinstance(optional, dict) else None)
 
 
 def legacy_config(layer_payloads: list[bytes]) -> bytes:
@@ -157,22 +203,45 @@ class LegacyEntry:
     error: str | None = None
 
 
-def parse_legacy_manifest(manifest: dict) -> list[LegacyEntry]:
-    entries = []
-    for layer in manifest.get("layers") or []:
+def parse_legacy_manifest(manifest: dict, max_layers: int | None = None) -> list[LegacyEntry]:
+    """One entry per simple-signing layer; a malformed layer is an entry with an error, so it
+    never hides the others. Past `max_layers` signature layers one entry says how many were
+    skipped (a `.sig` manifest of thousands of layers must not cost a verification each)."""
+    layers = manifest.get("layers")
+    layers = [] if layers is None else _list(layers, "manifest layers")
+    entries: list[LegacyEntry] = []
+    seen = 0
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            entries.append(LegacyEntry("", 0, None, False, f"layers[{i}] is not a descriptor object"))
+            continue
         if layer.get("mediaType") != SIMPLE_SIGNING:
             continue
-        ann = layer.get("annotations") or {}
-        sig, error = None, None
-        try:
-            sig = base64.b64decode(ann[SIGNATURE_ANNOTATION], validate=True)
-        except KeyError:
-            error = "layer has no signature annotation"
-        except ValueError:
-            error = "signature annotation is not base64"
-        entries.append(LegacyEntry(layer.get("digest", ""), int(layer.get("size", 0)), sig,
-                                   CERTIFICATE_ANNOTATION in ann, error))
+        seen += 1
+        if max_layers is not None and seen > max_layers:
+            continue
+        entries.append(_legacy_entry(layer, i))
+    if max_layers is not None and seen > max_layers:
+        entries.append(LegacyEntry("", 0, None, False,
+                                   f"signature manifest has {seen} signature layers; only the first {max_layers} "
+                                   "were examined (signature_max_layers)"))
     return entries
+
+
+def _legacy_entry(layer: dict, i: int) -> LegacyEntry:
+    try:
+        ann = _opt_obj(layer.get("annotations"), f"layers[{i}].annotations")
+        keyless = CERTIFICATE_ANNOTATION in ann
+        digest = check_digest(_str(layer.get("digest"), f"layers[{i}].digest"))
+        size = layer.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise FormatError(f"layers[{i}].size is not a non-negative integer")
+        if SIGNATURE_ANNOTATION not in ann:
+            return LegacyEntry(digest, size, None, keyless, "layer has no signature annotation")
+        sig = _b64(ann[SIGNATURE_ANNOTATION], "signature annotation")
+    except FormatError as exc:
+        return LegacyEntry("", 0, None, False, str(exc))
+    return LegacyEntry(digest, size, sig, keyless)
 
 
 # -- DSSE, in-toto, Sigstore bundle (bundle layout) --------------------------------------------
@@ -202,14 +271,15 @@ class Statement:
 
 
 def parse_statement(payload: bytes) -> Statement:
-    try:
-        doc = json.loads(payload)
-        kind, predicate_type = doc["_type"], doc["predicateType"]
-        subjects = [dict(s.get("digest") or {}) for s in doc["subject"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise FormatError(f"not an in-toto statement: {exc}") from exc
+    doc = _obj(_json(payload, "in-toto statement"), "in-toto statement")
+    kind = _str(doc.get("_type"), "statement _type")
+    predicate_type = _str(doc.get("predicateType"), "statement predicateType")
+    subjects = []
+    for i, subject in enumerate(_list(doc.get("subject"), "statement subject")):
+        digests = _opt_obj(_obj(subject, f"statement subject[{i}]").get("digest"), f"statement subject[{i}].digest")
+        subjects.append({k: v for k, v in digests.items() if isinstance(v, str)})
     if kind not in (STATEMENT_V1, STATEMENT_V01):
-        raise FormatError(f"unknown in-toto statement type {kind!r}")
+        raise FormatError(f"unknown in-toto statement type {kind[:100]!r}")
     return Statement(kind, predicate_type, subjects)
 
 
@@ -241,29 +311,24 @@ class Envelope:
 
 
 def parse_bundle(data: bytes) -> Envelope:
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise FormatError(f"bundle is not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise FormatError("bundle is not a JSON object")
-    if doc.get("mediaType") not in BUNDLE_MEDIA_TYPES:
-        raise FormatError(f"unknown bundle media type {doc.get('mediaType')!r}")
+    doc = _obj(_json(data, "bundle"), "bundle")
+    media_type = doc.get("mediaType")
+    if not isinstance(media_type, str) or media_type not in BUNDLE_MEDIA_TYPES:
+        raise FormatError(f"unknown bundle media type {str(media_type)[:100]!r}")
     env = doc.get("dsseEnvelope")
     if not isinstance(env, dict):
         if "messageSignature" in doc:
             raise FormatError("bundle holds a message signature, not a DSSE envelope")
         raise FormatError("bundle has no DSSE envelope")
-    material = doc.get("verificationMaterial") or {}
-    try:
-        payload = base64.b64decode(env["payload"], validate=True)
-        sigs = [base64.b64decode(s["sig"], validate=True) for s in env.get("signatures") or []]
-        payload_type = env["payloadType"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise FormatError(f"malformed DSSE envelope: {exc}") from exc
-    hint = (material.get("publicKey") or {}).get("hint")
+    material = _opt_obj(doc.get("verificationMaterial"), "bundle verificationMaterial")
+    payload = _b64(env.get("payload"), "DSSE payload")
+    payload_type = _str(env.get("payloadType"), "DSSE payloadType")
+    raw_sigs = env.get("signatures")
+    sigs = [_b64(_obj(s, f"DSSE signatures[{i}]").get("sig"), f"DSSE signatures[{i}].sig")
+            for i, s in enumerate([] if raw_sigs is None else _list(raw_sigs, "DSSE signatures"))]
+    hint = _opt_obj(material.get("publicKey"), "bundle verificationMaterial.publicKey").get("hint")
     keyless = "certificate" in material or "x509CertificateChain" in material
-    return Envelope(payload, payload_type, sigs, hint, keyless)
+    return Envelope(payload, payload_type, sigs, hint if isinstance(hint, str) else None, keyless)
 
 
 def bundle_referrer_manifest(bundle: bytes | dict, subject: dict, created: datetime | None = None,
@@ -289,14 +354,20 @@ def bundle_referrer_manifest(bundle: bytes | dict, subject: dict, created: datet
 # -- classification -----------------------------------------------------------------------------
 
 
+def _config_media_type(manifest: dict) -> str:
+    config = manifest.get("config")
+    media_type = config.get("mediaType") if isinstance(config, dict) else None
+    return media_type if isinstance(media_type, str) else ""
+
+
 def artifact_type(manifest: dict) -> str:
-    """What the referrers API reports: artifactType, else config.mediaType."""
-    return manifest.get("artifactType") or (manifest.get("config") or {}).get("mediaType") or ""
+    """What the referrers API reports: artifactType, else config.mediaType ("" if neither is a string)."""
+    declared = manifest.get("artifactType")
+    return declared if isinstance(declared, str) and declared else _config_media_type(manifest)
 
 
 def is_notation_signature(manifest_or_descriptor: dict) -> bool:
-    return NOTATION_SIGNATURE in (manifest_or_descriptor.get("artifactType"),
-                                  (manifest_or_descriptor.get("config") or {}).get("mediaType"))
+    return NOTATION_SIGNATURE in (manifest_or_descriptor.get("artifactType"), _config_media_type(manifest_or_descriptor))
 
 
 def is_cosign_bundle(manifest_or_descriptor: dict) -> bool:
@@ -308,10 +379,4 @@ def is_cosign_legacy_referrer(manifest_or_descriptor: dict) -> bool:
 
 
 def parse_manifest(raw: bytes) -> dict:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise FormatError(f"manifest is not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise FormatError("manifest is not a JSON object")
-    return doc
+    return _obj(_json(raw, "manifest"), "manifest")

@@ -73,68 +73,149 @@ class Verdict:
         return bool(self.verified_by)
 
 
-def find_signatures(source: SignatureSource, repo: str, image_digest: str) -> list[Signature]:
+@dataclass(frozen=True)
+class Limits:
+    """How much of what a pusher attached one evaluation examines (settings signature_max_*)."""
+    max_layers: int = 64       # simple-signing layers per `.sig` manifest
+    max_referrers: int = 64    # signature referrers per image
+
+
+class _ReadOnce:
+    """The source, read at most once per manifest and blob within one evaluation: a `.sig`
+    manifest whose thousands of layers name one payload costs one read, not thousands."""
+
+    def __init__(self, source: SignatureSource):
+        self.source = source
+        self._manifests: dict[tuple[str, str], bytes | None] = {}
+        self._blobs: dict[tuple[str, str], bytes | None | FormatError] = {}
+
+    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[dict]:
+        return self.source.referrers(repo, digest, artifact_type)
+
+    def manifest(self, repo: str, ref: str) -> bytes | None:
+        key = (repo, ref)
+        if key not in self._manifests:
+            self._manifests[key] = self.source.manifest(repo, ref)
+        return self._manifests[key]
+
+    def blob(self, repo: str, digest: str) -> bytes | None:
+        key = (repo, digest)
+        if key not in self._blobs:
+            try:
+                self._blobs[key] = self.source.blob(repo, digest)
+            except FormatError as exc:  # e.g. over the size limit: the same answer for every layer naming it
+                self._blobs[key] = exc
+        value = self._blobs[key]
+        if isinstance(value, FormatError):
+            raise value
+        return value
+
+
+# What malformed signature data can raise while it is parsed: it becomes that signature's error.
+# The typed parsers in formats raise FormatError; the rest is a last line of defense.
+_PARSE_ERRORS = (FormatError, ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
+
+
+def find_signatures(source: SignatureSource, repo: str, image_digest: str, limits: Limits | None = None) -> list[Signature]:
+    """Every signature attached to `image_digest`; one that cannot be read or parsed is a Signature
+    with an error, so it can neither hide the others nor abort the evaluation."""
     formats.check_digest(image_digest)
+    limits = limits or Limits()
+    source = _ReadOnce(source)
     found: list[Signature] = []
     tag = formats.signature_tag(image_digest)
     raw = source.manifest(repo, tag)
     if raw is not None:
-        found.extend(_legacy_signatures(source, repo, raw))
-    for desc in source.referrers(repo, image_digest):
-        digest = desc.get("digest", "")
+        found.extend(_legacy_signatures(source, repo, raw, limits=limits))
+    candidates = [d for d in source.referrers(repo, image_digest) if isinstance(d, dict) and _is_signature(d)]
+    if len(candidates) > limits.max_referrers:
+        found.append(Signature(Layout.BUNDLE, None, error=(
+            f"more than {limits.max_referrers} signature referrers; only the first {limits.max_referrers} "
+            "were examined (signature_max_referrers)")))
+    for desc in candidates[:limits.max_referrers]:
+        digest = desc.get("digest")
+        digest = digest if isinstance(digest, str) else ""
         if formats.is_notation_signature(desc):
             found.append(Signature(Layout.NOTATION, digest, error="Notation signatures are recognized, not verified"))
         elif formats.is_cosign_bundle(desc):
             found.append(_bundle_signature(source, repo, digest))
-        elif formats.is_cosign_legacy_referrer(desc):
-            raw = source.manifest(repo, digest)
+        else:
+            try:
+                raw = source.manifest(repo, digest)
+            except _PARSE_ERRORS as exc:
+                found.append(Signature(Layout.LEGACY_REFERRER, digest, error=_message(exc)))
+                continue
             if raw is not None:
-                found.extend(_legacy_signatures(source, repo, raw, Layout.LEGACY_REFERRER))
+                found.extend(_legacy_signatures(source, repo, raw, Layout.LEGACY_REFERRER, limits=limits))
     return found
 
 
+def _is_signature(desc: dict) -> bool:
+    return (formats.is_notation_signature(desc) or formats.is_cosign_bundle(desc)
+            or formats.is_cosign_legacy_referrer(desc))
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc)[:500] if isinstance(exc, FormatError) else f"malformed signature data ({type(exc).__name__})"
+
+
 def _legacy_signatures(source: SignatureSource, repo: str, raw: bytes,
-                       layout: Layout = Layout.TAG) -> list[Signature]:
+                       layout: Layout = Layout.TAG, *, limits: Limits) -> list[Signature]:
     digest = formats.sha256_digest(raw)
     try:
-        entries = formats.parse_legacy_manifest(formats.parse_manifest(raw))
-    except FormatError as exc:
-        return [Signature(layout, digest, error=str(exc))]
+        entries = formats.parse_legacy_manifest(formats.parse_manifest(raw), limits.max_layers)
+    except _PARSE_ERRORS as exc:
+        return [Signature(layout, digest, error=_message(exc))]
     if not entries:
         return [Signature(layout, digest, error="signature manifest has no simple-signing layer")]
     out = []
     for entry in entries:
         sig = Signature(layout, digest, signatures=[entry.signature] if entry.signature else [],
                         keyless=entry.keyless, error=entry.error, payload_type=formats.SIMPLE_SIGNING)
-        payload = source.blob(repo, entry.payload_digest) if entry.payload_digest else None
-        if payload is None:
-            sig.error = sig.error or f"payload blob {entry.payload_digest} is missing"
-        else:
-            sig.payload = sig.signed = payload
+        if entry.payload_digest:
+            try:
+                payload = source.blob(repo, entry.payload_digest)
+            except _PARSE_ERRORS as exc:
+                sig.error = sig.error or _message(exc)
+            else:
+                if payload is None:
+                    sig.error = sig.error or f"payload blob {entry.payload_digest} is missing"
+                else:
+                    sig.payload = sig.signed = payload
         out.append(sig)
     return out
 
 
 def _bundle_signature(source: SignatureSource, repo: str, digest: str) -> Signature:
     sig = Signature(Layout.BUNDLE, digest, payload_type=formats.INTOTO_PAYLOAD_TYPE)
-    raw = source.manifest(repo, digest)
-    if raw is None:
-        sig.error = "referrer manifest is missing"
-        return sig
     try:
-        layers = formats.parse_manifest(raw).get("layers") or []
-        if len(layers) != 1 or layers[0].get("mediaType") not in formats.BUNDLE_MEDIA_TYPES:
+        raw = source.manifest(repo, digest) if digest else None
+        if raw is None:
+            sig.error = "referrer manifest is missing"
+            return sig
+        layers = formats.parse_manifest(raw).get("layers")
+        if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict) \
+                or layers[0].get("mediaType") not in formats.BUNDLE_MEDIA_TYPES:
             raise FormatError("expected exactly one Sigstore bundle layer")
-        bundle = source.blob(repo, layers[0]["digest"])
+        layer_digest = formats.check_digest(formats._str(layers[0].get("digest"), "bundle layer digest"))
+        bundle = source.blob(repo, layer_digest)
         if bundle is None:
-            raise FormatError(f"bundle blob {layers[0]['digest']} is missing")
+            raise FormatError(f"bundle blob {layer_digest} is missing")
         env = formats.parse_bundle(bundle)
-    except FormatError as exc:
-        sig.error = str(exc)
+    except _PARSE_ERRORS as exc:
+        sig.error = _message(exc)
         return sig
     sig.payload, sig.payload_type, sig.signatures, sig.keyless = env.payload, env.payload_type, env.signatures, env.keyless
     sig.signed = formats.pae(env.payload_type, env.payload)
     return sig
+
+
+def _shown(claimed: str) -> str:
+    """A claimed digest as it may appear in a refusal: pusher-controlled, so quoted unless well-formed."""
+    try:
+        return formats.check_digest(claimed)
+    except FormatError:
+        return repr(claimed[:80])
 
 
 def _claims_digest(sig: Signature, image_digest: str) -> str | None:
@@ -142,14 +223,14 @@ def _claims_digest(sig: Signature, image_digest: str) -> str | None:
     try:
         if sig.payload_type == formats.SIMPLE_SIGNING:
             claimed = formats.parse_simple_signing(sig.payload).image_digest
-            return None if claimed == image_digest else f"payload signs {claimed}, not {image_digest}"
+            return None if claimed == image_digest else f"payload signs {_shown(claimed)}, not {image_digest}"
         if sig.payload_type != formats.INTOTO_PAYLOAD_TYPE:
-            return f"unsupported DSSE payload type {sig.payload_type!r}"
+            return f"unsupported DSSE payload type {sig.payload_type[:100]!r}"
         statement = formats.parse_statement(sig.payload)
-    except FormatError as exc:
-        return str(exc)
+    except _PARSE_ERRORS as exc:
+        return _message(exc)
     if statement.predicate_type != formats.COSIGN_SIGN_PREDICATE:
-        return f"an attestation ({statement.predicate_type}), not a signature"
+        return f"an attestation ({statement.predicate_type[:200]!r}), not a signature"
     if not formats.statement_names_digest(statement, image_digest):
         return f"statement subject does not name {image_digest}"
     return None
@@ -184,5 +265,6 @@ def check_signatures(found: Iterable[Signature], image_digest: str,
     return verdict
 
 
-def verify(source: SignatureSource, repo: str, image_digest: str, public_keys: Iterable[PublicKey]) -> Verdict:
-    return check_signatures(find_signatures(source, repo, image_digest), image_digest, public_keys)
+def verify(source: SignatureSource, repo: str, image_digest: str, public_keys: Iterable[PublicKey],
+           limits: Limits | None = None) -> Verdict:
+    return check_signatures(find_signatures(source, repo, image_digest, limits), image_digest, public_keys)

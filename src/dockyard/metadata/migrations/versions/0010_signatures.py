@@ -15,8 +15,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "security_generations",
+        sa.Column("project", sa.String(255), primary_key=True),
+        sa.Column("generation", sa.BigInteger(), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("security_generations")
