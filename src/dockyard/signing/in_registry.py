@@ -97,6 +97,7 @@ class SignatureChecker:
         self.limits = limits or Limits(max_referrers=source.max_referrers)
         self.max_entries = max_entries
         self.evaluations = 0  # verifications actually run (not served from the cache or a merged flight)
+        self.merged = 0       # callers that waited for another caller's evaluation of the same key
         self._cache: OrderedDict[tuple, Verdict] = OrderedDict()
         self._flights: dict[tuple, Future] = {}
         self._lock = threading.Lock()
@@ -125,6 +126,8 @@ class SignatureChecker:
             leader = flight is None
             if leader:
                 flight = self._flights[cache_key] = Future()
+            else:
+                self.merged += 1
         if not leader:
             return flight.result()  # another thread is evaluating this very key: share its answer
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from dockyard.signing.formats import OCI_INDEX, OCI_MANIFEST, FormatError, parse_manifest, sha256_digest
+from dockyard.signing.formats import OCI_INDEX, OCI_MANIFEST, FormatError, TooLarge, parse_manifest, sha256_digest
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -27,6 +27,10 @@ _REF = re.compile(
 
 class RegistryError(RuntimeError):
     pass
+
+
+class DocumentTooLarge(RegistryError, TooLarge):
+    """A blob over MAX_DOCUMENT: verification reports it as that signature's error."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,7 @@ class RegistryClient:
         if r.status_code != 200:
             raise RegistryError(f"GET blob {repo}@{digest}: {_error_text(r)}")
         if len(r.content) > MAX_DOCUMENT:
-            raise RegistryError(f"blob {repo}@{digest} is larger than {MAX_DOCUMENT} bytes")
+            raise DocumentTooLarge(f"blob {repo}@{digest} is over the {MAX_DOCUMENT}-byte limit for signature data")
         if sha256_digest(r.content) != digest:
             raise RegistryError(f"blob {repo}@{digest} hashes to {sha256_digest(r.content)}")
         return r.content
@@ -187,12 +191,17 @@ class RegistryClient:
         params = {"artifactType": artifact_type} if artifact_type else None
         r = self._request("GET", f"/v2/{repo}/referrers/{digest}", self._scope(repo), params=params)
         if r.status_code == 200:
-            manifests = r.json().get("manifests") or []
+            try:
+                index = parse_manifest(r.content)
+            except FormatError as exc:
+                raise RegistryError(f"GET referrers of {repo}@{digest}: {exc}") from exc
         elif r.status_code in (404, 405):
             fallback = self.manifest(repo, digest.replace(":", "-"))
-            manifests = (parse_manifest(fallback).get("manifests") or []) if fallback else []
+            index = parse_manifest(fallback) if fallback else {}
         else:
             raise RegistryError(f"GET referrers of {repo}@{digest}: {_error_text(r)}")
+        manifests = index.get("manifests")
+        manifests = [m for m in manifests if isinstance(m, dict)] if isinstance(manifests, list) else []
         if artifact_type:  # the API may ignore the filter (no OCI-Filters-Applied)
             manifests = [m for m in manifests if m.get("artifactType") == artifact_type]
         return manifests

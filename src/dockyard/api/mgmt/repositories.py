@@ -64,6 +64,7 @@ def delete_tag(
     caller.require_project(project, "delete")
     override = make_override(caller.principal, override_reason, caller.source_ip, caller.user_agent)
     caller.services.manifests.delete(name, tag, None, override=override)
+    caller.services.pull_gate.on_push(name)  # a deleted .sig tag stops counting here at once
     caller.audit("tag.delete", f"{name}:{tag}", project=project, detail={"override_reason": override_reason} if override else None)
     return Response(status_code=204)
 

@@ -37,6 +37,7 @@ async def manifest(request: Request) -> Response:
         return Response(stored.payload, 200, headers=headers, media_type=stored.media_type)
     if method == "DELETE":
         await services.db.run(services.manifests.delete, name, tag, digest)
+        services.pull_gate.on_push(name)  # a deleted signature stops counting here at once
         return Response(status_code=202, headers={"Content-Length": "0"})
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():

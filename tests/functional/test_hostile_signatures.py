@@ -1,0 +1,219 @@
+"""Hostile signatures against the registry in-process (issue 19 items 1, 4, 8): a gated pull and
+GET …/signatures answer with a verdict and its reasons, never a 500; the work of one evaluation is
+bounded and shared; verdicts stay cached until the project's security generation moves."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import json
+
+from dockyard.signing import formats
+from dockyard.signing.in_registry import RegistrySignatureSource, SignatureChecker
+from dockyard.signing.keys import generate_private_key, key_hint, public_key_pem, sign_message
+
+from .governance_helpers import PASSWORD, env, error  # noqa: F401
+from .helpers import OCI_MANIFEST, assert_error, sha256
+
+DEPLOY = ("deploy", PASSWORD)
+PROJECT = "signed"
+REPO = "signed/app"
+KEY = generate_private_key()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def setup(env) -> None:
+    await env.project(PROJECT)
+    await env.user("deploy", **{PROJECT: "guest"})
+    r = await env.api.post(f"/api/v1/projects/{PROJECT}/security/trusted-keys",
+                           json={"name": "release", "public_key": public_key_pem(KEY).decode()})
+    assert r.status_code == 201, r.text
+    r = await env.api.patch(f"/api/v1/projects/{PROJECT}/security", json={"require_signature": True})
+    assert r.status_code == 200, r.text
+
+
+async def sign_tag_layout(env, digest: str, layers: list[dict] | None = None, repo: str = REPO) -> str:
+    """Push the `.sig` manifest of `digest`: a good signature by KEY, then `layers`."""
+    payload = formats.simple_signing_payload(f"registry.test/{repo}", digest)
+    await env.reg.push_blob(repo, payload)
+    config = formats.legacy_config([payload])
+    await env.reg.push_blob(repo, config)
+    manifest = formats.legacy_manifest([formats.legacy_layer(payload, sign_message(KEY, payload))] + (layers or []), config)
+    return await env.reg.push_manifest(repo, formats.signature_tag(digest), manifest, OCI_MANIFEST)
+
+
+async def push_bundle(env, digest: str, subject_body: bytes, bundle: bytes, repo: str = REPO) -> str:
+    await env.reg.push_blob(repo, formats.EMPTY_JSON)
+    await env.reg.push_blob(repo, bundle)
+    subject = {"mediaType": OCI_MANIFEST, "size": len(subject_body), "digest": digest}
+    body = formats.bundle_referrer_manifest(bundle, subject)
+    return await env.reg.push_manifest(repo, sha256(body), body, OCI_MANIFEST)
+
+
+def junk_bundles(digest: str) -> list[tuple[str, bytes]]:
+    """(the reason verification gives, bundle bytes): a valid bundle by KEY, spoiled as in issue 19."""
+    statement = formats.sign_statement(digest)
+    good = formats.dsse_bundle(statement, sign_message(KEY, formats.pae(formats.INTOTO_PAYLOAD_TYPE, statement)),
+                               key_hint(KEY.public_key()))
+    out = []
+    for reason, envelope, field, value in [
+        ("bundle verificationMaterial is not a JSON object", False, "verificationMaterial", "junk"),
+        ("bundle verificationMaterial is not a JSON object", False, "verificationMaterial", ["junk"]),
+        ("DSSE payloadType is not a string", True, "payloadType", 7),
+    ]:
+        doc = json.loads(good)
+        (doc["dsseEnvelope"] if envelope else doc)[field] = value
+        out.append((reason, json.dumps(doc).encode()))
+    return out
+
+
+async def signature_status(env, ref: str, repo: str = REPO) -> dict:
+    r = await env.api.get(f"/api/v1/repositories/{repo}/artifacts/{ref}/signatures")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_item1_junk_bundles_next_to_a_good_signature_never_500(env):
+    """One junk bundle referrer next to a valid tag signature turned every gated pull into a 500."""
+    await setup(env)
+    digest, body = await env.reg.push_image(REPO, "1", seed=1)
+    await sign_tag_layout(env, digest)
+    junk = [(reason, await push_bundle(env, digest, body, data)) for reason, data in junk_bundles(digest)]
+    assert (await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY)).status_code == 200
+    status = await signature_status(env, "1")
+    assert status["verified"] and status["layouts"] == ["bundle", "tag"]
+    for reason, ref in junk:
+        assert f"bundle signature {ref}: {reason}" in status["reasons"], status["reasons"]
+    # The junk alone: 403 with the reason, and the status endpoint answers.
+    lone, lone_body = await env.reg.push_image(REPO, "2", seed=2)
+    await push_bundle(env, lone, lone_body, junk_bundles(lone)[2][1])
+    message = error(await env.api.get(f"/v2/{REPO}/manifests/2", auth=DEPLOY), 403, "DENIED")["message"]
+    assert f"image {lone} is not signed by a key trusted by project {PROJECT}" in message
+    assert "DSSE payloadType is not a string" in message
+    status = await signature_status(env, "2")
+    assert status["signed"] and not status["verified"]
+
+
+async def test_item1_descriptor_annotations_are_validated_on_push(env):
+    await env.project(PROJECT)
+    digest, body = await env.reg.push_image(REPO, "1", seed=1)
+    payload = formats.simple_signing_payload(f"registry.test/{REPO}", digest)
+    await env.reg.push_blob(REPO, payload)
+    config = formats.legacy_config([payload])
+    await env.reg.push_blob(REPO, config)
+    layer = formats.legacy_layer(payload, sign_message(KEY, payload))
+    spoiled = {
+        "a signature annotation that is a number": lambda m: m["layers"][0].update(annotations={formats.SIGNATURE_ANNOTATION: 12345}),
+        "layer annotations that are a string": lambda m: m["layers"][0].update(annotations="junk"),
+        "config annotations that are a list": lambda m: m["config"].update(annotations=["junk"]),
+        "subject annotations with a number": lambda m: m.update(subject={**formats.descriptor(OCI_MANIFEST, body), "annotations": {"a": 1}}),
+        "a layer artifactType that is a number": lambda m: m["layers"][0].update(artifactType=5),
+    }
+    for name, change in spoiled.items():
+        manifest = json.loads(formats.legacy_manifest([dict(layer)], config))
+        change(manifest)
+        r = await env.reg.put_manifest(REPO, formats.signature_tag(digest), json.dumps(manifest).encode(), OCI_MANIFEST)
+        assert_error(r, 400, "MANIFEST_INVALID")
+        assert "annotations must be a map of strings" in r.text or "artifactType must be a string" in r.text, (name, r.text)
+    assert (await env.api.get(f"/v2/{REPO}/manifests/{formats.signature_tag(digest)}")).status_code == 404
+
+
+async def test_item4_12000_layer_sig_manifest_is_bounded_on_a_gated_pull(env, monkeypatch):
+    """A 12,000-layer `.sig` manifest (under the 4 MiB manifest cap) costs at most
+    signature_max_layers verifications and one read of the payload it repeats."""
+    verify_module = importlib.import_module("dockyard.signing.verify")
+    checks, reads = [], []
+    real_verify, real_blob = verify_module.verify_message, RegistrySignatureSource.blob
+    monkeypatch.setattr(verify_module, "verify_message", lambda *a: checks.append(1) or real_verify(*a))
+    monkeypatch.setattr(RegistrySignatureSource, "blob", lambda self, repo, d: reads.append(d) or real_blob(self, repo, d))
+    await setup(env)
+    digest, _ = await env.reg.push_image(REPO, "1", seed=1)
+    payload = formats.simple_signing_payload(f"registry.test/{REPO}", digest)
+    junk = formats.legacy_layer(payload, b"not a signature")
+    sig_digest = await sign_tag_layout(env, digest, [junk] * 11_999)
+    raw = (await env.api.get(f"/v2/{REPO}/manifests/{sig_digest}")).content
+    assert len(json.loads(raw)["layers"]) == 12_000 and len(raw) <= 4 * 1024 * 1024
+    assert (await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY)).status_code == 200
+    limit = env.services.settings.signature_max_layers
+    assert 0 < len(checks) <= limit
+    assert reads == [formats.sha256_digest(payload)]
+    status = await signature_status(env, "1")
+    assert status["verified"]
+    assert f"tag signature {sig_digest}: signature manifest has 12000 signature layers; only the first {limit} " \
+           "were examined (signature_max_layers)" in status["reasons"]
+
+
+async def test_item4_concurrent_gated_pulls_evaluate_once_and_stay_cached_until_a_change(env):
+    await setup(env)
+    digest, body = await env.reg.push_image(REPO, "1", seed=1)
+    await sign_tag_layout(env, digest)
+    checker = env.services.signatures
+    before = checker.evaluations
+    responses = await asyncio.gather(*(env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY) for _ in range(8)))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert checker.evaluations - before == 1
+    # Past the gate's own short cache, the signature verdict is still cached: nothing changed.
+    env.services.pull_gate._cache.clear()
+    assert (await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY)).status_code == 200
+    assert (await signature_status(env, "1"))["verified"]
+    assert checker.evaluations - before == 1
+    # Another process over the same database (no local invalidation reaches it) sees changes too.
+    other = SignatureChecker(RegistrySignatureSource(env.services.db, env.services.storage, env.services.listings))
+    assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
+    assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
+    assert other.evaluations == 1
+    # A new referrer is a change: both evaluate again.
+    await push_bundle(env, digest, body, junk_bundles(digest)[2][1])
+    assert (await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY)).status_code == 200
+    assert checker.evaluations - before == 2
+    assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0] and other.evaluations == 2
+    # Deleting the signature is a change: the pull is refused at once, on every node.
+    r = await env.api.delete(f"/v2/{REPO}/manifests/{formats.signature_tag(digest)}")
+    assert r.status_code == 202, r.text
+    error(await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY), 403, "DENIED")
+    assert not other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
+    # A trusted-key change moves the generation too.
+    generation = other.generation(REPO)
+    r = await env.api.delete(f"/api/v1/projects/{PROJECT}/security/trusted-keys/release", headers={"X-Dockyard-Client": "test"})
+    assert r.status_code == 204, r.text
+    assert other.generation(REPO) > generation
+
+
+async def test_item8_signature_payload_over_limit_says_it_exceeds_the_limit(env):
+    """A 5 MiB signature payload was reported as "missing"."""
+    await setup(env)
+    digest, _ = await env.reg.push_image(REPO, "1", seed=1)
+    payload = formats.simple_signing_payload(f"registry.test/{REPO}", digest, {"pad": "x" * (5 << 20)})
+    await env.reg.push_blob(REPO, payload)
+    config = formats.legacy_config([payload])
+    await env.reg.push_blob(REPO, config)
+    manifest = formats.legacy_manifest([formats.legacy_layer(payload, sign_message(KEY, payload))], config)
+    await env.reg.push_manifest(REPO, formats.signature_tag(digest), manifest, OCI_MANIFEST)
+    limit = env.services.settings.signature_max_blob_bytes
+    expected = f"over the {limit}-byte limit for signature data (signature_max_blob_bytes)"
+    status = await signature_status(env, "1")
+    assert not status["verified"] and any(expected in r for r in status["reasons"]), status["reasons"]
+    assert not any("missing" in r for r in status["reasons"])
+    message = error(await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY), 403, "DENIED")["message"]
+    assert expected in message and f"{len(payload)} bytes" in message
+
+
+async def test_item1_gate_fails_closed_with_a_reason_on_an_unexpected_error(env, monkeypatch):
+    """Defense in depth: should verification itself break, the gate refuses with a reason (403), not a 500."""
+    await setup(env)
+    digest, _ = await env.reg.push_image(REPO, "1", seed=1)
+    await sign_tag_layout(env, digest)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(importlib.import_module("dockyard.signing.in_registry"), "verify", broken)
+    message = error(await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY), 403, "DENIED")["message"]
+    assert "the signatures could not be evaluated" in message and "boom" not in message
+    status = await signature_status(env, "1")
+    assert not status["verified"]
+
