@@ -193,7 +193,7 @@ async def test_item8_signature_payload_over_limit_says_it_exceeds_the_limit(env)
     await env.reg.push_blob(REPO, config)
     manifest = formats.legacy_manifest([formats.legacy_layer(payload, sign_message(KEY, payload))], config)
     await env.reg.push_manifest(REPO, formats.signature_tag(digest), manifest, OCI_MANIFEST)
-    limit = env.services.settings.signature_max_blob_bytes
+    limit = 4 * 1024 * 1024  # signature_max_blob_bytes, default
     expected = f"over the {limit}-byte limit for signature data (signature_max_blob_bytes)"
     status = await signature_status(env, "1")
     assert not status["verified"] and any(expected in r for r in status["reasons"]), status["reasons"]
@@ -217,3 +217,52 @@ async def test_item1_gate_fails_closed_with_a_reason_on_an_unexpected_error(env,
     status = await signature_status(env, "1")
     assert not status["verified"]
 
+
+
+async def test_planted_sbom_referrer_is_never_taken_for_the_scanners_own(env, tmp_path):
+    """A pusher plants a referrer that looks exactly like the built-in scanner's SBOM (artifact type,
+    layer type, the dev.dockyard.sbom.generator annotation) before the first scan. The scan must
+    attach and record its own SBOM, and the SBOM endpoint must serve only that one, size-capped."""
+    from dataclasses import replace
+
+    from dockyard.scanning.service import SBOM_GENERATOR_ANNOTATION
+    from tests.support.scan_images import FIXED, java_app
+
+    from .helpers import EMPTY_JSON, OCI_EMPTY, descriptor, dumps
+    from .test_security_gates import import_fixtures, push_built, wait_scanned
+
+    spdx = "application/spdx+json"
+    await env.project("team")
+    import_fixtures(env)
+    image = java_app(tmp_path / "img", FIXED)
+    digest = await push_built(env, "team/app", "1", image)
+    planted_doc = dumps({"spdxVersion": "SPDX-2.3", "name": "planted", "packages": [], "pad": "x" * (2 << 20)})
+    await env.reg.push_blob("team/app", EMPTY_JSON)
+    await env.reg.push_blob("team/app", planted_doc)
+    planted_body = dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": spdx,
+        "config": descriptor(OCI_EMPTY, EMPTY_JSON),
+        "layers": [descriptor(spdx, planted_doc, annotations={"org.opencontainers.image.title": "sbom.spdx.json"})],
+        "subject": descriptor(OCI_MANIFEST, image.manifest),
+        "annotations": {SBOM_GENERATOR_ANNOTATION: "syft"},
+    })
+    planted = await env.reg.push_manifest("team/app", sha256(planted_body), planted_body, OCI_MANIFEST)
+
+    async def scan() -> dict:
+        r = await env.api.post("/api/v1/repositories/team/app/artifacts/1/scan", headers={"X-Dockyard-Client": "test"})
+        assert r.status_code == 202, r.text
+        return (await wait_scanned(env, "team/app", "1"))["images"][0]["report"]
+
+    report = await scan()
+    assert report["sbom_digest"] and report["sbom_digest"] != planted
+    r = await env.api.get(f"/v2/team/app/referrers/{digest}")
+    assert sorted(d["digest"] for d in r.json()["manifests"]) == sorted([planted, report["sbom_digest"]])
+    sbom = await env.api.get("/api/v1/repositories/team/app/artifacts/1/sbom")
+    assert sbom.status_code == 200, sbom.text
+    assert sbom.json()["name"] != "planted" and any(p["name"] == "log4j-core" for p in sbom.json()["packages"])
+    # A forced rescan keeps the scanner's first SBOM, still not the planted one.
+    assert (await scan())["sbom_digest"] == report["sbom_digest"]
+    # The read is capped: an SBOM over scan_max_sbom_bytes is refused, not buffered.
+    env.services.scans.limits = replace(env.services.scans.limits, max_sbom_bytes=64)
+    r = await env.api.get("/api/v1/repositories/team/app/artifacts/1/sbom")
+    assert r.status_code == 404 and "over scan_max_sbom_bytes" in r.text, r.text
