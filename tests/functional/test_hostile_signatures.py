@@ -266,3 +266,23 @@ async def test_planted_sbom_referrer_is_never_taken_for_the_scanners_own(env, tm
     env.services.scans.limits = replace(env.services.scans.limits, max_sbom_bytes=64)
     r = await env.api.get("/api/v1/repositories/team/app/artifacts/1/sbom")
     assert r.status_code == 404 and "over scan_max_sbom_bytes" in r.text, r.text
+
+
+async def test_item1_junk_bundle_on_the_promotion_gate_is_a_refusal_with_a_reason(env):
+    """The promotion gate reads the same signatures: junk is a 403 with the reason, and next to a
+    good signature it does not stop the promotion."""
+    await setup(env)
+    await env.project("prod")
+    r = await env.api.post("/api/v1/projects/prod/security/trusted-keys",
+                           json={"name": "release", "public_key": public_key_pem(KEY).decode()})
+    assert r.status_code == 201, r.text
+    r = await env.api.patch("/api/v1/projects/prod/security", json={"promotion_require_signature": True})
+    assert r.status_code == 200, r.text
+    digest, body = await env.reg.push_image(REPO, "1", seed=1)
+    await push_bundle(env, digest, body, junk_bundles(digest)[0][1])
+    r = await env.api.post("/api/v1/promotions", json={"source": f"{REPO}:1", "destination": "prod/app"})
+    message = error(r, 403, "DENIED")["message"]
+    assert "bundle verificationMaterial is not a JSON object" in message
+    await sign_tag_layout(env, digest)
+    r = await env.api.post("/api/v1/promotions", json={"source": f"{REPO}:1", "destination": "prod/app"})
+    assert r.status_code == 201, r.text
