@@ -114,8 +114,8 @@ def sha256_digest(data: bytes) -> str:
 
 
 def check_digest(digest: str) -> str:
-    if not _DIGEST.match(digest):
-        raise FormatError(f"not a sha256 digest: {digest!r}")
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise FormatError(f"not a sha256 digest: {str(digest)[:80]!r}")
     return digest
 
 

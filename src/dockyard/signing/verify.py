@@ -197,7 +197,10 @@ def _bundle_signature(source: SignatureSource, repo: str, digest: str) -> Signat
         if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict) \
                 or layers[0].get("mediaType") not in formats.BUNDLE_MEDIA_TYPES:
             raise FormatError("expected exactly one Sigstore bundle layer")
-        layer_digest = formats.check_digest(formats._str(layers[0].get("digest"), "bundle layer digest"))
+        layer_digest = layers[0].get("digest")
+        if not isinstance(layer_digest, str):
+            raise FormatError("bundle layer digest is not a string")
+        formats.check_digest(layer_digest)
         bundle = source.blob(repo, layer_digest)
         if bundle is None:
             raise FormatError(f"bundle blob {layer_digest} is missing")
