@@ -286,3 +286,39 @@ async def test_item1_junk_bundle_on_the_promotion_gate_is_a_refusal_with_a_reaso
     await sign_tag_layout(env, digest)
     r = await env.api.post("/api/v1/promotions", json={"source": f"{REPO}:1", "destination": "prod/app"})
     assert r.status_code == 201, r.text
+
+
+async def test_item4_security_generation_moves_with_every_relevant_change(env):
+    """Every writer that can change a signature verdict moves the project's generation in its own
+    transaction; an upload alone does not (cached verdicts stay valid)."""
+    await setup(env)
+    await env.project("prod")
+    checker = env.services.signatures
+    digest, body = await env.reg.push_image(REPO, "1", seed=1)
+    seen = [checker.generation(REPO)]
+
+    async def moved(project_repo: str = REPO) -> bool:
+        now = checker.generation(project_repo)
+        changed = now != seen[-1]
+        seen.append(now)
+        return changed
+
+    await env.reg.push_blob(REPO, b"just a blob")
+    assert not await moved()
+    await sign_tag_layout(env, digest)
+    assert await moved()
+    await push_bundle(env, digest, body, junk_bundles(digest)[0][1])
+    assert await moved()
+    r = await env.api.put(f"/api/v1/repositories/{REPO}/tags/other", json={"digest": digest})
+    assert r.status_code == 200, r.text
+    assert await moved()
+    r = await env.api.delete(f"/api/v1/repositories/{REPO}/tags/other", headers={"X-Dockyard-Client": "test"})
+    assert r.status_code == 204, r.text
+    assert await moved()
+    r = await env.api.patch(f"/api/v1/projects/{PROJECT}/security", json={"block_severity": "critical"})
+    assert r.status_code == 200, r.text
+    assert await moved()
+    before = checker.generation("prod/app")
+    r = await env.api.post("/api/v1/promotions", json={"source": f"{REPO}:1", "destination": "prod/app", "include_referrers": True})
+    assert r.status_code == 201, r.text
+    assert checker.generation("prod/app") > before

@@ -53,6 +53,7 @@ def promote(body: PromotionIn, caller: CallerDep):
     result = caller.services.promotions.promote(
         source, destination, tags, include_referrers=body.include_referrers, override=override
     )
+    caller.services.pull_gate.on_push(destination)  # copied signatures count here at once
     caller.audit(
         "image.promote",
         f"{source} -> {destination}",

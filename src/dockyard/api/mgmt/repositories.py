@@ -77,6 +77,7 @@ def retag(name: str, tag: str, body: Retag, caller: CallerDep):
     override = make_override(caller.principal, body.override_reason, caller.source_ip, caller.user_agent)
     services = caller.services
     previous = point_tag(services.db, name, tag, body.digest, tag_policy=services.tag_policy, override=override)
+    services.pull_gate.on_push(name)  # a moved .sig tag changes verdicts here at once
     detail = {"digest": body.digest, "previous": previous}
     if override:
         detail["override_reason"] = override.reason
