@@ -179,7 +179,11 @@ def build_services(settings: Settings) -> Services:
         db=db,
         storage=storage,
         blobs=blobs,
-        uploads=UploadService(db, storage, blobs, flush_bytes=settings.upload_flush_bytes),
+        uploads=UploadService(
+            db, storage, blobs, flush_bytes=settings.upload_flush_bytes, quotas=quotas,
+            max_blob_bytes=settings.max_blob_bytes, max_per_account=settings.max_uploads_per_account,
+            max_per_project=settings.max_uploads_per_project,
+        ),
         manifests=manifests,
         listings=listings,
         access=access,
