@@ -105,7 +105,8 @@ def build_services(settings: Settings) -> Services:
     storage = open_driver(settings)
     quotas = QuotaService(db)
     blobs = BlobService(
-        db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2
+        db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2,
+        max_blob_bytes=settings.max_blob_bytes,
     )
     keys = KeyStore(db, settings.token_algorithm)
     if settings.auto_migrate:
@@ -200,7 +201,7 @@ def build_services(settings: Settings) -> Services:
         worker=worker,
         gc=gc,
         tag_policy=tag_policy,
-        promotions=PromotionService(db, manifests, tag_policy, promotion_gates, quotas=quotas),
+        promotions=PromotionService(db, manifests, tag_policy, promotion_gates, quotas=quotas, pull_gate=pull_gate),
         promotion_gates=promotion_gates,
         pulls=PullRecorder(db),
         retention=retention,

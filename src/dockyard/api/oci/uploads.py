@@ -33,8 +33,15 @@ async def start(request: Request) -> Response:
     if "mount" in query:
         digest = validate_digest(query["mount"])
         source = query.get("from")
-        can = request.state.can
-        may_read = lambda repository: can("repository", repository, "pull")  # noqa: E731
+        can, pull_gate, gate = request.state.can, services.pull_gate, services.gate
+
+        def may_read(repository: str) -> bool:
+            # A mount is a copy: a source whose project gates pulls lends its blobs only to accounts that
+            # may push to it (the pull gate's own exemption); everyone else uploads the bytes they have.
+            if not can("repository", repository, "pull"):
+                return False
+            return not pull_gate.gates(repository) or gate.request_may_push(request, repository)
+
         if await services.db.run(services.blobs.mount, name, digest, validate_name(source) if source else None, may_read):
             return _created(name, digest)
     digest = query.get("digest")
