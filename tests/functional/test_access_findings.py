@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
-from .governance_helpers import PASSWORD, env, error  # noqa: F401
+import httpx
+
+from .governance_helpers import ADMIN, PASSWORD, env, error  # noqa: F401
 from .helpers import pattern, sha256
 
 CLIENT = {"X-Dockyard-Client": "test"}
@@ -204,3 +206,53 @@ async def test_upload_sessions_are_tied_to_their_owner(env):
                                                  "scope": "repository:team/app:pull,push"}, auth=alice)).json()["token"]
     r = await env.api.get(location, auth=None, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 204, r.text
+
+
+# -- finding 5: the catalog filters before paging ------------------------------------------------
+
+
+async def _walk_catalog(env, auth, n: int) -> tuple[list[list[str]], list[str]]:
+    """Follow Link headers from the first page; returns the pages and every `last` the links named."""
+    pages, lasts, url = [], [], f"/v2/_catalog?n={n}"
+    while url:
+        r = await env.api.get(url, auth=auth)
+        assert r.status_code == 200, r.text
+        pages.append(r.json()["repositories"])
+        link = r.headers.get("link")
+        if link is None:
+            break
+        url = link[link.index("<") + 1 : link.index(">")]
+        lasts.append(httpx.URL(url).params["last"])
+        assert len(pages) < 50
+    return pages, lasts
+
+
+async def test_finding5_catalog_paging_never_reveals_private_names(env):
+    for name, public in (("alpha", False), ("beta", True), ("gamma", False), ("zeta", False)):
+        await env.project(name, public=public)
+    repos = ["alpha/a1", "alpha/a2", "alpha/a3", "beta/b1", "beta/b2", "gamma", "gamma/g1", "zeta/z1", "zeta/z2"]
+    for i, repo in enumerate(repos):
+        await env.reg.push_blob(repo, pattern(10, seed=i))
+    carol = await env.user("carol", gamma="guest")
+    visible = ["beta/b1", "beta/b2", "gamma", "gamma/g1"]
+    for n in (1, 2, 3):
+        pages, lasts = await _walk_catalog(env, carol, n)
+        assert [name for page in pages for name in page] == visible
+        assert set(lasts) <= set(visible)  # no Link ever names (or hints at) a private repository
+        assert all(len(page) == n for page in pages[:-1])  # pages are full
+    # A hand-made `last` inside a private range reveals nothing either.
+    r = await env.api.get("/v2/_catalog", params={"n": 1, "last": "alpha/a1"}, auth=carol)
+    assert r.json()["repositories"] == ["beta/b1"]
+    r = await env.api.get("/v2/_catalog", params={"n": 1, "last": "gamma/g1"}, auth=carol)
+    assert r.json()["repositories"] == [] and "link" not in r.headers
+    # A robot sees what it may pull (its own project and public ones); an admin sees everything.
+    r = await env.api.post("/api/v1/robots", json={"name": "ci", "project": "zeta", "actions": ["pull"]})
+    assert r.status_code == 201, r.text
+    robot = (r.json()["name"], r.json()["secret"])
+    pages, _ = await _walk_catalog(env, robot, 2)
+    assert [name for page in pages for name in page] == ["beta/b1", "beta/b2", "zeta/z1", "zeta/z2"]
+    r = await env.api.post("/api/v1/robots", json={"name": "pusher", "project": "zeta", "actions": ["push"]})
+    pages, _ = await _walk_catalog(env, (r.json()["name"], r.json()["secret"]), 2)
+    assert [name for page in pages for name in page] == ["beta/b1", "beta/b2"]
+    pages, _ = await _walk_catalog(env, ADMIN, 4)
+    assert [name for page in pages for name in page] == repos

@@ -263,24 +263,12 @@ class AccessGate:
         self.audit.record(actor=account, action="project.create", object=f"project {project}", project=project,
                           detail={"reason": "auto-created on first push"})
 
-    def repository_filter(self, principal: Principal) -> Callable[[str], bool] | None:
-        """For the catalog: a predicate for repositories the caller may pull (None: sees everything)."""
+    def catalog_condition(self, principal: Principal):
+        """For the catalog: a SQL condition over `projects` the caller may pull from (None: sees everything)."""
         if not self.enabled:
             return None
         account = self.authenticator.account(principal.name) if principal.name else ANONYMOUS
-        if account is None:
-            return lambda name: False
-        if account.is_admin:
-            return None
-        readable: dict[str, bool] = {}
-
-        def visible(repository: str) -> bool:
-            project = project_of(repository)
-            if project not in readable:
-                readable[project] = "pull" in self.access.project_actions(account, project)
-            return readable[project]
-
-        return visible
+        return self.access.pull_condition(account)
 
     async def after(self, request: Request, principal: Principal, action: str | None, name: str | None, status: int) -> None:
         """Audit a /v2 write (and pulls when enabled) once it has succeeded."""

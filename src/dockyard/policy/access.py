@@ -5,8 +5,11 @@ Documented in docs/access.md; tests/functional/test_role_matrix.py walks every c
 
 from __future__ import annotations
 
+from sqlalchemy import exists, false, or_
+
 from dockyard.auth.principals import Principal
 from dockyard.metadata.db import Database
+from dockyard.metadata.models import project_members, projects, robot_permissions
 
 ROLES = ("admin", "maintainer", "developer", "guest")
 
@@ -83,6 +86,29 @@ class AccessPolicy:
             and principal.kind == "user"
             and self.db.fetchone(_PROJECT_SQL, (project,)) is None
         )
+
+    @staticmethod
+    def pull_condition(account: Principal | None):
+        """SQL condition over `projects`: the projects whose repositories `account` may pull (None: every
+        project, for system admins). The catalog filters with it BEFORE paging, so pages are full and
+        nothing about invisible repositories (not even a `last` for the Link header) leaves the query.
+        `account` must be resolved (with its id); None means "no such account" and sees nothing."""
+        if account is None:
+            return false()
+        if account.kind == "user" and account.is_admin:
+            return None
+        public = projects.c.public.is_(True)
+        if account.kind == "user":
+            member = exists().where(project_members.c.project_id == projects.c.id, project_members.c.user_id == account.id)
+            return or_(public, member)
+        if account.kind == "robot":
+            granted = exists().where(
+                robot_permissions.c.project_id == projects.c.id,
+                robot_permissions.c.robot_id == account.id,
+                ("," + robot_permissions.c.actions + ",").contains(",pull,"),
+            )
+            return or_(public, granted)
+        return public if account.is_anonymous else false()
 
     def project_exists(self, project: str) -> bool:
         return self.db.fetchone(_PROJECT_SQL, (project,)) is not None
