@@ -256,3 +256,99 @@ async def test_finding5_catalog_paging_never_reveals_private_names(env):
     assert [name for page in pages for name in page] == ["beta/b1", "beta/b2"]
     pages, _ = await _walk_catalog(env, ADMIN, 4)
     assert [name for page in pages for name in page] == repos
+
+
+# -- finding 9: "missing" and "not visible" get the same answer ---------------------------------
+
+
+def _answer(r: httpx.Response, *names: str) -> tuple:
+    """(status, code, message) with the probed names blanked, so a missing and a hidden object compare equal."""
+    try:
+        body = r.json()
+        error_ = body["errors"][0]
+        code, message = error_["code"], json.dumps([error_["message"], error_.get("detail")])
+    except (ValueError, KeyError, IndexError, TypeError):
+        code, message = None, r.text
+    for name in names:
+        message = message.replace(name, "<name>")
+    return r.status_code, code, message
+
+
+async def test_finding9_missing_and_invisible_get_the_same_answer(env):
+    await env.project("secret")
+    await env.project("pub", public=True)
+    await env.project("eve")
+    digest, _ = await env.reg.push_image("secret/app", "latest", seed=3)
+    layer = (await _layers(env, "secret/app", "latest"))[1]
+    hidden_upload = (await env.api.post("/v2/secret/app/blobs/uploads/")).headers["location"].rsplit("/", 1)[1]
+    for project in ("secret", "pub"):
+        r = await env.api.post("/api/v1/robots", json={"name": "ci", "project": project, "actions": ["pull"]})
+        assert r.status_code == 201, r.text
+    r = await env.api.post("/api/v1/robots", json={"name": "mirror", "permissions": [{"project": "secret", "actions": ["pull"]}]})
+    assert r.status_code == 201, r.text
+    await env.rule("secret", "immutable", "v*")
+    eve = await env.user("eve", eve="admin")
+    token = {}
+    for project in ("secret", "ghost"):
+        r = await env.api.get("/token", params={"service": env.services.settings.token_service,
+                                                "scope": f"repository:{project}/app:pull,push,delete"}, auth=eve)
+        token[project] = {"Authorization": f"Bearer {r.json()['token']}"}
+
+    def v2(project: str) -> list[tuple[str, str, dict]]:
+        base = f"/v2/{project}/app"
+        return [
+            ("GET", f"{base}/manifests/latest", {}), ("HEAD", f"{base}/manifests/latest", {}),
+            ("GET", f"{base}/manifests/{digest}", {}), ("DELETE", f"{base}/manifests/{digest}", {}),
+            ("PUT", f"{base}/manifests/new", {"content": b"{}"}),
+            ("GET", f"{base}/blobs/{layer}", {}), ("HEAD", f"{base}/blobs/{layer}", {}),
+            ("DELETE", f"{base}/blobs/{layer}", {}), ("GET", f"{base}/tags/list", {}),
+            ("GET", f"{base}/referrers/{digest}", {}), ("POST", f"{base}/blobs/uploads/", {}),
+            ("POST", f"{base}/blobs/uploads/", {"params": {"mount": layer, "from": "secret/app"}}),
+            ("GET", f"{base}/blobs/uploads/{hidden_upload}", {}),
+            ("PATCH", f"{base}/blobs/uploads/{hidden_upload}", {"content": b"x"}),
+        ]
+
+    def api(project: str) -> list[tuple[str, str, dict]]:
+        p = f"/api/v1/projects/{project}"
+        return [
+            ("GET", p, {}), ("PATCH", p, {"json": {"public": True}}), ("GET", f"{p}/members", {}),
+            ("POST", f"{p}/members", {"json": {"username": "eve", "role": "admin"}}),
+            ("GET", f"{p}/quota", {}), ("GET", f"{p}/security", {}), ("GET", f"{p}/security/allowlist", {}),
+            ("GET", f"{p}/security/trusted-keys", {}), ("GET", f"{p}/tag-rules", {}),
+            ("DELETE", f"{p}/tag-rules/1", {"headers": CLIENT}), ("GET", f"{p}/retention-policies", {}),
+            ("GET", f"/api/v1/repositories/{project}/app/tags", {}),
+            ("PUT", f"/api/v1/repositories/{project}/app/tags/x", {"json": {"digest": digest}}),
+            ("GET", f"/api/v1/repositories/{project}/app/artifacts/latest/scan", {}),
+            ("GET", f"/api/v1/repositories/{project}/app/artifacts/latest/signatures", {}),
+            ("GET", f"/api/v1/robots/robot${project}+ci", {}), ("GET", "/api/v1/robots", {"params": {"project": project}}),
+            ("POST", f"/api/v1/robots/robot${project}+ci/rotate", {"headers": CLIENT}),
+            ("GET", "/api/v1/audit", {"params": {"project": project}}),
+            ("POST", "/api/v1/promotions", {"json": {"source": f"{project}/app:latest", "destination": "eve/app"}}),
+            ("POST", "/api/v1/promotions", {"json": {"source": "eve/app:latest", "destination": f"{project}/app"}}),
+        ]
+
+    mismatches = []
+    for auth, headers, paths in (
+        (eve, {}, v2), (None, {}, v2), ("token", None, v2), (eve, {}, api),
+    ):
+        hidden_paths, missing_paths = paths("secret"), paths("ghost")
+        for (method, hidden, kw), (_, missing, kw2) in zip(hidden_paths, missing_paths):
+            kw_h, kw_m = dict(kw), dict(kw2)
+            if auth == "token":
+                kw_h["headers"], kw_m["headers"] = token["secret"], token["ghost"]
+                a = None
+            else:
+                a = auth
+            rh = await env.api.request(method, hidden, auth=a, **kw_h)
+            rm = await env.api.request(method, missing, auth=a, **kw_m)
+            if _answer(rh, "secret", "ghost") != _answer(rm, "secret", "ghost") or rh.status_code < 400:
+                mismatches.append((method, hidden, auth if auth != "token" else "token", _answer(rh), _answer(rm)))
+    assert not mismatches, "\n".join(map(str, mismatches))
+    # Robots: one of a public project eve is not in, and a system robot, look like ones that do not exist.
+    for name in ("robot$pub+ci", "robot$mirror"):
+        rh = await env.api.get(f"/api/v1/robots/{name}", auth=eve)
+        rm = await env.api.get("/api/v1/robots/robot$nobody", auth=eve)
+        assert _answer(rh, name, "robot$nobody") == _answer(rm, name, "robot$nobody") and rh.status_code == 404
+    # Nothing changed.
+    assert (await env.api.get("/v2/secret/app/manifests/latest")).status_code == 200
+    assert (await env.api.get(f"/v2/secret/app/blobs/uploads/{hidden_upload}")).status_code == 204
