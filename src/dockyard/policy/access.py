@@ -1,6 +1,5 @@
-"""Who may do what, as data: the role × action matrix and robot permissions.
-
-Documented in docs/access.md; tests/functional/test_role_matrix.py walks every cell.
+"""Who may do what: the grants of the access matrix (policy/access_matrix.py, the one table that
+docs/access.md shows and tests/functional/test_role_matrix.py walks) applied to a principal.
 """
 
 from __future__ import annotations
@@ -10,18 +9,18 @@ from sqlalchemy import exists, false, or_
 from dockyard.auth.principals import Principal
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import project_members, projects, robot_permissions
+from dockyard.policy.access_matrix import (
+    ALL_PROJECT_ACTIONS,
+    ANONYMOUS_PUBLIC_ACTIONS,
+    PUBLIC_ACTIONS,
+    ROBOT_ACTIONS,
+    ROLE_ACTIONS,
+    ROLES,
+)
 
-ROLES = ("admin", "maintainer", "developer", "guest")
+__all__ = ["ALL_PROJECT_ACTIONS", "REPOSITORY_ACTIONS", "ROBOT_ACTIONS", "ROLE_ACTIONS", "ROLES", "AccessPolicy", "project_of"]
 
-# Project-scoped actions. Repository actions (pull/push/delete) are what tokens carry.
-ROLE_ACTIONS: dict[str, frozenset[str]] = {
-    "guest": frozenset({"pull"}),
-    "developer": frozenset({"pull", "push"}),
-    "maintainer": frozenset({"pull", "push", "delete", "retag"}),
-    "admin": frozenset({"pull", "push", "delete", "retag", "manage-members", "manage-policies", "read-audit"}),
-}
-ALL_PROJECT_ACTIONS = ROLE_ACTIONS["admin"] | {"read-scan"}
-ROBOT_ACTIONS = frozenset({"pull", "push", "delete", "read-scan"})
+# The actions tokens carry (repository scope).
 REPOSITORY_ACTIONS = frozenset({"pull", "push", "delete"})
 
 _USER_SQL = (
@@ -55,10 +54,8 @@ class AccessPolicy:
                 return frozenset()
             public, role = row
             actions = set(ROLE_ACTIONS.get(role, frozenset()))
-            if role:
-                actions.add("read-scan")
             if public:
-                actions.add("pull")
+                actions |= PUBLIC_ACTIONS
             return frozenset(actions)
         if principal.kind == "robot":
             row = self.db.fetchone(_ROBOT_SQL, (principal.id, project))
@@ -67,10 +64,10 @@ class AccessPolicy:
             public, granted = row
             actions = {a for a in (granted or "").split(",") if a in ROBOT_ACTIONS}
             if public:
-                actions.add("pull")
+                actions |= PUBLIC_ACTIONS
             return frozenset(actions)
         row = self.db.fetchone(_PROJECT_SQL, (project,))
-        return frozenset({"pull"}) if row is not None and row[0] else frozenset()
+        return ANONYMOUS_PUBLIC_ACTIONS if row is not None and row[0] else frozenset()
 
     def repository_actions(self, principal: Principal, repository: str) -> frozenset[str]:
         project = project_of(repository)
