@@ -352,3 +352,18 @@ async def test_finding9_missing_and_invisible_get_the_same_answer(env):
     # Nothing changed.
     assert (await env.api.get("/v2/secret/app/manifests/latest")).status_code == 200
     assert (await env.api.get(f"/v2/secret/app/blobs/uploads/{hidden_upload}")).status_code == 204
+
+
+async def test_finding6_retention_covers_repository_named_after_project(env):
+    """Between features: the repository named exactly after its project is the project's for retention
+    too (as for quotas and tag rules), so it cannot hoard images a retention policy would expire."""
+    await env.project("malproj")
+    await env.reg.push_image("malproj", None, seed=1)
+    await env.reg.push_image("malproj/app", None, seed=2)
+    doc = {"rules": [{"action": "delete", "untagged": True}]}
+    r = await env.api.post("/api/v1/projects/malproj/retention-policies",
+                           json={"name": "untagged", "format": "native", "document": doc})
+    assert r.status_code == 201, r.text
+    r = await env.api.post(f"/api/v1/projects/malproj/retention-policies/{r.json()['id']}/dry-run", headers=CLIENT)
+    assert r.status_code == 200, r.text
+    assert [x["repository"] for x in r.json()["repositories"]] == ["malproj", "malproj/app"]
