@@ -126,10 +126,10 @@ class Settings(BaseSettings):
         32 << 30, ge=1024, description="Largest blob an upload may grow to; checked on every chunk, refused with SIZE_INVALID (413)."
     )
     max_uploads_per_account: int = Field(
-        100, ge=1, description="Open upload sessions one account may hold at once; more get TOOMANYREQUESTS (429)."
+        500, ge=1, description="Open upload sessions one account may hold at once; more get TOOMANYREQUESTS (429)."
     )
     max_uploads_per_project: int = Field(
-        1000, ge=1, description="Open upload sessions one project may hold at once (all accounts); more get TOOMANYREQUESTS (429)."
+        2000, ge=1, description="Open upload sessions one project may hold at once (all accounts); more get TOOMANYREQUESTS (429)."
     )
 
     # -- input validation, throttling and HTTP surface (issue 9 items 3, 7, 8, 11, 12) --

@@ -159,6 +159,8 @@ class QuotaService:
 
         Call inside the transaction that records the new offset: the project row is locked on
         PostgreSQL, so concurrent appends in one project are judged one after the other."""
+        if self._quota(conn, project, lock=False) is None:
+            return  # no quota: no row lock either, so appends in unlimited projects never queue here
         quota = self._quota(conn, project, lock=True)
         if quota is None or new_size <= self._held_size(conn, project, digest):
             return
