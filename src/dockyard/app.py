@@ -106,7 +106,8 @@ def build_services(settings: Settings) -> Services:
     storage = open_driver(settings)
     quotas = QuotaService(db)
     blobs = BlobService(
-        db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2
+        db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2,
+        max_blob_bytes=settings.max_blob_bytes,
     )
     keys = KeyStore(db, settings.token_algorithm)
     if settings.auto_migrate:
@@ -185,7 +186,11 @@ def build_services(settings: Settings) -> Services:
         db=db,
         storage=storage,
         blobs=blobs,
-        uploads=UploadService(db, storage, blobs, flush_bytes=settings.upload_flush_bytes),
+        uploads=UploadService(
+            db, storage, blobs, flush_bytes=settings.upload_flush_bytes, quotas=quotas,
+            max_blob_bytes=settings.max_blob_bytes, max_per_account=settings.max_uploads_per_account,
+            max_per_project=settings.max_uploads_per_project,
+        ),
         manifests=manifests,
         listings=listings,
         access=access,
@@ -202,7 +207,7 @@ def build_services(settings: Settings) -> Services:
         worker=worker,
         gc=gc,
         tag_policy=tag_policy,
-        promotions=PromotionService(db, manifests, tag_policy, promotion_gates, quotas=quotas),
+        promotions=PromotionService(db, manifests, tag_policy, promotion_gates, quotas=quotas, pull_gate=pull_gate),
         promotion_gates=promotion_gates,
         pulls=PullRecorder(db),
         retention=retention,

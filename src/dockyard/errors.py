@@ -125,6 +125,25 @@ class Unavailable(DockyardError):
 
 # -- access, catalog and quotas (issue 9 items 4, 5, 6, 9, 10) --
 
+
+class BlobTooLarge(SizeInvalid):
+    """An upload grew past `max_blob_bytes`; the partial upload is deleted."""
+
+    code, status, default_message = "SIZE_INVALID", 413, "blob exceeds the size limit"
+
+
+class QuotaExceeded(Denied):
+    """Linking or uploading would take a project over its quota; a partial upload is deleted."""
+
+    code, status, default_message = "DENIED", 403, "project quota exceeded"
+
+
+class TooManyUploads(TooManyRequests):
+    """Too many open upload sessions for one account or one project."""
+
+    code, status, default_message = "TOOMANYREQUESTS", 429, "too many open upload sessions"
+
+
 # -- input validation, throttling and HTTP surface (issue 9 items 3, 7, 8, 11, 12) --
 
 # -- faults: disk full, database outages, crashes (issue 9 part 2) --

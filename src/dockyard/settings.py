@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     # -- keys, tokens and file permissions (issue 9 items 1, 2) --
 
     # -- access, catalog and quotas (issue 9 items 4, 5, 6, 9, 10) --
+    max_blob_bytes: int = Field(
+        32 << 30, ge=1024, description="Largest blob an upload may grow to; checked on every chunk, refused with SIZE_INVALID (413)."
+    )
+    max_uploads_per_account: int = Field(
+        500, ge=1, description="Open upload sessions one account may hold at once; more get TOOMANYREQUESTS (429)."
+    )
+    max_uploads_per_project: int = Field(
+        2000, ge=1, description="Open upload sessions one project may hold at once (all accounts); more get TOOMANYREQUESTS (429)."
+    )
 
     # -- input validation, throttling and HTTP surface (issue 9 items 3, 7, 8, 11, 12) --
 

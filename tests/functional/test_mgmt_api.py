@@ -216,7 +216,8 @@ async def test_robots(api):
     r = await api.post("/api/v1/robots", json={"name": "mirror", "permissions": [
         {"project": "team", "actions": ["pull"]}, {"project": "other", "actions": ["pull", "read-scan"]}]})
     assert r.status_code == 201 and r.json()["kind"] == "system"
-    error(await api.get("/api/v1/robots/robot$mirror", **alice), 403, "DENIED")
+    # a system robot is not alice's to see: the same answer as for a robot that does not exist (finding 9)
+    error(await api.get("/api/v1/robots/robot$mirror", **alice), 404, "NOT_FOUND")
     assert {x["name"] for x in (await api.get("/api/v1/robots")).json()} == {"robot$mirror", "robot$team+ci"}
 
     # rotate: the old secret stops working
@@ -232,7 +233,7 @@ async def test_robots(api):
     assert not (await api.patch("/api/v1/robots/robot$team+ci", json={"disabled": False}, **alice)).json()["disabled"]
     assert (await api.get("/api/v1/auth/whoami", **robot)).status_code == 200
     # robots manage nothing
-    error(await api.post("/api/v1/robots/robot$team+ci/rotate", **robot), 403, "DENIED")
+    error(await api.post("/api/v1/robots/robot$team+ci/rotate", **robot), 404, "NOT_FOUND")  # not theirs to see (finding 9)
     assert (await api.delete("/api/v1/robots/robot$team+ci", **alice)).status_code == 204
     error(await api.get("/api/v1/auth/whoami", **robot), 401, "UNAUTHORIZED")
 

@@ -1,42 +1,29 @@
-"""The role × action matrix of docs/access.md, cell by cell, through /v2 and /api/v1.
+"""The access matrix of docs/access.md, cell by cell, through /v2 and /api/v1.
 
-Every principal is walked through every action on a private and on a public project. The expected
-outcome of each cell comes from MATRIX below (a transcription of docs/access.md), never from the
-code under test. Each cell is its own pytest case, e.g. ``private:pull-v2-token[guest]``.
+The expectations come from the ONE table both the docs and the code are built from,
+src/dockyard/policy/access_matrix.py (docs/access.md is rendered from it; tests/unit/test_access_matrix.py
+checks that). This test never asks the code under test what is allowed: it reads the table's rows
+(who holds each action) and checks, over HTTP, that every endpoint enforces them. Each cell is its own
+pytest case, e.g. ``private:pull-v2-token[guest]``.
 
 Columns (principals):
 
     SA   system admin (user `admin`)            R1   project robot, actions [pull]
     PA   project admin (member, role admin)     R2   project robot, actions [pull, push]
     MA   maintainer                             R3   project robot, actions [pull, push, delete]
-    DE   developer                              SR   system robot with [pull] on the project
-    GU   guest
+    DE   developer                              R4   project robot, actions [pull, read-scan]
+    GU   guest                                  SR   system robot with [pull] on the project
     NM   non-member user
     AN   anonymous (no credentials)
 
-Rows (cells) — what each request is:
+Rows (cells): CELLS maps each request to the matrix action it exercises and its interface. Every action of
+the table has at least one cell (test_every_action_has_a_cell).
 
-    action           /v2                                              /api/v1
-    pull             pull-v2-token: GET manifest by tag, bearer       pull-api: GET /repositories/{name}/tags
-                       token from /token (scope pull)
-                     pull-v2-basic: GET manifest by tag, Basic creds
-                       directly on /v2 (anonymous: no header at all)
-    push             push-v2-upload: POST blobs/uploads/ (token)      not applicable (no push endpoint)
-                     push-v2-manifest: PUT a new manifest (token)
-    delete           delete-v2: DELETE manifests/{tag} (token)        delete-api: DELETE /repositories/{name}/tags/{tag}
-    retag            retag-v2: PUT an existing manifest under a       retag-api: PUT /repositories/{name}/tags/{tag}
-                       new tag = a manifest PUT, so it needs *push*
-    manage members   —                                                members-add-api / members-remove-api:
-                                                                        POST / DELETE /projects/{p}/members
-    manage policies  —                                                policies-api: PATCH /projects/{p} {public}
-    read audit log   —                                                audit-api: GET /audit?project={p}
-
-Refusals (REFUSAL below): anonymous → 401 UNAUTHORIZED everywhere (the management API needs
-credentials for everything; on /v2 a credential-less request is always challenged in token mode,
-even for a public project — clients then fetch an anonymous token, which is what pull-v2-token
-does). Otherwise /v2 → 403 DENIED; /api/v1 → 404 NOT_FOUND when the caller may do nothing at all
-in the project (the API hides projects the caller cannot see: only NM on the private project),
-else 403 DENIED.
+Refusals: anonymous → 401 UNAUTHORIZED everywhere (the management API needs credentials for everything;
+on /v2 a credential-less request is always challenged in token mode, even for a public project — clients
+then fetch an anonymous token, which is what pull-v2-token does). A caller that can do nothing in the
+project (NM on the private project) gets the answer a missing project gets (finding 9): /api/v1 →
+404 NOT_FOUND, /v2 → 404 NAME_UNKNOWN for a pull, else 403 DENIED. Otherwise 403 DENIED.
 """
 
 from __future__ import annotations
@@ -53,6 +40,7 @@ from dockyard.domain.projects import ProjectService
 from dockyard.domain.retag import point_tag
 from dockyard.domain.robots import RobotService
 from dockyard.domain.users import UserService
+from dockyard.policy.access_matrix import BY_ACTION, MATRIX
 from dockyard.settings import Settings
 
 from .helpers import OCI_MANIFEST, Registry, dumps
@@ -63,90 +51,79 @@ BASE = "http://registry.test"
 REPO_NAME = "app"
 PROJECTS = ("private", "public")
 
-PRINCIPALS = ("SA", "PA", "MA", "DE", "GU", "NM", "AN", "R1", "R2", "R3", "SR")
+PRINCIPALS = ("SA", "PA", "MA", "DE", "GU", "NM", "AN", "R1", "R2", "R3", "R4", "SR")
 NAMES = {
     "SA": "system-admin", "PA": "project-admin", "MA": "maintainer", "DE": "developer", "GU": "guest",
     "NM": "non-member", "AN": "anonymous", "R1": "robot-pull", "R2": "robot-pull-push",
-    "R3": "robot-pull-push-delete", "SR": "system-robot-pull",
+    "R3": "robot-pull-push-delete", "R4": "robot-pull-read-scan", "SR": "system-robot-pull",
 }
 ROLES = {"PA": "admin", "MA": "maintainer", "DE": "developer", "GU": "guest"}
-ROBOT_ACTIONS = {"R1": ["pull"], "R2": ["pull", "push"], "R3": ["pull", "push", "delete"]}
+ROBOT_ACTIONS = {"R1": ["pull"], "R2": ["pull", "push"], "R3": ["pull", "push", "delete"], "R4": ["pull", "read-scan"]}
+ROBOT_GRANTS = {**ROBOT_ACTIONS, "SR": ["pull"]}
 
-# fmt: off
-# Y = allowed, . = refused.        SA PA MA DE GU NM AN R1 R2 R3 SR
-MATRIX: dict[str, dict[str, str]] = {
-    "private": {
-        "pull-v2-token":      "   Y  Y  Y  Y  Y  .  .  Y  Y  Y  Y",
-        "pull-v2-basic":      "   Y  Y  Y  Y  Y  .  .  Y  Y  Y  Y",
-        "pull-api":           "   Y  Y  Y  Y  Y  .  .  Y  Y  Y  Y",
-        "push-v2-upload":     "   Y  Y  Y  Y  .  .  .  .  Y  Y  .",
-        "push-v2-manifest":   "   Y  Y  Y  Y  .  .  .  .  Y  Y  .",
-        "delete-v2":          "   Y  Y  Y  .  .  .  .  .  .  Y  .",
-        "delete-api":         "   Y  Y  Y  .  .  .  .  .  .  Y  .",
-        "retag-v2":           "   Y  Y  Y  Y  .  .  .  .  Y  Y  .",
-        "retag-api":          "   Y  Y  Y  .  .  .  .  .  .  .  .",
-        "members-add-api":    "   Y  Y  .  .  .  .  .  .  .  .  .",
-        "members-remove-api": "   Y  Y  .  .  .  .  .  .  .  .  .",
-        "policies-api":       "   Y  Y  .  .  .  .  .  .  .  .  .",
-        "audit-api":          "   Y  Y  .  .  .  .  .  .  .  .  .",
-    },
-    # Public projects add pull for everyone (robots included); anonymous still has no way into
-    # /api/v1, and a credential-less /v2 request is challenged (see the module docstring).
-    "public": {
-        "pull-v2-token":      "   Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y",
-        "pull-v2-basic":      "   Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y",
-        "pull-api":           "   Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y",
-        "push-v2-upload":     "   Y  Y  Y  Y  .  .  .  .  Y  Y  .",
-        "push-v2-manifest":   "   Y  Y  Y  Y  .  .  .  .  Y  Y  .",
-        "delete-v2":          "   Y  Y  Y  .  .  .  .  .  .  Y  .",
-        "delete-api":         "   Y  Y  Y  .  .  .  .  .  .  Y  .",
-        "retag-v2":           "   Y  Y  Y  Y  .  .  .  .  Y  Y  .",
-        "retag-api":          "   Y  Y  Y  .  .  .  .  .  .  .  .",
-        "members-add-api":    "   Y  Y  .  .  .  .  .  .  .  .  .",
-        "members-remove-api": "   Y  Y  .  .  .  .  .  .  .  .  .",
-        "policies-api":       "   Y  Y  .  .  .  .  .  .  .  .  .",
-        "audit-api":          "   Y  Y  .  .  .  .  .  .  .  .  .",
-    },
+# cell -> (matrix action, interface, success status)
+CELLS: dict[str, tuple[str, str, int]] = {
+    "pull-v2-token": ("pull", "v2", 200),
+    "pull-v2-basic": ("pull", "v2", 200),
+    "pull-api": ("pull", "api", 200),
+    "push-v2-upload": ("push", "v2", 202),
+    "push-v2-manifest": ("push", "v2", 201),
+    "retag-v2": ("push", "v2", 201),  # a manifest PUT of an existing manifest under a new tag needs push
+    "delete-v2": ("delete", "v2", 202),
+    "delete-api": ("delete", "api", 204),
+    "retag-api": ("retag", "api", 200),
+    "scan-read-api": ("read-scan", "api", 200),
+    "sbom-read-api": ("read-scan", "api", 404),  # allowed: "no SBOM yet" (NOT_FOUND), not a refusal
+    "signatures-read-api": ("read-scan", "api", 200),
+    "security-policy-read-api": ("read-scan", "api", 200),
+    "allowlist-read-api": ("read-scan", "api", 200),
+    "trusted-keys-read-api": ("read-scan", "api", 200),
+    "tag-rules-read-api": ("read-settings", "api", 200),
+    "quota-read-api": ("read-settings", "api", 200),
+    "members-add-api": ("manage-members", "api", 201),
+    "members-remove-api": ("manage-members", "api", 204),
+    "policies-api": ("manage-policies", "api", 200),
+    "audit-api": ("read-audit", "api", 200),
 }
 
-# What a refusal looks like, per interface: (status, code).
-REFUSAL: dict[str, dict[str, dict[str, tuple[int, str]]]] = {
-    project: {
-        "v2": {p: (401, "UNAUTHORIZED") if p == "AN" else (403, "DENIED") for p in PRINCIPALS},
-        "api": {
-            p: (401, "UNAUTHORIZED") if p == "AN"
-            else (404, "NOT_FOUND") if (project, p) == ("private", "NM")
-            else (403, "DENIED")
-            for p in PRINCIPALS
-        },
-    }
-    for project in PROJECTS
-}
 
-# Success status of each cell.
-SUCCESS = {
-    "pull-v2-token": 200, "pull-v2-basic": 200, "pull-api": 200,
-    "push-v2-upload": 202, "push-v2-manifest": 201,
-    "delete-v2": 202, "delete-api": 204,
-    "retag-v2": 201, "retag-api": 200,
-    "members-add-api": 201, "members-remove-api": 204, "policies-api": 200, "audit-api": 200,
-}
-# fmt: on
-
-CELLS = list(SUCCESS)
-assert all(list(MATRIX[p]) == CELLS for p in PROJECTS)
+def grants(project: str, cell: str, p: str) -> bool:
+    """Whether the table grants principal `p` the cell's action in `project`."""
+    action, interface, _ = CELLS[cell]
+    perm = BY_ACTION[action]
+    public = project == "public"
+    if p == "SA":
+        return True
+    if p in ROLES:
+        return ROLES[p] in perm.roles
+    if p == "NM":
+        return public and perm.public
+    if p == "AN":
+        # /api/v1 always needs credentials; a credential-less /v2 request is challenged (see the docstring).
+        return public and perm.anonymous and interface == "v2" and cell != "pull-v2-basic"
+    return (perm.robot and action in ROBOT_GRANTS[p]) or (public and perm.public)
 
 
-def expected(project: str, cell: str, principal: str) -> tuple[int, str | None]:
-    marks = MATRIX[project][cell].split()
-    assert len(marks) == len(PRINCIPALS), (project, cell)
-    if marks[PRINCIPALS.index(principal)] == "Y":
-        return SUCCESS[cell], None
-    return REFUSAL[project]["api" if cell.endswith("-api") else "v2"][principal]
+def expected(project: str, cell: str, p: str) -> tuple[int, str | None]:
+    action, interface, success = CELLS[cell]
+    if grants(project, cell, p):
+        return success, "NOT_FOUND" if success == 404 else None
+    if p == "AN":
+        return 401, "UNAUTHORIZED"
+    invisible = (project, p) == ("private", "NM")  # can do nothing there: answered like a missing project
+    if interface == "api":
+        return (404, "NOT_FOUND") if invisible else (403, "DENIED")
+    if invisible and action == "pull":
+        return 404, "NAME_UNKNOWN"
+    return 403, "DENIED"
 
 
 CASES = [(project, cell, p) for project in PROJECTS for cell in CELLS for p in PRINCIPALS]
 IDS = [f"{project}:{cell}[{NAMES[p]}]" for project, cell, p in CASES]
+
+
+def test_every_action_has_a_cell() -> None:
+    assert {perm.action for perm in MATRIX} == {action for action, _, _ in CELLS.values()}
 
 
 # -- one app, every cell run once per module ---------------------------------------------------
@@ -218,7 +195,7 @@ class World:
         repo = f"{project}/{REPO_NAME}"
         tag = f"{cell}-{p.lower()}"
         problems: list[str] = []
-        allowed = expected(project, cell, p)[1] is None
+        allowed = grants(project, cell, p)
         if cell == "pull-v2-token":
             return await c.get(f"/v2/{repo}/manifests/v1", headers=await self.token(project, p, "pull")), problems
         if cell == "pull-v2-basic":
@@ -260,6 +237,21 @@ class World:
             if self.tag_exists(project, tag) != allowed:
                 problems.append(f"tag {tag} exists={not allowed} after the retag")
             return r, problems
+        reads = {
+            "scan-read-api": f"/api/v1/repositories/{repo}/artifacts/v1/scan",
+            "sbom-read-api": f"/api/v1/repositories/{repo}/artifacts/v1/sbom",
+            "signatures-read-api": f"/api/v1/repositories/{repo}/artifacts/v1/signatures",
+            "security-policy-read-api": f"/api/v1/projects/{project}/security",
+            "allowlist-read-api": f"/api/v1/projects/{project}/security/allowlist",
+            "trusted-keys-read-api": f"/api/v1/projects/{project}/security/trusted-keys",
+            "tag-rules-read-api": f"/api/v1/projects/{project}/tag-rules",
+            "quota-read-api": f"/api/v1/projects/{project}/quota",
+        }
+        if cell in reads:
+            r = await c.get(reads[cell], auth=auth)
+            if allowed and cell == "sbom-read-api" and "no SBOM yet" not in r.text:
+                problems.append("404 is not the 'no SBOM yet' answer")
+            return r, problems
         if cell == "members-add-api":
             if "target" in self.member_roles(project):
                 self.projects.remove_member(project, "target")
@@ -298,9 +290,9 @@ class _Authed:
         return await self._client.put(*a, auth=self._auth, **kw)
 
 
-async def _run_all(data_dir: Path) -> dict[tuple[str, str, str], str | None]:
+async def _run_all(data_dir: Path, database_url: str | None = None) -> dict[tuple[str, str, str], str | None]:
     """Run every cell once; map each to None (as expected) or a description of the mismatch."""
-    app = create_app(Settings(data_dir=data_dir, admin_password=ADMIN_PASSWORD))
+    app = create_app(Settings(data_dir=data_dir, admin_password=ADMIN_PASSWORD, database_url=database_url))
     outcomes: dict[tuple[str, str, str], str | None] = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -334,10 +326,11 @@ async def _run_all(data_dir: Path) -> dict[tuple[str, str, str], str | None]:
     return outcomes
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[tuple[str, str, str], str | None]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def outcomes(request, tmp_path_factory) -> dict[tuple[str, str, str], str | None]:
     # One event loop, one app, all cells: the per-cell tests below only read the results.
-    return asyncio.run(_run_all(tmp_path_factory.mktemp("role-matrix") / "data"))
+    url = request.getfixturevalue("postgres_server").create_database() if request.param == "postgresql" else None
+    return asyncio.run(_run_all(tmp_path_factory.mktemp("role-matrix") / "data", url))
 
 
 @pytest.mark.parametrize(("project", "cell", "principal"), CASES, ids=IDS)
@@ -348,6 +341,17 @@ def test_cell(outcomes, project: str, cell: str, principal: str) -> None:
 
 def test_matrix_is_complete(outcomes) -> None:
     assert len(outcomes) == len(PROJECTS) * len(CELLS) * len(PRINCIPALS) == len(set(IDS))
+
+
+def test_finding10_non_members_of_a_public_project_read_no_scan_results_or_policies(outcomes) -> None:
+    """read-scan is checked, and a public project shows non-members its images, not its security data."""
+    for cell in ("scan-read-api", "sbom-read-api", "signatures-read-api", "security-policy-read-api",
+                 "allowlist-read-api", "trusted-keys-read-api", "tag-rules-read-api", "quota-read-api"):
+        assert expected("public", cell, "NM") == (403, "DENIED"), cell
+        assert outcomes[("public", cell, "NM")] is None, outcomes[("public", cell, "NM")]
+    assert expected("private", "scan-read-api", "R1") == (403, "DENIED")  # a pull-only robot lacks read-scan
+    assert outcomes[("private", "scan-read-api", "R1")] is None
+    assert outcomes[("private", "scan-read-api", "R4")] is None and expected("private", "scan-read-api", "R4")[0] == 200
 
 
 # -- the management API's tag endpoints themselves (list, delete) --------------------------------

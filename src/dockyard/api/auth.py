@@ -240,10 +240,15 @@ class AccessGate:
         detail = [{"Type": type_, "Name": name, "Action": action}]
         if principal.is_anonymous:
             return self._unauthorized(request, type_, name, action, f"authentication required to {action} {name}")
-        if type_ == "repository" and action == "pull" and not self.access.project_exists(project_of(name)):
-            # Clients probe with HEAD before pushing; a body-less 403 would hide the reason the
-            # push itself then gives ("project … does not exist"). Reading nothing is just unknown.
-            return NameUnknown(f"repository {name} is not known: {self.access.explain_denial(principal, name, action)}")
+        if type_ == "repository" and not self.access.project_actions(principal, project_of(name)):
+            # The caller can do nothing in this project: a missing project and a private one it is not in
+            # get the same answer, so project names cannot be confirmed (issue 9, finding 9). A pull is
+            # NAME_UNKNOWN (clients probe with HEAD before pushing), anything else DENIED with one message.
+            project = project_of(name)
+            if action == "pull":
+                return NameUnknown(f"repository {name} is not known to this registry", detail={"name": name})
+            hint = "" if self.settings.auto_create_projects else " (ask an administrator to create it, or to add you to it)"
+            return Denied(f"project {project} does not exist, or you may not {action} in it{hint}", detail=detail)
         if type_ == "repository":
             return Denied(self.access.explain_denial(principal, name, action), detail=detail)
         return Denied(f"{principal.name} may not access {type_}:{name}", detail=detail)
@@ -263,24 +268,12 @@ class AccessGate:
         self.audit.record(actor=account, action="project.create", object=f"project {project}", project=project,
                           detail={"reason": "auto-created on first push"})
 
-    def repository_filter(self, principal: Principal) -> Callable[[str], bool] | None:
-        """For the catalog: a predicate for repositories the caller may pull (None: sees everything)."""
+    def catalog_condition(self, principal: Principal):
+        """For the catalog: a SQL condition over `projects` the caller may pull from (None: sees everything)."""
         if not self.enabled:
             return None
         account = self.authenticator.account(principal.name) if principal.name else ANONYMOUS
-        if account is None:
-            return lambda name: False
-        if account.is_admin:
-            return None
-        readable: dict[str, bool] = {}
-
-        def visible(repository: str) -> bool:
-            project = project_of(repository)
-            if project not in readable:
-                readable[project] = "pull" in self.access.project_actions(account, project)
-            return readable[project]
-
-        return visible
+        return self.access.pull_condition(account)
 
     async def after(self, request: Request, principal: Principal, action: str | None, name: str | None, status: int) -> None:
         """Audit a /v2 write (and pulls when enabled) once it has succeeded."""

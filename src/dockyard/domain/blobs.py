@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, delete, select, update
 
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
-from dockyard.errors import BlobUnknown, Unavailable, Unsupported
+from dockyard.errors import BlobTooLarge, BlobUnknown, Unavailable, Unsupported
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, repositories, repository_blobs
 from dockyard.storage import StorageDriver
@@ -52,8 +52,10 @@ class BlobService:
         quotas=None,
         touch_interval_seconds: float = 43200,
         clock: Callable[[], datetime] = utcnow,
+        max_blob_bytes: int | None = None,
     ):
         self.db = db
+        self.max_blob_bytes = max_blob_bytes  # a mount obeys the same size cap as an upload
         self.storage = storage
         self.delete_enabled = delete_enabled
         self.quotas = quotas  # domain.quotas.QuotaService, or None (no quota checks)
@@ -176,14 +178,20 @@ class BlobService:
             if not any(may_read(name) for name in holders):
                 return False
             # Writing the blob's row serializes with GC's mark; a marked blob is uploaded again instead.
-            blob_id = conn.execute(
+            row = conn.execute(
                 update(blobs)
                 .where(blobs.c.digest == digest, blobs.c.state == "present")
                 .values(touched_at=self.clock())
-                .returning(blobs.c.id)
-            ).scalar()
-            if blob_id is None:
+                .returning(blobs.c.id, blobs.c.size)
+            ).first()
+            if row is None:
                 return False
+            blob_id = row.id
+            if self.max_blob_bytes is not None and row.size > self.max_blob_bytes:
+                raise BlobTooLarge(
+                    f"blob {digest} is {row.size} bytes, over max_blob_bytes ({self.max_blob_bytes})",
+                    detail={"digest": digest, "limit": self.max_blob_bytes},
+                )
             if self.quotas is not None:
                 self.quotas.check(conn, target, [digest])
             self._insert_link(conn, ensure_repository_id(conn, target), blob_id, self.clock())

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 
 from dockyard.domain.manifests import OCI_INDEX
 from dockyard.domain.repositories import find_repository_id, require_repository_id
 from dockyard.errors import PaginationNumberInvalid
 from dockyard.metadata.db import Database
-from dockyard.metadata.models import manifests, repositories, tags
+from dockyard.metadata.models import manifests, projects, repositories, tags
 
 MAX_PAGE = 10_000
 
@@ -35,6 +35,14 @@ def parse_page_size(raw: str | None) -> int | None:
     return n
 
 
+def _project_of(conn, name):
+    """The project of a repository name (its first path component), in SQL."""
+    if conn.dialect.name == "postgresql":
+        return func.split_part(name, "/", 1)
+    slash = func.instr(name, "/")
+    return case((slash > 0, func.substr(name, 1, slash - 1)), else_=name)
+
+
 class ListingService:
     def __init__(self, db: Database):
         self.db = db
@@ -45,9 +53,15 @@ class ListingService:
             query = select(tags.c.name).where(tags.c.repository_id == repo_id)
             return self._page(conn, query, tags.c.name, n, last)
 
-    def catalog(self, n: int | None, last: str | None) -> Page:
+    def catalog(self, n: int | None, last: str | None, visible=None) -> Page:
+        """One page of repository names. `visible` is a SQL condition over `projects` (see
+        AccessPolicy.pull_condition; None: everything): it filters before LIMIT, so a page holds only
+        names the caller may see, is as full as it can be, and `next_last` is one of them."""
         with self.db.read() as conn:
-            return self._page(conn, select(repositories.c.name), repositories.c.name, n, last)
+            query = select(repositories.c.name)
+            if visible is not None:
+                query = query.join(projects, projects.c.name == _project_of(conn, repositories.c.name)).where(visible)
+            return self._page(conn, query, repositories.c.name, n, last)
 
     @staticmethod
     def _page(conn, query, column, n: int | None, last: str | None) -> Page:

@@ -8,7 +8,9 @@ index comes with all its child manifests; referrers (signatures, SBOMs) optional
 All destination tags are set in ONE transaction after TagPolicy approved each of them: all or nothing.
 
 Gates are the extension point for "only promote what passed": each `PromotionGate` sees the source
-and may refuse with a reason. None are registered yet; scanning and signing verification plug in here.
+and may refuse with a reason (the destination's promotion policy plugs in here). Before them, a copy
+into another repository runs the SOURCE's pull gate for the caller: a copy is a pull that keeps the
+bytes, so an image the caller may not pull cannot be promoted somewhere it could (issue 9, finding 4).
 """
 
 from __future__ import annotations
@@ -85,8 +87,12 @@ class PromotionResult:
 
 
 class PromotionService:
-    def __init__(self, db: Database, manifests: ManifestService, tag_policy: TagPolicy, gates: list[PromotionGate], *, quotas=None):
+    def __init__(
+        self, db: Database, manifests: ManifestService, tag_policy: TagPolicy, gates: list[PromotionGate], *,
+        quotas=None, pull_gate=None,
+    ):
         self.db = db
+        self.pull_gate = pull_gate  # policy.pull_gate.PullGate: the source's pull gate for copies
         self.manifests = manifests
         self.tag_policy = tag_policy
         self.gates = gates  # the live list in Services: gates registered later are seen
@@ -114,7 +120,11 @@ class PromotionService:
         *,
         include_referrers: bool = False,
         override: Override | None = None,
+        caller: str | None = None,
+        source_pull_gate: bool = True,
     ) -> PromotionResult:
+        """Promote `source` to `destination` under `tags`. A copy into another repository runs the source's
+        pull gate for `caller` unless `source_pull_gate` is False (the caller may push to the source)."""
         validate_name(destination)
         tags = list(dict.fromkeys(validate_tag(t) for t in tags))
         if len(tags) > MAX_TAGS_PER_PUT:
@@ -123,6 +133,9 @@ class PromotionService:
         if same_repository and not tags:
             raise InvalidRequest("promoting within one repository needs at least one destination tag")
         digest, media_type = self.resolve(source)
+        if not same_repository and source_pull_gate and self.pull_gate is not None:
+            stored = self.manifests.lookup(source.repository, None, digest)
+            self.pull_gate.check_copy(source.repository, digest, stored.media_type, stored.payload, caller)
         # Gates run before the write transaction: they may be slow and must not hold the write lock.
         for gate in list(self.gates):
             verdict = gate.check(source.repository, digest, media_type, destination)

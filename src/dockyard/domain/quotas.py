@@ -1,5 +1,9 @@
 """Storage quotas per project: the bytes of distinct blobs linked in the project's repositories.
 
+Open uploads count too, while they are written: every append checks that the project's linked
+bytes, plus the bytes of its other open uploads, plus this upload's new size fit the quota, so no
+upload can park data beyond the quota until the reaper finds it (issue 9, finding 6).
+
 A blob counts once per project however many of its repositories hold it, and a blob shared
 with other projects counts in each (each project would need it on its own). The check runs
 inside the transaction that links a blob (upload finish, mount), so a refusal leaves nothing
@@ -12,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, exists, func, select, update
+from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
-from dockyard.errors import Denied, InvalidRequest, NotFound
+from dockyard.errors import InvalidRequest, NotFound, QuotaExceeded
 from dockyard.metadata.db import Database
-from dockyard.metadata.models import blobs, projects, repositories, repository_blobs
+from dockyard.metadata.models import blobs, projects, repositories, repository_blobs, uploads
 from dockyard.policy.access import project_of
 
 
@@ -37,8 +41,12 @@ def human_bytes(n: int) -> str:
 
 
 def _in_project(project: str):
-    """Repositories named `<project>/…`, as an index range (no LIKE: '_' in names is a wildcard there)."""
-    return and_(repositories.c.name >= f"{project}/", repositories.c.name < f"{project}0")  # '0' follows '/'
+    """Repositories of `project`: the one named exactly `<project>` and those named `<project>/…`,
+    the latter as an index range (no LIKE: '_' in names is a wildcard there)."""
+    return or_(
+        repositories.c.name == project,
+        and_(repositories.c.name >= f"{project}/", repositories.c.name < f"{project}0"),  # '0' follows '/'
+    )
 
 
 class QuotaService:
@@ -108,12 +116,71 @@ class QuotaService:
         if quota is not None:
             self.require_room(conn, project, quota, size)
 
+    def _quota(self, conn: Connection, project: str, *, lock: bool) -> int | None:
+        query = select(projects.c.quota_bytes).where(projects.c.name == project)
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        return conn.execute(query).scalar()
+
+    def uploading(self, conn: Connection, project: str, except_upload: str | None = None) -> int:
+        """Bytes held by the project's open uploads (other than `except_upload`)."""
+        query = select(func.coalesce(func.sum(uploads.c.offset), 0)).where(uploads.c.project == project)
+        if except_upload is not None:
+            query = query.where(uploads.c.id != except_upload)
+        return int(conn.execute(query).scalar_one())
+
+    def _held_size(self, conn: Connection, project: str, digest: str | None) -> int:
+        """Size of `digest` if the project already holds it (re-uploading it costs nothing), else 0."""
+        if digest is None:
+            return 0
+        in_project = exists(
+            select(repository_blobs.c.blob_id)
+            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+            .where(repository_blobs.c.blob_id == blobs.c.id, _in_project(project))
+        )
+        size = conn.execute(
+            select(blobs.c.size).where(blobs.c.digest == digest, blobs.c.state == "present", in_project)
+        ).scalar()
+        return int(size or 0)
+
+    def upload_room(self, conn: Connection, project: str, upload_id: str, digest: str | None = None) -> int | None:
+        """How large upload `upload_id` may grow before the project is over quota (None: no quota).
+        `digest` is the one a final PUT names: a blob the project already holds may be sent again.
+
+        A cheap read used to stop a streaming append early; `check_upload` is the authoritative check."""
+        quota = self._quota(conn, project, lock=False)
+        if quota is None:
+            return None
+        room = quota - self.usage(conn, project) - self.uploading(conn, project, upload_id)
+        return max(room, self._held_size(conn, project, digest))
+
+    def check_upload(self, conn: Connection, project: str, upload_id: str, new_size: int, digest: str | None = None) -> None:
+        """Refuse (DENIED) an append that would grow the upload to `new_size` bytes past the quota.
+
+        Call inside the transaction that records the new offset: the project row is locked on
+        PostgreSQL, so concurrent appends in one project are judged one after the other."""
+        if self._quota(conn, project, lock=False) is None:
+            return  # no quota: no row lock either, so appends in unlimited projects never queue here
+        quota = self._quota(conn, project, lock=True)
+        if quota is None or new_size <= self._held_size(conn, project, digest):
+            return
+        used = self.usage(conn, project)
+        pending = self.uploading(conn, project, upload_id)
+        if used + pending + new_size > quota:
+            others = f" and {human_bytes(pending)} in other open uploads" if pending else ""
+            raise QuotaExceeded(
+                f"quota of project {project} exceeded: {human_bytes(used)} used{others} of {human_bytes(quota)}; "
+                f"this blob needs {human_bytes(new_size)}",
+                detail={"project": project, "quota_bytes": quota, "used_bytes": used, "uploading_bytes": pending,
+                        "needed_bytes": new_size},
+            )
+
     def require_room(self, conn: Connection, project: str, quota: int, new_bytes: int) -> None:
         if new_bytes <= 0:
             return
         used = self.usage(conn, project)
         if used + new_bytes > quota:
-            raise Denied(
+            raise QuotaExceeded(
                 f"quota of project {project} exceeded: {human_bytes(used)} used of {human_bytes(quota)}; "
                 f"this blob needs {human_bytes(new_bytes)}",
                 detail={"project": project, "quota_bytes": quota, "used_bytes": used, "needed_bytes": new_bytes},

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from croniter import croniter
-from sqlalchemy import Connection, and_, delete, select, update
+from sqlalchemy import Connection, and_, delete, or_, select, update
 
 from dockyard.auth.principals import Principal
 from dockyard.errors import Conflict, DockyardError, InvalidRequest, ManifestUnknown, NotFound, Unavailable
@@ -201,9 +201,13 @@ class RetentionService:
 
     def _repositories(self, conn: Connection, policy: RetentionPolicy) -> list[tuple[int, str]]:
         prefix = policy.project + "/"
+        # The repository named exactly after the project belongs to it too (its path inside is ""), as for tag rules.
         rows = conn.execute(
             select(repositories.c.id, repositories.c.name)
-            .where(repositories.c.name.like(prefix.replace("_", r"\_") + "%", escape="\\"))
+            .where(or_(
+                repositories.c.name == policy.project,
+                repositories.c.name.like(prefix.replace("_", r"\_") + "%", escape="\\"),
+            ))
             .order_by(repositories.c.name)
         ).all()
         return [(r.id, r.name) for r in rows if glob_matches(r.name[len(prefix):], policy.repository_pattern)]

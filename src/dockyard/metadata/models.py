@@ -120,6 +120,12 @@ uploads = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_uploads_updated_at", "updated_at"),
+    # Who opened it (see UploadService.owner_key) and its project: an upload is continued only by
+    # its owner, and open sessions are capped per owner and per project (migration 0007).
+    Column("owner", String(300)),
+    Column("project", String(255)),
+    Index("ix_uploads_owner", "owner"),
+    Index("ix_uploads_project", "project"),
 )
 
 

@@ -1,24 +1,26 @@
-"""Who may do what, as data: the role × action matrix and robot permissions.
-
-Documented in docs/access.md; tests/functional/test_role_matrix.py walks every cell.
+"""Who may do what: the grants of the access matrix (policy/access_matrix.py, the one table that
+docs/access.md shows and tests/functional/test_role_matrix.py walks) applied to a principal.
 """
 
 from __future__ import annotations
 
+from sqlalchemy import exists, false, or_
+
 from dockyard.auth.principals import Principal
 from dockyard.metadata.db import Database
+from dockyard.metadata.models import project_members, projects, robot_permissions
+from dockyard.policy.access_matrix import (
+    ALL_PROJECT_ACTIONS,
+    ANONYMOUS_PUBLIC_ACTIONS,
+    PUBLIC_ACTIONS,
+    ROBOT_ACTIONS,
+    ROLE_ACTIONS,
+    ROLES,
+)
 
-ROLES = ("admin", "maintainer", "developer", "guest")
+__all__ = ["ALL_PROJECT_ACTIONS", "REPOSITORY_ACTIONS", "ROBOT_ACTIONS", "ROLE_ACTIONS", "ROLES", "AccessPolicy", "project_of"]
 
-# Project-scoped actions. Repository actions (pull/push/delete) are what tokens carry.
-ROLE_ACTIONS: dict[str, frozenset[str]] = {
-    "guest": frozenset({"pull"}),
-    "developer": frozenset({"pull", "push"}),
-    "maintainer": frozenset({"pull", "push", "delete", "retag"}),
-    "admin": frozenset({"pull", "push", "delete", "retag", "manage-members", "manage-policies", "read-audit"}),
-}
-ALL_PROJECT_ACTIONS = ROLE_ACTIONS["admin"] | {"read-scan"}
-ROBOT_ACTIONS = frozenset({"pull", "push", "delete", "read-scan"})
+# The actions tokens carry (repository scope).
 REPOSITORY_ACTIONS = frozenset({"pull", "push", "delete"})
 
 _USER_SQL = (
@@ -52,10 +54,8 @@ class AccessPolicy:
                 return frozenset()
             public, role = row
             actions = set(ROLE_ACTIONS.get(role, frozenset()))
-            if role:
-                actions.add("read-scan")
             if public:
-                actions.add("pull")
+                actions |= PUBLIC_ACTIONS
             return frozenset(actions)
         if principal.kind == "robot":
             row = self.db.fetchone(_ROBOT_SQL, (principal.id, project))
@@ -64,10 +64,10 @@ class AccessPolicy:
             public, granted = row
             actions = {a for a in (granted or "").split(",") if a in ROBOT_ACTIONS}
             if public:
-                actions.add("pull")
+                actions |= PUBLIC_ACTIONS
             return frozenset(actions)
         row = self.db.fetchone(_PROJECT_SQL, (project,))
-        return frozenset({"pull"}) if row is not None and row[0] else frozenset()
+        return ANONYMOUS_PUBLIC_ACTIONS if row is not None and row[0] else frozenset()
 
     def repository_actions(self, principal: Principal, repository: str) -> frozenset[str]:
         project = project_of(repository)
@@ -83,6 +83,29 @@ class AccessPolicy:
             and principal.kind == "user"
             and self.db.fetchone(_PROJECT_SQL, (project,)) is None
         )
+
+    @staticmethod
+    def pull_condition(account: Principal | None):
+        """SQL condition over `projects`: the projects whose repositories `account` may pull (None: every
+        project, for system admins). The catalog filters with it BEFORE paging, so pages are full and
+        nothing about invisible repositories (not even a `last` for the Link header) leaves the query.
+        `account` must be resolved (with its id); None means "no such account" and sees nothing."""
+        if account is None:
+            return false()
+        if account.kind == "user" and account.is_admin:
+            return None
+        public = projects.c.public.is_(True)
+        if account.kind == "user":
+            member = exists().where(project_members.c.project_id == projects.c.id, project_members.c.user_id == account.id)
+            return or_(public, member)
+        if account.kind == "robot":
+            granted = exists().where(
+                robot_permissions.c.project_id == projects.c.id,
+                robot_permissions.c.robot_id == account.id,
+                ("," + robot_permissions.c.actions + ",").contains(",pull,"),
+            )
+            return or_(public, granted)
+        return public if account.is_anonymous else false()
 
     def project_exists(self, project: str) -> bool:
         return self.db.fetchone(_PROJECT_SQL, (project,)) is not None

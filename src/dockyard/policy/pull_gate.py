@@ -102,6 +102,30 @@ class PullGate:
         if denial:
             raise Denied(denial, detail={"digest": digest, "project": policy.project})
 
+    def gates(self, repository: str) -> bool:
+        """Whether `repository`'s project gates pulls at all (blocking: may read the policy)."""
+        policy = self.security.policy_for(repository.split("/", 1)[0])
+        return policy is not None and policy.gates_pulls
+
+    def check_copy(self, repository: str, digest: str, media_type: str, payload: bytes, subject: str | None) -> None:
+        """The pull gate for a copy out of `repository` (promotion into another repository): raise DENIED
+        with the reason a pull would get. A copy is a pull that keeps the bytes, so the caller must pass the
+        source's gate as it would for `docker pull`. Blocking, and it never waits: an image the policy
+        would wait for is refused until its scan lands. Callers skip this for accounts that may push to
+        the source (the same exemption a pull has)."""
+        project = repository.split("/", 1)[0]
+        policy = self.security.policy_for(project)
+        if policy is None or not policy.gates_pulls or subject in self.exempt_subjects:
+            return
+        denial, outcome = self._evaluate(policy, repository, digest, media_type, payload)
+        if outcome == WAIT:
+            denial = (
+                f"image {digest} cannot be copied: it has not been scanned yet (a scan is queued; retry shortly); "
+                f"policy wait-for-scan of project {policy.project}"
+            )
+        if denial:
+            raise Denied(denial, detail={"digest": digest, "project": policy.project})
+
     # -- evaluation (blocking; runs in a thread) ---------------------------------------------------
 
     def _evaluate(self, policy: SecurityPolicy, repository: str, digest: str, media_type: str, payload: bytes):

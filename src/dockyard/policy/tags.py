@@ -292,7 +292,7 @@ class TagPolicy:
             rule = self._get(conn, rule_id)
             owner = conn.execute(select(tag_rules.c.project_id).where(tag_rules.c.id == rule_id)).scalar()
             if owner != project_id:
-                raise NotFound(f"tag rule {rule_id} does not exist here", detail={"id": rule_id})
+                raise NotFound(f"tag rule {rule_id} does not exist", detail={"id": rule_id})  # same answer as a missing one
             conn.execute(delete(tag_rules).where(tag_rules.c.id == rule_id))
             return rule
 

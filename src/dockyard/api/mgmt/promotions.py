@@ -50,8 +50,11 @@ def promote(body: PromotionIn, caller: CallerDep):
         caller.require_project(dest_project, "push")
     override = make_override(caller.principal, body.override_reason, caller.source_ip, caller.user_agent)
     tags = body.tags or ([source.tag] if source.tag else [])
+    # A copy runs the source's pull gate, unless the caller may push to the source (as for a pull).
+    may_push_source = "push" in caller.services.access.repository_actions(caller.principal, source.repository)
     result = caller.services.promotions.promote(
-        source, destination, tags, include_referrers=body.include_referrers, override=override
+        source, destination, tags, include_referrers=body.include_referrers, override=override,
+        caller=caller.principal.name, source_pull_gate=not may_push_source,
     )
     caller.services.pull_gate.on_push(destination)  # copied signatures count here at once
     caller.audit(

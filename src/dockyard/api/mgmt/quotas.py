@@ -20,9 +20,9 @@ class QuotaSet(Input):
     quota_bytes: int | None = Field(ge=0, le=2**63 - 1, description="null removes the quota.")
 
 
-@router.get("/{project}/quota", response_model=QuotaOut, summary="Quota and usage (project members)")
+@router.get("/{project}/quota", response_model=QuotaOut, summary="Quota and usage (read-settings)")
 def get_quota(project: str, caller: CallerDep):
-    caller.require_project(project)
+    caller.require_project(project, "read-settings")
     return caller.services.quotas.get(project)
 
 

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from dockyard.api.mgmt.common import Caller, CallerDep, Input, Model, PagingDep, paged
 from dockyard.domain.robots import Robot
-from dockyard.errors import Denied, InvalidRequest
+from dockyard.errors import Denied, InvalidRequest, NotFound
 
 router = APIRouter(prefix="/robots", tags=["robots"])
 
@@ -75,8 +75,13 @@ def _authorize(caller: Caller, robot: Robot) -> None:
 
 
 def _load(caller: Caller, name: str) -> Robot:
+    """The robot, if the caller may manage it. Otherwise the answer is exactly the one for a robot that
+    does not exist, so robot names (and the private projects in them) cannot be confirmed."""
     robot = caller.services.robots.get(name)
-    _authorize(caller, robot)
+    try:
+        _authorize(caller, robot)
+    except (Denied, NotFound) as exc:
+        raise NotFound(f"robot {name} does not exist", detail={"name": name[:200]}) from exc
     return robot
 
 

@@ -117,9 +117,9 @@ class SignatureStatus(Model):
 # -- project policy -------------------------------------------------------------------------------
 
 
-@router.get("/projects/{project}/security", response_model=PolicyOut, summary="A project's security policy (members)")
+@router.get("/projects/{project}/security", response_model=PolicyOut, summary="A project's security policy (read-scan)")
 def get_policy(project: str, caller: CallerDep):
-    caller.require_project(project)
+    caller.require_project(project, "read-scan")
     return caller.services.security.get(project).as_dict()
 
 
@@ -138,9 +138,9 @@ def patch_policy(project: str, body: PolicyIn, caller: CallerDep):
 # -- CVE allowlist --------------------------------------------------------------------------------
 
 
-@router.get("/projects/{project}/security/allowlist", response_model=list[AllowOut], summary="CVE allowlist (members)")
+@router.get("/projects/{project}/security/allowlist", response_model=list[AllowOut], summary="CVE allowlist (read-scan)")
 def list_allowlist(project: str, caller: CallerDep):
-    caller.require_project(project)
+    caller.require_project(project, "read-scan")
     now = utcnow()
     return [{**e.__dict__, "active": e.active(now)} for e in caller.services.security.allowlist(project)]
 
@@ -167,9 +167,9 @@ def delete_allowlist(project: str, vulnerability: str, caller: CallerDep):
 # -- trusted keys ---------------------------------------------------------------------------------
 
 
-@router.get("/projects/{project}/security/trusted-keys", response_model=list[KeyOut], summary="Trusted signing keys (members)")
+@router.get("/projects/{project}/security/trusted-keys", response_model=list[KeyOut], summary="Trusted signing keys (read-scan)")
 def list_keys(project: str, caller: CallerDep):
-    caller.require_project(project)
+    caller.require_project(project, "read-scan")
     return [k.__dict__ for k in caller.services.security.trusted_keys(project)]
 
 
@@ -209,17 +209,17 @@ def request_scan(name: str, reference: str, caller: CallerDep):
 
 
 @router.get("/repositories/{name:path}/artifacts/{reference}/scan", response_model=ScanStatus,
-            summary="Scan verdict and findings of an image or index (pull)")
+            summary="Scan verdict and findings of an image or index (read-scan)")
 def scan_status(name: str, reference: str, caller: CallerDep):
-    digest = _resolve(caller, name, reference, "pull")
+    digest = _resolve(caller, name, reference, "read-scan")
     policy = caller.services.security.get(project_of(name))
     return caller.services.scans.status(name, digest, policy.scanner)
 
 
-@router.get("/repositories/{name:path}/artifacts/{reference}/sbom", summary="The image's SPDX SBOM (pull)",
+@router.get("/repositories/{name:path}/artifacts/{reference}/sbom", summary="The image's SPDX SBOM (read-scan)",
             responses={200: {"content": {"application/spdx+json": {}}}})
 def get_sbom(name: str, reference: str, caller: CallerDep):
-    digest = _resolve(caller, name, reference, "pull")
+    digest = _resolve(caller, name, reference, "read-scan")
     document = caller.services.scans.sbom(name, digest)
     if document is None:
         raise NotFound(f"{name}@{digest} has no SBOM yet; scan it with the built-in scanner", detail={"digest": digest})
@@ -227,9 +227,9 @@ def get_sbom(name: str, reference: str, caller: CallerDep):
 
 
 @router.get("/repositories/{name:path}/artifacts/{reference}/signatures", response_model=SignatureStatus,
-            summary="Signatures of an artifact, verified against the project's trusted keys (pull)")
+            summary="Signatures of an artifact, verified against the project's trusted keys (read-scan)")
 def signature_status(name: str, reference: str, caller: CallerDep):
-    digest = _resolve(caller, name, reference, "pull")
+    digest = _resolve(caller, name, reference, "read-scan")
     services = caller.services
     keys = services.security.public_keys(project_of(name))
     verified, verdict = services.signatures.covered(name, digest, keys)

@@ -39,9 +39,9 @@ def _detail(rule) -> dict:
     return {"id": rule.id, "kind": rule.kind, "repository_pattern": rule.repository_pattern, "tag_pattern": rule.tag_pattern}
 
 
-@router.get("/projects/{project}/tag-rules", response_model=list[TagRuleOut], summary="A project's tag rules (members)")
+@router.get("/projects/{project}/tag-rules", response_model=list[TagRuleOut], summary="A project's tag rules (read-settings)")
 def list_project_rules(project: str, caller: CallerDep):
-    caller.require_project(project)
+    caller.require_project(project, "read-settings")
     return caller.services.tag_policy.list_rules(project)
 
 

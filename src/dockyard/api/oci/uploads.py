@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dockyard.domain.names import validate_digest, validate_name
+from dockyard.domain.uploads import owner_key
 from dockyard.errors import DigestInvalid, DockyardError, RangeInvalid
 
 _CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
@@ -32,14 +33,21 @@ async def start(request: Request) -> Response:
     if "mount" in query:
         digest = validate_digest(query["mount"])
         source = query.get("from")
-        can = request.state.can
-        may_read = lambda repository: can("repository", repository, "pull")  # noqa: E731
+        can, pull_gate, gate = request.state.can, services.pull_gate, services.gate
+
+        def may_read(repository: str) -> bool:
+            # A mount is a copy: a source whose project gates pulls lends its blobs only to accounts that
+            # may push to it (the pull gate's own exemption); everyone else uploads the bytes they have.
+            if not can("repository", repository, "pull"):
+                return False
+            return not pull_gate.gates(repository) or gate.request_may_push(request, repository)
+
         if await services.db.run(services.blobs.mount, name, digest, validate_name(source) if source else None, may_read):
             return _created(name, digest)
     digest = query.get("digest")
     if digest is not None:
         validate_digest(digest)
-    upload = await services.db.run(services.uploads.start, name)
+    upload = await services.db.run(services.uploads.start, name, owner_key(request.state.principal))
     if digest is not None:
         await _append_and_finish(services, upload, request, digest)
         return _created(name, digest)
@@ -49,7 +57,7 @@ async def start(request: Request) -> Response:
 async def _append_and_finish(services, upload, request: Request, digest: str, start=None, end=None) -> None:
     try:
         upload = await services.uploads.append(
-            upload, request.stream(), start=start, end=end, content_length=_content_length(request)
+            upload, request.stream(), start=start, end=end, content_length=_content_length(request), digest=digest
         )
         await services.db.run(services.uploads.finish, upload, digest)
     except RangeInvalid:
@@ -72,7 +80,9 @@ def _parse_content_range(request: Request) -> tuple[int | None, int | None]:
 async def session(request: Request) -> Response:
     services = request.app.state.services
     name = validate_name(request.path_params["name"])
-    upload = await services.db.run(services.uploads.get, name, request.path_params["upload_id"])
+    # Only the account that opened a session may see or touch it; to anyone else it does not exist.
+    owner = owner_key(request.state.principal)
+    upload = await services.db.run(services.uploads.get, name, request.path_params["upload_id"], owner)
     method = request.method
     if method == "GET":
         return Response(status_code=204, headers=services.uploads.progress_headers(upload))

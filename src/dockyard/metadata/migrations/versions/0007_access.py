@@ -15,8 +15,17 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # Sessions opened before this revision have no owner; nobody can continue them, and the reaper purges them.
+    with op.batch_alter_table("uploads") as batch:
+        batch.add_column(sa.Column("owner", sa.String(300), nullable=True))
+        batch.add_column(sa.Column("project", sa.String(255), nullable=True))
+        batch.create_index("ix_uploads_owner", ["owner"])
+        batch.create_index("ix_uploads_project", ["project"])
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("uploads") as batch:
+        batch.drop_index("ix_uploads_project")
+        batch.drop_index("ix_uploads_owner")
+        batch.drop_column("project")
+        batch.drop_column("owner")
