@@ -120,6 +120,22 @@ class Settings(BaseSettings):
     scan_max_sbom_bytes: int = Field(256 << 20, ge=1 << 20, description="Largest document (SPDX or syft-json) syft may write for one image.")
 
     # -- keys, tokens and file permissions (issue 9 items 1, 2) --
+    secret_key: str | None = Field(
+        None, repr=False,
+        description="Key-encryption key for token-signing keys (32+ characters); default: secret_key_file.",
+    )
+    secret_key_file: Path | None = Field(
+        None, description="File holding the key-encryption key; default: data_dir/secrets/kek (generated, 0600)."
+    )
+    token_max_scopes: int = Field(32, ge=1, le=1000, description="Most scopes one token request may ask for.")
+    token_max_bytes: int = Field(
+        8192, ge=1024, le=65536, description="Largest Authorization header (and token or login password) accepted."
+    )
+    token_cache_entries: int = Field(10_000, ge=0, description="Verified tokens kept in each process's LRU cache.")
+    credential_check_seconds: float = Field(
+        5.0, ge=0, le=300,
+        description="How long a process trusts an account's state (enabled, credential epoch) when checking its tokens.",
+    )
 
     # -- access, catalog and quotas (issue 9 items 4, 5, 6, 9, 10) --
 
@@ -189,6 +205,17 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_root(self) -> Path:
         return (self.storage_root or self.data_dir / "storage").resolve()
+
+    @property
+    def resolved_secret_key_file(self) -> Path:
+        return (self.secret_key_file or self.data_dir / "secrets" / "kek").resolve()
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value.strip()) < 32:
+            raise ValueError("secret_key must be at least 32 characters (e.g. `openssl rand -base64 32`)")
+        return value
 
     @property
     def is_sqlite(self) -> bool:
