@@ -21,7 +21,7 @@ from datetime import UTC
 from dockyard.auth.passwords import generate_secret, hash_secret, verify_secret
 from dockyard.auth.principals import ROBOT_PREFIX, Principal
 from dockyard.auth.throttle import LoginThrottle
-from dockyard.auth.tokens import TokenService, VerifiedToken, is_account_name
+from dockyard.auth.tokens import LoginPasswordClaims, TokenService, VerifiedToken, is_account_name
 from dockyard.metadata.db import Database, utcnow
 
 _USER_SQL = (
@@ -56,8 +56,10 @@ class Authenticator:
         self.throttle = throttle
         self.cache_seconds = cache_seconds
         self.check_seconds = check_seconds
-        self._verified: dict[str, tuple[float, str]] = {}
+        # cache key -> (until, credential kind, the login password's claims if it was one)
+        self._verified: dict[str, tuple[float, str, LoginPasswordClaims | None]] = {}
         self._states: dict[str, tuple[float, int | None, int | None]] = {}  # name -> (until, id, epoch)
+        tokens.on_account_change.append(self.forget)
         # Unknown accounts still pay for one hash, so timing does not reveal which names exist.
         self._dummy_hash = hash_secret(generate_secret())
 
@@ -94,10 +96,17 @@ class Authenticator:
         account = self._load(username)
         if account is None:
             return None
-        hit = self._verified.get(self._cache_key(username, password, account))
+        hit = self._live(self._cache_key(username, password, account))
+        return replace(account.principal, credential=hit[1]) if hit else None
+
+    def _live(self, cache_key: str):
+        hit = self._verified.get(cache_key)
         if hit is None or hit[0] <= time.monotonic():
             return None
-        return replace(account.principal, credential=hit[1])
+        if hit[2] is not None and not hit[2].still_valid(self.tokens.keys):
+            self._verified.pop(cache_key, None)  # its signing key was revoked, or it expired
+            return None
+        return hit
 
     @staticmethod
     def _cache_key(username: str, password: str, account: _Account) -> str:
@@ -110,18 +119,19 @@ class Authenticator:
         cache_key = None
         if account is not None and self.cache_seconds:
             cache_key = self._cache_key(username, password, account)
-            hit = self._verified.get(cache_key)
-            if hit is not None and hit[0] > time.monotonic():
+            hit = self._live(cache_key)
+            if hit is not None:
                 return replace(account.principal, credential=hit[1]), False
         self.throttle.check(keys)
         if account is None:
             verify_secret(self._dummy_hash, password)
-        credential = None
+        credential, claims = None, None
         if account is not None:
             if verify_secret(account.secret_hash, password):
                 credential = "secret"
-            elif self._login_password_matches(password, account.principal):
-                credential = LOGIN_PASSWORD
+            else:
+                claims = self._login_password_claims(password, account.principal)
+                credential = LOGIN_PASSWORD if claims else None
         if credential is None:
             delay = self.throttle.failure(keys)
             raise LoginFailed("invalid username or password", delay)
@@ -129,18 +139,19 @@ class Authenticator:
         if cache_key is not None:
             if len(self._verified) > 10_000:
                 self._verified.clear()
-            self._verified[cache_key] = (time.monotonic() + self.cache_seconds, credential)
+            self._verified[cache_key] = (time.monotonic() + self.cache_seconds, credential, claims)
         return replace(account.principal, credential=credential), True
 
-    def _login_password_matches(self, password: str, principal: Principal) -> bool:
+    def _login_password_claims(self, password: str, principal: Principal) -> LoginPasswordClaims | None:
         """A login password counts only for the very account (id) and credential epoch it was issued to."""
         claims = self.tokens.login_password_claims(password)
-        return (
+        ok = (
             claims is not None
             and claims.subject == principal.name
             and claims.account_id == principal.id
             and claims.epoch == principal.epoch
         )
+        return claims if ok else None
 
     # -- bearer tokens: is the account still the one the token was issued to? -----------------
 

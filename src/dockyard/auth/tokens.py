@@ -60,6 +60,12 @@ class LoginPasswordClaims:
     subject: str
     account_id: int | None
     epoch: int | None
+    kid: str = ""
+    expires_at: float = 0.0
+
+    def still_valid(self, keys: KeyStore) -> bool:
+        """For a cached verification: not expired, and its key neither revoked nor past its window."""
+        return self.expires_at + LEEWAY_SECONDS >= time.time() and keys.usable(self.kid) is not None
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,9 @@ class TokenService:
         self.max_scopes = max_scopes
         self.cache_entries = cache_entries
         self._cache: OrderedDict[str, VerifiedToken] = OrderedDict()
+        # Called with a subject whose credentials changed (revoke_refresh): the authenticator drops
+        # its cached view of the account, so this node refuses the old tokens at once.
+        self.on_account_change: list = []
 
     @property
     def longest_lifetime(self) -> int:
@@ -229,7 +238,7 @@ class TokenService:
         if claims.get("use") != LOGIN_USE:
             return None
         account_id, epoch = _account(claims)
-        return LoginPasswordClaims(str(claims["sub"]), account_id, epoch)
+        return LoginPasswordClaims(str(claims["sub"]), account_id, epoch, claims["_kid"], float(claims["exp"]))
 
     # -- refresh tokens (docker's identity token) ---------------------------------------
 
@@ -274,6 +283,8 @@ class TokenService:
         return grant.subject if grant else None
 
     def revoke_refresh(self, subject: str) -> int:
+        for callback in self.on_account_change:
+            callback(subject)
         with self.db.write() as conn:
             return conn.execute(
                 update(refresh_tokens)

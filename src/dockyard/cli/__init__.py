@@ -84,6 +84,16 @@ def _add_job_commands() -> None:
 _add_job_commands()
 
 
+def _add_key_commands() -> None:
+    import dockyard.cli as helpers
+    from dockyard.cli.keys import register
+
+    register(admin, helpers)  # admin keys list|rotate|revoke, admin rotate-kek
+
+
+_add_key_commands()
+
+
 @app.command()
 def serve(
     config: ConfigOpt = None,
