@@ -434,3 +434,71 @@ async def test_info_verified_token_cache_is_a_bounded_lru(make):
         tokens.verify(issued[2])  # a hit moves it to the back
         tokens.verify(issued[0])
         assert list(tokens._cache) == [issued[4], issued[2], issued[0]]
+
+
+# -- finding 1: rotating the key-encryption key ---------------------------------------------------
+
+
+def _sealed_kek_ids(db) -> set[str]:
+    with db.read() as conn:
+        return {v.split(":")[1] for v in conn.execute(select(signing_keys.c.private_sealed)).scalars()}
+
+
+async def test_finding1_rotate_kek_reencrypts_every_key(tmp_path, backend, database_url_for, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app as cli
+
+    monkeypatch.delenv("DOCKYARD_SECRET_KEY", raising=False)
+    url = database_url_for(backend)
+    settings = settings_for(tmp_path, url)
+    async with running(settings) as client:
+        client.services.tokens.keys.rotate()  # two keys: an active and a retired one
+        lp = await login_password(client, ADMIN)
+        old_ids = _sealed_kek_ids(client.services.db)
+    kek_file = settings.data_dir / "secrets" / "kek"
+    old_kek = kek_file.read_bytes()
+    args = ["admin", "rotate-kek", "--data-dir", str(settings.data_dir)] + (["--database-url", url] if url else [])
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert kek_file.read_bytes() != old_kek and kek_file.stat().st_mode & 0o777 == 0o600
+    assert not kek_file.with_name("kek.new").exists()
+    async with running(settings) as client:
+        new_ids = _sealed_kek_ids(client.services.db)
+        assert len(new_ids) == 1 and not new_ids & old_ids
+        assert await whoami(client, ("admin", lp)) == 200  # signed before, still verifies
+        assert await whoami(client, ("admin", await login_password(client, ADMIN))) == 200  # signing works
+    # The old KEK opens nothing any more.
+    kek_file.write_bytes(old_kek)
+    with pytest.raises(KeyEncryptionError):
+        create_app(settings)
+
+
+async def test_finding1_rotate_kek_interrupted_after_the_database_commit_recovers(tmp_path, monkeypatch):
+    """A crash between re-encrypting and installing the new KEK file leaves `kek.new`; start-up
+    opens keys sealed under it, and running rotate-kek again finishes the job."""
+    from typer.testing import CliRunner
+
+    from dockyard.auth.keys import open_keystore
+    from dockyard.auth.secret_box import Kek, KeyRing, generate_secret, write_secret_file
+    from dockyard.cli import app as cli
+    from dockyard.metadata.db import Database
+
+    monkeypatch.delenv("DOCKYARD_SECRET_KEY", raising=False)
+    settings = settings_for(tmp_path, None)
+    async with running(settings):
+        pass
+    pending_secret = generate_secret()
+    kek_file = settings.data_dir / "secrets" / "kek"
+    write_secret_file(kek_file.with_name("kek.new"), pending_secret)
+    db = Database(settings.resolved_database_url)
+    open_keystore(db, settings).reencrypt(KeyRing(Kek.from_secret(pending_secret)))
+    db.dispose()
+    async with running(settings) as client:  # crash here: both files, rows under the new one
+        assert await whoami(client, ADMIN) == 200
+        assert client.services.tokens.keys.signer()
+    result = CliRunner().invoke(cli, ["admin", "rotate-kek", "--data-dir", str(settings.data_dir)])
+    assert result.exit_code == 0, result.output
+    assert kek_file.read_bytes().strip() == pending_secret and not kek_file.with_name("kek.new").exists()
+    async with running(settings) as client:
+        assert await whoami(client, ("admin", await login_password(client, ADMIN))) == 200
