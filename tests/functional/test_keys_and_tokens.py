@@ -204,7 +204,7 @@ async def test_finding1_retired_key_verifies_only_until_retirement_plus_longest_
     assert await pull_status(reg, stolen_forgery) == 404
     # The window is the longest token lifetime; move the retirement back past it.
     window = keys.verify_window
-    assert window == max(reg.services.settings.token_ttl_seconds, reg.services.settings.login_password_ttl_seconds) + 10
+    assert window == max(reg.services.settings.token_ttl_seconds, reg.services.settings.login_password_ttl_seconds) + 20
     with reg.services.db.write() as conn:
         conn.execute(update(signing_keys).where(signing_keys.c.kid == old_signer.kid)
                      .values(retired_at=utcnow() - timedelta(seconds=window + 1)))

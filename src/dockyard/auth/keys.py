@@ -299,9 +299,11 @@ _INACTIVE = SigningKey("", "", None, False)
 
 def open_keystore(db: Database, settings, *, create_kek: bool = True) -> KeyStore:
     """The KeyStore a process with these settings uses: its KEK, and a retired key's verification
-    window of the longest token lifetime (access tokens and login passwords) plus leeway."""
+    window of the longest token lifetime (access tokens and login passwords) plus leeway and the
+    time other nodes take to notice the rotation."""
     from dockyard.auth.secret_box import load_keyring
 
     ring = load_keyring(settings.secret_key, settings.resolved_secret_key_file, create=create_kek)
-    window = max(settings.token_ttl_seconds, settings.login_password_ttl_seconds) + LEEWAY_SECONDS
+    # A node may go on signing with a key for up to REFRESH_SECONDS after another node retired it.
+    window = max(settings.token_ttl_seconds, settings.login_password_ttl_seconds) + LEEWAY_SECONDS + KeyStore.REFRESH_SECONDS
     return KeyStore(db, settings.token_algorithm, ring, verify_window=window)
