@@ -33,7 +33,7 @@ def keys_rotate(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 
 @keys.command("revoke")
 def keys_revoke(ctx: typer.Context, kid: str, yes: YesOpt = False, json_output: JsonOpt = False) -> None:
-    """Revoke a key at once: every token and login password it signed stops working."""
+    """Revoke a key at once: every token and login password it signed stops working (`--` before a kid starting with -)."""
     _confirm(f"revoke signing key {kid} (tokens it signed stop working)", yes)
     show(ctx, remote(ctx).call("POST", f"/system/keys/{seg(kid)}/revoke", headers=_CLIENT).json(), KEY_COLUMNS, json_output)
 
