@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
@@ -120,8 +120,8 @@ class Settings(BaseSettings):
     scan_max_sbom_bytes: int = Field(256 << 20, ge=1 << 20, description="Largest document (SPDX or syft-json) syft may write for one image.")
 
     # -- keys, tokens and file permissions (issue 9 items 1, 2) --
-    secret_key: str | None = Field(
-        None, repr=False,
+    secret_key: SecretStr | None = Field(
+        None,
         description="Key-encryption key for token-signing keys (32+ characters); default: secret_key_file.",
     )
     secret_key_file: Path | None = Field(
@@ -210,13 +210,6 @@ class Settings(BaseSettings):
     def resolved_secret_key_file(self) -> Path:
         return (self.secret_key_file or self.data_dir / "secrets" / "kek").resolve()
 
-    @field_validator("secret_key")
-    @classmethod
-    def _long_secret(cls, value: str | None) -> str | None:
-        if value is not None and len(value.strip()) < 32:
-            raise ValueError("secret_key must be at least 32 characters (e.g. `openssl rand -base64 32`)")
-        return value
-
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
@@ -253,7 +246,9 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
     """Serialise settings for worker processes, which rebuild them from the environment."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
-        if isinstance(value, list):
+        if isinstance(value, SecretStr):
+            env[f"DOCKYARD_{name.upper()}"] = value.get_secret_value()
+        elif isinstance(value, list):
             env[f"DOCKYARD_{name.upper()}"] = json.dumps(value)
         elif value is not None:
             env[f"DOCKYARD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)

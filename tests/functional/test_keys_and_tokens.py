@@ -502,3 +502,11 @@ async def test_finding1_rotate_kek_interrupted_after_the_database_commit_recover
     assert kek_file.read_bytes().strip() == pending_secret and not kek_file.with_name("kek.new").exists()
     async with running(settings) as client:
         assert await whoami(client, ("admin", await login_password(client, ADMIN))) == 200
+
+
+def test_finding1_a_short_secret_key_is_refused_without_echoing_it(tmp_path):
+    with pytest.raises(KeyEncryptionError, match="at least 32 bytes") as caught:
+        create_app(settings_for(tmp_path, None, secret_key="short-but-secret"))
+    assert "short-but-secret" not in str(caught.value)
+    settings = settings_for(tmp_path, None, secret_key="k" * 40)
+    assert "kkkk" not in repr(settings) and "kkkk" not in str(settings.model_dump())

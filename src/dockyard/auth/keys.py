@@ -303,7 +303,8 @@ def open_keystore(db: Database, settings, *, create_kek: bool = True) -> KeyStor
     time other nodes take to notice the rotation."""
     from dockyard.auth.secret_box import load_keyring
 
-    ring = load_keyring(settings.secret_key, settings.resolved_secret_key_file, create=create_kek)
+    secret = settings.secret_key.get_secret_value() if settings.secret_key is not None else None
+    ring = load_keyring(secret, settings.resolved_secret_key_file, create=create_kek)
     # A node may go on signing with a key for up to REFRESH_SECONDS after another node retired it.
     window = max(settings.token_ttl_seconds, settings.login_password_ttl_seconds) + LEEWAY_SECONDS + KeyStore.REFRESH_SECONDS
     return KeyStore(db, settings.token_algorithm, ring, verify_window=window)

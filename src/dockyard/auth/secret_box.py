@@ -42,7 +42,10 @@ class Kek:
     def from_secret(cls, secret: bytes) -> Kek:
         """Any secret of 32+ bytes; HKDF turns passphrases and base64 text alike into an AES-256 key."""
         if len(secret) < 32:
-            raise KeyEncryptionError("the key-encryption key must be at least 32 bytes")
+            # Checked here, not by pydantic, whose errors would echo the secret.
+            raise KeyEncryptionError(
+                "the key-encryption key (secret_key) must be at least 32 bytes, e.g. `openssl rand -base64 32`"
+            )
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret)
         return cls(hashlib.sha256(b"dockyard kek id\0" + key).hexdigest()[:16], AESGCM(key))
 
