@@ -24,7 +24,7 @@ from dockyard.api.auth import AccessGate
 from dockyard.api.oci.routes import oci_routes
 from dockyard.auth.authenticator import Authenticator
 from dockyard.auth.bootstrap import bootstrap
-from dockyard.auth.keys import KeyStore
+from dockyard.auth.keys import open_keystore
 from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
@@ -60,6 +60,7 @@ from dockyard.policy.tags import TagPolicy
 from dockyard.metadata.db import Database
 from dockyard.settings import Settings, load_settings
 from dockyard.storage import StorageDriver, open_driver
+from dockyard.storage.permissions import secure_settings_paths
 
 log = logging.getLogger("dockyard")
 
@@ -100,6 +101,7 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
+    secure_settings_paths(settings)  # umask 077 and owner-only modes before anything is written
     db = Database(settings.resolved_database_url)
     if settings.auto_migrate:
         db.migrate()
@@ -109,7 +111,7 @@ def build_services(settings: Settings) -> Services:
         db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2,
         max_blob_bytes=settings.max_blob_bytes,
     )
-    keys = KeyStore(db, settings.token_algorithm)
+    keys = open_keystore(db, settings)
     if settings.auto_migrate:
         bootstrap(db, keys, settings.admin_password)
     else:
@@ -122,6 +124,9 @@ def build_services(settings: Settings) -> Services:
         ttl=settings.token_ttl_seconds,
         refresh_ttl=settings.refresh_token_ttl_seconds,
         login_ttl=settings.login_password_ttl_seconds,
+        max_bytes=settings.token_max_bytes,
+        cache_entries=settings.token_cache_entries,
+        max_scopes=settings.token_max_scopes,
     )
     throttle = LoginThrottle(
         db,
@@ -130,7 +135,9 @@ def build_services(settings: Settings) -> Services:
         lockout_seconds=settings.login_lockout_seconds,
         window_seconds=settings.login_failure_window_seconds,
     )
-    authenticator = Authenticator(db, tokens, throttle, cache_seconds=settings.credential_cache_seconds)
+    authenticator = Authenticator(
+        db, tokens, throttle, cache_seconds=settings.credential_cache_seconds, check_seconds=settings.credential_check_seconds
+    )
     access = AccessPolicy(db, auto_create_projects=settings.auto_create_projects)
     audit = AuditService(db)
     projects = ProjectService(db)
@@ -230,6 +237,18 @@ async def _flush_pulls(services: Services) -> None:
             log.exception("flushing pull times failed")
 
 
+async def _refresh_keys(services: Services) -> None:
+    """Re-read signing keys now and then, so a rotation or revocation on another node (or the
+    CLI) reaches this one within KeyStore.REFRESH_SECONDS."""
+    keys = services.tokens.keys
+    while True:
+        await asyncio.sleep(keys.REFRESH_SECONDS)
+        try:
+            await services.db.run(keys.reload)
+        except Exception:  # keep the keys we have; the next tick retries
+            log.exception("reloading signing keys failed")
+
+
 async def _housekeeping(services: Services) -> None:
     """Purge stale uploads and expired audit events. Idempotent, so every worker may run it."""
     interval = services.settings.upload_purge_interval_seconds
@@ -258,10 +277,12 @@ def create_app(settings: Settings) -> Starlette:
                               settings.vulndb_update_schedule or None)
         worker = asyncio.create_task(services.worker.run_forever()) if settings.worker_enabled else None
         pull_flusher = asyncio.create_task(_flush_pulls(services))
+        key_refresher = asyncio.create_task(_refresh_keys(services))
         try:
             yield
         finally:
             pull_flusher.cancel()
+            key_refresher.cancel()
             with contextlib.suppress(Exception):
                 await services.pulls.flush_async()  # last pull times survive a clean shutdown
             if reaper is not None:

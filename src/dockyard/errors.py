@@ -123,6 +123,19 @@ class Unavailable(DockyardError):
 
 # -- keys, tokens and file permissions (issue 9 items 1, 2) --
 
+
+class CredentialsTooLarge(DockyardError):
+    code, status, default_message = "INVALID_REQUEST", 400, "the Authorization header is too large"
+
+
+class TooManyScopes(DockyardError):
+    code, status, default_message = "INVALID_REQUEST", 400, "too many scopes in one token request"
+
+
+class KeyNotFound(DockyardError):
+    code, status, default_message = "NOT_FOUND", 404, "no such signing key"
+
+
 # -- access, catalog and quotas (issue 9 items 4, 5, 6, 9, 10) --
 
 

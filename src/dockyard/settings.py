@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
@@ -120,6 +120,22 @@ class Settings(BaseSettings):
     scan_max_sbom_bytes: int = Field(256 << 20, ge=1 << 20, description="Largest document (SPDX or syft-json) syft may write for one image.")
 
     # -- keys, tokens and file permissions (issue 9 items 1, 2) --
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key-encryption key for token-signing keys (32+ characters); default: secret_key_file.",
+    )
+    secret_key_file: Path | None = Field(
+        None, description="File holding the key-encryption key; default: data_dir/secrets/kek (generated, 0600)."
+    )
+    token_max_scopes: int = Field(32, ge=1, le=1000, description="Most scopes one token request may ask for.")
+    token_max_bytes: int = Field(
+        8192, ge=1024, le=65536, description="Largest Authorization header (and token or login password) accepted."
+    )
+    token_cache_entries: int = Field(10_000, ge=0, description="Verified tokens kept in each process's LRU cache.")
+    credential_check_seconds: float = Field(
+        5.0, ge=0, le=300,
+        description="How long a process trusts an account's state (enabled, credential epoch) when checking its tokens.",
+    )
 
     # -- access, catalog and quotas (issue 9 items 4, 5, 6, 9, 10) --
     max_blob_bytes: int = Field(
@@ -215,6 +231,10 @@ class Settings(BaseSettings):
         return (self.storage_root or self.data_dir / "storage").resolve()
 
     @property
+    def resolved_secret_key_file(self) -> Path:
+        return (self.secret_key_file or self.data_dir / "secrets" / "kek").resolve()
+
+    @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 
@@ -250,7 +270,9 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
     """Serialise settings for worker processes, which rebuild them from the environment."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
-        if isinstance(value, list):
+        if isinstance(value, SecretStr):
+            env[f"DOCKYARD_{name.upper()}"] = value.get_secret_value()
+        elif isinstance(value, list):
             env[f"DOCKYARD_{name.upper()}"] = json.dumps(value)
         elif value is not None:
             env[f"DOCKYARD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)

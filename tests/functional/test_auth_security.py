@@ -102,31 +102,34 @@ def _b64(data: dict) -> str:
 
 async def test_tampered_tokens_are_rejected(reg):
     keys = reg.services.tokens.keys
-    good = keys.active()
-    public_pem = good.public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    good = keys.signer()
+    good_public = keys.active().public_key
+    alice = reg.services.authenticator.account("alice")
+    ids = {"uid": alice.id, "cep": alice.epoch}  # tokens name their account (finding 2)
+    public_pem = good_public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     now = int(time.time())
     stranger = ec.generate_private_key(ec.SECP256R1())
     forged = {
-        "alg none": _b64({"alg": "none", "typ": "JWT", "kid": good.kid}) + "." + _b64(_claims()) + ".",
+        "alg none": _b64({"alg": "none", "typ": "JWT", "kid": good.kid}) + "." + _b64(_claims(**ids, )) + ".",
         "HS256 with the public key": (
             _b64({"alg": "HS256", "typ": "JWT", "kid": good.kid})
             + "."
-            + _b64(_claims())
+            + _b64(_claims(**ids, ))
             + "."
             + base64.urlsafe_b64encode(
-                __import__("hmac").new(public_pem, f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': good.kid})}.{_b64(_claims())}".encode(), hashlib.sha256).digest()
+                __import__("hmac").new(public_pem, f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': good.kid})}.{_b64(_claims(**ids, ))}".encode(), hashlib.sha256).digest()
             ).rstrip(b"=").decode()
         ),
-        "unknown kid": _forge(_claims(), stranger, "ES256", {"kid": "unknown-kid"}),
-        "right kid, wrong key": _forge(_claims(), stranger, "ES256", {"kid": good.kid}),
-        "wrong aud": _forge(_claims(aud="someone-else"), good.private_key, "ES256", {"kid": good.kid}),
-        "expired": _forge(_claims(exp=now - 120, nbf=now - 600, iat=now - 600), good.private_key, "ES256", {"kid": good.kid}),
-        "not yet valid": _forge(_claims(nbf=now + 600, iat=now), good.private_key, "ES256", {"kid": good.kid}),
-        "wrong issuer": _forge(_claims(iss="evil"), good.private_key, "ES256", {"kid": good.kid}),
+        "unknown kid": _forge(_claims(**ids, ), stranger, "ES256", {"kid": "unknown-kid"}),
+        "right kid, wrong key": _forge(_claims(**ids, ), stranger, "ES256", {"kid": good.kid}),
+        "wrong aud": _forge(_claims(**ids, aud="someone-else"), good.private_key, "ES256", {"kid": good.kid}),
+        "expired": _forge(_claims(**ids, exp=now - 120, nbf=now - 600, iat=now - 600), good.private_key, "ES256", {"kid": good.kid}),
+        "not yet valid": _forge(_claims(**ids, nbf=now + 600, iat=now), good.private_key, "ES256", {"kid": good.kid}),
+        "wrong issuer": _forge(_claims(**ids, iss="evil"), good.private_key, "ES256", {"kid": good.kid}),
         "garbage": "not.a.jwt",
     }
     # The genuine article works, so each rejection below is about the tampering.
-    genuine = _forge(_claims(), good.private_key, "ES256", {"kid": good.kid})
+    genuine = _forge(_claims(**ids, ), good.private_key, "ES256", {"kid": good.kid})
     assert (await reg.post("/v2/alpha/app/blobs/uploads/", headers=bearer(genuine))).status_code == 202
     for label, token in forged.items():
         r = await reg.post("/v2/alpha/app/blobs/uploads/", headers=bearer(token))

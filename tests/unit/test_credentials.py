@@ -319,3 +319,14 @@ def test_store_api_round_trip(store_file: Path):
     assert store.erase("127.0.0.1:5000") is False
     assert store.list() == {}
     assert os.path.exists(store_file)
+
+
+def test_finding2_helper_hands_back_a_stored_login_password_instead_of_renewing_it(store_file, no_network):
+    """A login password cannot mint another (the server refuses with 403); the helper returns it as
+    it is, so it works until it expires and no longer renews itself."""
+    login_password = "eyJhbGciOiJFUzI1NiJ9.eyJ1c2UiOiJsb2dpbiJ9.c2ln"
+    payload = json.dumps({"ServerURL": "registry.example.com", "Username": "alice", "Secret": login_password})
+    assert helper("store", stdin=payload) == (0, "")
+    code, out = helper("get", stdin="registry.example.com")
+    assert code == 0 and json.loads(out)["Secret"] == login_password
+    assert no_network == []

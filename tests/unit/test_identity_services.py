@@ -8,6 +8,7 @@ import pytest
 
 from dockyard.auth.authenticator import Authenticator, LoginFailed
 from dockyard.auth.keys import KeyStore
+from dockyard.auth.secret_box import Kek, KeyRing
 from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from sqlalchemy import insert
@@ -44,7 +45,7 @@ def users(db):
 @pytest.fixture
 def authn(db):
     """The one credential checker (auth/authenticator.py), uncached so every call hashes."""
-    keys = KeyStore(db, "ES256")
+    keys = KeyStore(db, "ES256", KeyRing(Kek.from_secret(b"k" * 32)))
     keys.ensure_key()
     tokens = TokenService(db, keys, issuer="dockyard", service="dockyard", ttl=300, refresh_ttl=3600, login_ttl=3600)
     throttle = LoginThrottle(db, slowdown_after=100, lockout_after=200, lockout_seconds=1, window_seconds=60)

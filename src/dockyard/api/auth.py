@@ -21,7 +21,7 @@ from dockyard.auth.tokens import InvalidToken, TokenService, VerifiedToken
 from dockyard.domain.audit import AuditService
 from dockyard.domain.projects import ProjectService
 from dockyard.domain.names import validate_name
-from dockyard.errors import Conflict, Denied, NameUnknown, Unauthorized
+from dockyard.errors import Conflict, CredentialsTooLarge, Denied, NameUnknown, Unauthorized
 from dockyard.policy.access import AccessPolicy, project_of
 from dockyard.settings import Settings
 
@@ -89,6 +89,14 @@ class AccessGate:
 
     # -- identity -------------------------------------------------------------------------
 
+    def authorization(self, request: Request) -> str:
+        """The Authorization header, refused when longer than `token_max_bytes`: no token or login
+        password Dockyard issues comes near it, and it bounds what one request can make us parse."""
+        header = request.headers.get("authorization", "")
+        if len(header) > self.settings.token_max_bytes:
+            raise CredentialsTooLarge(f"the Authorization header is longer than {self.settings.token_max_bytes} bytes")
+        return header
+
     async def login(self, username: str, password: str, request: Request) -> Principal:
         """Verify a username/password (or robot secret, or login password). Every failure is
         audited; a success only when the credentials were really checked, not on a cache hit,
@@ -126,7 +134,7 @@ class AccessGate:
 
         Registry bearer tokens are refused here: a token CI holds for `repository:x:pull` must not
         carry its owner's full account power into the management API."""
-        header = request.headers.get("authorization", "")
+        header = self.authorization(request)
         if header[:7].lower() == "bearer ":
             raise Unauthorized(
                 "the management API takes Basic credentials (a password, a robot secret, or the output of "
@@ -155,12 +163,21 @@ class AccessGate:
         """Raise Unauthorized (with a challenge) or Denied unless the caller may do `action` on the resource.
 
         The granted path allocates nothing it does not need: a cached token and a set test."""
-        header = request.headers.get("authorization", "")
+        header = self.authorization(request)
         if header[:7].lower() == "bearer ":
             try:
                 token = self.tokens.verify(header[7:].strip())
             except InvalidToken as exc:
                 raise self._unauthorized(request, type_, name, action, f"invalid token: {exc}", "invalid_token") from exc
+            current = self.authenticator.token_account_cached(token)
+            if current is None:
+                current = await self.db.run_fast(self.authenticator.token_account_ok, token)
+            if not current:
+                raise self._unauthorized(
+                    request, type_, name, action,
+                    "invalid token: its account was disabled, deleted or changed its credentials since it was issued",
+                    "invalid_token",
+                )
             request.state.can = self._token_can(token)
             if type_ is None or token.allows(type_, name, action):
                 return token_principal(token)

@@ -12,9 +12,10 @@ from starlette.responses import Response
 
 from dockyard.api.auth import AccessGate, parse_basic
 from dockyard.api.http import json_response
+from dockyard.auth.authenticator import LOGIN_PASSWORD
 from dockyard.auth.principals import ANONYMOUS, Principal
 from dockyard.auth.scopes import ALL_ACTIONS, Scope, parse_scopes
-from dockyard.errors import InvalidRequest, Unauthorized, Unsupported
+from dockyard.errors import InvalidRequest, TooManyScopes, Unauthorized, Unsupported
 
 InvalidGrant = InvalidRequest
 
@@ -40,13 +41,27 @@ def _check_service(gate: AccessGate, service: str | None) -> None:
         raise InvalidGrant(f"unknown service {service!r}; this registry is {gate.settings.token_service!r}")
 
 
+def _scopes(gate: AccessGate, values: list[str]) -> list[Scope]:
+    """Parse, and refuse more than `token_max_scopes` distinct scopes: each costs an access check
+    now and bytes in the token (and in every node's token cache) for its whole life."""
+    limit = gate.settings.token_max_scopes
+    if len(values) > 4 * limit or sum(len(v) for v in values) > 1024 * limit:
+        raise TooManyScopes(f"a token request may ask for at most {limit} scopes")
+    scopes = list(dict.fromkeys(parse_scopes(values)))
+    if len(scopes) > limit:
+        raise TooManyScopes(f"a token request may ask for at most {limit} scopes; this one asked for {len(scopes)}")
+    return scopes
+
+
 async def _respond(gate: AccessGate, principal: Principal, scopes: list[Scope], offline: bool, oauth: bool) -> Response:
     granted = await anyio.to_thread.run_sync(grant, gate, principal, scopes)
     issued = gate.tokens.issue(principal, granted)
     body = {"token": issued.token, "access_token": issued.token, "expires_in": issued.expires_in, "issued_at": issued.issued_at}
     if oauth:
         body["scope"] = " ".join(str(s) for s in granted)
-    if offline and not principal.is_anonymous:
+    # A login password is short-lived by design: it must not buy a 30-day refresh token. Leaving
+    # the field out (not an error) keeps `docker login` with a login password working.
+    if offline and not principal.is_anonymous and principal.credential != LOGIN_PASSWORD:
         body["refresh_token"] = await anyio.to_thread.run_sync(gate.tokens.issue_refresh, principal)
     return json_response(body, headers={"Cache-Control": "no-store"})
 
@@ -57,14 +72,14 @@ async def token_get(request: Request) -> Response:
         raise Unsupported("authentication is disabled on this registry")
     query = request.query_params
     _check_service(gate, query.get("service"))
-    header = request.headers.get("authorization", "")
+    header = gate.authorization(request)
     principal = ANONYMOUS
     if header:
         creds = parse_basic(header)
         if creds is None:
             raise Unauthorized("malformed Authorization header; use Basic credentials")
         principal = await gate.login(creds[0], creds[1], request)
-    scopes = parse_scopes(query.getlist("scope"))
+    scopes = _scopes(gate, query.getlist("scope"))
     return await _respond(gate, principal, scopes, query.get("offline_token") == "true", oauth=False)
 
 
@@ -75,7 +90,7 @@ async def token_post(request: Request) -> Response:
     form = await request.form()
     _check_service(gate, form.get("service"))
     grant_type = form.get("grant_type")
-    scopes = parse_scopes([str(v) for v in form.getlist("scope")])
+    scopes = _scopes(gate, [str(v) for v in form.getlist("scope")])
     if grant_type == "password":
         username, password = form.get("username"), form.get("password")
         if not username or password is None:
@@ -84,9 +99,11 @@ async def token_post(request: Request) -> Response:
         offline = form.get("access_type") == "offline"
     elif grant_type == "refresh_token":
         refresh = form.get("refresh_token")
-        subject = await anyio.to_thread.run_sync(gate.tokens.refresh_subject, str(refresh or ""))
-        principal = await anyio.to_thread.run_sync(gate.authenticator.account, subject) if subject else None
-        if principal is None:
+        found = await anyio.to_thread.run_sync(gate.tokens.refresh_grant, str(refresh or ""))
+        principal = await anyio.to_thread.run_sync(gate.authenticator.account, found.subject) if found else None
+        # The very account it was issued to, with the same credentials: not a re-created namesake,
+        # and not after a password change, robot rotation or disable.
+        if principal is None or (principal.id, principal.epoch) != (found.account_id, found.epoch):
             raise Unauthorized("refresh token is invalid, expired or revoked, or its account is disabled")
         offline = False
     else:

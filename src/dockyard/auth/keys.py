@@ -1,6 +1,11 @@
-"""Token signing keys: created on first start, kept in the database, rotated without breaking tokens.
+"""Token signing keys: created on first start, kept in the database sealed under the KEK, rotated
+and revoked without a restart.
 
-The `kid` is the RFC 7638 JWK thumbprint, as distribution v3 indexes trusted keys.
+The `kid` is the RFC 7638 JWK thumbprint, as distribution v3 indexes trusted keys. Private keys
+are stored only sealed (auth/secret_box.py); verification needs just the public key, so a node
+decrypts only the active key, when it first signs. A retired key verifies for `verify_window`
+seconds after its retirement (the longest token lifetime: no token it signed can still be valid
+later); a revoked key never verifies again.
 """
 
 from __future__ import annotations
@@ -8,25 +13,54 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 
-from dockyard.metadata.db import Database, insert_ignore, utcnow
+from dockyard.auth.secret_box import KeyEncryptionError, KeyRing
+from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import signing_keys
+
+log = logging.getLogger("dockyard.keys")
+LEEWAY_SECONDS = 10  # clock skew allowed on exp/nbf/iat, here and in auth/tokens.py
 
 
 @dataclass(frozen=True)
 class SigningKey:
     kid: str
     algorithm: str
-    private_key: object
     public_key: object
     active: bool
+    created_at: datetime | None = None
+    retired_at: datetime | None = None
+    revoked_at: datetime | None = None
+    verifies_until: datetime | None = None  # None: the active key, verifies until it is retired
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.active:
+            return "active"
+        return "retired" if self.verifies(utcnow()) else "expired"
+
+    def verifies(self, now: datetime) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.active or self.verifies_until is None or now < self.verifies_until
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    kid: str
+    algorithm: str
+    private_key: object
 
 
 def jwk_thumbprint(public_key) -> str:
@@ -52,32 +86,76 @@ def _generate(algorithm: str):
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-class KeyStore:
-    """Reads keys from the database once and again after a rotation on this node.
+def _pkcs8(private) -> bytes:
+    return private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
-    Another node's rotation is picked up when a token names a kid we have not loaded."""
+
+class KeyStore:
+    """Public keys of every key, read from the database at start, after a local rotation or
+    revocation, every REFRESH_SECONDS (`refresh_if_stale`), and when a token names an unknown kid."""
 
     RELOAD_INTERVAL = 5.0  # unknown kids cannot make us hit the database more often than this
+    REFRESH_SECONDS = 10.0  # another node's revocation reaches this one within this time
 
-    def __init__(self, db: Database, algorithm: str):
+    def __init__(self, db: Database, algorithm: str, ring: KeyRing, *, verify_window: int = 0):
         self.db = db
         self.algorithm = algorithm
+        self.ring = ring
+        self.verify_window = verify_window
         self._keys: dict[str, SigningKey] = {}
+        self._signer: PrivateKey | None = None
         self._loaded_at = 0.0
 
+    # -- lifecycle --------------------------------------------------------------------------
+
     def ensure_key(self) -> None:
+        """At start: seal legacy plaintext keys, make sure one key is active, and check that this
+        node's KEK opens it (a node with the wrong KEK must not start and fail every login)."""
+        self.seal_plaintext()
         with self.db.read() as conn:
             has_active = conn.execute(select(signing_keys.c.kid).where(signing_keys.c.active.is_(True))).first()
         if has_active is None:
             self._insert_new_key(active=True)
         self.reload()
+        self.signer()
+
+    def seal_plaintext(self) -> int:
+        """Encrypt keys an older version stored as plaintext PEM, and scrub the plaintext from the
+        database file (SQLite: secure_delete and a WAL checkpoint; PostgreSQL: VACUUM FULL)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(signing_keys.c.kid, signing_keys.c.private_pem).where(signing_keys.c.private_pem.is_not(None))
+            ).all()
+        if not rows:
+            return 0
+        with self.db.write() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA secure_delete=ON")
+            for row in rows:
+                sealed = self.ring.seal(row.private_pem.encode(), row.kid)
+                conn.execute(
+                    update(signing_keys).where(signing_keys.c.kid == row.kid).values(private_sealed=sealed, private_pem=None)
+                )
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA secure_delete=OFF")  # pooled connection: back to the default
+        self._scrub()
+        log.warning("sealed %d plaintext token-signing key(s) under the key-encryption key", len(rows))
+        return len(rows)
+
+    def _scrub(self) -> None:
+        with self.db.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                raw = conn.connection.dbapi_connection
+                # The rows were rewritten under secure_delete (freed cells zeroed); copying the WAL
+                # into the database file and truncating it leaves no old page behind.
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            else:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.execute(text("VACUUM FULL signing_keys"))
 
     def _insert_new_key(self, active: bool) -> str:
         private = _generate(self.algorithm)
         kid = jwk_thumbprint(private.public_key())
-        private_pem = private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
         public_pem = private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()
@@ -88,7 +166,8 @@ class KeyStore:
                 {
                     "kid": kid,
                     "algorithm": self.algorithm,
-                    "private_pem": private_pem,
+                    "private_pem": None,
+                    "private_sealed": self.ring.seal(_pkcs8(private), kid),
                     "public_pem": public_pem,
                     "active": active,
                     "created_at": utcnow(),
@@ -98,7 +177,7 @@ class KeyStore:
         return kid
 
     def rotate(self) -> str:
-        """New active key; the old ones stay valid for verification until retired tokens expire."""
+        """New active key; the old ones verify until tokens they signed have expired."""
         kid = self._insert_new_key(active=False)
         with self.db.write() as conn:
             conn.execute(
@@ -108,15 +187,90 @@ class KeyStore:
         self.reload()
         return kid
 
+    def revoke(self, kid: str) -> SigningKey | None:
+        """Stop `kid` verifying at once (on other nodes within REFRESH_SECONDS). Revoking the active
+        key first rotates, so the registry keeps signing. None if there is no such key."""
+        with self.db.read() as conn:
+            row = conn.execute(select(signing_keys.c.active).where(signing_keys.c.kid == kid)).first()
+        if row is None:
+            return None
+        if row.active:
+            self.rotate()
+        now = utcnow()
+        with self.db.write() as conn:
+            conn.execute(
+                update(signing_keys)
+                .where(signing_keys.c.kid == kid, signing_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now, active=False, retired_at=func.coalesce(signing_keys.c.retired_at, now))
+            )
+        self.reload()
+        return self._keys.get(kid)
+
+    def reencrypt(self, new_ring: KeyRing) -> int:
+        """Re-seal every private key under `new_ring`'s KEK (`dockyard admin rotate-kek`), in one transaction."""
+        self.seal_plaintext()
+        with self.db.write() as conn:
+            rows = conn.execute(select(signing_keys.c.kid, signing_keys.c.private_sealed)).all()
+            for row in rows:
+                plaintext = self.ring.open(row.private_sealed, row.kid)
+                conn.execute(
+                    update(signing_keys)
+                    .where(signing_keys.c.kid == row.kid)
+                    .values(private_sealed=new_ring.seal(plaintext, row.kid))
+                )
+        self.ring = new_ring
+        self._signer = None
+        return len(rows)
+
+    # -- reads ------------------------------------------------------------------------------
+
     def reload(self) -> None:
         with self.db.read() as conn:
-            rows = conn.execute(select(signing_keys)).all()
+            rows = conn.execute(
+                select(
+                    signing_keys.c.kid, signing_keys.c.algorithm, signing_keys.c.public_pem, signing_keys.c.active,
+                    signing_keys.c.created_at, signing_keys.c.retired_at, signing_keys.c.revoked_at,
+                )
+            ).all()
         keys = {}
         for row in rows:
-            private = serialization.load_pem_private_key(row.private_pem.encode(), password=None)
-            keys[row.kid] = SigningKey(row.kid, row.algorithm, private, private.public_key(), bool(row.active))
+            known = self._keys.get(row.kid)
+            public = known.public_key if known else serialization.load_pem_public_key(row.public_pem.encode())
+            retired = aware(row.retired_at)
+            keys[row.kid] = SigningKey(
+                row.kid, row.algorithm, public, bool(row.active), aware(row.created_at), retired, aware(row.revoked_at),
+                None if row.active or retired is None else retired + timedelta(seconds=self.verify_window),
+            )
         self._keys = keys
         self._loaded_at = time.monotonic()
+        if self._signer is not None and not keys.get(self._signer.kid, _INACTIVE).active:
+            self._signer = None
+
+    def refresh_if_stale(self) -> None:
+        if time.monotonic() - self._loaded_at > self.REFRESH_SECONDS:
+            self.reload()
+
+    def signer(self) -> PrivateKey:
+        """The active key's private half, decrypted once per key and process."""
+        signer = self._signer
+        if signer is not None:
+            return signer
+        active = next((k for k in self._keys.values() if k.active), None)
+        if active is None:
+            self.ensure_key()
+            active = next(k for k in self._keys.values() if k.active)
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(signing_keys.c.private_sealed, signing_keys.c.private_pem).where(signing_keys.c.kid == active.kid)
+            ).first()
+        if row is None or row.private_sealed is None:
+            if row is not None and row.private_pem is not None:
+                self.seal_plaintext()
+                return self.signer()
+            raise KeyEncryptionError(f"signing key {active.kid} has no private key")
+        pem = self.ring.open(row.private_sealed, active.kid)
+        self._signer = PrivateKey(active.kid, active.algorithm, serialization.load_pem_private_key(pem, password=None))
+        return self._signer
 
     def active(self) -> SigningKey:
         for key in self._keys.values():
@@ -125,12 +279,32 @@ class KeyStore:
         self.ensure_key()
         return next(k for k in self._keys.values() if k.active)
 
-    def get(self, kid: str) -> SigningKey | None:
+    def usable(self, kid: str) -> SigningKey | None:
+        """The key if it may verify a token now (from memory: no database read)."""
         key = self._keys.get(kid)
-        if key is None and time.monotonic() - self._loaded_at > self.RELOAD_INTERVAL:
+        return key if key is not None and key.verifies(utcnow()) else None
+
+    def get(self, kid: str) -> SigningKey | None:
+        """The key named by a token, if it may verify now; an unknown kid reloads (rate-limited)."""
+        if kid not in self._keys and time.monotonic() - self._loaded_at > self.RELOAD_INTERVAL:
             self.reload()
-            key = self._keys.get(kid)
-        return key
+        return self.usable(kid)
 
     def all(self) -> list[SigningKey]:
-        return list(self._keys.values())
+        return sorted(self._keys.values(), key=lambda k: (k.created_at or utcnow()), reverse=True)
+
+
+_INACTIVE = SigningKey("", "", None, False)
+
+
+def open_keystore(db: Database, settings, *, create_kek: bool = True) -> KeyStore:
+    """The KeyStore a process with these settings uses: its KEK, and a retired key's verification
+    window of the longest token lifetime (access tokens and login passwords) plus leeway and the
+    time other nodes take to notice the rotation."""
+    from dockyard.auth.secret_box import load_keyring
+
+    secret = settings.secret_key.get_secret_value() if settings.secret_key is not None else None
+    ring = load_keyring(secret, settings.resolved_secret_key_file, create=create_kek)
+    # A node may go on signing with a key for up to REFRESH_SECONDS after another node retired it.
+    window = max(settings.token_ttl_seconds, settings.login_password_ttl_seconds) + LEEWAY_SECONDS + KeyStore.REFRESH_SECONDS
+    return KeyStore(db, settings.token_algorithm, ring, verify_window=window)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 ROBOT_PREFIX = "robot$"
@@ -14,6 +14,10 @@ class Principal:
     name: str
     id: int | None = None
     is_admin: bool = False
+    # Set for accounts read from the database: tokens and login passwords carry it (auth/tokens.py).
+    epoch: int | None = field(default=None, compare=False)
+    # How the caller proved it: "secret" (password, robot secret, token) or "login-password".
+    credential: str = field(default="secret", compare=False)
 
     @property
     def is_anonymous(self) -> bool:

@@ -34,6 +34,9 @@ def _settings(config: Path | None, **overrides) -> Settings:
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         console.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(2) from exc
+    from dockyard.storage.permissions import restrict_umask
+
+    restrict_umask()  # local commands write into the data directory: owner-only files
     # Workers and later commands must agree on paths whatever their working directory.
     return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
 
@@ -81,6 +84,16 @@ def _add_job_commands() -> None:
 _add_job_commands()
 
 
+def _add_key_commands() -> None:
+    import dockyard.cli as helpers
+    from dockyard.cli.keys import register
+
+    register(admin, helpers)  # admin keys list|rotate|revoke, admin rotate-kek
+
+
+_add_key_commands()
+
+
 @app.command()
 def serve(
     config: ConfigOpt = None,
@@ -105,14 +118,21 @@ def serve(
     )
     from dockyard.metadata.db import Database
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from dockyard.storage.permissions import secure_settings_paths
+
+    secure_settings_paths(settings)
     from dockyard.auth.bootstrap import bootstrap
-    from dockyard.auth.keys import KeyStore
+    from dockyard.auth.keys import open_keystore
+    from dockyard.auth.secret_box import KeyEncryptionError
 
     _ensure_port_free(settings.host, settings.port)
     db = Database(settings.resolved_database_url)
     db.migrate()  # once here, so workers never race on it
-    bootstrap(db, KeyStore(db, settings.token_algorithm), settings.admin_password)
+    try:
+        bootstrap(db, open_keystore(db, settings), settings.admin_password)
+    except KeyEncryptionError as exc:
+        console.print(f"[red]cannot open the token-signing keys: {exc}[/red]")
+        raise typer.Exit(2) from exc
     db.dispose()
     if settings.storage_driver == "memory" and settings.workers > 1:
         if workers is not None:
@@ -157,8 +177,10 @@ def migrate(config: ConfigOpt = None, data_dir: DataDirOpt = None, database_url:
     """Apply database migrations."""
     from dockyard.metadata.db import Database
 
+    from dockyard.storage.permissions import secure_settings_paths
+
     settings = _settings(config, data_dir=data_dir, database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_settings_paths(settings)
     Database(settings.resolved_database_url).migrate()
     console.print("database is at the latest schema")
 
@@ -178,18 +200,20 @@ def bootstrap_offline(
 ) -> None:
     """Offline set-up straight against the data directory: migrate, admin password, projects."""
     from dockyard.auth.bootstrap import ADMIN_USERNAME, bootstrap
-    from dockyard.auth.keys import KeyStore
+    from dockyard.auth.keys import open_keystore
     from dockyard.domain.projects import ProjectService
     from dockyard.domain.users import UserService
     from dockyard.errors import DockyardError
     from dockyard.metadata.db import Database
 
+    from dockyard.storage.permissions import secure_settings_paths
+
     settings = _settings(config, data_dir=data_dir, database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_settings_paths(settings)
     db = Database(settings.resolved_database_url)
     db.migrate()
     password = sys.stdin.readline().rstrip("\n") if admin_password_stdin else settings.admin_password
-    bootstrap(db, KeyStore(db, settings.token_algorithm), password)
+    bootstrap(db, open_keystore(db, settings), password)
     try:
         if admin_password_stdin:
             UserService(db).change_password(ADMIN_USERNAME, password)

@@ -204,7 +204,10 @@ def credential_helper(argv: list[str] | None = None, stdin=None, stdout=None) ->
                 json.dump({"ServerURL": server, "Username": cred.username, "Secret": cred.secret}, stdout)
                 stdout.flush()
                 return 0
-            password = fetch_login_password(base_url(server), cred.username, cred.secret)
+            # A stored login password (`docker login` with get-login-password's output) cannot buy
+            # another one; it is handed back as it is and works until it expires.
+            is_login_password = cred.secret.startswith("eyJ") and cred.secret.count(".") == 2
+            password = cred.secret if is_login_password else fetch_login_password(base_url(server), cred.username, cred.secret)
             json.dump({"ServerURL": server, "Username": cred.username, "Secret": password}, stdout)
         elif action == "erase":
             server = stdin.read().strip()

@@ -18,7 +18,7 @@ from dockyard.auth.principals import ROBOT_PREFIX, Principal
 from dockyard.domain.identity import Conflict, InvalidRequest, Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
-from dockyard.metadata.models import projects, robot_permissions, robots
+from dockyard.metadata.models import new_epoch, projects, robot_permissions, robots
 from dockyard.policy.access import ROBOT_ACTIONS
 
 ROBOT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -144,7 +144,9 @@ class RobotService:
         secret_hash = hash_secret(secret)
         with self.db.write() as conn:
             robot = self._require(conn, name)
-            conn.execute(update(robots).where(robots.c.id == robot.id).values(secret_hash=secret_hash))
+            conn.execute(
+                update(robots).where(robots.c.id == robot.id).values(secret_hash=secret_hash, credential_epoch=new_epoch())
+            )
             return robot, secret
 
     def update(
@@ -159,6 +161,8 @@ class RobotService:
             values["expires_at"] = resolve_expiry(expires_at, None)
         with self.db.write() as conn:
             robot = self._require(conn, name)
+            if disabled is not None and disabled != robot.disabled:
+                values["credential_epoch"] = new_epoch()  # tokens and refresh tokens issued before end
             if values:
                 conn.execute(update(robots).where(robots.c.id == robot.id).values(**values))
             return self._require(conn, name)

@@ -13,7 +13,7 @@ from dockyard.auth.principals import ROBOT_PREFIX, Principal
 from dockyard.domain.identity import Conflict, InvalidRequest, Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
-from dockyard.metadata.models import users
+from dockyard.metadata.models import new_epoch, users
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSWORD_LENGTH = 8
@@ -131,6 +131,8 @@ class UserService:
             values["disabled"] = disabled
         with self.db.write() as conn:
             user = self._require(conn, username)
+            if disabled is not None and disabled != user.disabled:
+                values["credential_epoch"] = new_epoch()  # login passwords and tokens issued before end
             if values:
                 removes_admin = user.is_admin and not user.disabled and (is_admin is False or disabled is True)
                 if removes_admin:
@@ -144,7 +146,9 @@ class UserService:
         with self.db.write() as conn:
             user = self._require(conn, username)
             conn.execute(
-                update(users).where(users.c.id == user.id).values(password_hash=password_hash, password_changed_at=utcnow())
+                update(users)
+                .where(users.c.id == user.id)
+                .values(password_hash=password_hash, password_changed_at=utcnow(), credential_epoch=new_epoch())
             )
 
     def delete(self, username: str) -> None:

@@ -28,7 +28,7 @@ class Database:
         if self.is_sqlite:
             db_path = make_url(url).database
             if db_path and db_path != ":memory:":
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.engine = create_engine(url, pool_size=20, max_overflow=20, connect_args={"timeout": 60})
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -131,6 +133,12 @@ uploads = Table(
 
 # -- identity and access ------------------------------------------------------------------
 
+
+def new_epoch() -> int:
+    """A fresh credential epoch: random, so a re-created account never matches an old one."""
+    return secrets.randbits(62)
+
+
 users = Table(
     "users",
     metadata,
@@ -142,6 +150,8 @@ users = Table(
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("password_changed_at", DateTime(timezone=True), nullable=False),
+    # Random, replaced on password change and disable: login passwords and tokens carry it.
+    Column("credential_epoch", BigInteger, nullable=False, default=new_epoch),
 )
 
 projects = Table(
@@ -176,6 +186,7 @@ robots = Table(
     Column("expires_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("created_by", String(64)),
+    Column("credential_epoch", BigInteger, nullable=False, default=new_epoch),  # replaced on rotate and disable
 )
 
 robot_permissions = Table(
@@ -192,11 +203,13 @@ signing_keys = Table(
     metadata,
     Column("kid", String(100), primary_key=True),
     Column("algorithm", String(16), nullable=False),
-    Column("private_pem", Text, nullable=False),
+    Column("private_pem", Text),  # legacy plaintext; sealed and cleared on start
+    Column("private_sealed", Text),  # AES-256-GCM under the key-encryption key (auth/secret_box.py)
     Column("public_pem", Text, nullable=False),
-    Column("active", Boolean, nullable=False),  # the one that signs; retired keys still verify
+    Column("active", Boolean, nullable=False),  # the one that signs; retired keys verify for a while
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("retired_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),  # never verifies again
 )
 
 refresh_tokens = Table(
@@ -209,6 +222,8 @@ refresh_tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("account_id", Integer),  # with credential_epoch: the account it was issued to
+    Column("credential_epoch", BigInteger),
     Index("ix_refresh_tokens_subject", "subject"),
 )
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from dockyard.storage.permissions import DIR_MODE, FILE_MODE
 from dockyard.storage.protocol import StorageBusy, StorageError
 
 READ_CHUNK = 1024 * 1024
@@ -17,8 +18,8 @@ class _FileWriter:
     """Exclusive via flock, so a crashed writer's lock dies with its process."""
 
     def __init__(self, path: Path, offset: int):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -69,7 +70,7 @@ class FilesystemDriver:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -90,9 +91,9 @@ class FilesystemDriver:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-        with open(tmp, "wb") as fh:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -127,7 +128,7 @@ class FilesystemDriver:
         if not source.exists():
             raise StorageError(f"object {src} not found")
         for attempt in range(3):
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
             try:
                 os.replace(source, target)
                 break

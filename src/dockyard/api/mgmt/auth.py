@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from dockyard.api.mgmt.common import CallerDep, Model
+from dockyard.auth.authenticator import LOGIN_PASSWORD
+from dockyard.errors import Denied
 
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -36,6 +38,9 @@ def whoami(caller: CallerDep):
 @router.post("/login-password", response_model=LoginPassword, summary="A short-lived password for docker login")
 def login_password(caller: CallerDep):
     caller.require_user()
+    if caller.principal.credential == LOGIN_PASSWORD:
+        # Otherwise a 12-hour password renews itself forever, outliving every credential check.
+        raise Denied("a login password cannot be used to get another one; sign in with your account password")
     services = caller.services
     password = services.tokens.issue_login_password(caller.principal)
     caller.audit("login-password.issue", f"user {caller.principal.name}")
