@@ -19,7 +19,7 @@ import httpx
 
 NOT_FOUND = "credentials not found in native keychain"
 IDENTITY_TOKEN_USERNAME = "<token>"
-_LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
+_LOOPBACK = re.compile(r"(localhost|127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\])(:[0-9]+)?")
 
 
 class CredentialError(Exception):
@@ -38,7 +38,7 @@ def base_url(server: str, plain_http: bool | None = None) -> str:
         return server.strip().rstrip("/")
     host = server_key(server)
     if plain_http is None:
-        plain_http = bool(_LOOPBACK.match(host))
+        plain_http = bool(_LOOPBACK.fullmatch(host))
     return f"{'http' if plain_http else 'https'}://{host}"
 
 

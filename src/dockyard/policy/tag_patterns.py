@@ -20,16 +20,16 @@ GLOB_FLAGS = glob.GLOBSTAR | glob.BRACE
 MAX_PATTERN_LENGTH = 255
 # Brace expansion is capped so `{1..99999}` cannot blow up matching.
 _EXPANSION_LIMIT = 256
-_REPO_CHARS = re.compile(r"^[a-z0-9._/\-*?\[\]{},!^]+$")
-_TAG_CHARS = re.compile(r"^[A-Za-z0-9._\-*?\[\]{},!^]+$")
+_REPO_CHARS = re.compile(r"[a-z0-9._/\-*?\[\]{},!^]+")
+_TAG_CHARS = re.compile(r"[A-Za-z0-9._\-*?\[\]{},!^]+")
 # Fallback referrer tags (OCI referrers tag schema `sha256-<hex>`, cosign's `sha256-<hex>.sig|.att|.sbom`):
 # clients move them whenever a signature or SBOM is added, so rules skip them unless a rule names them.
-_REFERRER_TAG = re.compile(r"^sha(256|512)-[0-9a-f]{64,128}(\.[a-z]+)?$")
+_REFERRER_TAG = re.compile(r"sha(256|512)-[0-9a-f]{64,128}(\.[a-z]+)?")
 _REFERRER_PREFIX = re.compile(r"^sha(256|512)-")
 
 
 def is_referrer_tag(tag: str) -> bool:
-    return _REFERRER_TAG.match(tag) is not None
+    return _REFERRER_TAG.fullmatch(tag) is not None
 
 
 def names_referrer_tags(tag_pattern: str) -> bool:
@@ -57,7 +57,7 @@ def _check_glob(pattern: str, what: str, chars: re.Pattern[str]) -> str:
         raise InvalidRequest(f"{what} must not be empty", detail={"pattern": ""})
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise InvalidRequest(f"{what} is longer than {MAX_PATTERN_LENGTH} characters", detail={"pattern": pattern[:300]})
-    if not chars.match(pattern):
+    if not chars.fullmatch(pattern):
         raise InvalidRequest(
             f"{what} {pattern!r} has characters that can never match (allowed: name characters and * ? [ ] {{ }} , ! ^)",
             detail={"pattern": pattern},
