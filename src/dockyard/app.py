@@ -21,6 +21,7 @@ from dockyard.api.http import (
     on_unexpected,
 )
 from dockyard.api.auth import AccessGate
+from dockyard.api.surface import HttpSurface
 from dockyard.api.oci.routes import oci_routes
 from dockyard.auth.authenticator import Authenticator
 from dockyard.auth.bootstrap import bootstrap
@@ -109,7 +110,7 @@ def build_services(settings: Settings) -> Services:
     )
     keys = KeyStore(db, settings.token_algorithm)
     if settings.auto_migrate:
-        bootstrap(db, keys, settings.admin_password)
+        bootstrap(db, keys, settings.admin_password, settings.data_dir)
     else:
         keys.reload()
     tokens = TokenService(
@@ -266,7 +267,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[*oci_routes(), Mount("/api/v1", app=create_mgmt_api(services))],
-        middleware=[Middleware(ApiVersionHeader)],
+        middleware=[Middleware(HttpSurface, settings=settings), Middleware(ApiVersionHeader)],
         exception_handlers={
             DockyardError: on_dockyard_error,
             HTTPException: on_http_exception,

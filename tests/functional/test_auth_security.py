@@ -20,6 +20,7 @@ from dockyard.domain.projects import ProjectService
 from dockyard.domain.robots import RobotService
 from dockyard.domain.users import UserService
 from dockyard.settings import Settings
+from .helpers import API_CLIENT
 
 ADMIN_PASSWORD = "admin-password-1"
 ALICE_PASSWORD = "alice-password-1"
@@ -37,7 +38,7 @@ async def reg(tmp_path):
         projects.create(name)
         projects.add_member(name, "alice", "developer")
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
             client.services = services  # type: ignore[attr-defined]
             yield client
 

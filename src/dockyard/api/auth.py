@@ -15,6 +15,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api.http import quote_param
 from dockyard.auth.authenticator import Authenticator, LoginFailed
 from dockyard.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal
 from dockyard.auth.tokens import InvalidToken, TokenService, VerifiedToken
@@ -26,6 +27,12 @@ from dockyard.policy.access import AccessPolicy, project_of
 from dockyard.settings import Settings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def management_challenge(realm: str) -> dict[str, str]:
+    """The 401 challenge of /api/v1. Not `Basic`: a browser would prompt for and then cache credentials,
+    sending them with every later (cross-site) request. Clients send `Authorization: Basic` unprompted."""
+    return {"WWW-Authenticate": f"Dockyard realm={quote_param(realm)}"}
 
 
 
@@ -131,7 +138,7 @@ class AccessGate:
             raise Unauthorized(
                 "the management API takes Basic credentials (a password, a robot secret, or the output of "
                 "`dockyard get-login-password`), not registry bearer tokens",
-                headers={"WWW-Authenticate": f'Basic realm="{self.settings.token_service}"'},
+                headers=management_challenge(self.settings.token_service),
             )
         creds = parse_basic(header) if header else None
         if creds is not None:
@@ -141,14 +148,16 @@ class AccessGate:
     # -- /v2 authorization ------------------------------------------------------------------
 
     def challenge(self, request: Request, scope: str | None, error: str | None = None) -> dict[str, str]:
+        """The /v2 challenge. Every parameter is a quoted-string with escaping; the realm comes from
+        public_url when set, else from the Host header that api/surface.py has already validated."""
         if self.settings.auth_mode == "basic":
-            return {"WWW-Authenticate": f'Basic realm="{self.settings.token_service}"'}
+            return {"WWW-Authenticate": f"Basic realm={quote_param(self.settings.token_service)}"}
         base = self.settings.public_url or f"{request.url.scheme}://{request.headers.get('host', 'localhost')}"
-        parts = [f'realm="{base.rstrip("/")}/token"', f'service="{self.settings.token_service}"']
+        parts = [f"realm={quote_param(base.rstrip('/') + '/token')}", f"service={quote_param(self.settings.token_service)}"]
         if scope:
-            parts.append(f'scope="{scope}"')
+            parts.append(f"scope={quote_param(scope)}")
         if error:
-            parts.append(f'error="{error}"')
+            parts.append(f"error={quote_param(error)}")
         return {"WWW-Authenticate": "Bearer " + ",".join(parts)}
 
     async def authorize(self, request: Request, type_: str | None, name: str | None, action: str | None) -> Principal:

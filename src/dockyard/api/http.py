@@ -19,6 +19,12 @@ log = logging.getLogger("dockyard.http")
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
 
+def quote_param(value: str) -> str:
+    """`value` as an RFC 9110 quoted-string for WWW-Authenticate: control characters dropped, `\\` and `"` escaped."""
+    cleaned = "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+    return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None, media_type: str = "application/json") -> Response:
     return Response(json.dumps(data, separators=(",", ":")).encode(), status, headers=headers, media_type=media_type)
 

@@ -112,7 +112,7 @@ def serve(
     _ensure_port_free(settings.host, settings.port)
     db = Database(settings.resolved_database_url)
     db.migrate()  # once here, so workers never race on it
-    bootstrap(db, KeyStore(db, settings.token_algorithm), settings.admin_password)
+    bootstrap(db, KeyStore(db, settings.token_algorithm), settings.admin_password, settings.data_dir)
     db.dispose()
     if settings.storage_driver == "memory" and settings.workers > 1:
         if workers is not None:
@@ -189,7 +189,7 @@ def bootstrap_offline(
     db = Database(settings.resolved_database_url)
     db.migrate()
     password = sys.stdin.readline().rstrip("\n") if admin_password_stdin else settings.admin_password
-    bootstrap(db, KeyStore(db, settings.token_algorithm), password)
+    bootstrap(db, KeyStore(db, settings.token_algorithm), password, settings.data_dir)
     try:
         if admin_password_stdin:
             UserService(db).change_password(ADMIN_USERNAME, password)

@@ -30,6 +30,7 @@ def point_tag(
     validate_tag(tag)
     validate_digest(digest)
     policy = tag_policy or TagPolicy(db)
+    verdicts = policy.prepare(repository, [tag])  # pattern matching, before the write lock
     with db.write() as conn:
         repo_id = require_repository_id(conn, repository)
         manifest_id = conn.execute(
@@ -37,4 +38,4 @@ def point_tag(
         ).scalar()
         if manifest_id is None:
             raise ManifestUnknown(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
-        return move_tag(conn, policy, repository, repo_id, tag, manifest_id, digest, override=override)
+        return move_tag(conn, policy, repository, repo_id, tag, manifest_id, digest, override=override, verdicts=verdicts)
