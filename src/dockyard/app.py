@@ -128,6 +128,7 @@ def build_services(settings: Settings) -> Services:
         lockout_after=settings.login_lockout_after,
         lockout_seconds=settings.login_lockout_seconds,
         window_seconds=settings.login_failure_window_seconds,
+        address_lockout_after=settings.login_address_lockout_after,
     )
     authenticator = Authenticator(db, tokens, throttle, cache_seconds=settings.credential_cache_seconds)
     access = AccessPolicy(db, auto_create_projects=settings.auto_create_projects)
@@ -230,6 +231,7 @@ async def _housekeeping(services: Services) -> None:
             if purged:
                 log.info("purged %d stale uploads", purged)
             await services.db.run(services.audit.purge, services.settings.audit_retention_days)
+            await services.db.run(services.authenticator.throttle.purge)
         except Exception:  # keep going on the next tick; one failure must not kill the server
             log.exception("housekeeping failed")
 

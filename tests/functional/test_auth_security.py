@@ -222,11 +222,10 @@ async def test_throttling_slows_then_refuses_with_retry_after(reg):
     assert locked.status_code == 429
     assert int(locked.headers["retry-after"]) > 0
     assert locked.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
-    # Another account from elsewhere is unaffected by alice's lock (the IP counter is shared here,
-    # so use the admin from the same client only after checking the account key is what locked).
+    # What locked is this (address, account) pair only (issue 9, finding 7), not the address.
     with reg.services.db.read() as conn:
         keys = {row[0] for row in conn.exec_driver_sql("SELECT key FROM login_failures WHERE locked_until IS NOT NULL")}
-    assert "user:alice" in keys
+    assert len(keys) == 1 and next(iter(keys)).startswith("pair:")
 
 
 async def test_refresh_token_flow_and_revocation(reg):

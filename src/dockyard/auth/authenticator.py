@@ -89,7 +89,6 @@ class Authenticator:
 
     def check(self, username: str, password: str, source_ip: str | None) -> tuple[Principal, bool]:
         """(principal, fresh): fresh is False when a cached verification was reused."""
-        keys = [f"user:{username.lower()}"] + ([f"ip:{source_ip}"] if source_ip else [])
         account = self._load(username)
         cache_key = None
         if account is not None and self.cache_seconds:
@@ -97,16 +96,17 @@ class Authenticator:
             expiry = self._verified.get(cache_key)
             if expiry is not None and expiry > time.monotonic():
                 return account.principal, False
-        self.throttle.check(keys)
+        # Reserved before argon2 runs: concurrent guesses cannot all be checked before the lock engages.
+        attempt = self.throttle.reserve(source_ip, username)
         if account is None:
             verify_secret(self._dummy_hash, password)
         ok = account is not None and (
             verify_secret(account.secret_hash, password) or self.tokens.login_password_subject(password) == username
         )
         if not ok:
-            delay = self.throttle.failure(keys)
+            delay = self.throttle.failed(attempt)
             raise LoginFailed("invalid username or password", delay)
-        self.throttle.success(keys[0])
+        self.throttle.succeeded(attempt)
         if cache_key is not None:
             if len(self._verified) > 10_000:
                 self._verified.clear()

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
-from dockyard.api.auth import management_challenge
+from dockyard.api.auth import client_ip, management_challenge
 from dockyard.api.http import error_response, on_http_exception
 from dockyard.auth.principals import Principal
 from dockyard.domain.identity import MAX_PAGE_SIZE, Page
@@ -101,7 +101,7 @@ async def current_caller(request: Request, principal: Annotated[Principal, Depen
     return Caller(
         principal=principal,
         services=request.app.state.services,
-        source_ip=request.client.host if request.client else None,
+        source_ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
     )
 
@@ -163,7 +163,7 @@ async def _audit_denial(request: Request, principal: Principal, exc: DockyardErr
             action="api.denied",
             object=f"{request.method} {path}",
             outcome="failure",
-            source_ip=request.client.host if request.client else None,
+            source_ip=client_ip(request),
             user_agent=request.headers.get("user-agent"),
             detail={"reason": exc.message},
         )
