@@ -188,7 +188,11 @@ class AccessGate:
             )
         creds = parse_basic(header) if header else None
         if creds is not None:
-            return await self.login(creds[0], creds[1], request)
+            try:
+                return await self.login(creds[0], creds[1], request)
+            except Unauthorized as exc:
+                exc.headers = {**management_challenge(self.settings.token_service), **exc.headers}
+                raise
         return ANONYMOUS
 
     # -- /v2 authorization ------------------------------------------------------------------
