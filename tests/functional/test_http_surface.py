@@ -41,6 +41,10 @@ async def test_finding11_host_header_is_validated_without_public_url(tmp_path):
             assert r.status_code == 400, (host, r.status_code)
             assert r.json()["errors"][0]["code"] == "INVALID_REQUEST"
             assert "www-authenticate" not in r.headers
+        request = client.build_request("GET", "/v2/")
+        request.headers = httpx.Headers([("Host", "registry.test"), ("Host", EVIL_HOST)])
+        r = await client.send(request)
+        assert r.status_code == 400 and "www-authenticate" not in r.headers  # a second Host header is refused too
         for host, realm in (("registry.test:5000", "http://registry.test:5000/token"), ("[::1]:5000", "http://[::1]:5000/token"),
                             ("10.1.2.3", "http://10.1.2.3/token")):
             r = await client.get("/v2/", headers={"Host": host})

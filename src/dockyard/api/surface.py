@@ -52,8 +52,10 @@ class HttpSurface:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        refusal = self._refusal(scope, headers)
+        raw = scope.get("headers", [])
+        headers = {k.lower(): v for k, v in raw}
+        hosts = [v.decode("latin-1") for k, v in raw if k.lower() == b"host"]
+        refusal = self._refusal(scope, headers, hosts)
 
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -70,12 +72,13 @@ class HttpSurface:
             return
         await self.app(scope, receive, send_secured)
 
-    def _refusal(self, scope: Scope, headers: dict[bytes, bytes]):
-        host = headers.get(b"host")
-        if self.check_host and host is not None and not valid_host(host.decode("latin-1")):
+    def _refusal(self, scope: Scope, headers: dict[bytes, bytes], hosts: list[str]):
+        # Every Host header counts: frameworks disagree on which of several they use.
+        bad = [host for host in hosts if not valid_host(host)]
+        if self.check_host and (bad or len(hosts) > 1):
             return HostInvalid(
-                "the Host header must be a host name or IP address with an optional port",
-                detail={"host": host.decode("latin-1")[:100].encode("unicode_escape").decode()},
+                "the request must carry one Host header: a host name or IP address with an optional port",
+                detail={"host": (bad or hosts)[0][:100].encode("unicode_escape").decode()},
             )
         path = scope.get("path", "")
         if scope["method"] in STATE_CHANGING and (path == MANAGEMENT_PREFIX or path.startswith(MANAGEMENT_PREFIX + "/")):
