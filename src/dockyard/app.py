@@ -21,6 +21,7 @@ from dockyard.api.http import (
     on_unexpected,
 )
 from dockyard.api.auth import AccessGate
+from dockyard.api.surface import HttpSurface
 from dockyard.api.oci.routes import oci_routes
 from dockyard.auth.authenticator import Authenticator
 from dockyard.auth.bootstrap import bootstrap
@@ -113,7 +114,7 @@ def build_services(settings: Settings) -> Services:
     )
     keys = open_keystore(db, settings)
     if settings.auto_migrate:
-        bootstrap(db, keys, settings.admin_password)
+        bootstrap(db, keys, settings.admin_password, settings.data_dir)
     else:
         keys.reload()
     tokens = TokenService(
@@ -134,6 +135,7 @@ def build_services(settings: Settings) -> Services:
         lockout_after=settings.login_lockout_after,
         lockout_seconds=settings.login_lockout_seconds,
         window_seconds=settings.login_failure_window_seconds,
+        address_lockout_after=settings.login_address_lockout_after,
     )
     authenticator = Authenticator(
         db, tokens, throttle, cache_seconds=settings.credential_cache_seconds, check_seconds=settings.credential_check_seconds
@@ -259,6 +261,7 @@ async def _housekeeping(services: Services) -> None:
             if purged:
                 log.info("purged %d stale uploads", purged)
             await services.db.run(services.audit.purge, services.settings.audit_retention_days)
+            await services.db.run(services.authenticator.throttle.purge)
         except Exception:  # keep going on the next tick; one failure must not kill the server
             log.exception("housekeeping failed")
 
@@ -298,7 +301,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[*oci_routes(), Mount("/api/v1", app=create_mgmt_api(services))],
-        middleware=[Middleware(ApiVersionHeader)],
+        middleware=[Middleware(HttpSurface, settings=settings), Middleware(ApiVersionHeader)],
         exception_handlers={
             DockyardError: on_dockyard_error,
             HTTPException: on_http_exception,

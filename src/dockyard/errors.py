@@ -159,6 +159,24 @@ class TooManyUploads(TooManyRequests):
 
 # -- input validation, throttling and HTTP surface (issue 9 items 3, 7, 8, 11, 12) --
 
+
+class HostInvalid(DockyardError):
+    """The Host header is not a host name or address (it would end up in WWW-Authenticate)."""
+
+    code, status, default_message = "INVALID_REQUEST", 400, "invalid Host header"
+
+
+class CsrfHeaderMissing(DockyardError):
+    """A state-changing /api/v1 request with neither a JSON body nor the X-Dockyard-Client header."""
+
+    code, status, default_message = "DENIED", 403, "state-changing requests need a JSON body or the X-Dockyard-Client header"
+
+
+class TagRulesChanged(DockyardError):
+    """Tag rules changed while a write was being prepared, again and again; the client may retry."""
+
+    code, status, default_message = "CONFLICT", 409, "tag rules changed during the request; try again"
+
 # -- faults: disk full, database outages, crashes (issue 9 part 2) --
 
 # -- signature verification (issue 19 items 1, 4) --

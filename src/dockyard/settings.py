@@ -5,13 +5,16 @@ Every field here is documented in docs/settings.md; tests/unit/test_docs.py keep
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
@@ -149,6 +152,14 @@ class Settings(BaseSettings):
     )
 
     # -- input validation, throttling and HTTP surface (issue 9 items 3, 7, 8, 11, 12) --
+    # NoDecode: the env var is a JSON list or a comma-separated string (see _cidr_list).
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For is believed for the client address (empty: none).",
+    )
+    login_address_lockout_after: int = Field(
+        50, ge=2, description="Failed logins from one client address, over all accounts, before that address gets 429s."
+    )
 
     # -- faults: disk full, database outages, crashes (issue 9 part 2) --
 
@@ -210,6 +221,49 @@ class Settings(BaseSettings):
             raise ValueError("vulndb_ecosystems must name at least one OSV ecosystem, e.g. Debian,PyPI")
         return [name.strip() for name in value]
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _cidr_list(cls, value: Any) -> Any:
+        return cls._ecosystem_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"trusted_proxies: {cidr!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from exc
+        return [str(ipaddress.ip_network(c.strip(), strict=False)) for c in value]
+
+    @field_validator("public_url")
+    @classmethod
+    def _valid_public_url(cls, value: str | None) -> str | None:
+        """It is put into WWW-Authenticate and Location headers: a plain http(s) origin with an optional path."""
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.hostname
+            or parsed.query
+            or parsed.fragment
+            or parsed.username is not None
+            or not _PUBLIC_URL_RE.fullmatch(value)
+        ):
+            raise ValueError(f"public_url {value!r} must be an http(s) URL such as https://registry.example.com[/prefix]")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _public_url_off_loopback(self) -> Settings:
+        """Off loopback the Host header comes from strangers; the token realm must come from configuration."""
+        if self.public_url is None and not _is_loopback(self.host):
+            raise ValueError(
+                f"public_url must be set when the server binds to {self.host!r} (not loopback): it names the token "
+                "realm clients are sent to, e.g. public_url = \"https://registry.example.com\""
+            )
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:
@@ -237,6 +291,18 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+
+_PUBLIC_URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?:/[A-Za-z0-9._~/\-]*)?")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _vulndb_defaults() -> tuple[str, tuple[str, ...]]:

@@ -24,6 +24,7 @@ import httpx
 from tests.e2e.conftest import MANIFEST_ACCEPT, ClientFailed, Clients, sha256_bytes  # noqa: F401
 from tests.support.images import LayoutWriter, _layout_info, _small_files
 from tests.support.server import ServerProcess
+from tests.functional.helpers import API_CLIENT
 
 ADMIN = "admin"
 
@@ -45,7 +46,7 @@ class Directory:
 
     def __init__(self, server: ServerProcess, admin_password: str, database_url: str | None = None):
         self.server = server
-        self.http = httpx.Client(base_url=server.url, trust_env=False, timeout=60,
+        self.http = httpx.Client(headers=API_CLIENT, base_url=server.url, trust_env=False, timeout=60,
                                  auth=(ADMIN, admin_password))
         probe = self.http.get("/api/v1/openapi.json")
         self.via = "api" if probe.status_code == 200 else "db"
@@ -111,7 +112,7 @@ class Directory:
 class AdminHttp:
     def __init__(self, server: ServerProcess, admin_password: str):
         self.server = server
-        self.http = httpx.Client(base_url=server.url, trust_env=False, timeout=60,
+        self.http = httpx.Client(headers=API_CLIENT, base_url=server.url, trust_env=False, timeout=60,
                                  auth=(ADMIN, admin_password))
 
     def close(self) -> None:

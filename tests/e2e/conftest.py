@@ -28,6 +28,7 @@ import pytest
 
 from tests.support.images import ImageFixture
 from tests.support.server import ServerProcess, ToolNotFoundError, run_dockyard, tool
+from tests.functional.helpers import API_CLIENT
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -179,7 +180,7 @@ class Registry:
         self.server = server
         self.host = server.host
         self.url = server.url
-        self.http = httpx.Client(base_url=server.url, trust_env=False, timeout=120)
+        self.http = httpx.Client(headers=API_CLIENT, base_url=server.url, trust_env=False, timeout=120)
 
     def close(self) -> None:
         self.http.close()

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.support.server import dockyard_env, run_dockyard
+from tests.functional.helpers import API_CLIENT
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +91,7 @@ def test_robots_and_audit(server):
     secret = created["secret"]
 
     # the robot can log in to the registry with its secret
-    with httpx.Client(base_url=server.url, trust_env=False) as client:
+    with httpx.Client(headers=API_CLIENT, base_url=server.url, trust_env=False) as client:
         ok = client.get("/api/v1/auth/whoami", auth=(created["name"], secret))
         assert ok.status_code == 200 and ok.json()["kind"] == "robot"
 

@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.auth_support import AuthClients, Directory, find_digest, tiny_layout
 from tests.support.server import run_dockyard
+from tests.functional.helpers import API_CLIENT
 
 pytestmark = pytest.mark.e2e
 
@@ -218,7 +219,7 @@ def test_signing_while_the_project_requires_signatures(sc, tmp_path):
             directory.add_member("locked", "deploy", "guest")
         finally:
             directory.close()
-        with httpx.Client(base_url=f"http://{server.host}/api/v1", auth=("admin", ADMIN_PASSWORD)) as api:
+        with httpx.Client(headers=API_CLIENT, base_url=f"http://{server.host}/api/v1", auth=("admin", ADMIN_PASSWORD)) as api:
             r = api.post("/projects/locked/security/trusted-keys",
                          json={"name": "release", "public_key": (sc.work / "cosign.pub").read_text()})
             assert r.status_code == 201, r.text

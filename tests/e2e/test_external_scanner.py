@@ -14,6 +14,7 @@ import pytest
 from tests.support.scan_images import FIXED, VULNERABLE, java_app
 from tests.support.scanner_adapter import run_scanner_adapter
 from tests.support.server import run_dockyard, tool
+from tests.functional.helpers import API_CLIENT
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,7 @@ def test_harbor_api_adapter_drives_the_pull_gate(tmp_path):
     with run_scanner_adapter({bad.digest: [vuln]}, pending_polls=1, require_auth="Bearer adapter-secret") as adapter, \
             run_dockyard(tmp_path / "data", auth_mode="token", admin_password=ADMIN[1],
                          extra_env={"DOCKYARD_SECURITY_CACHE_SECONDS": "0"}) as server:
-        api = httpx.Client(base_url=f"http://{server.host}/api/v1", auth=ADMIN, timeout=30)
+        api = httpx.Client(headers=API_CLIENT, base_url=f"http://{server.host}/api/v1", auth=ADMIN, timeout=30)
         assert api.post("/projects", json={"name": "prod"}).status_code == 201
         # Gates hold accounts that cannot push; the deploy account is a guest.
         assert api.post("/users", json={"username": "deploy", "password": DEPLOY[1]}).status_code == 201

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from dockyard.metadata.db import Database
 from dockyard.settings import Settings
 from tests.support.server import run_dockyard
+from tests.functional.helpers import API_CLIENT
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ADMIN = ("admin", "torture-admin-pw")
@@ -60,7 +61,7 @@ def upload(client: httpx.Client, repo: str, data: bytes) -> None:
 def pusher(url: str, seed: int, stop: threading.Event, stats: Stats) -> None:
     rnd = random.Random(seed)
     pushed: list[tuple[str, str]] = []
-    with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
+    with httpx.Client(headers=API_CLIENT, base_url=url, timeout=60, trust_env=False) as client:
         n = 0
         while not stop.is_set():
             n += 1
@@ -117,7 +118,7 @@ def run_gc(client: httpx.Client) -> dict:
 
 
 def collector(url: str, stop: threading.Event, stats: Stats) -> None:
-    with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
+    with httpx.Client(headers=API_CLIENT, base_url=url, timeout=60, trust_env=False) as client:
         while not stop.is_set():
             try:
                 result = run_gc(client)
@@ -155,7 +156,7 @@ def test_gc_while_pushing_never_breaks_a_tag(backend, tmp_path: Path, database_u
     env = {"DOCKYARD_GC_GRACE_SECONDS": str(GRACE), "DOCKYARD_WORKERS": "2", "DOCKYARD_WORKER_POLL_SECONDS": "0.2"}
     with run_dockyard(data_dir, database_url=database_url, auth_mode="none", admin_password=ADMIN[1], extra_env=env) as server:
         url = server.url
-        with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
+        with httpx.Client(headers=API_CLIENT, base_url=url, timeout=60, trust_env=False) as client:
             assert client.post("/api/v1/projects", json={"name": "team"}, auth=ADMIN).status_code == 201
         stats = Stats()
         stop = threading.Event()
@@ -169,7 +170,7 @@ def test_gc_while_pushing_never_breaks_a_tag(backend, tmp_path: Path, database_u
             t.join(120)
         assert not any(t.is_alive() for t in threads)
         assert stats.errors == []
-        with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
+        with httpx.Client(headers=API_CLIENT, base_url=url, timeout=60, trust_env=False) as client:
             verified = verify_tags(client)
             time.sleep(GRACE + 0.5)
             final = run_gc(client)

@@ -26,6 +26,7 @@ from tests.e2e.auth_support import ADMIN, AuthClients, Directory, tiny_layout
 from tests.e2e.conftest import MANIFEST_ACCEPT, assert_same_tree, fixture_tree, verify_layout
 from tests.support.images import ImageFixture
 from tests.support.server import ServerProcess, dockyard_env, run_dockyard
+from tests.functional.helpers import API_CLIENT
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +54,7 @@ class Env:
         self.server = server
         self.tmp = tmp
         self.host = server.host
-        self.http = httpx.Client(base_url=server.url, trust_env=False, timeout=120, auth=(ADMIN, ADMIN_PASSWORD))
+        self.http = httpx.Client(headers=API_CLIENT, base_url=server.url, trust_env=False, timeout=120, auth=(ADMIN, ADMIN_PASSWORD))
         self.clients = AuthClients(tmp / "clients", server)
         self.layouts: dict[str, tuple[Path, dict]] = {}
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.server import free_port, run_dockyard
+from tests.functional.helpers import API_CLIENT
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +68,7 @@ def test_sigkill_mid_chunk_then_resume(tmp_path, kill_after_mib):
     storage_root = data_dir / "storage"
 
     with run_dockyard(data_dir, port=port) as server:
-        client = httpx.Client(base_url=server.url, timeout=30)
+        client = httpx.Client(headers=API_CLIENT, base_url=server.url, timeout=30)
         committed_manifest = _push_small_image(client, "restart/app", "before-kill")
         r = client.post("/v2/restart/blob/blobs/uploads/")
         assert r.status_code == 202
@@ -114,7 +115,7 @@ def test_sigkill_mid_chunk_then_resume(tmp_path, kill_after_mib):
         client.close()
 
     with run_dockyard(data_dir, port=port) as server:
-        client = httpx.Client(base_url=server.url, timeout=30)
+        client = httpx.Client(headers=API_CLIENT, base_url=server.url, timeout=30)
         # Nothing committed before the kill is lost.
         r = client.get("/v2/restart/app/manifests/before-kill", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == committed_manifest
@@ -141,14 +142,14 @@ def test_sigkill_between_uploads_keeps_finished_blobs(tmp_path):
     port = free_port()
     pushed: list[tuple[str, str]] = []
     with run_dockyard(data_dir, port=port) as server:
-        client = httpx.Client(base_url=server.url, timeout=30)
+        client = httpx.Client(headers=API_CLIENT, base_url=server.url, timeout=30)
         for i in range(10):
             tag = f"t{i}"
             pushed.append((tag, _push_small_image(client, "burst/app", tag)))
         server.kill()
         client.close()
     with run_dockyard(data_dir, port=port) as server:
-        client = httpx.Client(base_url=server.url, timeout=30)
+        client = httpx.Client(headers=API_CLIENT, base_url=server.url, timeout=30)
         for tag, digest in pushed:
             r = client.get(f"/v2/burst/app/manifests/{tag}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
             assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == digest

@@ -26,6 +26,7 @@ from tests.e2e.auth_support import ADMIN, AuthClients, ClientFailed, Directory, 
 from tests.support.images import debian_oci_layout
 from tests.support.scan_images import FIXED, LOG4SHELL, VULNERABLE, java_app
 from tests.support.server import REPO_ROOT, dockyard_env, run_dockyard
+from tests.functional.helpers import API_CLIENT
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +43,7 @@ class Env:
         self.server = server
         self.host = server.host
         self.root = root
-        self.api = httpx.Client(base_url=server.url, trust_env=False, timeout=120, auth=(ADMIN, ADMIN_PASSWORD))
+        self.api = httpx.Client(headers=API_CLIENT, base_url=server.url, trust_env=False, timeout=120, auth=(ADMIN, ADMIN_PASSWORD))
         self.clients = AuthClients(root / "clients", server)
         env = {k: v for k, v in self.clients.env.items() if not k.startswith(("COSIGN_", "SIGSTORE_", "TUF_"))}
         env["COSIGN_PASSWORD"] = KEY_PASSWORD

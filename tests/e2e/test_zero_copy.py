@@ -61,6 +61,7 @@ from tests.support.images import (
     multiarch_oci_layout,
 )
 from tests.support.server import ServerProcess, dockyard_env, run_dockyard
+from tests.functional.helpers import API_CLIENT
 
 pytestmark = pytest.mark.e2e
 
@@ -145,7 +146,7 @@ def zenv(request, tmp_path_factory):
         clients = AuthClients(tmp / "clients", server)
         # regctl: plain HTTP for the server and for the proxy.
         clients.run("regctl", "registry", "set", "--tls", "disabled", proxy.host)
-        http = httpx.Client(base_url=server.url, trust_env=False, timeout=120, auth=(ADMIN, ADMIN_PASSWORD))
+        http = httpx.Client(headers=API_CLIENT, base_url=server.url, trust_env=False, timeout=120, auth=(ADMIN, ADMIN_PASSWORD))
         env = Env(mode, server, proxy, clients, http, images,
                   {k: fixture_tree(v) for k, v in images.items()}, tmp)
         try:
@@ -293,7 +294,7 @@ def test_proxy_counts_an_upload_and_a_download_exactly(env):
     blob = part1 + part2
     digest = sha256_bytes(blob)
     auth = (ADMIN, ADMIN_PASSWORD)
-    with httpx.Client(base_url=proxy.url, trust_env=False, timeout=60, auth=auth) as client:
+    with httpx.Client(headers=API_CLIENT, base_url=proxy.url, trust_env=False, timeout=60, auth=auth) as client:
         r = client.post(f"/v2/{repo}/blobs/uploads/")
         assert r.status_code == 202, (r.status_code, r.text)
         location = r.headers["Location"]
@@ -442,7 +443,7 @@ def test_promotion_api_index_children_and_referrer(env):
     image = env.images["multi"]
     referrer, referrer_layer = _push_referrer(env, SRC, image.digest, image.info["size"])
     env.proxy.reset()
-    with httpx.Client(base_url=env.proxy.url, trust_env=False, timeout=120, auth=(ADMIN, ADMIN_PASSWORD)) as api:
+    with httpx.Client(headers=API_CLIENT, base_url=env.proxy.url, trust_env=False, timeout=120, auth=(ADMIN, ADMIN_PASSWORD)) as api:
         r = api.post("/api/v1/promotions", json={
             "source": f"{SRC}:{TAGS['multi']}", "destination": f"{OTHER}/promoted",
             "tags": ["v1.0.0", "stable"], "include_referrers": True})

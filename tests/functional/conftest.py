@@ -14,6 +14,7 @@ from dockyard.app import create_app
 from dockyard.settings import Settings
 
 from .helpers import Registry
+from .helpers import API_CLIENT
 
 BASE_URL = "http://registry.test"
 
@@ -44,7 +45,7 @@ async def open_registry(data_dir: Path, driver: str, **overrides: Any) -> AsyncI
         # Unhandled exceptions become the app's own 500 response (as under a real server),
         # so tests assert on the status/body instead of crashing inside httpx.
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=transport, base_url=BASE_URL) as client:
             yield Registry(app=app, client=client, driver=driver, data_dir=data_dir)
 
 

@@ -16,6 +16,7 @@ from dockyard.app import create_app
 from dockyard.settings import Settings
 
 from .helpers import EMPTY_JSON, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Registry, descriptor, dumps, sha256
+from .helpers import API_CLIENT
 
 ADMIN = ("admin", "admin-password-1")
 PASSWORD = "password-123"
@@ -66,7 +67,7 @@ async def env(request, tmp_path: Path, database_url_for):
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE, auth=ADMIN) as api:
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=transport, base_url=BASE, auth=ADMIN) as api:
             yield Env(Registry(app=app, client=api, driver="filesystem", data_dir=tmp_path / "data"), api)
 
 
@@ -136,6 +137,6 @@ def route_cli_to_app(monkeypatch, app) -> None:
 
     def local_client(self) -> httpx.Client:
         auth = (self.username, self.password or "") if self.username else None
-        return httpx.Client(transport=SyncASGI(app), base_url=f"{BASE}/api/v1", auth=auth)
+        return httpx.Client(headers=API_CLIENT, transport=SyncASGI(app), base_url=f"{BASE}/api/v1", auth=auth)
 
     monkeypatch.setattr(remote.Remote, "client", local_client)

@@ -12,6 +12,7 @@ import pytest
 from dockyard.app import create_app
 from dockyard.metadata.models import audit_events
 from dockyard.settings import Settings
+from .helpers import API_CLIENT
 
 ADMIN = ("admin", "admin-password-1")
 UA = {"User-Agent": "audit-test/1.0"}
@@ -50,7 +51,7 @@ async def test_v2_writes_and_pulls_are_audited(tmp_path, audit_pulls):
     services.projects.create("team")
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4711))
-        async with httpx.AsyncClient(transport=transport, base_url="http://reg") as client:
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=transport, base_url="http://reg") as client:
             digest = await _push(client, "team/app", "v1")
             r = await client.get("/v2/team/app/manifests/v1", auth=ADMIN, headers=UA)
             assert r.status_code == 200

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
+import sys
 
 import httpx
 import jwt
@@ -11,19 +13,37 @@ import pytest
 
 from dockyard.app import create_app
 from dockyard.settings import Settings
+from .helpers import API_CLIENT
 
 
-def test_generated_admin_password_is_printed_once_and_works(tmp_path, capsys, monkeypatch):
+def test_generated_admin_password_goes_to_a_0600_file_when_stderr_is_not_a_terminal(tmp_path, capsys, caplog, monkeypatch):
+    """Container logs keep stderr: the password goes to data_dir/initial-admin-password (0600), the log names the file."""
     monkeypatch.delenv("DOCKYARD_ADMIN_PASSWORD", raising=False)
+    caplog.set_level("WARNING", logger="dockyard.bootstrap")
+    app = create_app(Settings(data_dir=tmp_path))
+    secret_file = tmp_path / "initial-admin-password"
+    password = secret_file.read_text().strip()
+    assert len(password) >= 20 and stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert password not in capsys.readouterr().err and password not in caplog.text
+    assert str(secret_file.resolve()) in caplog.text
+    assert app.state.services.authenticator.verify("admin", password, None).is_admin
+    create_app(Settings(data_dir=tmp_path))  # second start: nothing re-created, the file is not rewritten
+    assert secret_file.read_text().strip() == password
+    events, _ = app.state.services.audit.query(page_size=100)
+    assert password not in json.dumps(events)
+
+
+def test_generated_admin_password_is_printed_once_on_a_terminal(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DOCKYARD_ADMIN_PASSWORD", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     app = create_app(Settings(data_dir=tmp_path))
     printed = capsys.readouterr().err
     assert "created user 'admin' with password: " in printed
     password = printed.split("with password: ", 1)[1].split()[0]
     assert app.state.services.authenticator.verify("admin", password, None).is_admin
+    assert not (tmp_path / "initial-admin-password").exists()
     create_app(Settings(data_dir=tmp_path))  # second start: nothing printed, nothing re-created
     assert "password" not in capsys.readouterr().err
-    events, _ = app.state.services.audit.query(page_size=100)
-    assert password not in json.dumps(events)
 
 
 def test_explicit_admin_password_is_used_and_not_printed(tmp_path, capsys):
@@ -35,7 +55,7 @@ def test_explicit_admin_password_is_used_and_not_printed(tmp_path, capsys):
 async def test_rs256_keys_sign_verifiable_tokens(tmp_path):
     app = create_app(Settings(data_dir=tmp_path, admin_password="admin-password-1", token_algorithm="RS256"))
     app.state.services.projects.create("team")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
+    async with httpx.AsyncClient(headers=API_CLIENT, transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
         r = await client.get("/token", params={"service": "dockyard", "scope": "repository:team/app:pull"}, auth=("admin", "admin-password-1"))
         token = r.json()["token"]
         header = jwt.get_unverified_header(token)
@@ -54,7 +74,7 @@ async def test_push_into_missing_project(tmp_path, auto_create):
     services = app.state.services
     services.users.create("alice", "alice-password-1")
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
             r = await client.get(
                 "/token", params={"service": "dockyard", "scope": "repository:newproj/app:pull,push"}, auth=("alice", "alice-password-1")
             )

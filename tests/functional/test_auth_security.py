@@ -20,6 +20,7 @@ from dockyard.domain.projects import ProjectService
 from dockyard.domain.robots import RobotService
 from dockyard.domain.users import UserService
 from dockyard.settings import Settings
+from .helpers import API_CLIENT
 
 ADMIN_PASSWORD = "admin-password-1"
 ALICE_PASSWORD = "alice-password-1"
@@ -37,7 +38,7 @@ async def reg(tmp_path):
         projects.create(name)
         projects.add_member(name, "alice", "developer")
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
             client.services = services  # type: ignore[attr-defined]
             yield client
 
@@ -224,11 +225,10 @@ async def test_throttling_slows_then_refuses_with_retry_after(reg):
     assert locked.status_code == 429
     assert int(locked.headers["retry-after"]) > 0
     assert locked.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
-    # Another account from elsewhere is unaffected by alice's lock (the IP counter is shared here,
-    # so use the admin from the same client only after checking the account key is what locked).
+    # What locked is this (address, account) pair only (issue 9, finding 7), not the address.
     with reg.services.db.read() as conn:
         keys = {row[0] for row in conn.exec_driver_sql("SELECT key FROM login_failures WHERE locked_until IS NOT NULL")}
-    assert "user:alice" in keys
+    assert len(keys) == 1 and next(iter(keys)).startswith("pair:")
 
 
 async def test_refresh_token_flow_and_revocation(reg):

@@ -9,6 +9,7 @@ import httpx
 
 from dockyard.app import create_app
 from dockyard.settings import Settings
+from .helpers import API_CLIENT
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -20,7 +21,7 @@ def _digest(data: bytes) -> str:
 
 async def test_child_of_an_index_cannot_be_deleted_until_the_index_is(tmp_path):
     app = create_app(Settings(data_dir=tmp_path, auth_mode="none"))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
+    async with httpx.AsyncClient(headers=API_CLIENT, transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
         config = b'{"os":"linux"}'
         assert (await client.post("/v2/p/app/blobs/uploads/", params={"digest": _digest(config)}, content=config)).status_code == 201
         child = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,

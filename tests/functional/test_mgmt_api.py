@@ -10,7 +10,7 @@ import pytest
 from dockyard.app import create_app
 from dockyard.settings import Settings
 
-from .helpers import Registry
+from .helpers import API_CLIENT, Registry
 
 ADMIN = ("admin", "admin-password-1")
 BASE = "http://registry.test"
@@ -21,7 +21,7 @@ async def api(tmp_path: Path):
     app = create_app(Settings(data_dir=tmp_path / "data", admin_password=ADMIN[1]))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE, auth=ADMIN) as client:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE, auth=ADMIN, headers=API_CLIENT) as client:
             yield client
 
 
@@ -62,7 +62,8 @@ async def test_openapi_and_docs_need_no_credentials(api):
 async def test_authentication_is_required(api):
     r = await api.get("/api/v1/projects", auth=None)
     error(r, 401, "UNAUTHORIZED")
-    assert r.headers["www-authenticate"].startswith("Basic ")
+    # Not Basic: a browser would prompt and then cache the credentials (issue 9, informational).
+    assert r.headers["www-authenticate"].startswith("Dockyard realm=")
     error(await api.get("/api/v1/projects", auth=("admin", "wrong-password")), 401, "UNAUTHORIZED")
     me = await api.get("/api/v1/users/me")
     assert me.json()["username"] == "admin" and me.json()["is_admin"]

@@ -41,6 +41,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from dockyard.app import create_app
 from dockyard.settings import Settings
 
+from .helpers import API_CLIENT
+
 ADMIN, ADMIN_PASSWORD = "admin", "fuzz-admin-password-1"
 PROJECT = "fuzzproj"
 USER, USER_PASSWORD = "fuzzuser", "fuzzuser-password-1"
@@ -65,7 +67,7 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-ADMIN_AUTH = {"Authorization": _basic(ADMIN, ADMIN_PASSWORD)}
+ADMIN_AUTH = {"Authorization": _basic(ADMIN, ADMIN_PASSWORD), **API_CLIENT}
 
 
 @dataclass
@@ -334,10 +336,10 @@ def test_every_operation_without_credentials_is_401(fuzz: Fuzz):
     assert len(labels) >= MIN_OPERATIONS
 
     def call(case) -> None:
-        response = _call(tally, case, fuzz.client, None)
+        response = _call(tally, case, fuzz.client, API_CLIENT)
         if response is None:
             return
-        _validate(tally, case, response, None)
+        _validate(tally, case, response, API_CLIENT)
         label = case.operation.label
         if _unparsable_json_body(case, response) or _unroutable(response):
             return
@@ -346,7 +348,7 @@ def test_every_operation_without_credentials_is_401(fuzz: Fuzz):
         else:
             body = response.json()
             if body.get("errors", [{}])[0].get("code") != "UNAUTHORIZED" or not _header(
-                    response, "www-authenticate").startswith("Basic "):
+                    response, "www-authenticate").startswith("Dockyard "):
                 tally.fail(label, "401 shape", _describe(case, response) + f"\n{dict(response.headers)}")
 
     for operation in fuzz.operations:

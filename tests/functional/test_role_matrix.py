@@ -44,6 +44,7 @@ from dockyard.policy.access_matrix import BY_ACTION, MATRIX
 from dockyard.settings import Settings
 
 from .helpers import OCI_MANIFEST, Registry, dumps
+from .helpers import API_CLIENT
 
 ADMIN_PASSWORD = "admin-password-1"
 PASSWORD = "password-123"
@@ -296,7 +297,7 @@ async def _run_all(data_dir: Path, database_url: str | None = None) -> dict[tupl
     outcomes: dict[tuple[str, str, str], str | None] = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=transport, base_url=BASE) as client:
             world = World(client, app.state.services)
             await world.setup()
             for project, cell, p in CASES:
@@ -362,7 +363,7 @@ async def test_tag_list_and_delete_endpoints(tmp_path: Path) -> None:
     admin = ("admin", ADMIN_PASSWORD)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE, auth=admin) as c:
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=transport, base_url=BASE, auth=admin) as c:
             db = app.state.services.db
             ProjectService(db).create("team")
             reg = Registry(app=None, client=c, driver="", data_dir=tmp_path)

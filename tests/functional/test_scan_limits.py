@@ -29,6 +29,7 @@ from tests.support.scan_images import FIXED, LOG4SHELL, VULNERABLE, java_app
 from .governance_helpers import ADMIN, BASE, Env
 from .helpers import OCI_INDEX, OCI_MANIFEST, Registry, descriptor, dumps
 from .test_security_gates import import_fixtures, push_built
+from .helpers import API_CLIENT
 
 LIMITS = {
     "scan_max_unpacked_bytes": 16 * MiB,
@@ -50,7 +51,7 @@ async def _env(tmp_path: Path, **settings):
     app = create_app(Settings(data_dir=tmp_path / "data", admin_password=ADMIN[1], **LIMITS, **settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE, auth=ADMIN) as api:
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=transport, base_url=BASE, auth=ADMIN) as api:
             yield Env(Registry(app=app, client=api, driver="filesystem", data_dir=tmp_path / "data"), api)
 
 

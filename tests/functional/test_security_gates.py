@@ -18,6 +18,7 @@ from tests.support.scan_images import FIXED, LOG4SHELL, VULNERABLE, java_app
 
 from .governance_helpers import PASSWORD, env, error  # noqa: F401
 from .helpers import OCI_MANIFEST
+from .helpers import API_CLIENT
 
 OSV = Path(__file__).resolve().parents[1] / "fixtures" / "osv"
 # Pull gates hold accounts that cannot push (accounts that can push are let through, as in Harbor):
@@ -274,7 +275,7 @@ async def test_registry_wide_scan_on_push_default(tmp_path, database_url_for):
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE, auth=ADMIN) as api:
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=transport, base_url=BASE, auth=ADMIN) as api:
             env = Env(Registry(app=app, client=api, driver="filesystem", data_dir=tmp_path / "data"), api)
             await env.project("team")
             await env.project("quiet")

@@ -198,7 +198,7 @@ async def test_retention_style_deletes_through_the_manifest_service_respect_immu
         await env.services.db.run(manifests.delete, REPO, None, d1)
     await env.services.db.run(manifests.delete, REPO, None, d2)  # unprotected: deleted
     assert await env.digest_of(REPO, "tmp") is None and await env.digest_of(REPO, "v1") == d1
-    with env.services.db.write() as conn:
+    with env.services.db.read() as conn:  # never matched under the write lock (issue 9, finding 3)
         assert env.services.tag_policy.is_immutable(conn, REPO, "v1") is not None
         assert env.services.tag_policy.is_immutable(conn, REPO, "tmp") is None
     uid = env.reg.scalar("SELECT id FROM users WHERE username = 'boss'")

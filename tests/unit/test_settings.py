@@ -14,7 +14,7 @@ def test_defaults(monkeypatch):
 
 def test_priority_file_then_env_then_override(tmp_path, monkeypatch):
     cfg = tmp_path / "dockyard.toml"
-    cfg.write_text('port = 6000\nhost = "0.0.0.0"\nworkers = 3\n')
+    cfg.write_text('port = 6000\nhost = "0.0.0.0"\nworkers = 3\npublic_url = "https://registry.example.com"\n')
     monkeypatch.setenv("DOCKYARD_PORT", "7000")
     s = load_settings(cfg, workers=5)
     assert s.host == "0.0.0.0"  # from the file

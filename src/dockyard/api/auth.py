@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 from collections.abc import Awaitable, Callable
 
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api.http import quote_param
 from dockyard.auth.authenticator import Authenticator, LoginFailed
 from dockyard.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal
+from dockyard.auth.throttle import ThrottleBusy
 from dockyard.auth.tokens import InvalidToken, TokenService, VerifiedToken
 from dockyard.domain.audit import AuditService
 from dockyard.domain.projects import ProjectService
@@ -26,6 +29,14 @@ from dockyard.policy.access import AccessPolicy, project_of
 from dockyard.settings import Settings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+_BUSY_RETRIES = 50
+_BUSY_WAIT_SECONDS = 0.1
+
+
+def management_challenge(realm: str) -> dict[str, str]:
+    """The 401 challenge of /api/v1. Not `Basic`: a browser would prompt for and then cache credentials,
+    sending them with every later (cross-site) request. Clients send `Authorization: Basic` unprompted."""
+    return {"WWW-Authenticate": f"Dockyard realm={quote_param(realm)}"}
 
 
 
@@ -47,8 +58,39 @@ def audit_event(method: str, path: str, audit_pulls: bool) -> str | None:
     return None
 
 
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def client_address(request: Request, trusted: Networks) -> str | None:
+    """The client's address. X-Forwarded-For is believed only from a peer in `trusted` (trusted_proxies):
+    walking it from the right, the first address that is not a trusted proxy is the client. Anyone
+    else can write anything into that header, so for them it is ignored."""
+    peer = request.client.host if request.client else None
+    if not trusted or peer is None or not _within(peer, trusted):
+        return peer
+    address = peer
+    hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+    for hop in reversed(hops):
+        try:
+            ip = ipaddress.ip_address(hop)
+        except ValueError:
+            return address  # garbage: trust ends with the last proxy that vouched for something
+        address = str(ip)
+        if not any(ip in network for network in trusted):
+            return address
+    return address
+
+
+def _within(address: str, networks: Networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    return client_address(request, request.app.state.services.gate.trusted_proxies)
 
 
 def parse_basic(header: str) -> tuple[str, str] | None:
@@ -86,6 +128,7 @@ class AccessGate:
         self.access = access
         self.audit = audit
         self.enabled = settings.auth_mode != "none"
+        self.trusted_proxies: Networks = tuple(ipaddress.ip_network(c) for c in settings.trusted_proxies)
 
     # -- identity -------------------------------------------------------------------------
 
@@ -106,7 +149,7 @@ class AccessGate:
         if cached is not None:
             return cached
         try:
-            principal, fresh = await anyio.to_thread.run_sync(self.authenticator.check, username, password, ip)
+            principal, fresh = await self._check(username, password, ip)
         except LoginFailed as exc:
             await self._audit_auth(Principal("user", username), "failure", request, {"reason": str(exc)})
             if exc.delay:
@@ -115,6 +158,16 @@ class AccessGate:
         if fresh:
             await self._audit_auth(principal, "success", request, None)
         return principal
+
+    async def _check(self, username: str, password: str, ip: str | None) -> tuple[Principal, bool]:
+        """Check credentials; while other attempts of this address and account hold the throttle's
+        budget, wait for them (they may succeed and fill the credential cache) instead of failing."""
+        for _ in range(_BUSY_RETRIES):
+            try:
+                return await anyio.to_thread.run_sync(self.authenticator.check, username, password, ip)
+            except ThrottleBusy:
+                await asyncio.sleep(_BUSY_WAIT_SECONDS)
+        return await anyio.to_thread.run_sync(self.authenticator.check, username, password, ip)
 
     async def _audit_auth(self, principal: Principal, outcome: str, request: Request, detail: dict | None) -> None:
         await anyio.to_thread.run_sync(
@@ -139,24 +192,30 @@ class AccessGate:
             raise Unauthorized(
                 "the management API takes Basic credentials (a password, a robot secret, or the output of "
                 "`dockyard get-login-password`), not registry bearer tokens",
-                headers={"WWW-Authenticate": f'Basic realm="{self.settings.token_service}"'},
+                headers=management_challenge(self.settings.token_service),
             )
         creds = parse_basic(header) if header else None
         if creds is not None:
-            return await self.login(creds[0], creds[1], request)
+            try:
+                return await self.login(creds[0], creds[1], request)
+            except Unauthorized as exc:
+                exc.headers = {**management_challenge(self.settings.token_service), **exc.headers}
+                raise
         return ANONYMOUS
 
     # -- /v2 authorization ------------------------------------------------------------------
 
     def challenge(self, request: Request, scope: str | None, error: str | None = None) -> dict[str, str]:
+        """The /v2 challenge. Every parameter is a quoted-string with escaping; the realm comes from
+        public_url when set, else from the Host header that api/surface.py has already validated."""
         if self.settings.auth_mode == "basic":
-            return {"WWW-Authenticate": f'Basic realm="{self.settings.token_service}"'}
+            return {"WWW-Authenticate": f"Basic realm={quote_param(self.settings.token_service)}"}
         base = self.settings.public_url or f"{request.url.scheme}://{request.headers.get('host', 'localhost')}"
-        parts = [f'realm="{base.rstrip("/")}/token"', f'service="{self.settings.token_service}"']
+        parts = [f"realm={quote_param(base.rstrip('/') + '/token')}", f"service={quote_param(self.settings.token_service)}"]
         if scope:
-            parts.append(f'scope="{scope}"')
+            parts.append(f"scope={quote_param(scope)}")
         if error:
-            parts.append(f'error="{error}"')
+            parts.append(f"error={quote_param(error)}")
         return {"WWW-Authenticate": "Bearer " + ",".join(parts)}
 
     async def authorize(self, request: Request, type_: str | None, name: str | None, action: str | None) -> Principal:

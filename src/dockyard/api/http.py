@@ -11,11 +11,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dockyard.errors import DockyardError, NotFound, Unsupported, render
+from dockyard.domain.numbers import MAX_DIGITS, parse_count
+from dockyard.errors import DockyardError, NotFound, SizeInvalid, Unsupported, render
 
 log = logging.getLogger("dockyard.http")
 
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
+
+
+def quote_param(value: str) -> str:
+    """`value` as an RFC 9110 quoted-string for WWW-Authenticate: control characters dropped, `\\` and `"` escaped."""
+    cleaned = "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+    return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None, media_type: str = "application/json") -> Response:
@@ -29,6 +36,17 @@ def error_response(error: DockyardError, method: str = "GET") -> Response:
     if method == "HEAD":
         return Response(b"", status, headers={**headers, "Content-Type": "application/json"})
     return Response(body, status, headers=headers, media_type="application/json")
+
+
+def content_length(request: Request) -> int | None:
+    """The declared body length, or None if absent; SIZE_INVALID (400) if it is not a sane number."""
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    value = parse_count(raw.strip())
+    if value is None:
+        raise SizeInvalid(f"Content-Length must be a number of at most {MAX_DIGITS} digits", detail={"content-length": raw[:40]})
+    return value
 
 
 async def on_dockyard_error(request: Request, exc: Exception) -> Response:

@@ -114,7 +114,6 @@ class Authenticator:
 
     def check(self, username: str, password: str, source_ip: str | None) -> tuple[Principal, bool]:
         """(principal, fresh): fresh is False when a cached verification was reused."""
-        keys = [f"user:{username.lower()}"] + ([f"ip:{source_ip}"] if source_ip else [])
         account = self._load(username)
         cache_key = None
         if account is not None and self.cache_seconds:
@@ -122,7 +121,8 @@ class Authenticator:
             hit = self._live(cache_key)
             if hit is not None:
                 return replace(account.principal, credential=hit[1]), False
-        self.throttle.check(keys)
+        # Reserved before argon2 runs: concurrent guesses cannot all be checked before the lock engages.
+        attempt = self.throttle.reserve(source_ip, username)
         if account is None:
             verify_secret(self._dummy_hash, password)
         credential, claims = None, None
@@ -133,9 +133,9 @@ class Authenticator:
                 claims = self._login_password_claims(password, account.principal)
                 credential = LOGIN_PASSWORD if claims else None
         if credential is None:
-            delay = self.throttle.failure(keys)
+            delay = self.throttle.failed(attempt)
             raise LoginFailed("invalid username or password", delay)
-        self.throttle.success(keys[0])
+        self.throttle.succeeded(attempt)
         if cache_key is not None:
             if len(self._verified) > 10_000:
                 self._verified.clear()

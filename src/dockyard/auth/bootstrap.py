@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -12,9 +15,11 @@ from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import users
 
 ADMIN_USERNAME = "admin"
+INITIAL_PASSWORD_FILE = "initial-admin-password"
+log = logging.getLogger("dockyard.bootstrap")
 
 
-def bootstrap(db: Database, keys: KeyStore, admin_password: str | None) -> None:
+def bootstrap(db: Database, keys: KeyStore, admin_password: str | None, data_dir: Path | None = None) -> None:
     keys.ensure_key()
     with db.read() as conn:
         if conn.execute(select(func.count()).select_from(users)).scalar_one():
@@ -37,6 +42,28 @@ def bootstrap(db: Database, keys: KeyStore, admin_password: str | None) -> None:
             ["username"],
         )
     if created and generated:
-        # Printed once, straight to the terminal; deliberately not through logging.
+        reveal_admin_password(password, data_dir)
+
+
+def reveal_admin_password(password: str, data_dir: Path | None) -> None:
+    """Show the generated password to a person, never to a log collector.
+
+    On a terminal it is printed once. Otherwise (a container, a service manager) stderr ends up in
+    logs, so it goes to a 0600 file in the data directory and only that file's path is logged."""
+    if sys.stderr.isatty() or data_dir is None:
+        # Straight to the terminal; deliberately not through logging.
         print(f"Dockyard: created user 'admin' with password: {password}", file=sys.stderr, flush=True)
         print("Dockyard: this password is shown only once; change it with `dockyard admin users set-password`.", file=sys.stderr, flush=True)
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = (data_dir / INITIAL_PASSWORD_FILE).resolve()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an older file may have had wider permissions
+        os.write(fd, f"{password}\n".encode())
+    finally:
+        os.close(fd)
+    log.warning(
+        "created user 'admin'; its generated password is in %s (readable by this user only). "
+        "Change it with `dockyard admin users set-password`, then delete the file.", path,
+    )

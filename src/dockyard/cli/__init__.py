@@ -129,7 +129,7 @@ def serve(
     db = Database(settings.resolved_database_url)
     db.migrate()  # once here, so workers never race on it
     try:
-        bootstrap(db, open_keystore(db, settings), settings.admin_password)
+        bootstrap(db, open_keystore(db, settings), settings.admin_password, settings.data_dir)
     except KeyEncryptionError as exc:
         console.print(f"[red]cannot open the token-signing keys: {exc}[/red]")
         raise typer.Exit(2) from exc
@@ -213,7 +213,7 @@ def bootstrap_offline(
     db = Database(settings.resolved_database_url)
     db.migrate()
     password = sys.stdin.readline().rstrip("\n") if admin_password_stdin else settings.admin_password
-    bootstrap(db, open_keystore(db, settings), password)
+    bootstrap(db, open_keystore(db, settings), password, settings.data_dir)
     try:
         if admin_password_stdin:
             UserService(db).change_password(ADMIN_USERNAME, password)

@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dockyard.client.credentials import CLIENT_HEADERS
+
 DEFAULT_URL = "http://127.0.0.1:5000"
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -33,7 +35,8 @@ class Remote:
 
     def client(self) -> httpx.Client:
         auth = (self.username, self.password or "") if self.username else None
-        return httpx.Client(base_url=self.url.rstrip("/") + "/api/v1", auth=auth, timeout=60, trust_env=False)
+        return httpx.Client(base_url=self.url.rstrip("/") + "/api/v1", auth=auth, timeout=60, trust_env=False,
+                            headers=CLIENT_HEADERS)
 
     def call(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:

@@ -19,7 +19,9 @@ import httpx
 
 NOT_FOUND = "credentials not found in native keychain"
 IDENTITY_TOKEN_USERNAME = "<token>"
-_LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
+# Sent on every /api/v1 call: state-changing requests without a JSON body need it (CSRF protection).
+CLIENT_HEADERS = {"X-Dockyard-Client": "dockyard-cli"}
+_LOOPBACK = re.compile(r"(localhost|127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\])(:[0-9]+)?")
 
 
 class CredentialError(Exception):
@@ -38,7 +40,7 @@ def base_url(server: str, plain_http: bool | None = None) -> str:
         return server.strip().rstrip("/")
     host = server_key(server)
     if plain_http is None:
-        plain_http = bool(_LOOPBACK.match(host))
+        plain_http = bool(_LOOPBACK.fullmatch(host))
     return f"{'http' if plain_http else 'https'}://{host}"
 
 
@@ -163,7 +165,7 @@ def verify_login(url: str, username: str, secret: str) -> None:
 
 def fetch_login_password(url: str, username: str, secret: str) -> str:
     with httpx.Client(timeout=30) as client:
-        response = client.post(f"{url}/api/v1/auth/login-password", auth=(username, secret))
+        response = client.post(f"{url}/api/v1/auth/login-password", auth=(username, secret), headers=CLIENT_HEADERS)
     if response.status_code != 200:
         raise CredentialError(f"cannot get a login password: {_error_message(response)}")
     return response.json()["password"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, func, select
 
 from dockyard.domain.manifests import OCI_INDEX
+from dockyard.domain.numbers import MAX_DIGITS, parse_count
 from dockyard.domain.repositories import find_repository_id, require_repository_id
 from dockyard.errors import PaginationNumberInvalid
 from dockyard.metadata.db import Database
@@ -26,12 +27,9 @@ class Page:
 def parse_page_size(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    try:
-        n = int(raw)
-    except ValueError as exc:
-        raise PaginationNumberInvalid(f"n must be a non-negative integer, not {raw!r}") from exc
-    if n < 0:
-        raise PaginationNumberInvalid(f"n must be a non-negative integer, not {raw!r}")
+    n = parse_count(raw)
+    if n is None:
+        raise PaginationNumberInvalid(f"n must be a non-negative integer of at most {MAX_DIGITS} digits", detail={"n": raw[:40]})
     return n
 
 

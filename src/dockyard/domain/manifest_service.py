@@ -24,7 +24,7 @@ from dockyard.errors import (
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs, tags
-from dockyard.policy.tags import Override, TagPolicy
+from dockyard.policy.tags import Override, TagPolicy, TagVerdicts
 
 _BY_TAG_SQL = (
     "SELECT m.digest, m.media_type, m.payload FROM repositories r"
@@ -97,15 +97,18 @@ class ManifestService:
         if len(extra_tags) > MAX_TAGS_PER_PUT:
             raise TooManyTags(f"at most {MAX_TAGS_PER_PUT} tags per manifest PUT")
         new_tags = list(dict.fromkeys(validate_tag(t) for t in ([tag] if tag else []) + list(extra_tags)))
+        verdicts = self.tag_policy.prepare(repository, new_tags)  # pattern matching, before the write lock
         with self.db.write() as conn:
             repo_id = ensure_repository_id(conn, repository)
-            if new_tags and self.tag_policy.rules_for(conn, repository):
+            if new_tags and self.tag_policy.rules_for(conn, repository, verdicts):
                 # Judge the tags before the references: over an immutable tag, DENIED says more than a missing blob.
                 for tag in new_tags:
-                    self.tag_policy.check_tag_change(conn, repository, tag, tag_digest(conn, repo_id, tag), parsed.digest)
+                    self.tag_policy.check_tag_change(
+                        conn, repository, tag, tag_digest(conn, repo_id, tag), parsed.digest, verdicts=verdicts
+                    )
             manifest_id = self._store(conn, repo_id, parsed)
             for tag in new_tags:  # any refusal rolls back the manifest and every tag: all or nothing
-                move_tag(conn, self.tag_policy, repository, repo_id, tag, manifest_id, parsed.digest)
+                move_tag(conn, self.tag_policy, repository, repo_id, tag, manifest_id, parsed.digest, verdicts=verdicts)
             generations.bump_repository(conn, repository)  # cached signature verdicts of the project expire
         return parsed
 
@@ -196,12 +199,13 @@ class ManifestService:
         so immutable tags survive /v2 deletes, API deletes and retention alike (unless overridden)."""
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled on this registry")
+        verdicts = self.tag_policy.prepare(repository, [tag] if tag is not None else self._held_tags(repository, digest))
         with self.db.write() as conn:
             repo_id = find_repository_id(conn, repository)
             if repo_id is None:
                 raise NameUnknown(f"repository {repository} is not known to this registry", detail={"name": repository})
             if tag is not None:
-                remove_tag(conn, self.tag_policy, repository, repo_id, tag, override=override)
+                remove_tag(conn, self.tag_policy, repository, repo_id, tag, override=override, verdicts=verdicts)
                 generations.bump_repository(conn, repository)
                 return
             # Lock the manifest row (PostgreSQL) before reading its tags: a concurrent tag write on it
@@ -214,7 +218,9 @@ class ManifestService:
             if manifest_id is None:
                 raise ManifestUnknown(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
             for held_tag, held_digest in self._tags_holding(conn, repo_id, digest):
-                self.tag_policy.check_tag_change(conn, repository, held_tag, held_digest, None, override=override)
+                self.tag_policy.check_tag_change(
+                    conn, repository, held_tag, held_digest, None, override=override, verdicts=verdicts
+                )
             parent = conn.execute(
                 select(manifests.c.digest)
                 .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
@@ -249,6 +255,12 @@ class ManifestService:
                     .values(ref_count=blobs.c.ref_count - 1, touched_at=utcnow())
                 )
             generations.bump_repository(conn, repository)  # e.g. a deleted signature no longer counts
+
+    def _held_tags(self, repository: str, digest: str | None) -> list[str]:
+        """The tags a manifest delete will judge, read before its write transaction (see TagVerdicts)."""
+        with self.db.read() as conn:
+            repo_id = find_repository_id(conn, repository)
+            return [] if repo_id is None or digest is None else [t for t, _ in self._tags_holding(conn, repo_id, digest)]
 
     @staticmethod
     def _tags_holding(conn: Connection, repo_id: int, digest: str) -> list[tuple[str, str]]:
@@ -309,6 +321,7 @@ def move_tag(
     digest: str,
     *,
     override: Override | None = None,
+    verdicts: TagVerdicts | None = None,
 ) -> str | None:
     """Point `tag` at `manifest_id` if TagPolicy allows it; returns the digest it pointed at before.
 
@@ -319,7 +332,7 @@ def move_tag(
     for _attempt in range(_CAS_ATTEMPTS):
         row = _current(conn, repo_id, tag)
         current = row.digest if row is not None else None
-        policy.check_tag_change(conn, repository, tag, current, digest, override=override)
+        policy.check_tag_change(conn, repository, tag, current, digest, override=override, verdicts=verdicts)
         now = utcnow()
         if row is None:
             values = {"repository_id": repo_id, "name": tag, "manifest_id": manifest_id, "updated_at": now}
@@ -334,13 +347,16 @@ def move_tag(
     raise Conflict(f"tag {tag} of {repository} kept changing while it was being set; try again", detail={"tag": tag})
 
 
-def remove_tag(conn: Connection, policy: TagPolicy, repository: str, repo_id: int, tag: str, *, override: Override | None = None) -> str:
+def remove_tag(
+    conn: Connection, policy: TagPolicy, repository: str, repo_id: int, tag: str, *,
+    override: Override | None = None, verdicts: TagVerdicts | None = None,
+) -> str:
     """Delete `tag` if TagPolicy allows it (compare-and-set like move_tag); returns the digest it pointed at."""
     for _attempt in range(_CAS_ATTEMPTS):
         row = _current(conn, repo_id, tag)
         if row is None:
             raise ManifestUnknown(f"tag {tag} is not in repository {repository}", detail={"tag": tag})
-        policy.check_tag_change(conn, repository, tag, row.digest, None, override=override)
+        policy.check_tag_change(conn, repository, tag, row.digest, None, override=override, verdicts=verdicts)
         if conn.execute(
             delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag, tags.c.manifest_id == row.manifest_id)
         ).rowcount:

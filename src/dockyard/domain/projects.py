@@ -16,7 +16,7 @@ from dockyard.metadata.models import project_members, projects, repositories, ro
 from dockyard.policy.access import ROLES
 
 PROJECT_NAME_MAX = 64
-PROJECT_NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
+PROJECT_NAME_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Member:
 
 
 def validate_project_name(name: str) -> str:
-    if len(name) > PROJECT_NAME_MAX or not PROJECT_NAME_RE.match(name):
+    if len(name) > PROJECT_NAME_MAX or not PROJECT_NAME_RE.fullmatch(name):
         raise NameInvalid(
             f"project name must be one repository path component ([a-z0-9] joined by '.', '_', '__' or '-'),"
             f" at most {PROJECT_NAME_MAX} characters",

@@ -145,6 +145,7 @@ class PromotionService:
                     detail={"gate": gate.name, "reason": verdict.reason, "digest": digest},
                 )
         result = PromotionResult(source.repository, digest, media_type, destination, {})
+        verdicts = self.tag_policy.prepare(destination, tags)  # pattern matching, before the write lock
         with self.db.write() as conn:
             src_id = require_repository_id(conn, source.repository)
             if same_repository:
@@ -157,7 +158,7 @@ class PromotionService:
                 manifest_id = self._copy(conn, src_id, dest_id, destination, digest, include_referrers, result)
             for tag in tags:  # one transaction: any refusal rolls back every tag and every copied row
                 result.tags[tag] = move_tag(
-                    conn, self.tag_policy, destination, dest_id, tag, manifest_id, digest, override=override
+                    conn, self.tag_policy, destination, dest_id, tag, manifest_id, digest, override=override, verdicts=verdicts
                 )
             generations.bump_repository(conn, destination)  # copied signatures count at once
         return result

@@ -31,6 +31,7 @@ def point_tag(
     validate_tag(tag)
     validate_digest(digest)
     policy = tag_policy or TagPolicy(db)
+    verdicts = policy.prepare(repository, [tag])  # pattern matching, before the write lock
     with db.write() as conn:
         repo_id = require_repository_id(conn, repository)
         manifest_id = conn.execute(
@@ -38,6 +39,6 @@ def point_tag(
         ).scalar()
         if manifest_id is None:
             raise ManifestUnknown(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
-        previous = move_tag(conn, policy, repository, repo_id, tag, manifest_id, digest, override=override)
+        previous = move_tag(conn, policy, repository, repo_id, tag, manifest_id, digest, override=override, verdicts=verdicts)
         generations.bump_repository(conn, repository)  # a moved .sig tag changes signature verdicts
         return previous

@@ -32,7 +32,7 @@ log = logging.getLogger("dockyard.retention")
 
 JOB_KIND = "retention"
 SYSTEM = Principal("system", "system:retention")  # type: ignore[arg-type]  # audit actor of scheduled runs
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,99}")
 MAX_JOB_DELETIONS_LISTED = 1000
 
 
@@ -96,7 +96,7 @@ class RetentionService:
 
     @staticmethod
     def _validate(name: str, repository_pattern: str, fmt: str, document: Any, schedule: str | None) -> tuple[dict, str | None]:
-        if not isinstance(name, str) or not _NAME_RE.match(name):
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise InvalidRequest("policy name: 1-100 characters of letters, digits, space, '.', '_' or '-'",
                                  detail={"field": "name"})
         validate_repository_glob(repository_pattern)

@@ -21,7 +21,7 @@ from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import new_epoch, projects, robot_permissions, robots
 from dockyard.policy.access import ROBOT_ACTIONS
 
-ROBOT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+ROBOT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MAX_DURATION_DAYS = 3650
 _UNSET = object()
 
@@ -50,7 +50,7 @@ class Robot:
 
 
 def full_robot_name(name: str, project: str | None) -> str:
-    if not ROBOT_NAME_RE.match(name):
+    if not ROBOT_NAME_RE.fullmatch(name):
         raise NameInvalid("robot name must match [a-z0-9][a-z0-9._-]{0,63}", detail={"name": name[:100]})
     return f"{ROBOT_PREFIX}{project}+{name}" if project else f"{ROBOT_PREFIX}{name}"
 

@@ -18,7 +18,7 @@ from dockyard.errors import Conflict, InvalidRequest, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import project_security, scanners
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class ScannerRegistry:
     @staticmethod
     def validate(name: str, url: str) -> None:
         """Refuse a bad name or URL before anything (such as a metadata probe) uses them."""
-        if not _NAME.match(name) or name == BUILTIN_SCANNER:
+        if not _NAME.fullmatch(name) or name == BUILTIN_SCANNER:
             raise InvalidRequest(
                 f"scanner name must be lower-case letters, digits, '.', '_' or '-' and not {BUILTIN_SCANNER!r}",
                 detail={"name": name[:100]},

@@ -15,8 +15,9 @@ from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import new_epoch, users
 
-USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 MIN_PASSWORD_LENGTH = 8
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line separators
 MAX_PASSWORD_LENGTH = 1024  # argon2 copes, but nobody needs more and it bounds hashing work
 _UNSET = object()
 
@@ -36,7 +37,7 @@ class User:
 
 
 def validate_username(username: str) -> str:
-    if username.startswith(ROBOT_PREFIX) or not USERNAME_RE.match(username):
+    if username.startswith(ROBOT_PREFIX) or not USERNAME_RE.fullmatch(username):
         raise NameInvalid(
             "username must match [a-z0-9][a-z0-9._-]{1,63} and must not start with robot$",
             detail={"username": username[:100]},
@@ -45,6 +46,9 @@ def validate_username(username: str) -> str:
 
 
 def validate_password(password: str) -> str:
+    if _CONTROL_RE.search(password):
+        # A pasted "secret\n" would otherwise become a password nobody can type.
+        raise InvalidRequest("password must not contain control characters (newline, carriage return, NUL, ...)")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidRequest(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > MAX_PASSWORD_LENGTH:

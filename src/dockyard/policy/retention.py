@@ -8,10 +8,12 @@ No database and no HTTP here: the same code validates API input and decides in t
 
 from __future__ import annotations
 
+import functools
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
+
+import re2
 
 from dockyard.errors import InvalidRequest
 from dockyard.policy.tag_patterns import glob_matches, validate_tag_glob
@@ -79,9 +81,11 @@ ECR_COUNT_TYPES = ("imageCountMoreThan", "sinceImagePushed", "sinceImagePulled")
 _ECR_MAX_WILDCARDS = 4
 
 
-def ecr_wildcard(pattern: str) -> re.Pattern[str]:
-    """ECR's tagPatternList syntax: `*` matches any run of characters; everything else is literal."""
-    return re.compile("".join(".*" if ch == "*" else re.escape(ch) for ch in pattern))
+@functools.lru_cache(maxsize=1024)
+def ecr_wildcard(pattern: str):
+    """ECR's tagPatternList syntax: `*` matches any run of characters; everything else is literal.
+    Compiled with RE2: `.*a.*a.*a.*b` backtracks polynomially in Python's engine, linearly here."""
+    return re2.compile("".join(".*" if ch == "*" else re2.escape(ch) for ch in pattern))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """TagPolicy: the ONE place that decides whether a tag may be created, moved or removed.
 
-Every writer calls `check_tag_change` inside its own write transaction, before it changes a tag:
+Every writer judges the rules first (`prepare`, a read transaction: all pattern matching happens
+there, never under the write lock), then calls `check_tag_change` with those verdicts inside its own
+write transaction, before it changes a tag:
 manifest PUT (/v2), tag and manifest delete (/v2 and API), retag, promotion and retention (which
 deletes through ManifestService). Checking in the writer's transaction means the rules and the
 tag's current digest are read under the same lock as the change, so no writer can slip past a rule.
@@ -17,13 +19,14 @@ Pattern syntax: policy/tag_patterns.py and docs/tag-rules.md.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, delete, func, or_, select
 
 from dockyard.auth.principals import Principal
-from dockyard.errors import Denied, InvalidRequest, NotFound, TagInvalid
+from dockyard.errors import Denied, InvalidRequest, NotFound, TagInvalid, TagRulesChanged
 from dockyard.metadata.lookups import require_project_id
 from dockyard.metadata.db import Database, aware, utcnow
 from dockyard.metadata.models import audit_events, projects, tag_rules
@@ -70,6 +73,39 @@ class Rule:
             return glob_matches(tag, self.tag_pattern)
         return regex_matches(tag, self.tag_pattern)
 
+    @property
+    def key(self) -> tuple[int, str, str, str]:
+        """What a verdict about this rule depends on: a rule re-created with another pattern is another rule."""
+        return (self.id, self.kind, self.repository_pattern, self.tag_pattern)
+
+
+@dataclass(frozen=True)
+class TagVerdicts:
+    """Every pattern match a write needs, computed BEFORE its write transaction opens.
+
+    Matching is linear (RE2) but still work; none of it may run while the write lock is held (issue 9,
+    finding 3). Inside the transaction the rules are re-read (one cheap query) and looked up here; a
+    rule or tag that was not judged beforehand (a rule created meanwhile) refuses the write with
+    CONFLICT instead of matching under the lock."""
+
+    repository: str
+    applies: dict[tuple, bool]
+    matches: dict[tuple, bool]
+
+    def rule_applies(self, rule: Rule) -> bool:
+        try:
+            return self.applies[rule.key]
+        except KeyError:
+            raise TagRulesChanged(f"tag rules of {self.repository} changed during the request; try again",
+                                  detail={"rule": rule.id}) from None
+
+    def tag_matches(self, rule: Rule, tag: str) -> bool:
+        try:
+            return self.matches[(rule.key, tag)]
+        except KeyError:
+            raise TagRulesChanged(f"tag rules of {self.repository} changed during the request; try again",
+                                  detail={"rule": rule.id, "tag": tag}) from None
+
 
 @dataclass(frozen=True)
 class Override:
@@ -91,6 +127,10 @@ def make_override(actor: Principal, reason: str | None, source_ip: str | None = 
     if len(reason) > MAX_REASON_LENGTH:
         raise InvalidRequest(f"override_reason is longer than {MAX_REASON_LENGTH} characters")
     return Override(actor, reason, source_ip, user_agent)
+
+
+def _matches(rule: Rule, tag: str, verdicts: TagVerdicts | None) -> bool:
+    return rule.matches_tag(tag) if verdicts is None else verdicts.tag_matches(rule, tag)
 
 
 def _rule(row) -> Rule:
@@ -126,25 +166,46 @@ class TagPolicy:
     # -- reading the rules that apply ------------------------------------------------------
 
     @staticmethod
-    def rules_for(conn: Connection, repository: str) -> list[Rule]:
-        """Every rule of `repository`'s project plus the system rules whose repository pattern matches it."""
+    def _candidate_rules(conn: Connection, repository: str) -> list[Rule]:
+        """Every rule of `repository`'s project plus every system rule (one query, no matching)."""
         rows = conn.execute(
             select(*_RULE_COLUMNS)
             .select_from(tag_rules.outerjoin(projects, projects.c.id == tag_rules.c.project_id))
             .where(or_(tag_rules.c.project_id.is_(None), projects.c.name == project_of(repository)))
             .order_by(tag_rules.c.project_id.is_(None), tag_rules.c.id)
         ).all()
-        return [r for r in map(_rule, rows) if r.applies_to_repository(repository)]
+        return [_rule(r) for r in rows]
 
-    def is_immutable(self, conn: Connection, repository: str, tag: str) -> Rule | None:
+    @classmethod
+    def rules_for(cls, conn: Connection, repository: str, verdicts: TagVerdicts | None = None) -> list[Rule]:
+        """Every rule of `repository`'s project plus the system rules whose repository pattern matches it.
+
+        In a write transaction `verdicts` (from `prepare`) is required: nothing is matched there."""
+        rules = cls._candidate_rules(conn, repository)
+        if verdicts is not None:
+            return [r for r in rules if verdicts.rule_applies(r)]
+        if rules and conn.get_execution_options().get("dockyard_immediate"):
+            raise RuntimeError("tag rules must be judged before the write transaction opens: pass TagPolicy.prepare()")
+        return [r for r in rules if r.applies_to_repository(repository)]
+
+    def prepare(self, repository: str, tags: Iterable[str]) -> TagVerdicts:
+        """Judge every rule against `repository` and each of `tags`, in a read transaction, before a write."""
+        with self.db.read() as conn:
+            rules = self._candidate_rules(conn, repository)
+        applies = {r.key: r.applies_to_repository(repository) for r in rules}
+        tags = list(dict.fromkeys(tags))
+        matches = {(r.key, tag): r.matches_tag(tag) for r in rules if applies[r.key] for tag in tags}
+        return TagVerdicts(repository, applies, matches)
+
+    def is_immutable(self, conn: Connection, repository: str, tag: str, verdicts: TagVerdicts | None = None) -> Rule | None:
         """The first immutable rule protecting `tag` in `repository`, or None."""
-        return self._immutable_rule(self.rules_for(conn, repository), tag)
+        return self._immutable_rule(self.rules_for(conn, repository, verdicts), tag, verdicts)
 
     @staticmethod
-    def _immutable_rule(rules: list[Rule], tag: str) -> Rule | None:
+    def _immutable_rule(rules: list[Rule], tag: str, verdicts: TagVerdicts | None = None) -> Rule | None:
         referrer_tag = is_referrer_tag(tag)
         for rule in rules:
-            if rule.kind != "immutable" or not rule.matches_tag(tag):
+            if rule.kind != "immutable" or not _matches(rule, tag, verdicts):
                 continue
             if referrer_tag and not names_referrer_tags(rule.tag_pattern):
                 continue
@@ -162,6 +223,7 @@ class TagPolicy:
         new_digest: str | None,
         *,
         override: Override | None = None,
+        verdicts: TagVerdicts | None = None,
     ) -> None:
         """Raise unless `tag` may go from `current_digest` to `new_digest` (None: deleted / absent).
 
@@ -171,14 +233,14 @@ class TagPolicy:
             return  # re-push of the same digest: nothing changes
         if current_digest is None and new_digest is None:
             return
-        rules = self.rules_for(conn, repository)
+        rules = self.rules_for(conn, repository, verdicts)
         if not rules:
             return
         if new_digest is not None:
-            self._check_name(rules, repository, tag)
+            self._check_name(rules, repository, tag, verdicts)
         if current_digest is None:
             return  # creating a tag never breaks immutability
-        rule = self._immutable_rule(rules, tag)
+        rule = self._immutable_rule(rules, tag, verdicts)
         if rule is None:
             return
         if override is None:
@@ -191,9 +253,9 @@ class TagPolicy:
         self._break_glass(conn, repository, tag, current_digest, new_digest, rule, override)
 
     @staticmethod
-    def _check_name(rules: list[Rule], repository: str, tag: str) -> None:
+    def _check_name(rules: list[Rule], repository: str, tag: str, verdicts: TagVerdicts | None = None) -> None:
         for rule in rules:
-            if rule.kind == "deny" and rule.matches_tag(tag):
+            if rule.kind == "deny" and _matches(rule, tag, verdicts):
                 raise TagInvalid(
                     f"tag {tag} is not allowed in {repository} ({rule.describe()})",
                     detail={"repository": repository, "tag": tag, "rule": rule.id},
@@ -201,7 +263,7 @@ class TagPolicy:
         required = [r for r in rules if r.kind == "require"]
         if not required or (is_referrer_tag(tag) and not any(names_referrer_tags(r.tag_pattern) for r in required)):
             return
-        if not any(r.matches_tag(tag) for r in required):
+        if not any(_matches(r, tag, verdicts) for r in required):
             names = "; ".join(r.describe() for r in required)
             raise TagInvalid(
                 f"tag {tag} of {repository} must match one of the required patterns ({names})",

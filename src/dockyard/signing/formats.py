@@ -52,7 +52,7 @@ COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 
 NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class FormatError(ValueError):
@@ -114,7 +114,7 @@ def sha256_digest(data: bytes) -> str:
 
 
 def check_digest(digest: str) -> str:
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise FormatError(f"not a sha256 digest: {str(digest)[:80]!r}")
     return digest
 

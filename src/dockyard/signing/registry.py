@@ -21,8 +21,8 @@ MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LI
 MAX_DOCUMENT = 4 * 1024 * 1024  # signatures, bundles and manifests are small; refuse anything huge
 
 _REF = re.compile(
-    r"^(?P<registry>[^/]+)/(?P<repo>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+    r"(?P<registry>[^/\x00-\x20\x7f-\x9f]+)/(?P<repo>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
 
 
 class RegistryError(RuntimeError):
@@ -57,7 +57,7 @@ class ImageRef:
 
 def parse_reference(text: str) -> ImageRef:
     """`host[:port]/repo[:tag][@sha256:…]`; the registry host is required (no Docker Hub default)."""
-    m = _REF.match(text.strip())
+    m = _REF.fullmatch(text.strip())
     host = m and m.group("registry")
     if not m or not ("." in host or ":" in host or host == "localhost"):
         raise ValueError(f"invalid image reference {text!r} (expected host[:port]/repository[:tag|@digest])")

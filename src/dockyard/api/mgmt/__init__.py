@@ -18,6 +18,7 @@ from dockyard.api.mgmt import audit, auth, keys, projects, promotions, repositor
 from dockyard.api.mgmt import quotas, system  # jobs, GC, quotas
 from dockyard.api.mgmt import retention  # retention policies, dry runs, runs
 from dockyard.api.mgmt import security  # scans, SBOMs, pull gates, allowlist, trusted keys, scanners
+from dockyard.api.mgmt.docs import add_docs
 from dockyard.api.mgmt.common import (
     ERROR_RESPONSES,
     current_principal,
@@ -37,7 +38,7 @@ def create_mgmt_api(services: Any) -> FastAPI:
         description="Projects, members, users, robot accounts, audit log and retag. "
         "Errors use the OCI format {\"errors\": [{\"code\", \"message\", \"detail\"}]}.",
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served from local assets by api/mgmt/docs.py
         redoc_url=None,
         responses=ERROR_RESPONSES,
         exception_handlers={
@@ -54,4 +55,5 @@ def create_mgmt_api(services: Any) -> FastAPI:
         api.include_router(module.router)
     api.include_router(retention.router)
     api.include_router(security.router)
+    add_docs(api)
     return api

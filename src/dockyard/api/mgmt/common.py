@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
+from dockyard.api.auth import client_ip, management_challenge
 from dockyard.api.http import error_response, on_http_exception
 from dockyard.auth.principals import Principal
 from dockyard.domain.identity import MAX_PAGE_SIZE, Page
@@ -40,8 +41,10 @@ async def current_principal(
     services = request.app.state.services
     principal: Principal = await services.gate.principal_from_request(request)
     if principal.is_anonymous:
-        realm = services.settings.token_service
-        raise Unauthorized("authentication required", headers={"WWW-Authenticate": f'Basic realm="{realm}"'})
+        raise Unauthorized(
+            "authentication required: send Authorization: Basic with a password, robot secret or login password",
+            headers=management_challenge(services.settings.token_service),
+        )
     request.state.principal = principal
     return principal
 
@@ -98,7 +101,7 @@ async def current_caller(request: Request, principal: Annotated[Principal, Depen
     return Caller(
         principal=principal,
         services=request.app.state.services,
-        source_ip=request.client.host if request.client else None,
+        source_ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
     )
 
@@ -129,8 +132,9 @@ def paged(request: Request, response: Response, page: Page, model: type[BaseMode
     convert = model.model_validate if isinstance(model, type) and issubclass(model, BaseModel) else model
     response.headers["X-Total-Count"] = str(page.total)
     if page.has_next:
+        # Relative (path and query only): the Host header never reaches a response header.
         next_url = request.url.include_query_params(page=page.page + 1, page_size=page.page_size)
-        response.headers["Link"] = f'<{next_url}>; rel="next"'
+        response.headers["Link"] = f'<{next_url.path}?{next_url.query}>; rel="next"'
     return [convert(item) for item in page.items]
 
 
@@ -159,7 +163,7 @@ async def _audit_denial(request: Request, principal: Principal, exc: DockyardErr
             action="api.denied",
             object=f"{request.method} {path}",
             outcome="failure",
-            source_ip=request.client.host if request.client else None,
+            source_ip=client_ip(request),
             user_agent=request.headers.get("user-agent"),
             detail={"reason": exc.message},
         )

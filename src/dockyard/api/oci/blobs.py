@@ -9,28 +9,30 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from dockyard.domain.names import validate_digest, validate_name
+from dockyard.domain.numbers import MAX_DIGITS, parse_count
 from dockyard.errors import RangeInvalid
 
 SMALL_BLOB_BYTES = 64 * 1024
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 def parse_range(header: str, size: int) -> tuple[int, int]:
     """RFC 9110 single byte range → inclusive (start, end), clamped to the blob; 416 if unsatisfiable."""
-    m = _RANGE_RE.match(header.strip())
+    unsatisfiable = {"Content-Range": f"bytes */{size}"}
+    m = _RANGE_RE.fullmatch(header.strip())
     if not m or (not m.group(1) and not m.group(2)):
-        raise RangeInvalid(f"unsupported Range {header!r}", headers={"Content-Range": f"bytes */{size}"})
-    first, last = m.group(1), m.group(2)
-    if not first:  # suffix: last N bytes
-        length = int(last)
-        if length == 0:
-            raise RangeInvalid("empty suffix range", headers={"Content-Range": f"bytes */{size}"})
-        return max(size - length, 0), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if start >= size or end < start:
-        raise RangeInvalid(f"range {header} not satisfiable for {size} bytes", headers={"Content-Range": f"bytes */{size}"})
-    return start, min(end, size - 1)
+        raise RangeInvalid(f"unsupported Range {header[:100]!r}", headers=unsatisfiable)
+    first, last = (parse_count(g) if g else None for g in m.groups())
+    if (m.group(1) and first is None) or (m.group(2) and last is None):
+        raise RangeInvalid(f"Range numbers must have at most {MAX_DIGITS} digits", headers=unsatisfiable)
+    if first is None:  # suffix: last N bytes
+        if last == 0:
+            raise RangeInvalid("empty suffix range", headers=unsatisfiable)
+        return max(size - last, 0), size - 1
+    end = last if last is not None else size - 1
+    if first >= size or end < first:
+        raise RangeInvalid(f"range {header[:100]} not satisfiable for {size} bytes", headers=unsatisfiable)
+    return first, min(end, size - 1)
 
 
 async def blob(request: Request) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dockyard.api.http import json_response
+from dockyard.api.http import content_length, json_response
 from dockyard.api.oci.base import link_header
 from dockyard.domain.listings import parse_page_size
 from dockyard.domain.manifests import OCI_INDEX
@@ -39,9 +39,9 @@ async def manifest(request: Request) -> Response:
         await services.db.run(services.manifests.delete, name, tag, digest)
         services.pull_gate.on_push(name)  # a deleted signature stops counting here at once
         return Response(status_code=202, headers={"Content-Length": "0"})
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
-        services.manifests.check_size(int(declared))
+    declared = content_length(request)
+    if declared is not None:
+        services.manifests.check_size(declared)
     payload = await _read_limited(request, services.manifests)
     extra_tags = tuple(request.query_params.getlist("tag")) if digest else ()
     parsed = await services.db.run(

@@ -7,16 +7,15 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api.http import content_length
 from dockyard.domain.names import validate_digest, validate_name
 from dockyard.domain.uploads import owner_key
+from dockyard.domain.numbers import MAX_DIGITS, parse_count
 from dockyard.errors import DigestInvalid, DockyardError, RangeInvalid
 
-_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+_CONTENT_RANGE_RE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/([0-9]+|\*))?")
 
 
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 def _created(name: str, digest: str) -> Response:
@@ -57,7 +56,7 @@ async def start(request: Request) -> Response:
 async def _append_and_finish(services, upload, request: Request, digest: str, start=None, end=None) -> None:
     try:
         upload = await services.uploads.append(
-            upload, request.stream(), start=start, end=end, content_length=_content_length(request), digest=digest
+            upload, request.stream(), start=start, end=end, content_length=content_length(request), digest=digest
         )
         await services.db.run(services.uploads.finish, upload, digest)
     except RangeInvalid:
@@ -71,10 +70,14 @@ def _parse_content_range(request: Request) -> tuple[int | None, int | None]:
     raw = request.headers.get("content-range")
     if raw is None:
         return None, None
-    m = _CONTENT_RANGE_RE.match(raw.strip())
+    m = _CONTENT_RANGE_RE.fullmatch(raw.strip())
     if not m:
-        raise RangeInvalid(f"malformed Content-Range {raw!r}; expected <start>-<end>")
-    return int(m.group(1)), int(m.group(2))
+        raise RangeInvalid(f"malformed Content-Range {raw[:100]!r}; expected <start>-<end>")
+    start, end = parse_count(m.group(1)), parse_count(m.group(2))
+    total = m.group(3)
+    if start is None or end is None or (total not in (None, "*") and parse_count(total) is None):
+        raise RangeInvalid(f"Content-Range numbers must have at most {MAX_DIGITS} digits")
+    return start, end
 
 
 async def session(request: Request) -> Response:
@@ -96,7 +99,7 @@ async def session(request: Request) -> Response:
         raise
     if method == "PATCH":
         upload = await services.uploads.append(
-            upload, request.stream(), start=start, end=end, content_length=_content_length(request)
+            upload, request.stream(), start=start, end=end, content_length=content_length(request)
         )
         return Response(status_code=202, headers={**services.uploads.progress_headers(upload), "Content-Length": "0"})
     digest = request.query_params.get("digest")
