@@ -92,11 +92,16 @@ class FilesystemDriver:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            # A full disk must not leave a half-written temporary file holding the space.
+            tmp.unlink(missing_ok=True)
+            raise
         self._fsync_dir(path.parent)
 
     def open_read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
