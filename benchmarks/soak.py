@@ -304,6 +304,7 @@ def run(args) -> dict:
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="dockyard-soak-")) / "data"
     env = {"DOCKYARD_WORKERS": str(args.workers), "DOCKYARD_GC_GRACE_SECONDS": str(args.gc_grace),
            "DOCKYARD_WORKER_POLL_SECONDS": "0.5", "DOCKYARD_LOG_LEVEL": "warning"}
+    env.update(item.split("=", 1) for item in args.server_env)
     rec = Recorder()
     samples: list[dict] = []
     started_at = datetime.now(UTC)
@@ -409,6 +410,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scan-interval", type=float, default=20)
     p.add_argument("--sample-seconds", type=float, default=5)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the server")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     return p.parse_args(argv)
 

@@ -102,27 +102,33 @@ class BlobService:
         an orphan that GC finds without scanning storage."""
         nonce = uuid.uuid4().hex[:16]
         for _ in range(PUBLISH_ATTEMPTS):
-            key = blob_key(digest, self._next_generation(digest), nonce)
-            intent = record_intent(self.db, key)
+            generation, present = self._next_generation(digest)
+            # The usual "someone already pushed this layer" case links the row and writes no key: no intent needed.
+            intent = None if present else record_intent(self.db, blob_key(digest, generation, nonce))
             with self.db.write() as conn:
-                outcome = self._publish_once(conn, repository, digest, staging_key, size, key, intent)
+                outcome = self._publish_once(conn, repository, digest, staging_key, size, generation, nonce, intent)
             if outcome == "linked":
                 self.storage.delete(staging_key)  # the registry already had these bytes
                 return
             if outcome == "moved":
                 return
-            forget_intent(self.db, intent)  # nothing was written under `key`
+            if intent is not None:
+                forget_intent(self.db, intent)  # nothing was written under `key`
         raise Unavailable(f"blob {digest} kept changing state while it was published; retry the upload")
 
-    def _next_generation(self, digest: str) -> int:
+    def _next_generation(self, digest: str) -> tuple[int, bool]:
+        """(the generation a new key would get, whether the blob is present now)."""
         with self.db.read() as conn:
-            current = conn.execute(select(blobs.c.generation).where(blobs.c.digest == digest)).scalar()
-        return 1 if current is None else int(current) + 1
+            row = conn.execute(select(blobs.c.generation, blobs.c.state).where(blobs.c.digest == digest)).first()
+        return (1, False) if row is None else (int(row.generation) + 1, row.state == "present")
 
     def _publish_once(
-        self, conn: Connection, repository: str, digest: str, staging_key: str, size: int, key: str, intent: int
+        self, conn: Connection, repository: str, digest: str, staging_key: str, size: int, generation: int, nonce: str,
+        intent: int | None,
     ) -> str:
+        """One attempt; `generation` is the one the intent was recorded for, and must still be the next one."""
         now = self.clock()
+        key = blob_key(digest, generation, nonce)
         repo_id = ensure_repository_id(conn, repository)
         # 1. The blob exists: touch its row (this is what serializes us with GC's mark) and link it.
         blob_id = conn.execute(
@@ -132,12 +138,15 @@ class BlobService:
             if self.quotas is not None:
                 self.quotas.check(conn, repository, [digest])
             self._insert_link(conn, repo_id, blob_id, now)
-            claim_intent(conn, intent)  # `key` is never written
+            if intent is not None:
+                claim_intent(conn, intent)  # `key` is never written
             return "linked"
+        if intent is None:
+            return "retry"  # GC marked it since we looked: the next attempt records an intent first
         if self.quotas is not None:
             self.quotas.check_new_blob(conn, repository, size)
         # 2. No row: our (uncommitted) insert claims the digest, then the bytes move under it.
-        if key == blob_key(digest, 1, key.rpartition("-")[2]):
+        if generation == 1:
             row = {"digest": digest, "size": size, "storage_key": key, "generation": 1, "state": "present",
                    "ref_count": 0, "created_at": now, "touched_at": now}
             if insert_ignore(conn, blobs, row, ["digest"]):
@@ -153,7 +162,7 @@ class BlobService:
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
         marked = conn.execute(query).first()
-        if marked is None or key != blob_key(digest, marked.generation + 1, key.rpartition("-")[2]):
+        if marked is None or generation != marked.generation + 1:
             return "retry"  # it became present, or the sweeper removed it, or the generation moved, while we looked
         if not claim_intent(conn, intent):
             return "retry"
