@@ -78,7 +78,6 @@ def check_invariants(engine: Engine, storage: StorageDriver, *, verify_bytes: bo
         for dirpath, _dirs, files in os.walk(root):
             problems += [f"temporary file left behind: {os.path.join(dirpath, f)}" for f in files if ".tmp-" in f]
 
-    manifest_repo = {m.id: m.repository_id for m in manifests}
     by_repo_digest = {(m.repository_id, m.digest) for m in manifests}
     for m in manifests:
         algorithm, _, encoded = m.digest.partition(":")
@@ -105,7 +104,6 @@ def check_invariants(engine: Engine, storage: StorageDriver, *, verify_bytes: bo
         row = by_id.get(blob_id)
         if row is None or row.state != "present":
             problems.append(f"repository {repo_id} links blob {blob_id}, which is {row.state if row else 'missing'}")
-    del manifest_repo
     return problems
 
 
