@@ -59,6 +59,7 @@ from dockyard.errors import DockyardError
 from dockyard.policy.access import AccessPolicy
 from dockyard.policy.tags import TagPolicy
 from dockyard.metadata.db import Database
+from dockyard.runtime import limit_malloc_arenas
 from dockyard.settings import Settings, load_settings
 from dockyard.storage import StorageDriver, open_driver
 from dockyard.storage.permissions import secure_settings_paths
@@ -318,4 +319,5 @@ def app_from_env() -> Starlette:
     """Factory for server workers: settings come from DOCKYARD_* env (set by `dockyard serve`)."""
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_malloc_arenas(settings.malloc_arena_max)  # before the services start their threads
     return create_app(settings)

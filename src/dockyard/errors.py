@@ -179,6 +179,24 @@ class TagRulesChanged(DockyardError):
 
 # -- faults: disk full, database outages, crashes (issue 9 part 2) --
 
+
+class StorageFull(DockyardError):
+    """The blob store or the database file ran out of space (ENOSPC, EDQUOT, SQLITE_FULL).
+    Nothing partial is published; the client may retry once space is freed."""
+
+    code, status, default_message = "STORAGE_FULL", 507, "the registry's storage is full; retry later"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database connection failed (restart, failover, network); pools reconnect on their own."""
+
+    default_message = "the metadata database is unavailable; retry shortly"
+
+    def __init__(self, message: str | None = None, **kwargs):
+        kwargs.setdefault("headers", {"Retry-After": "1"})
+        super().__init__(message, **kwargs)
+
+
 # -- signature verification (issue 19 items 1, 4) --
 
 # -- scan pipeline: reports, queueing, safe output (issue 19 items 3, 5, 6) --

@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     )
 
     # -- faults: disk full, database outages, crashes (issue 9 part 2) --
+    malloc_arena_max: int = Field(
+        2, ge=0, le=64,
+        description="glibc malloc arenas per server process (MALLOC_ARENA_MAX); 0 keeps glibc's default (8 per core).",
+    )
 
     # -- signature verification (issue 19 items 1, 4) --
     signature_max_layers: int = Field(

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard.domain.numbers import MAX_DIGITS, parse_count
 from dockyard.errors import DockyardError, NotFound, SizeInvalid, Unsupported, render
+from dockyard.metadata.faults import infrastructure_error
 
 log = logging.getLogger("dockyard.http")
 
@@ -72,6 +73,11 @@ async def on_client_disconnect(request: Request, exc: Exception) -> Response:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
+    fault = infrastructure_error(exc)
+    if fault is not None:
+        # An outage, not a bug: one line, no traceback, and an error the client can act on.
+        log.warning("%s on %s %s: %s", fault.code, request.method, request.url.path, exc)
+        return error_response(fault, request.method)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(DockyardError("internal server error"), request.method)
 

@@ -141,6 +141,9 @@ def serve(
         settings = settings.model_copy(update={"workers": 1})
     os.environ.update(settings_to_env(settings))
     os.environ["DOCKYARD_AUTO_MIGRATE"] = "false"
+    from dockyard.runtime import limit_malloc_arenas
+
+    limit_malloc_arenas(settings.malloc_arena_max)  # this process and the workers it starts
     console.print(
         f"Dockyard {__version__} serving on http://{settings.host}:{settings.port} "
         f"(data: {settings.data_dir}, database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "

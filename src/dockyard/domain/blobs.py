@@ -12,12 +12,14 @@ timing window, decides which key is live.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select, update
 
+from dockyard.domain.intents import claim_intent, forget_intent, record_intent
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
 from dockyard.errors import BlobTooLarge, BlobUnknown, Unavailable, Unsupported
 from dockyard.metadata.db import Database, insert_ignore, utcnow
@@ -96,20 +98,39 @@ class BlobService:
         """Make verified bytes visible as `digest` in `repository`.
 
         If the blob already exists the staged copy is dropped, so N concurrent pushes of one
-        blob leave exactly one stored object. Otherwise the staged object is moved onto a
-        generation-specific key while this transaction holds the blob's row."""
+        blob leave exactly one stored object. Otherwise the staged object is moved onto a fresh
+        generation key while this transaction holds the blob's row. That key is recorded as a
+        storage intent first (domain/intents.py): a crash between the move and the commit leaves
+        an orphan that GC finds without scanning storage."""
+        nonce = uuid.uuid4().hex[:16]
         for _ in range(PUBLISH_ATTEMPTS):
+            generation, present = self._next_generation(digest)
+            # The usual "someone already pushed this layer" case links the row and writes no key: no intent needed.
+            intent = None if present else record_intent(self.db, blob_key(digest, generation, nonce))
             with self.db.write() as conn:
-                outcome = self._publish_once(conn, repository, digest, staging_key, size)
+                outcome = self._publish_once(conn, repository, digest, staging_key, size, generation, nonce, intent)
             if outcome == "linked":
                 self.storage.delete(staging_key)  # the registry already had these bytes
                 return
             if outcome == "moved":
                 return
+            if intent is not None:
+                forget_intent(self.db, intent)  # nothing was written under `key`
         raise Unavailable(f"blob {digest} kept changing state while it was published; retry the upload")
 
-    def _publish_once(self, conn: Connection, repository: str, digest: str, staging_key: str, size: int) -> str:
+    def _next_generation(self, digest: str) -> tuple[int, bool]:
+        """(the generation a new key would get, whether the blob is present now)."""
+        with self.db.read() as conn:
+            row = conn.execute(select(blobs.c.generation, blobs.c.state).where(blobs.c.digest == digest)).first()
+        return (1, False) if row is None else (int(row.generation) + 1, row.state == "present")
+
+    def _publish_once(
+        self, conn: Connection, repository: str, digest: str, staging_key: str, size: int, generation: int, nonce: str,
+        intent: int | None,
+    ) -> str:
+        """One attempt; `generation` is the one the intent was recorded for, and must still be the next one."""
         now = self.clock()
+        key = blob_key(digest, generation, nonce)
         repo_id = ensure_repository_id(conn, repository)
         # 1. The blob exists: touch its row (this is what serializes us with GC's mark) and link it.
         blob_id = conn.execute(
@@ -119,17 +140,23 @@ class BlobService:
             if self.quotas is not None:
                 self.quotas.check(conn, repository, [digest])
             self._insert_link(conn, repo_id, blob_id, now)
+            if intent is not None:
+                claim_intent(conn, intent)  # `key` is never written
             return "linked"
+        if intent is None:
+            return "retry"  # GC marked it since we looked: the next attempt records an intent first
         if self.quotas is not None:
             self.quotas.check_new_blob(conn, repository, size)
         # 2. No row: our (uncommitted) insert claims the digest, then the bytes move under it.
-        key = blob_key(digest, 1)
-        row = {"digest": digest, "size": size, "storage_key": key, "generation": 1, "state": "present",
-               "ref_count": 0, "created_at": now, "touched_at": now}
-        if insert_ignore(conn, blobs, row, ["digest"]):
-            self.storage.move(staging_key, key)
-            self._insert_link(conn, repo_id, self._id(conn, digest), now)
-            return "moved"
+        if generation == 1:
+            row = {"digest": digest, "size": size, "storage_key": key, "generation": 1, "state": "present",
+                   "ref_count": 0, "created_at": now, "touched_at": now}
+            if insert_ignore(conn, blobs, row, ["digest"]):
+                if not claim_intent(conn, intent):
+                    raise Unavailable(f"blob {digest} could not be published; retry the upload")
+                self.storage.move(staging_key, key)
+                self._insert_link(conn, repo_id, self._id(conn, digest), now)
+                return "moved"
         # 3. GC marked the blob: lock the row, revive it onto the next generation, drop the old key.
         query = select(blobs.c.id, blobs.c.generation, blobs.c.storage_key).where(
             blobs.c.digest == digest, blobs.c.state != "present"
@@ -137,9 +164,10 @@ class BlobService:
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
         marked = conn.execute(query).first()
-        if marked is None:
-            return "retry"  # it became present, or the sweeper removed it, while we looked
-        key = blob_key(digest, marked.generation + 1)
+        if marked is None or generation != marked.generation + 1:
+            return "retry"  # it became present, or the sweeper removed it, or the generation moved, while we looked
+        if not claim_intent(conn, intent):
+            return "retry"
         self.storage.move(staging_key, key)
         self.storage.delete(marked.storage_key)  # a `deleting` row's key is read by nobody
         conn.execute(

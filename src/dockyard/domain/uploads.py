@@ -153,9 +153,11 @@ class UploadService:
         return Upload(row.id, repository, row.storage_key, int(row.offset), row.hash_state, row.owner or "")
 
     def cancel(self, upload: Upload) -> None:
+        # Bytes go inside the row's transaction: a crash in between leaves a row without bytes
+        # (purged as stale later), never bytes without a row that nobody would find.
         with self.db.write() as conn:
             conn.execute(delete(uploads).where(uploads.c.id == upload.id))
-        self.storage.delete(upload.storage_key)
+            self.storage.delete(upload.storage_key)
 
     # -- data ---------------------------------------------------------------------------
 
@@ -342,8 +344,8 @@ class UploadService:
                 gone = conn.execute(
                     delete(uploads).where(uploads.c.id == row.id, uploads.c.updated_at < cutoff)
                 ).rowcount
-            if gone:
-                self.storage.delete(row.storage_key)
+                if gone:  # inside the transaction, as in cancel()
+                    self.storage.delete(row.storage_key)
         return len(stale)
 
     @staticmethod

@@ -19,7 +19,10 @@ The protocol, per batch of candidates:
    delete the key of a row that is still marked, and never a revived row.
 
 A run interrupted between the two steps leaves `deleting` rows; the next run sweeps them
-first. Uploads in progress are not blobs yet (their bytes live under uploads/), so GC
+first. Objects a crash left without a row (written before the row's transaction committed) are
+found through their storage intents (domain/intents.py), not by listing storage: each run
+deletes, under the intent's row lock, the object of every intent older than the grace period
+that no blob or upload row owns. Uploads in progress are not blobs yet (their bytes live under uploads/), so GC
 cannot touch them; stale uploads are purged by housekeeping.
 """
 
@@ -33,7 +36,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 
 from dockyard.metadata.db import Database, utcnow
-from dockyard.metadata.models import blobs, repository_blobs
+from dockyard.metadata.models import blobs, repository_blobs, storage_intents, uploads
 from dockyard.storage import StorageDriver
 
 log = logging.getLogger("dockyard.gc")
@@ -91,6 +94,7 @@ class GarbageCollector:
             "bytes_freed": 0,
             "resumed": 0,
             "skipped": 0,  # candidates referenced or touched between the scan and the mark
+            "orphans_reclaimed": 0,  # objects a crash left behind, found through storage intents
             "seconds": 0.0,
         }
         if dry_run:
@@ -98,6 +102,8 @@ class GarbageCollector:
             return result
         state = {"phase": "sweeping", "total": result["candidates"] + result["marked_before"], "done": 0, "bytes_freed": 0}
         report(dict(state))
+        # 0. Reclaim what crashed writers left behind.
+        result["orphans_reclaimed"] = self._reclaim_intents(cutoff)
         # 1. Finish what an interrupted run marked.
         for _ in range(MAX_BATCHES):
             with self.db.read() as conn:
@@ -130,6 +136,38 @@ class GarbageCollector:
         result["seconds"] = round(time.monotonic() - started, 3)
         log.info("gc: deleted %d blobs (%d bytes) in %.2fs", result["deleted"] + result["resumed"], result["bytes_freed"], result["seconds"])
         return result
+
+    def _reclaim_intents(self, cutoff: datetime) -> int:
+        reclaimed = 0
+        for _ in range(MAX_BATCHES):
+            with self.db.read() as conn:
+                ids = list(conn.execute(
+                    select(storage_intents.c.id).where(storage_intents.c.created_at < cutoff).limit(self.batch_size)
+                ).scalars())
+            if not ids:
+                break
+            for intent_id in ids:
+                with self.db.write() as conn:
+                    # Deleting the intent first takes its row lock: a publisher still using it
+                    # (domain/blobs.py claims it before writing) has either committed, or will find it gone.
+                    key = conn.execute(
+                        delete(storage_intents).where(storage_intents.c.id == intent_id).returning(storage_intents.c.storage_key)
+                    ).scalar()
+                    if key is None:
+                        continue
+                    if not self._owned(conn, key) and self.storage.stat(key) is not None:
+                        self.storage.delete(key)
+                        reclaimed += 1
+        return reclaimed
+
+    @staticmethod
+    def _owned(conn, key: str) -> bool:
+        parts = key.split("/")
+        if parts[0] == "blobs" and len(parts) == 5:  # blobs/<alg>/<xx>/<hex>/g<n>-<nonce>: look up by digest (indexed)
+            query = select(blobs.c.id).where(blobs.c.digest == f"{parts[1]}:{parts[3]}", blobs.c.storage_key == key)
+        else:
+            query = select(uploads.c.id).where(uploads.c.storage_key == key)
+        return conn.execute(query.limit(1)).first() is not None
 
     def _mark(self, ids: list[int], cutoff: datetime) -> list[int]:
         with self.db.write() as conn:

@@ -455,6 +455,18 @@ scan_reports = Table(
 
 # -- faults: disk full, database outages, crashes (issue 9 part 2) --
 
+# A key that a process is about to write before any row owns it (a blob being published, an SBOM's
+# staging object). A crash between the write and the commit that makes a row own the key leaves the
+# intent behind, so GC reclaims the orphan without ever listing storage (jobs/gc.py).
+storage_intents = Table(
+    "storage_intents",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("storage_key", String(400), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_storage_intents_created_at", "created_at"),
+)
+
 
 # -- signature verification (issue 19 items 1, 4) --
 

@@ -43,6 +43,7 @@ from dockyard.scanning.targets import IMAGE, INDEX, TargetReader, classify, inde
 from dockyard.scanning.vulndb import VulnDB
 from dockyard.storage import StorageDriver
 from dockyard.storage.paths import upload_key
+from dockyard.domain.intents import forget_intent, record_intent
 
 log = logging.getLogger(__name__)
 
@@ -409,6 +410,9 @@ class ScanService:
     def _put_blob(self, repository: str, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         staging = upload_key("sbom-" + uuid.uuid4().hex)
+        # No upload row owns this staging object: an intent lets GC reclaim it after a crash.
+        intent = record_intent(self.db, staging)
         self.storage.put(staging, data)
         self.blobs.publish(repository, digest, staging, len(data))
+        forget_intent(self.db, intent)  # the staging object was moved or deleted
         return digest

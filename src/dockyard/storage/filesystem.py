@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,27 @@ from dockyard.storage.protocol import StorageBusy, StorageError
 READ_CHUNK = 1024 * 1024
 
 
+# A flock belongs to the open file description, which a fork()ed child shares until it execs
+# or exits: a scan starting syft (fork, preexec_fn, exec) briefly holds every lock its parent
+# holds, even on descriptors the parent has closed meanwhile. So a busy lock is retried for a
+# moment before the writer is reported busy; a real concurrent writer holds it for a whole request.
+LOCK_RETRY_SECONDS = 2.0
+
+
+def _lock(fd: int) -> None:
+    deadline = time.monotonic() + LOCK_RETRY_SECONDS
+    delay = 0.002
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
 class _FileWriter:
     """Exclusive via flock, so a crashed writer's lock dies with its process."""
 
@@ -21,7 +43,7 @@ class _FileWriter:
         path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(fd)
         except BlockingIOError as exc:
             os.close(fd)
             raise StorageBusy(f"{path.name} is being written by another request") from exc
@@ -93,11 +115,16 @@ class FilesystemDriver:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            # A full disk must not leave a half-written temporary file holding the space.
+            tmp.unlink(missing_ok=True)
+            raise
         self._fsync_dir(path.parent)
 
     def open_read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:

@@ -15,8 +15,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        'storage_intents',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('storage_key', sa.String(length=400), nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint('id'),
+    )
+    with op.batch_alter_table('storage_intents', schema=None) as batch_op:
+        batch_op.create_index('ix_storage_intents_created_at', ['created_at'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('storage_intents', schema=None) as batch_op:
+        batch_op.drop_index('ix_storage_intents_created_at')
+    op.drop_table('storage_intents')
