@@ -154,10 +154,13 @@ class Worker:
                     raise
                 except Exception:  # database hiccup: log, wait, try again
                     log.exception("job worker loop failed; retrying")
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancel that lands as the event is set
+                # (a finished job sets it), and a cancelled loop would then poll on forever.
+                waiter = asyncio.ensure_future(self._wake.wait())
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-                except asyncio.TimeoutError:
-                    pass
+                    await asyncio.wait({waiter}, timeout=self.poll_seconds)
+                finally:
+                    waiter.cancel()
         finally:
             # A cancelled loop waits for its handlers (they release their jobs when stopping)
             # rather than orphan threads that still hold a job.
