@@ -60,6 +60,7 @@ from dockyard.policy.access import AccessPolicy
 from dockyard.policy.tags import TagPolicy
 from dockyard.metadata.db import Database
 from dockyard.runtime import limit_malloc_arenas
+from dockyard.safe_text import configure_logging
 from dockyard.settings import Settings, load_settings
 from dockyard.storage import StorageDriver, open_driver
 from dockyard.storage.permissions import secure_settings_paths
@@ -146,7 +147,9 @@ def build_services(settings: Settings) -> Services:
     projects = ProjectService(db)
     jobs = JobQueue(db, lease_seconds=settings.job_lease_seconds)
     scheduler = Scheduler(db, jobs)
-    worker = Worker(jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds)
+    worker = Worker(
+        jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds, lanes={SCAN_JOB: settings.scan_concurrency}
+    )
     gc = GarbageCollector(db, storage, grace_seconds=settings.gc_grace_seconds, audit=audit)
     worker.register("gc", gc.handle)
     worker.register(UPDATE_KIND, VulnDBUpdater(db, jobs, base_url=settings.vulndb_url, ecosystems=settings.vulndb_ecosystems).handle)
@@ -170,6 +173,7 @@ def build_services(settings: Settings) -> Services:
         work_root=(settings.data_dir / "tmp" / "scans").resolve(),
         stopping=worker.stopping.is_set,
         wake=worker.wake,
+        incomplete_policy=settings.scan_incomplete_policy,
     )
     worker.register(SCAN_JOB, scans.handle_scan)
     worker.register(RESCAN_JOB, scans.handle_rescan)
@@ -184,9 +188,10 @@ def build_services(settings: Settings) -> Services:
         request_scan=scans.request,
         exempt_subjects=frozenset({SCANNER_SUBJECT}),
         cache_seconds=settings.security_cache_seconds,
+        incomplete_policy=settings.scan_incomplete_policy,
     )
     promotion_gates: list[PromotionGate] = [
-        ScanPromotionGate(db, security, reports),
+        ScanPromotionGate(db, security, reports, incomplete_policy=settings.scan_incomplete_policy),
         SignaturePromotionGate(db, security, signatures),
     ]
     retention = RetentionService(db, manifests, audit, tag_policy=tag_policy, jobs=jobs, scheduler=scheduler)
@@ -318,6 +323,6 @@ def create_app(settings: Settings) -> Starlette:
 def app_from_env() -> Starlette:
     """Factory for server workers: settings come from DOCKYARD_* env (set by `dockyard serve`)."""
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)  # untrusted text in log lines is escaped
     limit_malloc_arenas(settings.malloc_arena_max)  # before the services start their threads
     return create_app(settings)

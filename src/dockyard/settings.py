@@ -185,6 +185,15 @@ class Settings(BaseSettings):
     )
 
     # -- scan pipeline: reports, queueing, safe output (issue 19 items 3, 5, 6) --
+    scan_concurrency: int = Field(
+        1, ge=1, le=32,
+        description="Image scans one worker process runs at once (each may use the scan_max_* limits in full).",
+    )
+    scan_incomplete_policy: Literal["block", "warn"] = Field(
+        "block",
+        description="Pull and promotion gates on a scan whose matcher could not evaluate some packages: "
+        "block (no verdict, as if unscanned) or warn (the findings it has count; the report shows what was skipped).",
+    )
 
     # -- events, webhooks and metrics (issue 10) --
 

@@ -151,9 +151,12 @@ async def test_finding8_an_index_listing_one_child_30_times_runs_syft_once(manua
     runs: list[str] = []
     real = sbom_module.catalogue_image
     monkeypatch.setattr(sbom_module, "catalogue_image", lambda manifest, *a, **k: (runs.append(manifest), real(manifest, *a, **k))[1])
-    payload = {"repository": "team/app", "digest": index_digest, "scanner": BUILTIN_SCANNER, "force": True}
-    result = await anyio.to_thread.run_sync(env.services.scans.handle_scan, payload, lambda _: None)
-    assert [i["digest"] for i in result["images"]] == [child]
+    job_id = env.services.scans.request("team/app", index_digest, BUILTIN_SCANNER, force=True)
+    await anyio.to_thread.run_sync(env.services.worker.run_pending)
+    # One child job for the one image (issue 19 item 6: a job per platform image), one syft run.
+    assert [c["payload"]["digest"] for c in env.services.jobs.children(job_id)] == [child]
+    parent = env.services.jobs.get(job_id)
+    assert parent["state"] == "succeeded" and [i["digest"] for i in parent["result"]["images"]] == [child]
     assert len(runs) == 1
 
 
@@ -164,30 +167,25 @@ async def test_finding8_a_stopping_worker_releases_the_index_scan_between_images
     for tag, image in (("a", first), ("b", second)):
         await push_built(env, "team/app", tag, image)
     index_digest = await env.reg.push_manifest("team/app", "multi", _index(first.manifest, second.manifest), OCI_INDEX)
-    worker, scans = env.services.worker, env.services.scans
+    worker, scans, queue = env.services.worker, env.services.scans, env.services.jobs
     job_id = scans.request("team/app", index_digest, BUILTIN_SCANNER, force=True)
-    handle = worker.handlers[SCAN_JOB]
-
-    def stop_after_the_first_image(payload, progress):
-        def on_progress(data):
-            progress(data)
-            if data["done"] == 1:
-                worker.stop()  # as the app's shutdown does
-
-        return handle(payload, on_progress)
-
-    worker.handlers[SCAN_JOB] = stop_after_the_first_image
-    assert await anyio.to_thread.run_sync(worker.run_one)
-    job = env.services.jobs.get(job_id)
-    assert (job["state"], job["attempts"], job["error"]) == ("queued", 0, None)  # released, not failed
+    assert await anyio.to_thread.run_sync(worker.run_one)  # the index: one child job per image
+    children = {c["payload"]["digest"]: c["id"] for c in queue.children(job_id)}
+    assert set(children) == {first.digest, second.digest}
+    assert await anyio.to_thread.run_sync(worker.run_one)  # the first image
     assert scans.reports.get(first.digest, BUILTIN_SCANNER).status == "ok"
+    worker.stop()  # as the app's shutdown does, between the two images
+    assert await anyio.to_thread.run_sync(worker.run_one)
+    job = queue.get(children[second.digest])
+    assert (job["state"], job["attempts"], job["error"]) == ("queued", 0, None)  # released, not failed
+    assert queue.get(job_id)["state"] == "waiting"
     assert scans.reports.get(second.digest, BUILTIN_SCANNER) is None  # neither scanned nor marked failed
     assert leftover_scan_dirs(env) == []
-    # The next worker picks the job up again and finishes it.
+    # The next worker picks the job up again and finishes it; the index job finishes with it.
     worker.stopping.clear()
-    worker.handlers[SCAN_JOB] = handle
     assert await anyio.to_thread.run_sync(worker.run_one)
-    assert env.services.jobs.get(job_id)["state"] == "succeeded"
+    assert queue.get(children[second.digest])["state"] == "succeeded"
+    assert queue.get(job_id)["state"] == "succeeded"
     assert scans.reports.get(second.digest, BUILTIN_SCANNER).status == "ok"
 
 

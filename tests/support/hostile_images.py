@@ -121,3 +121,67 @@ def escaping_entries(root: Path, host_dir: Path) -> Built:
     dotdot.linkname = f"../../../../../../../..{host_status}"
     entries += [(link, None), (hard, None), (dotdot, None)]
     return _image(root, [entries])
+
+
+# --- issue 19 items 3 and 5: hostile package text and versions the matcher cannot parse ----------
+
+CLEAR_SCREEN = "\x1b[2J\x1b[H"
+WINDOW_TITLE = "\x1b]0;pwned\x07"
+OSC8_LINK = "\x1b]8;;https://evil.example/\x1b\\click me\x1b]8;;\x1b\\"
+C1_CSI = "\x9b2J"
+HOSTILE_PACKAGE = "hostilepkg"  # the source package the test advisory (hostile_advisory) names
+UNPARSEABLE = "1.0-1!"
+
+
+def dpkg_stanza(name: str, version: str, source: str | None = None, description: str = "test package") -> str:
+    source_line = f"Source: {source}\n" if source else ""
+    return (
+        f"Package: {name}\nStatus: install ok installed\nPriority: optional\nSection: libs\nInstalled-Size: 10\n"
+        f"Maintainer: Nobody <nobody@example.com>\nArchitecture: amd64\n{source_line}Version: {version}\n"
+        f"Description: {description}\n\n"
+    )
+
+
+def debian_with_packages(root: Path, stanzas: list[str]) -> Built:
+    status = "".join(stanzas).encode()
+    return _image(root, [_small_files({"etc/os-release": DEBIAN_OS_RELEASE, "var/lib/dpkg/status": status})])
+
+
+def escape_sequences(root: Path) -> Built:
+    """A Debian image whose dpkg status puts terminal escapes where they reach output:
+    - a binary package of the advisory's source (a finding) with a window-title name and a
+      clear-screen version;
+    - a package with an OSC 8 link in its name and a C1 CSI in a version that does not parse (a
+      matcher error); descriptions with the escapes too."""
+    return debian_with_packages(root, [
+        dpkg_stanza(f"evil{WINDOW_TITLE}pkg", f"1.0-1{CLEAR_SCREEN}", source=f"{HOSTILE_PACKAGE} (1.0-1)",
+                    description=f"title{WINDOW_TITLE}{CLEAR_SCREEN}"),
+        dpkg_stanza(f"link{OSC8_LINK}", f"0.9{C1_CSI}", source=HOSTILE_PACKAGE, description=f"link {OSC8_LINK}"),
+    ])  # fmt: skip
+
+
+def unparseable_version(root: Path) -> Built:
+    """A Debian image with one package whose version (`1.0-1!`) no dpkg ordering accepts, and
+    which a Critical advisory (hostile_advisory) covers."""
+    return debian_with_packages(root, [dpkg_stanza(HOSTILE_PACKAGE, UNPARSEABLE)])
+
+
+def hostile_advisory(directory: Path) -> Path:
+    """An OSV record (Critical, CVSS 9.8) for Debian 12 `hostilepkg` before 2.0-1, in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {
+        "schema_version": "1.6.0",
+        "id": "DSA-9999-1",
+        "summary": "hostilepkg - security update",
+        "published": "2024-01-01T00:00:00Z",
+        "modified": "2024-01-01T00:00:00Z",
+        "aliases": ["CVE-2099-0001"],
+        "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+        "affected": [{
+            "package": {"ecosystem": "Debian:12", "name": HOSTILE_PACKAGE},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0-1"}]}],
+        }],
+    }  # fmt: skip
+    path = directory / "DSA-9999-1.json"
+    path.write_text(json.dumps(record))
+    return path

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import httpx
 import typer
-from rich.console import Console
+from dockyard.safe_text import one_line, safe_console
 
 from dockyard import __version__
 from dockyard.settings import CONFIG_ENV, Settings, load_settings, settings_to_env
@@ -21,7 +21,7 @@ admin = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(admin, name="admin")
-console = Console(stderr=True)
+console = safe_console(stderr=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings file (TOML).", envvar=CONFIG_ENV)]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (database + blobs).")]
@@ -292,7 +292,7 @@ def get_login_password(
             raise typer.Exit(1)
         username, password = username or stored.username, password or stored.secret
     try:
-        typer.echo(fetch_login_password(base_url(registry, plain_http), username, password))
+        typer.echo(one_line(fetch_login_password(base_url(registry, plain_http), username, password)))
     except (CredentialError, httpx.HTTPError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc

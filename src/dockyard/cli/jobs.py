@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from dockyard.safe_text import safe_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -25,8 +25,8 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Setti
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (database + blobs).")]
 DbOpt = Annotated[Optional[str], typer.Option("--database-url", help="sqlite:///… or postgresql://…")]
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+out = safe_console(soft_wrap=True)
+err = safe_console(stderr=True)
 POLL_SECONDS = 0.5
 
 
@@ -66,13 +66,14 @@ def register(app: typer.Typer, admin: typer.Typer, helpers) -> None:
     ) -> None:
         """Run a background job worker (GC, retention, …) as its own process; run as many as you like."""
         import asyncio
-        import logging
         import signal
 
         from dockyard.app import build_services
 
         settings = helpers._settings(config, data_dir=data_dir, database_url=database_url)
-        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from dockyard.safe_text import configure_logging
+
+        configure_logging(settings.log_level)  # untrusted text in log lines is escaped
         services = build_services(settings)
         try:
             if once:

@@ -15,15 +15,15 @@ from urllib.parse import quote
 
 import httpx
 import typer
-from rich.console import Console
+from dockyard.safe_text import safe_console
 from rich.markup import escape
 from rich.table import Table
 
 from dockyard.client.credentials import CLIENT_HEADERS
 
 DEFAULT_URL = "http://127.0.0.1:5000"
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+out = safe_console(soft_wrap=True)
+err = safe_console(stderr=True)
 
 
 @dataclass

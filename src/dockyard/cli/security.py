@@ -329,6 +329,7 @@ def print_scan_status(label: str, status: dict) -> None:
     for image, report in reports:
         if report.get("status") != "ok":
             out.print(f"  scan of {_short(image)} failed: {escape(str(report.get('error') or 'unknown error'))}", highlight=False)
+    _print_gaps(ok, status.get("incomplete_policy") or "block")
     if status["in_progress"]:
         out.print("a scan is in progress; the verdict above stays in force until it completes", highlight=False)
     rows = [(image, f) for image, report in ok for f in report.get("findings") or []]
@@ -354,6 +355,28 @@ def print_scan_status(label: str, status: dict) -> None:
             cells.append(_short(image))
         table.add_row(*cells)
     out.print(table)
+
+
+MAX_LISTED_ERRORS = 10
+
+
+def _print_gaps(ok: list[tuple[str, dict]], policy: str) -> None:
+    """What each report could not evaluate (the verdict may miss findings there), and the
+    ecosystems it could not match at all. Package names and versions come from the image: the
+    console escapes their control characters (dockyard.safe_text)."""
+    for image, report in ok:
+        count = report.get("match_error_count") or 0
+        if count:
+            effect = "the gates treat it as unscanned" if policy == "block" else "its findings may be missing some"
+            out.print(f"[yellow]  scan of {_short(image)} is incomplete:[/yellow] {count} package(s) or advisories could not "
+                      f"be evaluated ({effect}; scan_incomplete_policy {escape(policy)})", highlight=False)
+            for line in (report.get("match_errors") or [])[:MAX_LISTED_ERRORS]:
+                out.print(f"    {escape(str(line))}", highlight=False)
+            if count > MAX_LISTED_ERRORS:
+                out.print(f"    … and {count - MAX_LISTED_ERRORS} more (see --json)", highlight=False)
+        if report.get("unsupported"):
+            out.print(f"  {_short(image)}: not matched (no version ordering for these ecosystems): "
+                      f"{escape(', '.join(map(str, report['unsupported'])))}", highlight=False)
 
 
 def scan(
@@ -428,6 +451,9 @@ def _finish(label: str, status: dict, json_output: bool) -> None:
         out.print_json(json.dumps(status, default=str))
     else:
         print_scan_status(label, status)
+    if status["scanned"] and status.get("incomplete") and status.get("incomplete_policy", "block") == "block":
+        fail(f"the scan of {label} is incomplete: some packages could not be evaluated, and the registry's gates "
+             f"treat it as no verdict (scan_incomplete_policy block)")
     if not status["scanned"]:
         if not status["scannable"]:
             fail(f"{label} is not a container image ({status['kind']}): it has no scan verdict")

@@ -14,9 +14,9 @@ from typing import Annotated, Optional
 
 import httpx
 import typer
-from rich.console import Console
+from dockyard.safe_text import safe_console
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = safe_console(stderr=True, highlight=False, soft_wrap=True)
 PASSWORD_ENV = "COSIGN_PASSWORD"
 
 UserOpt = Annotated[Optional[str], typer.Option("--username", "-u", envvar="DOCKYARD_USERNAME",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from dockyard.safe_text import safe_console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -28,8 +28,8 @@ DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data dir
 DbOpt = Annotated[Optional[str], typer.Option("--database-url", help="sqlite:///… or postgresql://…")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+out = safe_console(soft_wrap=True)
+err = safe_console(stderr=True, soft_wrap=True, highlight=False)
 
 vulndb = typer.Typer(help="The vulnerability database (OSV advisories): update and status.", no_args_is_help=True)
 

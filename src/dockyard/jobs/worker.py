@@ -4,6 +4,10 @@ It runs in-process (started in the app lifespan when `worker_enabled`) or as sep
 `dockyard worker` processes; every copy is safe to run at once, because claims are
 exclusive (see queue.py) and handlers are idempotent. While a handler runs, the loop renews
 its lease, so only a dead worker's job is ever claimed again.
+
+Jobs run in lanes: a kind named in `lanes` may run that many jobs at once (`scan_concurrency`
+for scans); every other kind shares one lane of one job. A handler that returns `Children`
+hands its work to child jobs and its job waits for them (see queue.py).
 """
 
 from __future__ import annotations
@@ -13,13 +17,12 @@ import logging
 import os
 import socket
 import threading
-import traceback
 import uuid
 from collections.abc import Callable
 
 import anyio.to_thread
 
-from dockyard.jobs.queue import ClaimedJob, JobQueue
+from dockyard.jobs.queue import Children, ClaimedJob, JobQueue
 
 log = logging.getLogger("dockyard.jobs")
 
@@ -29,12 +32,22 @@ class JobReleased(Exception):
 
 
 Progress = Callable[[dict], None]
-Handler = Callable[[dict, Progress], dict | None]
+Handler = Callable[[dict, Progress], "dict | Children | None"]
+DEFAULT_LANE = ""
 
 
 class Worker:
-    def __init__(self, queue: JobQueue, *, scheduler=None, poll_seconds: float = 1.0, worker_id: str | None = None):
+    def __init__(
+        self,
+        queue: JobQueue,
+        *,
+        scheduler=None,
+        poll_seconds: float = 1.0,
+        worker_id: str | None = None,
+        lanes: dict[str, int] | None = None,
+    ):
         self.queue = queue
+        self.lanes = {kind: max(1, n) for kind, n in (lanes or {}).items()}  # kind -> jobs at once
         self.scheduler = scheduler
         self.poll_seconds = poll_seconds
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -87,40 +100,72 @@ class Worker:
             return
         except Exception as exc:  # a job's failure is recorded on the job, never kills the worker
             state = self.queue.fail(job, self.worker_id, f"{type(exc).__name__}: {exc}")
-            log.warning("job %s (%s) failed, now %s:\n%s", job.id, job.kind, state, traceback.format_exc())
+            log.warning("job %s (%s) failed, now %s", job.id, job.kind, state, exc_info=True)
             return
         finally:
             if heartbeat is not None:
                 heartbeat.set()
-        if not self.queue.succeed(job, self.worker_id, result):
+        if isinstance(result, Children):
+            ids = self.queue.wait_for_children(job, self.worker_id, result)
+            log.info("job %s (%s) waits for %d child jobs", job.id, job.kind, len(ids))
+            self.wake()
+        elif not self.queue.succeed(job, self.worker_id, result):
             log.warning("job %s (%s) finished after its lease was lost; its result was dropped", job.id, job.kind)
 
     # -- the loop ------------------------------------------------------------------------
 
+    def _lane(self, kind: str) -> str:
+        return kind if kind in self.lanes else DEFAULT_LANE
+
+    def _claimable_kinds(self, running: dict) -> list[str]:
+        """Kinds whose lane has a free slot (a scan lane full of scans leaves GC its own slot)."""
+        busy: dict[str, int] = {}
+        for lane in running.values():
+            busy[lane] = busy.get(lane, 0) + 1
+        return [k for k in self.handlers if busy.get(self._lane(k), 0) < self.lanes.get(self._lane(k), 1)]
+
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        running: dict[asyncio.Task, str] = {}  # task -> lane
         ticks = 0
-        while True:
-            try:
-                if self.scheduler is not None:
-                    await anyio.to_thread.run_sync(self.scheduler.tick)
-                if ticks % 60 == 0:
-                    await anyio.to_thread.run_sync(self.queue.fail_exhausted)
-                ticks += 1
-                job = await anyio.to_thread.run_sync(self.queue.claim, self.worker_id, list(self.handlers))
-                if job is not None:
-                    await self._run_with_lease(job)
-                    continue  # there may be more
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # database hiccup: log, wait, try again
-                log.exception("job worker loop failed; retrying")
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            except asyncio.TimeoutError:
-                pass
+
+        def finished(task: asyncio.Task) -> None:
+            running.pop(task, None)
+            self._wake.set()  # a slot is free: look for the next job now
+
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    if self.scheduler is not None:
+                        await anyio.to_thread.run_sync(self.scheduler.tick)
+                    if ticks % 60 == 0:
+                        await anyio.to_thread.run_sync(self.queue.fail_exhausted)
+                    ticks += 1
+                    kinds = [] if self.stopping.is_set() else self._claimable_kinds(running)
+                    job = await anyio.to_thread.run_sync(self.queue.claim, self.worker_id, kinds) if kinds else None
+                    if job is not None:
+                        task = asyncio.create_task(self._run_with_lease(job))
+                        running[task] = self._lane(job.kind)
+                        task.add_done_callback(finished)
+                        continue  # there may be more, and a free slot for it
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # database hiccup: log, wait, try again
+                    log.exception("job worker loop failed; retrying")
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancel that lands as the event is set
+                # (a finished job sets it), and a cancelled loop would then poll on forever.
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait({waiter}, timeout=self.poll_seconds)
+                finally:
+                    waiter.cancel()
+        finally:
+            # A cancelled loop waits for its handlers (they release their jobs when stopping)
+            # rather than orphan threads that still hold a job.
+            if running:
+                await asyncio.gather(*list(running), return_exceptions=True)
 
     async def _run_with_lease(self, job: ClaimedJob) -> None:
         done = threading.Event()

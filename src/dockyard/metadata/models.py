@@ -309,8 +309,13 @@ jobs = Table(
     Column("progress", Text),  # JSON, updated while running
     Column("result", Text),  # JSON
     Column("error", Text),
+    # A job that waits for child jobs (an index's platform images) is `waiting` until they finish.
+    Column("parent_id", Integer),
+    # Claims go round-robin over these keys (the project, for scans), so no one project hogs the workers.
+    Column("fair_key", String(255), nullable=False, server_default=""),
     Index("ix_jobs_claim", "state", "run_after"),
     Index("ix_jobs_kind", "kind"),
+    Index("ix_jobs_parent", "parent_id"),
 )
 
 schedules = Table(
@@ -441,6 +446,9 @@ scan_reports = Table(
     Column("packages", Text),  # JSON list, so a rescan re-matches without re-cataloguing
     Column("sbom_digest", String(255)),  # the SBOM referrer manifest, when attached
     Column("error", Text),
+    Column("reason", String(255)),  # a failed scan's short reason, fit for pull-only clients (no paths)
+    Column("match_errors", Text),  # JSON list: packages/advisories the matcher could not evaluate
+    Column("unsupported", Text),  # JSON {ecosystem: package count} with no version ordering
 )
 
 
@@ -483,6 +491,13 @@ security_generations = Table(
 
 
 # -- scan pipeline: reports, queueing, safe output (issue 19 items 3, 5, 6) --
+
+job_turns = Table(
+    "job_turns",
+    metadata,
+    Column("fair_key", String(255), primary_key=True),
+    Column("turn", Integer, nullable=False),  # the claim counter when this key was last served
+)
 
 
 # -- events, webhooks and metrics (issue 10) --

@@ -19,10 +19,11 @@ def _project(repository: str) -> str:
 class ScanPromotionGate:
     name = "scan"
 
-    def __init__(self, db: Database, security: SecuritySettings, reports: ReportStore):
+    def __init__(self, db: Database, security: SecuritySettings, reports: ReportStore, *, incomplete_policy: str = "block"):
         self.reader = TargetReader(db)
         self.security = security
         self.reports = reports
+        self.incomplete_policy = incomplete_policy  # scan_incomplete_policy
 
     def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict:
         policy = self.security.policy_for(_project(destination))
@@ -37,6 +38,12 @@ class ScanPromotionGate:
             report = self.reports.get(image, policy.scanner) or self.reports.get(image, BUILTIN_SCANNER)
             if report is None or report.status != OK:
                 return GateVerdict(False, f"image {image} has no successful scan; scan it before promoting into {policy.project}")
+            if report.incomplete and self.incomplete_policy == "block":
+                return GateVerdict(
+                    False,
+                    f"the scan of image {image} is incomplete ({report.match_error_count} package(s) or advisories could "
+                    f"not be evaluated; see its scan report); scan_incomplete_policy is block",
+                )
             found.extend(blocking(report.findings, policy.promotion_max_severity, allowlist))
         if found:
             ids = sorted({display_id(f) for f in found})

@@ -46,6 +46,7 @@ class PullGate:
         exempt_subjects: frozenset[str] = frozenset(),
         cache_seconds: float = 2.0,
         clock=time.monotonic,
+        incomplete_policy: str = "block",
     ):
         self.db = db
         self.targets = TargetReader(db)
@@ -56,6 +57,7 @@ class PullGate:
         self.exempt_subjects = exempt_subjects
         self.cache_seconds = cache_seconds
         self.clock = clock
+        self.incomplete_policy = incomplete_policy  # scan_incomplete_policy: block | warn
         self._cache: dict[tuple[str, str], _Cached] = {}
 
     def on_push(self, repository: str) -> None:
@@ -141,15 +143,24 @@ class PullGate:
         if policy.block_severity is None:
             return None, FINAL
         images = self.targets.images(repository, digest, (media_type, payload))[1]
-        unscanned, vulnerable = [], []
+        unscanned, vulnerable, incomplete = [], [], []
         for image in images:
             report = self.reports.get(image, policy.scanner)
             if report is None or report.status == FAILED:
-                unscanned.append((image, report.error if report else None))
+                unscanned.append((image, (report.reason or "the scanner failed") if report else None))
                 continue
+            if report.incomplete:
+                incomplete.append((image, report.match_error_count))
             vulnerable.extend(blocking(report.findings, policy.block_severity, self.security.active_allowlist(policy.project)))
         if vulnerable:
             return self._vulnerability_denial(policy, digest, kind, vulnerable), FINAL
+        if incomplete and self.incomplete_policy == "block":
+            image, count = incomplete[0]
+            return (
+                f"image {image} cannot be pulled: its scan is incomplete ({count} package(s) or advisories could not "
+                f"be evaluated); scan_incomplete_policy is block (policy block-{policy.block_severity} of project "
+                f"{policy.project})"
+            ), FINAL
         if unscanned:
             for image, _ in unscanned:
                 self.request_scan(repository, image, policy.scanner)
@@ -195,8 +206,10 @@ class PullGate:
 
     @staticmethod
     def _unscanned_denial(policy: SecurityPolicy, digest: str, unscanned: list[tuple[str, str | None]]) -> str:
-        failed = [error for _, error in unscanned if error]
-        state = f"its scan failed ({failed[0][:200]})" if failed else "it has not been scanned yet (a scan is queued)"
+        # The short reason only (see ScanReport.reason): the scan's error, with the server's paths and
+        # the scanner's output, is for the log and for the scan report in the API.
+        failed = [reason for _, reason in unscanned if reason]
+        state = f"its scan failed ({failed[0]})" if failed else "it has not been scanned yet (a scan is queued)"
         return f"image {digest} cannot be pulled: {state}; policy block-unscanned of project {policy.project}"
 
     # -- waiting --------------------------------------------------------------------------------

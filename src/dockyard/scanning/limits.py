@@ -50,6 +50,10 @@ class SbomError(Exception):
     """The image could not be catalogued; the message says why, for the scan report."""
 
 
+class ScanTimedOut(SbomError):
+    """The scan ran past scan_timeout_seconds and was killed."""
+
+
 class ScanLimitExceeded(SbomError):
     """An image crosses one of the scan caps; the message names the layer and the setting."""
 

@@ -163,23 +163,35 @@ class Matcher:
         return cls(vulndb.advisories_for(keys))
 
     def match(self, packages: Iterable[Package]) -> MatchResult:
+        """Findings, plus what could not be evaluated: a package whose version does not parse, an
+        advisory range that does not, or advisories in an ecosystem we cannot order. Those are
+        `errors` (the verdict is incomplete); an ecosystem with no ordering and no advisories for
+        the package is only `unsupported` (there was nothing to miss)."""
         result = MatchResult()
         seen: set[tuple[str, str, str, str]] = set()
         for package in packages:
             base = ecosystem_base(package.ecosystem)
+            candidates = self._index.get(_key(package), ())
             try:
                 ordering = ordering_for(package.ecosystem)
             except UnsupportedEcosystem:
-                result.unsupported.add(base)
+                if candidates:
+                    result.errors.append(
+                        f"{package.ecosystem}/{package.name} {package.version}: {len(candidates)} advisories not "
+                        f"evaluated (no version ordering for ecosystem {base})"
+                    )
+                else:
+                    result.unsupported.add(base)
                 continue
-            candidates = self._index.get(_key(package), ())
             if not candidates:
                 continue
             release = release_of(package.ecosystem)
             try:
                 ordering.key(package.match_version)
             except VersionError as exc:
-                result.errors.append(f"{package.ecosystem}/{package.name} {package.version}: {exc}")
+                result.errors.append(
+                    f"{package.ecosystem}/{package.name} {package.version}: {len(candidates)} advisories not evaluated ({exc})"
+                )
                 continue
             for advisory, affected in candidates:
                 if not _same_release(base, release, affected.ecosystem):
@@ -187,7 +199,8 @@ class Matcher:
                 try:
                     hit = affected_by(affected, package.match_version, ordering)
                 except VersionError as exc:
-                    result.errors.append(f"{advisory.id} ({affected.ecosystem}/{affected.name}): {exc}")
+                    result.errors.append(f"{advisory.id} ({affected.ecosystem}/{affected.name}) not evaluated for "
+                                         f"{package.name} {package.version}: {exc}")
                     log.warning("matcher: %s: %s", advisory.id, exc)
                     continue
                 if hit is None:
@@ -198,6 +211,7 @@ class Matcher:
                 seen.add(dedupe)
                 result.findings.append(_finding(advisory, affected, package, hit.fixed))
         result.findings.sort(key=lambda f: (f.package, f.id))
+        result.errors = list(dict.fromkeys(result.errors))
         return result
 
 

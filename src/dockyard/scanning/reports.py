@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import delete, select
@@ -19,6 +19,7 @@ from dockyard.metadata.models import scan_reports
 
 OK = "ok"
 FAILED = "failed"
+MAX_MATCH_ERRORS = 200  # kept per report (each up to 500 characters); the count is kept beyond that
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,15 @@ class ScanReport:
     findings: list[dict]
     sbom_digest: str | None
     error: str | None
+    reason: str | None = None  # a failed scan's short reason (no paths, no scanner internals)
+    match_errors: list[str] = field(default_factory=list)  # packages/advisories the matcher could not evaluate
+    match_error_count: int = 0
+    unsupported: list[str] = field(default_factory=list)  # ecosystems with no version ordering (nothing to match)
+
+    @property
+    def incomplete(self) -> bool:
+        """An ok scan whose matcher skipped advisories: its findings may be missing some."""
+        return self.status == OK and self.match_error_count > 0
 
     def as_dict(self, *, with_findings: bool = True) -> dict:
         out = {
@@ -45,6 +55,11 @@ class ScanReport:
             "summary": self.summary,
             "sbom_digest": self.sbom_digest,
             "error": self.error,
+            "reason": self.reason,
+            "incomplete": self.incomplete,
+            "match_error_count": self.match_error_count,
+            "match_errors": self.match_errors,
+            "unsupported": self.unsupported,
         }
         if with_findings:
             out["findings"] = self.findings
@@ -102,8 +117,12 @@ class ReportStore:
         sbom_digest: str | None = None,
         vulndb_updated_at: datetime | None = None,
         error: str | None = None,
+        reason: str | None = None,
+        match_errors: list[str] | None = None,
+        unsupported: list[str] | None = None,
     ) -> ScanReport:
         now = utcnow()
+        match_errors = list(match_errors or [])
         findings = sorted(findings, key=lambda f: (-severity_rank(f.get("severity") or ""), f["id"], f.get("package") or ""))
         row = {
             "status": status,
@@ -113,6 +132,11 @@ class ReportStore:
             "summary": json.dumps(summarize(findings)),
             "findings": json.dumps(findings),
             "error": error,
+            "reason": reason,
+            "match_errors": json.dumps(
+                {"count": len(match_errors), "items": [e[:500] for e in match_errors[:MAX_MATCH_ERRORS]]}
+            ),
+            "unsupported": json.dumps(sorted(set(unsupported or []))),
         }
         if packages is not None:
             row["packages"] = json.dumps(packages)
@@ -128,9 +152,11 @@ class ReportStore:
             r = conn.execute(select(scan_reports).where(scan_reports.c.digest == digest, scan_reports.c.scanner == scanner)).first()
         if r is None:
             return None
+        errors = json.loads(r.match_errors) if r.match_errors else {"count": 0, "items": []}
         return ScanReport(
             r.digest, r.scanner, r.status, aware(r.generated_at), aware(r.vulndb_updated_at), r.package_count,
-            json.loads(r.summary), json.loads(r.findings), r.sbom_digest, r.error,
+            json.loads(r.summary), json.loads(r.findings), r.sbom_digest, r.error, r.reason,
+            errors["items"], errors["count"], json.loads(r.unsupported) if r.unsupported else [],
         )
 
     def packages(self, digest: str, scanner: str) -> list[dict] | None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -28,13 +29,13 @@ from dockyard.domain.manifests import OCI_MANIFEST
 from dockyard.domain.scanners import ScannerRegistry
 from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
 from dockyard.errors import NotFound
-from dockyard.jobs.queue import JobQueue
+from dockyard.jobs.queue import PENDING, Children, JobQueue
 from dockyard.jobs.worker import JobReleased
 from dockyard.metadata.db import Database, aware
 from dockyard.metadata.models import blobs, jobs, manifests, repositories, vuln_sources
 from dockyard.scanning import sbom as sbom_module
 from dockyard.scanning.harbor import HarborScannerClient
-from dockyard.scanning.limits import ScanLimits
+from dockyard.scanning.limits import ScanLimitExceeded, ScanLimits, ScanTimedOut
 from dockyard.scanning.matcher import Matcher, Package, enrich_severity
 from dockyard.scanning.reports import FAILED, OK, ReportStore, ScanReport
 from dockyard.scanning import syft_runner
@@ -53,6 +54,25 @@ SCANNER_SUBJECT = "scanner$dockyard"  # token subject of external scanners' pull
 EMPTY_CONFIG = b"{}"
 EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 SBOM_GENERATOR_ANNOTATION = "dev.dockyard.sbom.generator"
+
+
+_SCAN_DIR = re.compile(r"(?:/[^\s/:'\"]+)*/dockyard-(?:sbom|scan)-\d+-[A-Za-z0-9_]+")
+_LIMIT_SETTING = re.compile(r"\((scan_max_[a-z_]+)")
+
+
+def short_reason(exc: BaseException) -> str:
+    """What a pull-only client is told about a failed scan: a fixed phrase, plus the limit's setting
+    name for an over-limit image. Never the message itself (server paths, syft's output)."""
+    if isinstance(exc, ScanLimitExceeded):
+        setting = _LIMIT_SETTING.search(str(exc))
+        return f"the image exceeds the registry's scan limit {setting.group(1)}" if setting else "the image exceeds the registry's scan limits"
+    if isinstance(exc, ScanTimedOut):
+        return "the scan timed out"
+    if isinstance(exc, sbom_module.SbomError):
+        return "the image could not be catalogued"
+    if isinstance(exc, NotFound):
+        return "a blob of the image is missing"
+    return "the scanner failed"
 
 
 class ScanService:
@@ -76,6 +96,7 @@ class ScanService:
         limits: ScanLimits | None = None,
         work_root: Path | None = None,
         stopping: Callable[[], bool] = lambda: False,
+        incomplete_policy: str = "block",
     ):
         self.db = db
         self.storage = storage
@@ -95,6 +116,7 @@ class ScanService:
         self.limits = limits or ScanLimits()
         self.work_root = work_root  # data_dir/tmp/scans: syft's temp dirs and blob copies, never TMPDIR
         self.stopping = stopping  # the worker was asked to stop: release the job between images
+        self.incomplete_policy = incomplete_policy  # how gates treat a report with match errors
         if work_root is not None:
             syft_runner.remove_stale(work_root)
 
@@ -118,23 +140,24 @@ class ScanService:
         if pending is not None and pending["state"] == "queued":
             return pending["id"]
         job_id = self.jobs.enqueue(
-            SCAN_JOB, {"repository": repository, "digest": digest, "scanner": scanner, "force": force}, max_attempts=2
+            SCAN_JOB, {"repository": repository, "digest": digest, "scanner": scanner, "force": force}, max_attempts=2,
+            fair_key=repository.split("/", 1)[0],  # claims go round-robin over projects
         )
         self.wake()
         return job_id
 
     def pending_job(self, digest: str, scanner: str) -> dict | None:
-        """The queued or running scan of `digest` with `scanner`, if any (for status and dedup)."""
+        """The queued, running or waiting (an index's) scan of `digest` with `scanner`, if any."""
         with self.db.read() as conn:
             rows = conn.execute(
-                select(jobs.c.id, jobs.c.state, jobs.c.payload)
-                .where(jobs.c.kind == SCAN_JOB, jobs.c.state.in_(["queued", "running"]), jobs.c.payload.contains(digest))
+                select(jobs.c.id, jobs.c.state, jobs.c.payload, jobs.c.parent_id)
+                .where(jobs.c.kind == SCAN_JOB, jobs.c.state.in_(PENDING), jobs.c.payload.contains(digest))
                 .order_by(jobs.c.id)
             ).all()
         for row in rows:
             payload = json.loads(row.payload)
             if payload.get("digest") == digest and payload.get("scanner") == scanner:
-                return {"id": row.id, "state": row.state}
+                return {"id": row.id, "state": row.state, "force": bool(payload.get("force")), "parent_id": row.parent_id}
         return None
 
     def status(self, repository: str, digest: str, scanner: str) -> dict:
@@ -159,6 +182,8 @@ class ScanService:
             "scanner": scanner,
             "scannable": bool(images),
             "scanned": bool(images) and all(e["report"] and e["report"]["status"] == OK for e in entries),
+            "incomplete": any(e["report"] and e["report"]["incomplete"] for e in entries),
+            "incomplete_policy": self.incomplete_policy,
             "in_progress": any(e["in_progress"] for e in entries) or self.pending_job(digest, scanner) is not None,
             "summary": totals,
             "images": entries,
@@ -209,7 +234,9 @@ class ScanService:
 
     # -- the scan job ---------------------------------------------------------------------------
 
-    def handle_scan(self, payload: dict, progress) -> dict:
+    def handle_scan(self, payload: dict, progress) -> dict | Children:
+        """Scan one image; an index becomes a parent job with one child job per platform image, so
+        a 1000-platform index is 1000 short jobs that other projects' scans can go between."""
         repository, digest = payload["repository"], payload["digest"]
         scanner = payload.get("scanner") or BUILTIN_SCANNER
         force = bool(payload.get("force"))
@@ -219,27 +246,30 @@ class ScanService:
         media_type, body = stored
         kind = classify(media_type, body)
         if kind == INDEX:
-            targets = []
-            for child in index_children(body):
-                child_stored = self._manifest(repository, child)
-                # A child with its own queued scan is left to that job (no two syft runs of one image).
-                if child_stored is not None and classify(*child_stored) == IMAGE and self.pending_job(child, scanner) is None:
-                    targets.append((child, child_stored))
-        elif kind == IMAGE:
-            targets = [(digest, stored)]
-        else:
+            return self._children(repository, body, scanner, force)
+        if kind != IMAGE:
             return {"skipped": "not a container image"}
-        scanned = []
-        for n, (target, (target_type, target_body)) in enumerate(targets):
-            if self.stopping():
-                raise JobReleased(f"stopping after {n} of {len(targets)} images")
-            progress({"image": target, "done": n, "of": len(targets)})
-            if not force and (existing := self.reports.get(target, scanner)) is not None and existing.status == OK:
-                scanned.append({"digest": target, "summary": existing.summary, "reused": True})
+        if self.stopping():
+            raise JobReleased("stopping before the scan started")
+        progress({"image": digest, "done": 0, "of": 1})
+        if not force and (existing := self.reports.get(digest, scanner)) is not None and existing.status == OK:
+            return {"images": [{"digest": digest, "summary": existing.summary, "reused": True}]}
+        report = self._scan_image(repository, digest, media_type, body, scanner)
+        return {"images": [{"digest": digest, "summary": report.summary, "status": report.status}]}
+
+    def _children(self, repository: str, body: bytes, scanner: str, force: bool) -> Children:
+        payloads, adopt = [], []
+        for child in index_children(body):  # each child once, however often the index lists it
+            child_stored = self._manifest(repository, child)
+            if child_stored is None or classify(*child_stored) != IMAGE:
                 continue
-            report = self._scan_image(repository, target, target_type, target_body, scanner)
-            scanned.append({"digest": target, "summary": report.summary, "status": report.status})
-        return {"images": scanned}
+            payloads.append({"repository": repository, "digest": child, "scanner": scanner, "force": force})
+            # A scan of that image already queued or running (its own push) becomes the child:
+            # no second syft run of one image. Not when this one must rescan and that one may reuse.
+            pending = self.pending_job(child, scanner)
+            usable = pending is not None and pending["parent_id"] is None and (not force or pending["force"])
+            adopt.append(pending["id"] if usable else None)
+        return Children(SCAN_JOB, payloads, adopt, max_attempts=2, result={"images": []})
 
     def _scan_image(self, repository: str, digest: str, media_type: str, body: bytes, scanner: str) -> ScanReport:
         previous = self.reports.get(digest, scanner)
@@ -252,7 +282,9 @@ class ScanService:
         except Exception as exc:
             if previous is None or previous.status != OK:
                 # No verdict to keep: record the failure so gates can say why (it follows the unscanned policy).
-                self.reports.save(digest, scanner, status=FAILED, findings=[], error=f"{type(exc).__name__}: {exc}"[:2000])
+                # The details (for the API and the log) lose server paths; refusals show `reason` only.
+                self.reports.save(digest, scanner, status=FAILED, findings=[], error=self._redact(f"{type(exc).__name__}: {exc}")[:2000],
+                                  reason=short_reason(exc))
             raise  # the job fails visibly and retries; a previous good verdict stays in force
 
     def _builtin(self, repository: str, digest: str, media_type: str, body: bytes) -> ScanReport:
@@ -264,6 +296,9 @@ class ScanService:
         sbom_digest = self._attach_sbom(repository, digest, media_type, len(body), sbom)
         packages = sbom.packages
         updated_at, result = self._match(packages)
+        if result.errors:
+            log.warning("scan of %s is incomplete: %d package(s) or advisories not evaluated, first: %s",
+                        digest, len(result.errors), result.errors[0])
         return self.reports.save(
             digest,
             BUILTIN_SCANNER,
@@ -273,6 +308,8 @@ class ScanService:
             packages=[asdict(p) for p in packages],
             sbom_digest=sbom_digest,
             vulndb_updated_at=updated_at,
+            match_errors=result.errors,
+            unsupported=sorted(result.unsupported),
         )
 
     def _match(self, packages: list[Package]):
@@ -325,10 +362,11 @@ class ScanService:
             updated_at, result = self._match(packages)
             findings = [f.as_dict() for f in result.findings]
             new = self.reports.save(
-                digest, BUILTIN_SCANNER, status=OK, findings=findings, package_count=len(packages), vulndb_updated_at=updated_at
+                digest, BUILTIN_SCANNER, status=OK, findings=findings, package_count=len(packages), vulndb_updated_at=updated_at,
+                match_errors=result.errors, unsupported=sorted(result.unsupported),
             )
             rematched += 1
-            changed += new.findings != old.findings
+            changed += new.findings != old.findings or new.match_errors != old.match_errors
         for scanner in self.scanners.list():
             for digest in self.reports.digests(scanner.name):
                 repository = self._any_repository(digest)
@@ -340,6 +378,12 @@ class ScanService:
         return {"reason": payload.get("reason"), "rematched": rematched, "changed": changed, "external_queued": queued}
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        """Server paths out of a stored scan error (the log keeps the full text)."""
+        if self.work_root is not None:
+            text = text.replace(str(self.work_root), "<scan-dir>")
+        return _SCAN_DIR.sub("<scan-dir>", text)
 
     def _manifest(self, repository: str, digest: str) -> tuple[str, bytes] | None:
         return self.targets.manifest(repository, digest)

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dockyard.scanning import sbom
-from dockyard.scanning.limits import MiB, LayerCounter, SbomError, ScanLimitExceeded, ScanLimits, human
+from dockyard.scanning.limits import MiB, LayerCounter, SbomError, ScanLimitExceeded, ScanLimits, ScanTimedOut, human
 
 REQUEST, MANIFEST, RESULT, LOG = "request.json", "manifest.bin", "result.json", "runner.log"
 SYFT_STARTED = "syft.started"  # written by the child once syft runs (the parent and tests can tell)
@@ -74,7 +74,7 @@ def run(
             if should_stop is not None and should_stop():
                 raise ScanInterrupted(f"stopped while cataloguing {request['digest']}")
             if time.monotonic() >= deadline:
-                raise SbomError(f"syft timed out after {timeout:g} s cataloguing {request['digest']}")
+                raise ScanTimedOut(f"syft timed out after {timeout:g} s cataloguing {request['digest']}")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.001)))
         return _collect(work, proc.returncode, request)

@@ -100,6 +100,8 @@ class ScanStatus(Model):
     scannable: bool
     scanned: bool = Field(description="Every image has a successful report (the verdict in force).")
     in_progress: bool = Field(description="A scan is queued or running; the previous verdict stays in force meanwhile.")
+    incomplete: bool = Field(False, description="Some image's report lists packages or advisories the matcher could not evaluate.")
+    incomplete_policy: str = Field("block", description="scan_incomplete_policy: block (gates treat it as no verdict) or warn.")
     summary: dict[str, int]
     images: list[dict[str, Any]]
 

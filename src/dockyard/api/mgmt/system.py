@@ -18,7 +18,7 @@ router = APIRouter(prefix="/system", tags=["system"])
 class JobOut(Model):
     id: int
     kind: str
-    state: str = Field(description="queued, running, succeeded or failed.")
+    state: str = Field(description="queued, running, waiting (for its child jobs), succeeded or failed.")
     payload: dict[str, Any]
     attempts: int
     max_attempts: int
@@ -29,6 +29,8 @@ class JobOut(Model):
     progress: dict[str, Any] | None = Field(description="Updated while the job runs.")
     result: dict[str, Any] | None = Field(description="For gc: candidates, deleted, bytes_freed, seconds, …")
     error: str | None
+    parent_id: int | None = Field(None, description="The job this one is a child of (an index scan's platform image).")
+    fair_key: str = Field("", description="Claims go round-robin over these (the project, for scans).")
 
 
 class GcRequest(Input):
