@@ -49,6 +49,8 @@ from tests.support.invariants import check_invariants  # noqa: E402
 from tests.support.server import run_dockyard  # noqa: E402
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+# State-changing /api/v1 requests need a JSON body or this header (CSRF protection).
+API_HEADERS = {"X-Dockyard-Client": "soak"}
 ADMIN = ("admin", "soak-admin-password-1")
 OPS = {"push": 0.35, "pull": 0.40, "retag": 0.10, "delete": 0.15}
 MAX_TAGS = 24
@@ -109,7 +111,7 @@ class Client:
 
     def run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=120, trust_env=False) as http, \
-                httpx.Client(base_url=self.url, timeout=120, trust_env=False, auth=ADMIN) as api:
+                httpx.Client(base_url=self.url, timeout=120, trust_env=False, auth=ADMIN, headers=API_HEADERS) as api:
             self.http, self.api = http, api
             while not self.stop.is_set():
                 op = self.rnd.choices(list(OPS), weights=list(OPS.values()))[0]
@@ -200,7 +202,7 @@ def background(url: str, rec: Recorder, stop: threading.Event, args, policy_id: 
     rnd = random.Random(args.seed)
     due = {"gc": args.gc_interval, "retention": args.retention_interval, "scan": args.scan_interval}
     started = time.monotonic()
-    with httpx.Client(base_url=url, timeout=120, trust_env=False, auth=ADMIN) as api:
+    with httpx.Client(base_url=url, timeout=120, trust_env=False, auth=ADMIN, headers=API_HEADERS) as api:
         while not stop.wait(1.0):
             elapsed = time.monotonic() - started
             try:
@@ -309,7 +311,7 @@ def run(args) -> dict:
     samples: list[dict] = []
     started_at = datetime.now(UTC)
     with run_dockyard(data_dir, database_url=args.database_url, admin_password=ADMIN[1], extra_env=env) as server:
-        with httpx.Client(base_url=server.url, timeout=60, trust_env=False, auth=ADMIN) as api:
+        with httpx.Client(base_url=server.url, timeout=60, trust_env=False, auth=ADMIN, headers=API_HEADERS) as api:
             assert api.post("/api/v1/projects", json={"name": "soak"}).status_code == 201
             r = api.post("/api/v1/projects/soak/retention-policies",
                          json={"name": "tmp", "repository_pattern": "**", "format": "ecr", "document": RETENTION})
