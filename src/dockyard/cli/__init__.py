@@ -285,16 +285,25 @@ def get_login_password(
     """Print a short-lived password for `docker login --password-stdin` (like `aws ecr get-login-password`)."""
     from dockyard.client.credentials import CredentialError, base_url, fetch_login_password, saved_credentials
 
+    saved = False
     if username is None or password is None:
         stored = saved_credentials(registry)
         if stored is None:
             console.print(f"[red]no credentials for {registry}: run `dockyard login {registry}` or set DOCKYARD_USERNAME/DOCKYARD_PASSWORD[/red]")
             raise typer.Exit(1)
+        if password is None and username is not None and username != stored.username:
+            # Never send one account's saved secret under another account's name.
+            console.print(f"[red]no password for {username}: the credentials saved for {registry} are {stored.username}'s; "
+                          f"give --password or DOCKYARD_PASSWORD, or `dockyard login {registry} -u {username}`[/red]")
+            raise typer.Exit(1)
+        saved = password is None
         username, password = username or stored.username, password or stored.secret
     try:
         typer.echo(fetch_login_password(base_url(registry, plain_http), username, password))
     except (CredentialError, httpx.HTTPError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        hint = (f" (used the credentials saved for {registry} as {username}; if the password changed, "
+                f"run `dockyard login {registry} -u {username}` again)") if saved and isinstance(exc, CredentialError) else ""
+        console.print(f"[red]{exc}{hint}[/red]")
         raise typer.Exit(1) from exc
 
 
