@@ -17,7 +17,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from dockyard.client.credentials import CLIENT_HEADERS
 
@@ -124,12 +124,19 @@ def remote(ctx: typer.Context) -> Remote:
     return ctx.obj
 
 
-def show(ctx: typer.Context, data: Any, columns: list[str], json_output: bool, title: str | None = None) -> None:
+def show(ctx: typer.Context, data: Any, columns: list[str], json_output: bool, title: str | None = None,
+         whole: int = 1) -> None:
     if json_output or remote(ctx).json:
         out.print_json(json.dumps(data, default=str))
         return
     rows = data if isinstance(data, list) else [data]
-    table = Table(*columns, title=title)
+    # The first `whole` columns name the object (kid, robot, user) that the next command needs, and its state:
+    # never cut them short on a narrow terminal; the others shrink instead.
+    def column(name: str) -> Column:
+        width = max([len(name)] + [len(_cell(row.get(name))) for row in rows])
+        return Column(name, no_wrap=True, min_width=min(width, 72))
+
+    table = Table(*[column(c) for c in columns[:whole]], *columns[whole:], title=title)
     for row in rows:
         table.add_row(*[escape(_cell(row.get(c))) for c in columns])
     out.print(table)
