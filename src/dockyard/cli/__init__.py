@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dockyard import __version__
 from dockyard.settings import CONFIG_ENV, Settings, load_settings, settings_to_env
@@ -28,11 +29,25 @@ DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data dir
 DbOpt = Annotated[Optional[str], typer.Option("--database-url", help="sqlite:///… or postgresql://…")]
 
 
+def _settings_error(exc: ValueError) -> str:
+    """One line per problem, naming the setting, without pydantic's boilerplate (error counts, doc links)."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        lines.append(f"{field}: {message}" if field else message)
+    return "\n".join(lines)
+
+
 def _settings(config: Path | None, **overrides) -> Settings:
     try:
         settings = load_settings(config, **overrides)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        console.print(f"[red]invalid settings:[/red] {exc}")
+        console.print(f"[red]invalid settings:[/red] {escape(_settings_error(exc))}")
         raise typer.Exit(2) from exc
     from dockyard.storage.permissions import restrict_umask
 
