@@ -34,3 +34,22 @@ def test_newcomer_robot_list_prints_whole_robot_name(monkeypatch):
            "disabled": False, "expires_at": None, "description": "x" * 40, "created_by": "admin"}
     remote.show(ctx, [row], ["name", "kind", "permissions", "disabled", "expires_at", "description", "created_by"], False)
     assert name in buffer.getvalue()
+
+
+def test_newcomer_admin_command_without_credentials_says_where_options_go(monkeypatch):
+    """`dockyard admin projects create team` without credentials printed only the server's "send Authorization:
+    Basic …"; a CLI user needs to know that -u goes before the subcommand (or DOCKYARD_USERNAME)."""
+    import httpx
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app
+
+    for name in ("DOCKYARD_USERNAME", "DOCKYARD_PASSWORD", "DOCKYARD_URL"):
+        monkeypatch.delenv(name, raising=False)
+    body = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
+    transport = httpx.MockTransport(lambda request: httpx.Response(401, json=body))
+    monkeypatch.setattr(remote.Remote, "client", lambda self: httpx.Client(base_url="http://x/api/v1", transport=transport))
+    result = CliRunner().invoke(app, ["admin", "projects", "list"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1
+    assert "UNAUTHORIZED" in text and "before the subcommand" in text and "DOCKYARD_USERNAME" in text

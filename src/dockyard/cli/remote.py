@@ -45,7 +45,11 @@ class Remote:
         except httpx.HTTPError as exc:
             fail(f"cannot reach {self.url}: {exc}")
         if resp.status_code >= 400:
-            fail(describe_error(resp))
+            hint = ""
+            if resp.status_code == 401 and not self.username:
+                hint = ("; no credentials were given: put -u USER (and -p/--password-stdin) before the subcommand, "
+                        "e.g. `dockyard admin projects -u admin list`, or set DOCKYARD_USERNAME and DOCKYARD_PASSWORD")
+            fail(describe_error(resp) + hint)
         return resp
 
     def get_all(self, path: str, params: dict | None = None) -> list[dict]:
