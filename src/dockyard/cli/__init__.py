@@ -162,7 +162,8 @@ def serve(
     console.print(
         f"Dockyard {__version__} serving on http://{settings.host}:{settings.port} "
         f"(data: {settings.data_dir}, database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
-        f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})"
+        f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})",
+        soft_wrap=True,  # one line in logs, whatever the width
     )
     if settings.server == "uvicorn":
         import uvicorn
