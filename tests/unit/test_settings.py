@@ -81,4 +81,10 @@ def test_newcomer_invalid_settings_say_how_to_fix_without_pydantic_noise(tmp_pat
     result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d")])
     assert result.exit_code == 2
     assert "port: Input should be a valid integer" in " ".join(result.output.split())
+    monkeypatch.delenv("DOCKYARD_PORT")
+    monkeypatch.setenv("DOCKYARD_TRUSTED_PROXIES", "10.0.0.0/33")
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d")])
+    text = " ".join(result.output.split())
+    assert "trusted_proxies: '10.0.0.0/33' is not an IP address or CIDR" in text
+    assert text.count("trusted_proxies") == 1
     assert not (tmp_path / "d").exists()

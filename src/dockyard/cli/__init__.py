@@ -39,7 +39,7 @@ def _settings_error(exc: ValueError) -> str:
     for error in exc.errors():
         field = ".".join(str(part) for part in error.get("loc", ()))
         message = str(error.get("msg", "")).removeprefix("Value error, ")
-        lines.append(f"{field}: {message}" if field else message)
+        lines.append(f"{field}: {message}" if field and not message.startswith(field) else message)
     return "\n".join(lines)
 
 
