@@ -53,3 +53,21 @@ def test_newcomer_admin_command_without_credentials_says_where_options_go(monkey
     text = " ".join(result.output.split())
     assert result.exit_code == 1
     assert "UNAUTHORIZED" in text and "before the subcommand" in text and "DOCKYARD_USERNAME" in text
+
+
+def test_newcomer_confirmation_without_a_terminal_says_add_yes(monkeypatch):
+    """`dockyard admin keys revoke KID` from a script printed only "Aborted."; it now says to add --yes."""
+    import httpx
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app
+
+    calls = []
+    transport = httpx.MockTransport(lambda request: calls.append(request) or httpx.Response(500))
+    monkeypatch.setattr(remote.Remote, "client", lambda self: httpx.Client(base_url="http://x/api/v1", transport=transport))
+    monkeypatch.setenv("DOCKYARD_USERNAME", "admin")
+    monkeypatch.setenv("DOCKYARD_PASSWORD", "pw")
+    result = CliRunner().invoke(app, ["admin", "keys", "revoke", KID], input="")
+    assert result.exit_code == 2
+    assert "add --yes" in " ".join(result.output.split())
+    assert calls == []

@@ -165,6 +165,8 @@ def _group(name: str, help_text: str) -> typer.Typer:
 
 
 def _confirm(what: str, yes: bool) -> None:
+    if not yes and not sys.stdin.isatty():
+        fail(f"refusing to {what} without confirmation: no terminal to ask on; add --yes", 2)
     if not yes and not typer.confirm(f"Really {what}?"):
         raise typer.Exit(1)
 
