@@ -165,9 +165,13 @@ def _group(name: str, help_text: str) -> typer.Typer:
 
 
 def _confirm(what: str, yes: bool) -> None:
-    if not yes and not sys.stdin.isatty():
-        fail(f"refusing to {what} without confirmation: no terminal to ask on; add --yes", 2)
-    if not yes and not typer.confirm(f"Really {what}?"):
+    if yes:
+        return
+    try:
+        confirmed = typer.confirm(f"Really {what}?")
+    except typer.Abort:  # end of input: a script without a terminal to answer on
+        fail(f"refusing to {what} without confirmation: nothing answered the prompt; add --yes", 2)
+    if not confirmed:
         raise typer.Exit(1)
 
 
