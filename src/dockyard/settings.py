@@ -273,7 +273,9 @@ class Settings(BaseSettings):
         if self.public_url is None and not _is_loopback(self.host):
             raise ValueError(
                 f"public_url must be set when the server binds to {self.host!r} (not loopback): it names the token "
-                "realm clients are sent to, e.g. public_url = \"https://registry.example.com\""
+                "realm clients are sent to, e.g. public_url = \"https://registry.example.com\" in the settings file "
+                "or DOCKYARD_PUBLIC_URL=https://registry.example.com (Dockyard speaks plain HTTP: give the URL of the "
+                "TLS proxy in front of it)"
             )
         return self
 

@@ -169,6 +169,22 @@ async def test_finding6_open_upload_sessions_are_capped(env):
     assert env.reg.upload_rows() == 5
 
 
+async def test_newcomer_upload_session_cap_names_its_setting(env):
+    """A 429 for too many sessions said only "the limit is 2"; an operator needs the setting to raise."""
+    env.services.uploads.max_per_account = 1
+    env.services.uploads.max_per_project = 2
+    await env.project("team")
+    a = await env.user("alice", team="developer")
+    b = await env.user("bob", team="developer")
+    c = await env.user("carol", team="developer")
+    assert (await env.api.post("/v2/team/app/blobs/uploads/", auth=a)).status_code == 202
+    r = error(await env.api.post("/v2/team/app/blobs/uploads/", auth=a), 429, "TOOMANYREQUESTS")
+    assert "max_uploads_per_account" in r["message"]
+    assert (await env.api.post("/v2/team/app/blobs/uploads/", auth=b)).status_code == 202
+    r = error(await env.api.post("/v2/team/app/blobs/uploads/", auth=c), 429, "TOOMANYREQUESTS")
+    assert "max_uploads_per_project" in r["message"]
+
+
 # -- upload sessions belong to the account that opened them ---------------------------------------
 
 

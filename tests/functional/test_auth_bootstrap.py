@@ -33,6 +33,18 @@ def test_generated_admin_password_goes_to_a_0600_file_when_stderr_is_not_a_termi
     assert password not in json.dumps(events)
 
 
+def test_newcomer_admin_password_hint_is_a_command_that_runs(tmp_path, capsys, caplog, monkeypatch):
+    """The hint said `dockyard admin users set-password`, which without `-u admin` before the subcommand and a
+    user name is refused; it now names the whole command, on a terminal and in the log."""
+    monkeypatch.delenv("DOCKYARD_ADMIN_PASSWORD", raising=False)
+    caplog.set_level("WARNING", logger="dockyard.bootstrap")
+    create_app(Settings(data_dir=tmp_path / "a"))
+    assert "`dockyard admin users -u admin set-password admin`" in caplog.text
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    create_app(Settings(data_dir=tmp_path / "b"))
+    assert "`dockyard admin users -u admin set-password admin`" in capsys.readouterr().err
+
+
 def test_generated_admin_password_is_printed_once_on_a_terminal(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DOCKYARD_ADMIN_PASSWORD", raising=False)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)

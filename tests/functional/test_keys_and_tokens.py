@@ -474,6 +474,36 @@ async def test_finding1_rotate_kek_reencrypts_every_key(tmp_path, backend, datab
         create_app(settings)
 
 
+async def test_newcomer_key_rotation_after_rotate_kek_under_a_running_server_is_refused(
+        tmp_path, backend, database_url_for, monkeypatch):
+    """`rotate-kek` while a server still ran, then `keys rotate` on that server: the new key was sealed under the
+    old in-memory KEK and the next start failed. The server now refuses the rotation, names the cause, and
+    nothing is written, so the restart works."""
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app as cli
+
+    monkeypatch.delenv("DOCKYARD_SECRET_KEY", raising=False)
+    url = database_url_for(backend)
+    settings = settings_for(tmp_path, url)
+    async with running(settings) as client:
+        before = {k.kid for k in client.services.tokens.keys.all()}
+        args = ["admin", "rotate-kek", "--data-dir", str(settings.data_dir)] + (["--database-url", url] if url else [])
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        r = await client.post("/api/v1/system/keys/rotate", auth=ADMIN, headers=CLIENT)
+        assert r.status_code == 503, r.text
+        message = r.json()["errors"][0]["message"]
+        assert r.json()["errors"][0]["code"] == "UNAVAILABLE"
+        assert "rotate-kek" in message and "restart" in message
+        with client.services.db.read() as conn:
+            assert set(conn.execute(select(signing_keys.c.kid)).scalars()) == before
+    async with running(settings) as client:  # the restart reads the new KEK and works
+        r = await client.post("/api/v1/system/keys/rotate", auth=ADMIN, headers=CLIENT)
+        assert r.status_code == 200, r.text
+        assert await whoami(client, ("admin", await login_password(client, ADMIN))) == 200
+
+
 async def test_finding1_rotate_kek_interrupted_after_the_database_commit_recovers(tmp_path, monkeypatch):
     """A crash between re-encrypting and installing the new KEK file leaves `kek.new`; start-up
     opens keys sealed under it, and running rotate-kek again finishes the job."""

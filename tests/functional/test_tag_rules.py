@@ -131,6 +131,16 @@ async def test_deleting_a_child_of_an_immutable_index_is_denied(env):
     assert await env.digest_of(REPO, "v2") == idx
 
 
+async def test_newcomer_immutable_refusal_names_override_reason(env):
+    """"a project admin may override with a reason" did not say how; the message names `override_reason`."""
+    await _setup(env)
+    await env.rule("team", "immutable", "v*")
+    await env.reg.push_image(REPO, "v1", seed=1)
+    r = await env.api.delete(f"/api/v1/repositories/{REPO}/tags/v1", headers={"X-Dockyard-Client": "test"})
+    assert "override_reason" in error(r, 403, "DENIED")["message"]
+    assert (await env.api.get(f"/v2/{REPO}/manifests/v1")).status_code == 200
+
+
 async def test_retag_and_promotion_onto_an_immutable_tag(env):
     users = await _setup(env, ("maint", "maintainer"), ("boss", "admin"))
     rule_id = await env.rule("team", "immutable", "v*")

@@ -330,3 +330,41 @@ def test_finding2_helper_hands_back_a_stored_login_password_instead_of_renewing_
     code, out = helper("get", stdin="registry.example.com")
     assert code == 0 and json.loads(out)["Secret"] == login_password
     assert no_network == []
+
+
+# --- dockyard get-login-password with saved credentials (newcomer review) ---------------------------
+
+
+def _glp(monkeypatch, args, fetch):
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app
+
+    monkeypatch.delenv("DOCKYARD_USERNAME", raising=False)
+    monkeypatch.delenv("DOCKYARD_PASSWORD", raising=False)
+    monkeypatch.setattr(creds, "saved_credentials", lambda server: creds.StoredCredential("admin", "admin-secret"))
+    monkeypatch.setattr(creds, "fetch_login_password", fetch)
+    return CliRunner().invoke(app, ["get-login-password", "--registry", "127.0.0.1:5000", *args])
+
+
+def test_newcomer_get_login_password_never_sends_saved_secret_under_other_name(monkeypatch):
+    """`get-login-password -u ci` used to send admin's saved secret as ci's password ("invalid username or
+    password"); now it says whose credentials are saved and how to give ci's password."""
+    sent = []
+    result = _glp(monkeypatch, ["-u", "ci"], lambda url, user, secret: sent.append((user, secret)) or "pw")
+    assert result.exit_code == 1
+    assert sent == []
+    assert "no password for ci" in result.output and "admin's" in result.output
+    assert "DOCKYARD_PASSWORD" in result.output
+
+
+def test_newcomer_get_login_password_refused_saved_credentials_say_login_again(monkeypatch):
+    def refused(url, user, secret):
+        raise CredentialError("cannot get a login password: UNAUTHORIZED: invalid username or password")
+
+    result = _glp(monkeypatch, [], refused)
+    assert result.exit_code == 1
+    assert "saved for 127.0.0.1:5000 as admin" in " ".join(result.output.split())
+    assert "dockyard login 127.0.0.1:5000 -u admin" in " ".join(result.output.split())
+    ok = _glp(monkeypatch, ["-u", "admin"], lambda url, user, secret: f"token-for-{user}-{secret}")
+    assert ok.exit_code == 0 and ok.output.strip() == "token-for-admin-admin-secret"

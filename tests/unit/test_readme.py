@@ -46,3 +46,25 @@ def test_readme_test_command_installs_the_test_extras_itself():
     pip_at = text.index("pip install")
     pytest_at = text.index("pytest -p")
     assert pip_at < pytest_at, "install the test extras before running pytest"
+
+
+def test_newcomer_readme_dockyard_examples_parse(monkeypatch):
+    """Every `dockyard …` example of the README parses: `dockyard admin projects create team -u admin` used to
+    fail with `No such option: -u`, because connection options belong before the subcommand."""
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app
+
+    monkeypatch.setenv("DOCKYARD_PASSWORD", "unused")  # the admin groups check for a password before --help
+    text = (ROOT / "README.md").read_text()
+    examples = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            for part in line.split("#")[0].split("|"):
+                words = shlex.split(part)
+                if words and words[0] == "dockyard":
+                    examples.append(words[1:])
+    assert len(examples) >= 4
+    for words in examples:
+        result = CliRunner().invoke(app, [*words, "--help"])
+        assert result.exit_code == 0, f"README example `dockyard {' '.join(words)}` does not parse:\n{result.output}"

@@ -1,3 +1,4 @@
+import os
 import pytest
 
 from dockyard.settings import Settings, load_settings, settings_to_env
@@ -58,3 +59,32 @@ def test_env_round_trip(tmp_path, monkeypatch):
     for key, value in settings_to_env(s).items():
         monkeypatch.setenv(key, value)
     assert load_settings() == s
+
+
+def test_newcomer_invalid_settings_say_how_to_fix_without_pydantic_noise(tmp_path, monkeypatch):
+    """`dockyard serve --host 0.0.0.0` stopped with pydantic's "1 validation error for Settings … visit
+    https://errors.pydantic.dev" and named only the TOML form of public_url; now one line per problem, naming the
+    setting and its environment variable."""
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app
+
+    for name in list(os.environ):
+        if name.startswith("DOCKYARD_"):
+            monkeypatch.delenv(name)
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "public_url must be set" in text and "DOCKYARD_PUBLIC_URL" in text
+    assert "pydantic" not in text and "validation error" not in text
+    monkeypatch.setenv("DOCKYARD_PORT", "abc")
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert "port: Input should be a valid integer" in " ".join(result.output.split())
+    monkeypatch.delenv("DOCKYARD_PORT")
+    monkeypatch.setenv("DOCKYARD_TRUSTED_PROXIES", "10.0.0.0/33")
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d")])
+    text = " ".join(result.output.split())
+    assert "trusted_proxies: '10.0.0.0/33' is not an IP address or CIDR" in text
+    assert text.count("trusted_proxies") == 1
+    assert not (tmp_path / "d").exists()

@@ -127,3 +127,17 @@ def test_promotion_references():
         parse_reference("dev/app@sha256:xyz")
     with pytest.raises(NameInvalid):
         parse_reference("Dev/App:1")
+
+
+@pytest.mark.parametrize(("pattern", "reason"), [
+    ("[z-a]", "invalid character class range: z-a"),
+    ("(", "missing )"),
+    ("a{2000}", "invalid repetition size"),
+])
+def test_newcomer_invalid_regex_names_re2_reason(pattern, reason):
+    """A typo such as `[z-a]` was refused only with the hint about lookaround and backreferences; the message
+    (and `detail.reason`) now carries RE2's own reason."""
+    with pytest.raises(InvalidRequest) as info:
+        validate_tag_regex(pattern)
+    assert reason in info.value.message
+    assert reason in info.value.detail["reason"]

@@ -53,7 +53,8 @@ def reveal_admin_password(password: str, data_dir: Path | None) -> None:
     if sys.stderr.isatty() or data_dir is None:
         # Straight to the terminal; deliberately not through logging.
         print(f"Dockyard: created user 'admin' with password: {password}", file=sys.stderr, flush=True)
-        print("Dockyard: this password is shown only once; change it with `dockyard admin users set-password`.", file=sys.stderr, flush=True)
+        print("Dockyard: this password is shown only once; change it with "
+              "`dockyard admin users -u admin set-password admin`.", file=sys.stderr, flush=True)
         return
     data_dir.mkdir(parents=True, exist_ok=True)
     path = (data_dir / INITIAL_PASSWORD_FILE).resolve()
@@ -65,5 +66,5 @@ def reveal_admin_password(password: str, data_dir: Path | None) -> None:
         os.close(fd)
     log.warning(
         "created user 'admin'; its generated password is in %s (readable by this user only). "
-        "Change it with `dockyard admin users set-password`, then delete the file.", path,
+        "Change it with `dockyard admin users -u admin set-password admin`, then delete the file.", path,
     )

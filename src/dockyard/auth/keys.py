@@ -24,6 +24,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from sqlalchemy import func, select, text, update
 
 from dockyard.auth.secret_box import KeyEncryptionError, KeyRing
+from dockyard.errors import Unavailable
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import signing_keys
 
@@ -160,6 +161,7 @@ class KeyStore:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()
         with self.db.write() as conn:
+            self._check_kek_current(conn)
             insert_ignore(
                 conn,
                 signing_keys,
@@ -175,6 +177,21 @@ class KeyStore:
                 ["kid"],
             )
         return kid
+
+    def _check_kek_current(self, conn) -> None:
+        """Refuse to seal a new key under a KEK the active key no longer uses: `rotate-kek` ran while this process
+        was running, and a key sealed now under the old KEK would stop the server at its next start."""
+        sealed = conn.execute(
+            select(signing_keys.c.private_sealed).where(signing_keys.c.active.is_(True), signing_keys.c.private_sealed.is_not(None))
+        ).scalar()
+        unknown = self.ring.sealed_kek_id(sealed) if sealed else None
+        if unknown is not None:
+            raise Unavailable(
+                f"cannot create a signing key: the stored keys are sealed under key-encryption key {unknown}, but this "
+                f"server still holds {self.ring.primary.id} (was `dockyard admin rotate-kek` run while it was running?); "
+                "restart every server so it reads the new key-encryption key, then retry",
+                detail={"stored_kek": unknown, "server_kek": self.ring.primary.id},
+            )
 
     def rotate(self) -> str:
         """New active key; the old ones verify until tokens they signed have expired."""

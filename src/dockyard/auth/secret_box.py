@@ -81,6 +81,11 @@ class KeyRing:
         except InvalidTag as exc:
             raise KeyEncryptionError(f"stored signing key {context} does not decrypt (tampered or moved)") from exc
 
+    def sealed_kek_id(self, sealed: str) -> str | None:
+        """The id of the KEK a stored value was sealed with, when this ring does not hold it (else None)."""
+        kek_id = sealed.partition(":")[2].partition(":")[0]
+        return None if kek_id in self._by_id else kek_id
+
     def sealed_with_primary(self, sealed: str) -> bool:
         return sealed.startswith(f"{PREFIX}:{self.primary.id}:")
 

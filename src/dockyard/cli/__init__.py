@@ -9,9 +9,10 @@ from typing import Annotated, Optional
 
 import httpx
 import typer
-from dockyard.safe_text import one_line, safe_console
+from rich.markup import escape
 
 from dockyard import __version__
+from dockyard.safe_text import one_line, safe_console
 from dockyard.settings import CONFIG_ENV, Settings, load_settings, settings_to_env
 
 app = typer.Typer(help="Dockyard: a self-hosted private OCI registry.", no_args_is_help=True, add_completion=False)
@@ -28,11 +29,25 @@ DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data dir
 DbOpt = Annotated[Optional[str], typer.Option("--database-url", help="sqlite:///… or postgresql://…")]
 
 
+def _settings_error(exc: ValueError) -> str:
+    """One line per problem, naming the setting, without pydantic's boilerplate (error counts, doc links)."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        lines.append(f"{field}: {message}" if field and not message.startswith(field) else message)
+    return "\n".join(lines)
+
+
 def _settings(config: Path | None, **overrides) -> Settings:
     try:
         settings = load_settings(config, **overrides)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        console.print(f"[red]invalid settings:[/red] {exc}")
+        console.print(f"[red]invalid settings:[/red] {escape(_settings_error(exc))}")
         raise typer.Exit(2) from exc
     from dockyard.storage.permissions import restrict_umask
 
@@ -147,7 +162,8 @@ def serve(
     console.print(
         f"Dockyard {__version__} serving on http://{settings.host}:{settings.port} "
         f"(data: {settings.data_dir}, database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
-        f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})"
+        f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})",
+        soft_wrap=True,  # one line in logs, whatever the width
     )
     if settings.server == "uvicorn":
         import uvicorn
@@ -285,16 +301,25 @@ def get_login_password(
     """Print a short-lived password for `docker login --password-stdin` (like `aws ecr get-login-password`)."""
     from dockyard.client.credentials import CredentialError, base_url, fetch_login_password, saved_credentials
 
+    saved = False
     if username is None or password is None:
         stored = saved_credentials(registry)
         if stored is None:
             console.print(f"[red]no credentials for {registry}: run `dockyard login {registry}` or set DOCKYARD_USERNAME/DOCKYARD_PASSWORD[/red]")
             raise typer.Exit(1)
+        if password is None and username is not None and username != stored.username:
+            # Never send one account's saved secret under another account's name.
+            console.print(f"[red]no password for {username}: the credentials saved for {registry} are {stored.username}'s; "
+                          f"give --password or DOCKYARD_PASSWORD, or `dockyard login {registry} -u {username}`[/red]")
+            raise typer.Exit(1)
+        saved = password is None
         username, password = username or stored.username, password or stored.secret
     try:
         typer.echo(one_line(fetch_login_password(base_url(registry, plain_http), username, password)))
     except (CredentialError, httpx.HTTPError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        hint = (f" (used the credentials saved for {registry} as {username}; if the password changed, "
+                f"run `dockyard login {registry} -u {username}` again)") if saved and isinstance(exc, CredentialError) else ""
+        console.print(f"[red]{exc}{hint}[/red]")
         raise typer.Exit(1) from exc
 
 

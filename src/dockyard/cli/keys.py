@@ -13,7 +13,7 @@ import typer
 from dockyard.cli.jobs import ConfigOpt, DataDirOpt, DbOpt
 from dockyard.cli.remote import JsonOpt, YesOpt, _confirm, _group, out, remote, seg, show
 
-KEY_COLUMNS = ["kid", "algorithm", "status", "created_at", "retired_at", "verifies_until", "revoked_at"]
+KEY_COLUMNS = ["kid", "status", "verifies_until", "revoked_at", "algorithm", "created_at", "retired_at"]
 _CLIENT = {"X-Dockyard-Client": "dockyard-cli"}  # body-less POSTs carry the anti-CSRF header
 
 keys = _group("keys", "Token signing keys on a running registry (administrators; via /api/v1/system/keys).")
@@ -22,7 +22,7 @@ keys = _group("keys", "Token signing keys on a running registry (administrators;
 @keys.command("list")
 def keys_list(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """List signing keys and their status (never private keys)."""
-    show(ctx, remote(ctx).call("GET", "/system/keys").json(), KEY_COLUMNS, json_output)
+    show(ctx, remote(ctx).call("GET", "/system/keys").json(), KEY_COLUMNS, json_output, whole=2)
 
 
 @keys.command("rotate")
@@ -35,7 +35,8 @@ def keys_rotate(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 def keys_revoke(ctx: typer.Context, kid: str, yes: YesOpt = False, json_output: JsonOpt = False) -> None:
     """Revoke a key at once: every token and login password it signed stops working (`--` before a kid starting with -)."""
     _confirm(f"revoke signing key {kid} (tokens it signed stop working)", yes)
-    show(ctx, remote(ctx).call("POST", f"/system/keys/{seg(kid)}/revoke", headers=_CLIENT).json(), KEY_COLUMNS, json_output)
+    show(ctx, remote(ctx).call("POST", f"/system/keys/{seg(kid)}/revoke", headers=_CLIENT).json(), KEY_COLUMNS, json_output,
+         whole=2)
 
 
 def rotate_kek(

@@ -17,7 +17,7 @@ import httpx
 import typer
 from dockyard.safe_text import safe_console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from dockyard.client.credentials import CLIENT_HEADERS
 
@@ -45,7 +45,11 @@ class Remote:
         except httpx.HTTPError as exc:
             fail(f"cannot reach {self.url}: {exc}")
         if resp.status_code >= 400:
-            fail(describe_error(resp))
+            hint = ""
+            if resp.status_code == 401 and not self.username:
+                hint = ("; no credentials were given: put -u USER (and -p/--password-stdin) before the subcommand, "
+                        "e.g. `dockyard admin projects -u admin list`, or set DOCKYARD_USERNAME and DOCKYARD_PASSWORD")
+            fail(describe_error(resp) + hint)
         return resp
 
     def get_all(self, path: str, params: dict | None = None) -> list[dict]:
@@ -124,12 +128,19 @@ def remote(ctx: typer.Context) -> Remote:
     return ctx.obj
 
 
-def show(ctx: typer.Context, data: Any, columns: list[str], json_output: bool, title: str | None = None) -> None:
+def show(ctx: typer.Context, data: Any, columns: list[str], json_output: bool, title: str | None = None,
+         whole: int = 1) -> None:
     if json_output or remote(ctx).json:
         out.print_json(json.dumps(data, default=str))
         return
     rows = data if isinstance(data, list) else [data]
-    table = Table(*columns, title=title)
+    # The first `whole` columns name the object (kid, robot, user) that the next command needs, and its state:
+    # never cut them short on a narrow terminal; the others shrink instead.
+    def column(name: str) -> Column:
+        width = max([len(name)] + [len(_cell(row.get(name))) for row in rows])
+        return Column(name, no_wrap=True, min_width=min(width, 72))
+
+    table = Table(*[column(c) for c in columns[:whole]], *columns[whole:], title=title)
     for row in rows:
         table.add_row(*[escape(_cell(row.get(c))) for c in columns])
     out.print(table)
@@ -154,7 +165,13 @@ def _group(name: str, help_text: str) -> typer.Typer:
 
 
 def _confirm(what: str, yes: bool) -> None:
-    if not yes and not typer.confirm(f"Really {what}?"):
+    if yes:
+        return
+    try:
+        confirmed = typer.confirm(f"Really {what}?")
+    except typer.Abort:  # end of input: a script without a terminal to answer on
+        fail(f"refusing to {what} without confirmation: nothing answered the prompt; add --yes", 2)
+    if not confirmed:
         raise typer.Exit(1)
 
 

@@ -124,8 +124,8 @@ class UploadService:
             held = conn.execute(select(func.count()).select_from(uploads).where(uploads.c.project == project)).scalar_one()
             if held >= self.max_per_project:
                 raise TooManyUploads(
-                    f"project {project} has {held} open upload sessions (the limit is {self.max_per_project}); "
-                    "finish or cancel some, or retry later",
+                    f"project {project} has {held} open upload sessions (the limit is {self.max_per_project}, "
+                    "max_uploads_per_project); finish or cancel some, or retry later",
                     detail={"project": project, "limit": self.max_per_project},
                     headers={"Retry-After": "60"},
                 )
@@ -133,8 +133,8 @@ class UploadService:
             held = conn.execute(select(func.count()).select_from(uploads).where(uploads.c.owner == owner)).scalar_one()
             if held >= self.max_per_account:
                 raise TooManyUploads(
-                    f"this account has {held} open upload sessions (the limit is {self.max_per_account}); "
-                    "finish or cancel some, or retry later",
+                    f"this account has {held} open upload sessions (the limit is {self.max_per_account}, "
+                    "max_uploads_per_account); finish or cancel some, or retry later",
                     detail={"limit": self.max_per_account},
                     headers={"Retry-After": "60"},
                 )

@@ -101,12 +101,23 @@ def validate_tag_regex(pattern: str) -> str:
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise InvalidRequest(f"tag pattern is longer than {MAX_PATTERN_LENGTH} characters", detail={"pattern": pattern[:300]})
     if _compiled_regex(pattern) is None:
+        reason = _re2_error(pattern)
         raise InvalidRequest(
-            f"tag pattern {pattern!r} is not a valid RE2 regular expression (RE2 matches in linear time, so it has "
-            "no backreferences or lookaround; repetition counts are at most 1000)",
-            detail={"pattern": pattern},
+            f"tag pattern {pattern!r} is not a valid RE2 regular expression: {reason} (RE2 matches in linear time, "
+            "so it has no backreferences or lookaround; repetition counts are at most 1000)",
+            detail={"pattern": pattern, "reason": reason},
         )
     return pattern
+
+
+def _re2_error(pattern: str) -> str:
+    """RE2's own reason (`invalid character class range: z-a`): the fix is rarely the lookaround hint."""
+    try:
+        re2.compile(pattern, _re2_options())
+    except re2.error as exc:
+        raw = exc.args[0] if exc.args else ""
+        return (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)) or "refused by RE2"
+    return "refused by RE2"
 
 
 # -- matching: RE2 only, so the time is linear in the tag's length whatever pattern was saved ---------

@@ -247,7 +247,7 @@ class TagPolicy:
             action = "cannot be deleted" if new_digest is None else "cannot be moved to another digest"
             raise Denied(
                 f"tag {tag} of {repository} is immutable ({rule.describe()}); it {action}; re-pushing the same digest "
-                "is allowed, and a project admin may override with a reason",
+                "is allowed, and a project admin may override with a reason (override_reason)",
                 detail={"repository": repository, "tag": tag, "rule": rule.id, "digest": current_digest},
             )
         self._break_glass(conn, repository, tag, current_digest, new_digest, rule, override)
