@@ -1,0 +1,39 @@
+"""Attack review of the hardening branch: paths between features that reached the same data.
+Each test runs on SQLite and PostgreSQL (the `env` fixture)."""
+
+from __future__ import annotations
+
+from .governance_helpers import env, error  # noqa: F401
+from .helpers import OCI_MANIFEST, descriptor, dumps, sha256
+
+CLIENT = {"X-Dockyard-Client": "test"}
+
+
+async def test_attack_runnable_image_with_subject_or_artifact_type_is_gated(env):
+    """A pusher without the signing key must not make an unsigned, runnable image pass require_signature
+    by adding `subject` or `artifactType` to it: runtimes ignore both fields and run the layers, so the
+    image is gated (and scanned) like any other, for deployments that pull as guests."""
+    await env.project("secure")
+    target, _ = await env.reg.push_image("secure/app", "base", seed=1)
+    subject = {"mediaType": OCI_MANIFEST, "digest": target, "size": 10}
+    with_subject, _ = await env.reg.push_image("secure/app", "evil", seed=2, extra={"subject": subject})
+    with_type, _ = await env.reg.push_image("secure/app", "evil2", seed=3, extra={"artifactType": "application/x-anything"})
+    r = await env.api.patch("/api/v1/projects/secure/security", json={"require_signature": True})
+    assert r.status_code == 200, r.text
+    deploy = await env.user("deploy", secure="guest")
+    for reference in ("base", "evil", "evil2", with_subject, with_type):
+        message = error(await env.api.get(f"/v2/secure/app/manifests/{reference}", auth=deploy), 403, "DENIED")["message"]
+        assert "require-signature of project secure" in message
+    # Real artifacts about an image (an SBOM with an empty config, a cosign-style attestation) stay exempt.
+    empty = b"{}"
+    await env.reg.push_blob("secure/app", empty)
+    sbom = b'{"spdxVersion": "SPDX-2.3"}'
+    await env.reg.push_blob("secure/app", sbom)
+    doc = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json",
+        "config": descriptor("application/vnd.oci.empty.v1+json", empty),
+        "layers": [descriptor("application/spdx+json", sbom)], "subject": subject,
+    }
+    body = dumps(doc)
+    await env.reg.push_manifest("secure/app", sha256(body), body, OCI_MANIFEST)
+    assert (await env.api.get(f"/v2/secure/app/manifests/{sha256(body)}", auth=deploy)).status_code == 200
