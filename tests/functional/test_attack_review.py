@@ -37,3 +37,37 @@ async def test_attack_runnable_image_with_subject_or_artifact_type_is_gated(env)
     body = dumps(doc)
     await env.reg.push_manifest("secure/app", sha256(body), body, OCI_MANIFEST)
     assert (await env.api.get(f"/v2/secure/app/manifests/{sha256(body)}", auth=deploy)).status_code == 200
+
+
+async def test_attack_promotion_with_referrers_runs_the_gate_on_each_referrer(env):
+    """A guest may copy an image that passes the source's gate, but `include_referrers` must not carry along a
+    referrer that is itself a runnable image the gate refuses to them (here: unsigned, under require-signature).
+    Without include_referrers the copy still works."""
+    await env.project("secure")
+    await env.project("mal")
+    # The subject is an SBOM-like artifact (not an image, so the gate passes it) ...
+    empty, sbom = b"{}", b'{"spdxVersion": "SPDX-2.3"}'
+    await env.reg.push_blob("secure/app", empty)
+    await env.reg.push_blob("secure/app", sbom)
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json",
+           "config": descriptor("application/vnd.oci.empty.v1+json", empty),
+           "layers": [descriptor("application/spdx+json", sbom)]}
+    body = dumps(doc)
+    await env.reg.push_manifest("secure/app", "doc", body, OCI_MANIFEST)
+    # ... and a runnable, unsigned image names it as its subject.
+    subject = {"mediaType": OCI_MANIFEST, "digest": sha256(body), "size": len(body)}
+    evil, _ = await env.reg.push_image("secure/app", None, seed=7, extra={"subject": subject})
+    r = await env.api.patch("/api/v1/projects/secure/security", json={"require_signature": True})
+    assert r.status_code == 200, r.text
+    mallory = await env.user("mallory", secure="guest", mal="admin")
+    error(await env.api.get(f"/v2/secure/app/manifests/{evil}", auth=mallory), 403, "DENIED")
+
+    body_in = {"source": "secure/app:doc", "destination": "mal/app", "tags": ["doc"], "include_referrers": True}
+    message = error(await env.api.post("/api/v1/promotions", json=body_in, auth=mallory), 403, "DENIED")["message"]
+    assert "require-signature of project secure" in message
+    assert env.reg.count("repositories", "name = :n", n="mal/app") == 0
+    body_in["include_referrers"] = False
+    r = await env.api.post("/api/v1/promotions", json=body_in, auth=mallory)
+    assert r.status_code == 201, r.text
+    assert r.json()["referrers"] == []
+    error(await env.api.get(f"/v2/mal/app/manifests/{evil}", auth=mallory), 404, "MANIFEST_UNKNOWN")
