@@ -71,3 +71,31 @@ async def test_attack_promotion_with_referrers_runs_the_gate_on_each_referrer(en
     assert r.status_code == 201, r.text
     assert r.json()["referrers"] == []
     error(await env.api.get(f"/v2/mal/app/manifests/{evil}", auth=mallory), 404, "MANIFEST_UNKNOWN")
+
+
+async def test_attack_anonymous_bodies_outside_v2_are_capped_before_parsing(env):
+    """The management API and /token parse JSON, form and multipart bodies before they authenticate: an
+    anonymous 100 MB POST to /api/v1/projects grew a worker by 200 MB and was answered 400 (parsed). Bodies
+    outside /v2 are now capped before the app reads them, declared or streamed; /v2 uploads are not."""
+    big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+    anonymous = {"auth": None}
+
+    async def chunks():
+        for _ in range(40):
+            yield b" " * 65536
+
+    for r in (
+        await env.api.post("/api/v1/projects", content=big, headers={"Content-Type": "application/json"}, **anonymous),
+        await env.api.post("/api/v1/projects", content=chunks(), headers={"Content-Type": "application/json"}, **anonymous),
+        await env.api.post("/token", files={"f": ("f", big)}, **anonymous),
+        await env.api.post("/token", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"},
+                           **anonymous),
+    ):
+        error(r, 413, "SIZE_INVALID")
+    # Ordinary requests pass, bodies intact; a /v2 upload of the same size is not affected.
+    r = await env.api.post("/api/v1/projects", json={"name": "ok", "public": False})
+    assert r.status_code == 201, r.text
+    r = await env.api.post("/token", data={"grant_type": "password", "username": "admin", "password": "admin-password-1",
+                                           "service": env.services.settings.token_service})
+    assert r.status_code == 200, r.text
+    await env.reg.push_blob("ok/app", big)
