@@ -3,7 +3,13 @@ Each test runs on SQLite and PostgreSQL (the `env` fixture)."""
 
 from __future__ import annotations
 
-from .governance_helpers import env, error  # noqa: F401
+import anyio.to_thread
+import pytest
+from typer.testing import CliRunner
+
+from dockyard.cli import app as cli_app
+
+from .governance_helpers import ADMIN, env, error, route_cli_to_app  # noqa: F401
 from .helpers import OCI_MANIFEST, descriptor, dumps, sha256
 
 CLIENT = {"X-Dockyard-Client": "test"}
@@ -99,3 +105,22 @@ async def test_attack_anonymous_bodies_outside_v2_are_capped_before_parsing(env)
                                            "service": env.services.settings.token_service})
     assert r.status_code == 200, r.text
     await env.reg.push_blob("ok/app", big)
+
+
+@pytest.mark.parametrize("env", ["sqlite"], indirect=True)
+async def test_attack_admin_cli_tables_escape_control_characters(env, monkeypatch, tmp_path):
+    """An anonymous client puts an ESC sequence into the audit log (a failed login as `\\x1b[2Jevil`);
+    `dockyard admin audit list` printed it raw into the admin's terminal (rich strips only BEL, BS, VT, FF
+    and CR). Every table cell is now shown escaped."""
+    r = await env.api.get("/api/v1/users/me", auth=("\x1b[2Jevil\x1b]8;;http://x\x07", "nope"))
+    assert r.status_code == 401
+    route_cli_to_app(monkeypatch, env.reg.app)
+    environ = {"COLUMNS": "250", "NO_COLOR": "1", "DOCKYARD_URL": "http://registry.test",
+               "DOCKYARD_USERNAME": ADMIN[0], "DOCKYARD_PASSWORD": ADMIN[1],
+               "DOCKYARD_CREDENTIALS_FILE": str(tmp_path / "credentials.json"), "DOCKER_CONFIG": str(tmp_path / "docker")}
+    result = await anyio.to_thread.run_sync(
+        lambda: CliRunner().invoke(cli_app, ["admin", "audit", "list", "--outcome", "failure"], env=environ)
+    )
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "\\x1b[2Jevil" in result.output
