@@ -3,6 +3,8 @@ Each test runs on SQLite and PostgreSQL (the `env` fixture)."""
 
 from __future__ import annotations
 
+import json
+
 import anyio.to_thread
 import pytest
 from typer.testing import CliRunner
@@ -124,3 +126,30 @@ async def test_attack_admin_cli_tables_escape_control_characters(env, monkeypatc
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and "\x07" not in result.output
     assert "\\x1b[2Jevil" in result.output
+
+
+async def test_attack_manifests_count_against_the_project_quota(env):
+    """Quotas counted blobs only, and manifests live in the database at up to max_manifest_bytes each: a
+    pusher in a project at its quota stored any amount as manifests with large annotations (each 201).
+    Manifest bytes now count in the usage, and a manifest PUT or promotion copy past the quota is DENIED."""
+    await env.project("small")
+    digest, body = await env.reg.push_image("small/app", "1", seed=1)
+    usage = (await env.api.get("/api/v1/projects/small/quota")).json()["used_bytes"]
+    blob_bytes = env.reg.scalar("SELECT SUM(size) FROM blobs")
+    assert usage == blob_bytes + len(body)
+    r = await env.api.put("/api/v1/projects/small/quota", json={"quota_bytes": usage + 5000})
+    assert r.status_code == 200, r.text
+    doc = json.loads(body)
+    base = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": doc["config"], "layers": doc["layers"]}
+    padded = dumps({**base, "annotations": {"pad": "x" * 100_000}})
+    r = await env.reg.put_manifest("small/app", "big", padded, OCI_MANIFEST)
+    message = error(r, 403, "DENIED")["message"]
+    assert "quota of project small exceeded" in message and "this manifest needs" in message
+    assert env.reg.count("manifests", "digest = :d", d=sha256(padded)) == 0
+    # A small one fits; a promotion of the big one from elsewhere is refused the same way.
+    assert (await env.reg.put_manifest("small/app", "2", dumps({**base, "annotations": {"a": "b"}}), OCI_MANIFEST)).status_code == 201
+    await env.project("big")
+    await env.reg.push_image("big/app", "1", seed=1)
+    assert (await env.reg.put_manifest("big/app", "big", padded, OCI_MANIFEST)).status_code == 201
+    r = await env.api.post("/api/v1/promotions", json={"source": "big/app:big", "destination": "small/copy", "tags": ["big"]})
+    assert "quota of project small exceeded" in error(r, 403, "DENIED")["message"]
