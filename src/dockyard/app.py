@@ -155,7 +155,8 @@ def build_services(settings: Settings) -> Services:
     worker.register(UPDATE_KIND, VulnDBUpdater(db, jobs, base_url=settings.vulndb_url, ecosystems=settings.vulndb_ecosystems).handle)
     tag_policy = TagPolicy(db, access)
     manifests = ManifestService(
-        db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy
+        db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy,
+        quotas=quotas,
     )
     listings = ListingService(db)
     security = SecuritySettings(

@@ -160,6 +160,12 @@ class TooManyUploads(TooManyRequests):
 # -- input validation, throttling and HTTP surface (issue 9 items 3, 7, 8, 11, 12) --
 
 
+class RequestTooLarge(DockyardError):
+    """A request body outside /v2 (the management API, /token) is larger than any such request needs."""
+
+    code, status, default_message = "SIZE_INVALID", 413, "request body too large"
+
+
 class HostInvalid(DockyardError):
     """The Host header is not a host name or address (it would end up in WWW-Authenticate)."""
 

@@ -111,3 +111,31 @@ async def test_push_into_missing_project(tmp_path, auto_create):
     assert [(m.username, m.role) for m in members] == [("alice", "admin")]
     events, _ = services.audit.query(action="project.create")
     assert events and events[0]["actor"] == "alice"
+
+
+async def test_attack_auto_create_grant_does_not_push_into_a_project_created_meanwhile(tmp_path):
+    """With auto_create_projects, /token grants push on a missing project. Mallory asks for it before the
+    project exists; alice's first push then creates it (alice as its admin). Mallory's token must not push
+    into alice's project for the rest of its lifetime; alice's own token keeps working."""
+    app = create_app(Settings(data_dir=tmp_path, admin_password="admin-password-1", auto_create_projects=True))
+    services = app.state.services
+    services.users.create("alice", "alice-password-1")
+    services.users.create("mallory", "mallory-password-1")
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(headers=API_CLIENT, transport=httpx.ASGITransport(app=app), base_url="http://reg") as client:
+            async def token(user: str) -> dict:
+                r = await client.get("/token", params={"service": "dockyard", "scope": "repository:newproj/app:pull,push"},
+                                     auth=(user, f"{user}-password-1"))
+                return {"Authorization": f"Bearer {r.json()['token']}"}
+
+            early, alice = await token("mallory"), await token("alice")
+            config = b"{}"
+            r = await client.post("/v2/newproj/app/blobs/uploads/", params={"digest": _digest(config)}, content=config, headers=alice)
+            assert r.status_code == 201, r.text
+            assert [(m.username, m.role) for m in services.projects.list_members("newproj")] == [("alice", "admin")]
+            for params in ({"digest": _digest(b"x")}, {}):
+                r = await client.post("/v2/newproj/app/blobs/uploads/", params=params, content=b"x", headers=early)
+                assert r.status_code == 403, r.text
+                assert r.json()["errors"][0]["code"] == "DENIED"
+            r = await client.post("/v2/newproj/app/blobs/uploads/", params={"digest": _digest(b"y")}, content=b"y", headers=alice)
+            assert r.status_code == 201, r.text

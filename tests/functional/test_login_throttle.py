@@ -118,3 +118,16 @@ async def test_finding7_concurrent_wrong_passwords_are_reserved_before_argon2(pr
     # Concurrent CORRECT logins from a clean address all succeed (they wait for each other, not fail).
     statuses = await asyncio.gather(*(_login(proxied, ADMIN_PASSWORD, "198.51.100.25") for _ in range(12)))
     assert statuses == [200] * 12
+
+
+async def test_attack_ipv6_addresses_of_one_slash64_share_a_throttle_key(proxied):
+    """Issue 9 finding 7, attack review: a client given an IPv6 /64 (the usual allocation) could rotate
+    through fresh addresses and so escape both the per-(address, account) lock and the spraying limit.
+    Its /64 is one key; another /64 is unaffected, and an IPv4-mapped address counts as the IPv4 one."""
+    statuses = [await _login(proxied, "wrong-password", f"2001:db8:1:2::{i + 1:x}") for i in range(LOCK_AFTER + 1)]
+    assert statuses == [401] * LOCK_AFTER + [429]
+    assert await _login(proxied, ADMIN_PASSWORD, "2001:db8:1:2:ffff::9") == 429  # same /64
+    assert await _login(proxied, ADMIN_PASSWORD, "2001:db8:1:3::1") == 200  # another /64 logs in
+    statuses = [await _login(proxied, "wrong-password", "::ffff:203.0.113.7") for _ in range(LOCK_AFTER)]
+    assert statuses == [401] * LOCK_AFTER
+    assert await _login(proxied, "wrong-password", "203.0.113.7") == 429

@@ -330,11 +330,19 @@ class AccessGate:
         return Denied(f"{principal.name} may not access {type_}:{name}", detail=detail)
 
     def create_project_on_push(self, principal: Principal, repository: str) -> None:
-        """auto_create_projects: the first push into a missing project creates it, pusher as admin."""
+        """auto_create_projects: the first push into a missing project creates it, pusher as admin.
+
+        When the project exists, the caller's push right is read from the database: a token granted push on
+        a then-missing project (the auto-create grant) must not push into the project someone else created
+        meanwhile. The auto-create grant of pull on a missing project is not re-checked (pulls stay a cache
+        lookup); it lasts the token's lifetime (token_ttl_seconds) at most."""
         project = project_of(repository)
-        if self.access.project_exists(project):
-            return
         account = self.authenticator.account(principal.name) if principal.name else None
+        if self.access.project_exists(project):
+            if account is None or "push" not in self.access.repository_actions(account, repository):
+                raise Denied(f"project {project} does not exist, or you may not push in it",
+                             detail=[{"Type": "repository", "Name": repository, "Action": "push"}])
+            return
         if account is None or account.kind != "user":
             raise Denied(self.access.explain_denial(principal, repository, "push"))
         try:

@@ -8,6 +8,10 @@
   never grants). So every state-changing /api/v1 request must have one of the two.
 - Headers: no response may be framed or sniffed; the API answers JSON and allows no active content.
   The Swagger UI page sets its own Content-Security-Policy (api/mgmt/docs.py).
+- Body size: outside /v2 (whose uploads and manifests have their own caps and stream), a body is read
+  here up to MAX_BODY_BYTES before the app sees it. The management API and /token parse their bodies
+  (JSON, forms, multipart) before they authenticate, so without this an anonymous client could make a
+  worker buffer gigabytes, or spool a multipart "file" to the temp dir.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard.api.http import error_response
-from dockyard.errors import CsrfHeaderMissing, HostInvalid
+from dockyard.errors import CsrfHeaderMissing, HostInvalid, RequestTooLarge
 from dockyard.settings import Settings
 
 CLIENT_HEADER = "X-Dockyard-Client"
 MANAGEMENT_PREFIX = "/api/v1"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+OCI_PREFIX = "/v2/"
+MAX_BODY_BYTES = 1024 * 1024  # the largest management request (a PEM key, a policy) is a few KiB
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -67,6 +73,8 @@ class HttpSurface:
                 message["headers"] = out
             await send(message)
 
+        if refusal is None and not scope.get("path", "").startswith(OCI_PREFIX):
+            refusal, receive = await _bounded_body(headers, receive)
         if refusal is not None:
             await error_response(refusal, scope["method"])(scope, receive, send_secured)
             return
@@ -91,3 +99,38 @@ class HttpSurface:
                     detail={"header": CLIENT_HEADER},
                 )
         return None
+
+
+def _too_large() -> RequestTooLarge:
+    return RequestTooLarge(
+        f"request body is larger than {MAX_BODY_BYTES} bytes; no request outside /v2 needs that much",
+        detail={"limit": MAX_BODY_BYTES},
+    )
+
+
+async def _bounded_body(headers: dict[bytes, bytes], receive: Receive):
+    """(refusal or None, receive for the app): the whole body read, up to MAX_BODY_BYTES, then replayed."""
+    declared = headers.get(b"content-length", b"").strip()
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _too_large(), receive
+    chunks: list[bytes] = []
+    size = 0
+    pending: list[Message] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            pending.append(message)  # a disconnect: the app sees it after the body it got so far
+            break
+        body = message.get("body", b"")
+        size += len(body)
+        if size > MAX_BODY_BYTES:
+            return _too_large(), receive
+        chunks.append(body)
+        if not message.get("more_body", False):
+            break
+    pending.insert(0, {"type": "http.request", "body": b"".join(chunks), "more_body": False})
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return None, replay

@@ -19,6 +19,7 @@ shares it.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -42,8 +43,25 @@ class Attempt:
     address_key: str
 
 
+def client_key(address: str | None) -> str:
+    """The throttled unit of a client address: an IPv4 address, or an IPv6 /64. One host is usually
+    given a whole /64, so counting single IPv6 addresses would let it rotate through 2^64 fresh keys
+    (unlimited guesses per account, no spraying limit). IPv4-mapped IPv6 counts as its IPv4 address."""
+    if not address:
+        return "-"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def _keys(address: str | None, account: str) -> Attempt:
-    address = address or "-"
+    address = client_key(address)
     pair = hashlib.sha256(f"{address}\0{account.lower()}".encode()).hexdigest()[:48]
     return Attempt(f"pair:{pair}", f"addr:{address[:64]}")
 

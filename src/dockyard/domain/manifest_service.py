@@ -47,7 +47,10 @@ class StoredManifest:
 
 
 class ManifestService:
-    def __init__(self, db: Database, *, max_bytes: int, delete_enabled: bool = True, tag_policy: TagPolicy | None = None):
+    def __init__(
+        self, db: Database, *, max_bytes: int, delete_enabled: bool = True, tag_policy: TagPolicy | None = None, quotas=None
+    ):
+        self.quotas = quotas  # domain.quotas.QuotaService: a new manifest counts against its project's quota
         self.db = db
         self.max_bytes = max_bytes
         self.delete_enabled = delete_enabled
@@ -124,6 +127,8 @@ class ManifestService:
         blob_refs = list(dict.fromkeys(parsed.blob_refs))
         manifest_refs = list(dict.fromkeys(parsed.manifest_refs))
         self._check_references(conn, repo_id, blob_refs, manifest_refs)
+        if self.quotas is not None:
+            self.quotas.check_manifest(conn, repo_id, len(parsed.payload))
         inserted = insert_ignore(
             conn,
             manifests,

@@ -134,8 +134,7 @@ class PromotionService:
             raise InvalidRequest("promoting within one repository needs at least one destination tag")
         digest, media_type = self.resolve(source)
         if not same_repository and source_pull_gate and self.pull_gate is not None:
-            stored = self.manifests.lookup(source.repository, None, digest)
-            self.pull_gate.check_copy(source.repository, digest, stored.media_type, stored.payload, caller)
+            self._check_source_gate(source.repository, digest, include_referrers, caller)
         # Gates run before the write transaction: they may be slow and must not hold the write lock.
         for gate in list(self.gates):
             verdict = gate.check(source.repository, digest, media_type, destination)
@@ -162,6 +161,21 @@ class PromotionService:
                 )
             generations.bump_repository(conn, destination)  # copied signatures count at once
         return result
+
+    def _check_source_gate(self, repository: str, digest: str, include_referrers: bool, caller: str | None) -> None:
+        """The source's pull gate for everything the copy takes that a pull would judge on its own: the image,
+        and each referrer (a referrer can be a runnable image with a `subject`, refused to a direct pull).
+        Index children are judged through their index, as a pull of the index judges them."""
+        digests = [digest]
+        if include_referrers:
+            with self.db.read() as conn:
+                src_id = require_repository_id(conn, repository)
+                probe = PromotionResult(repository, digest, "", repository, {})
+                self._closure(conn, src_id, digest, True, probe)
+            digests += probe.referrers
+        for item in digests:
+            stored = self.manifests.lookup(repository, None, item)
+            self.pull_gate.check_copy(repository, item, stored.media_type, stored.payload, caller)
 
     # -- copying without bytes ---------------------------------------------------------------
 

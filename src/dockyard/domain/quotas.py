@@ -1,4 +1,6 @@
-"""Storage quotas per project: the bytes of distinct blobs linked in the project's repositories.
+"""Storage quotas per project: the bytes of distinct blobs linked in the project's repositories, plus
+the bytes of its manifests (stored in the database, up to max_manifest_bytes each: without counting
+them, a pusher could store any amount as manifests with large annotations in a project at its quota).
 
 Open uploads count too, while they are written: every append checks that the project's linked
 bytes, plus the bytes of its other open uploads, plus this upload's new size fit the quota, so no
@@ -20,7 +22,7 @@ from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
 from dockyard.errors import InvalidRequest, NotFound, QuotaExceeded
 from dockyard.metadata.db import Database
-from dockyard.metadata.models import blobs, projects, repositories, repository_blobs, uploads
+from dockyard.metadata.models import blobs, manifests, projects, repositories, repository_blobs, uploads
 from dockyard.policy.access import project_of
 
 
@@ -59,11 +61,15 @@ class QuotaService:
             .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
             .where(_in_project(project))
         )
-        return int(
-            conn.execute(
-                select(func.coalesce(func.sum(blobs.c.size), 0)).where(blobs.c.id.in_(linked), blobs.c.state == "present")
-            ).scalar_one()
-        )
+        blob_bytes = conn.execute(
+            select(func.coalesce(func.sum(blobs.c.size), 0)).where(blobs.c.id.in_(linked), blobs.c.state == "present")
+        ).scalar_one()
+        manifest_bytes = conn.execute(
+            select(func.coalesce(func.sum(manifests.c.size), 0))
+            .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id))
+            .where(_in_project(project))
+        ).scalar_one()
+        return int(blob_bytes) + int(manifest_bytes)
 
     def get(self, project: str) -> Quota:
         with self.db.read() as conn:
@@ -175,13 +181,26 @@ class QuotaService:
                         "needed_bytes": new_size},
             )
 
-    def require_room(self, conn: Connection, project: str, quota: int, new_bytes: int) -> None:
+    def check_manifest(self, conn: Connection, repository_id: int, size: int) -> None:
+        """A new manifest row of `size` bytes in the repository: refuse (DENIED) past the project's quota.
+        Call inside the transaction that inserts it (manifest PUT, promotion copy)."""
+        name = conn.execute(select(repositories.c.name).where(repositories.c.id == repository_id)).scalar()
+        if name is None:
+            return
+        project = project_of(name)
+        if self._quota(conn, project, lock=False) is None:
+            return  # no quota: no row lock either
+        quota = self._quota(conn, project, lock=True)
+        if quota is not None:
+            self.require_room(conn, project, quota, size, what="manifest")
+
+    def require_room(self, conn: Connection, project: str, quota: int, new_bytes: int, *, what: str = "blob") -> None:
         if new_bytes <= 0:
             return
         used = self.usage(conn, project)
         if used + new_bytes > quota:
             raise QuotaExceeded(
                 f"quota of project {project} exceeded: {human_bytes(used)} used of {human_bytes(quota)}; "
-                f"this blob needs {human_bytes(new_bytes)}",
+                f"this {what} needs {human_bytes(new_bytes)}",
                 detail={"project": project, "quota_bytes": quota, "used_bytes": used, "needed_bytes": new_bytes},
             )

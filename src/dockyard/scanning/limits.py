@@ -158,6 +158,16 @@ class LayerCounter:
             raise ScanLimitExceeded(
                 f"layer {digest} brings the image to more than {self.limits.max_files} files (scan_max_files)"
             )
+        if member.issparse():
+            # A sparse member stores only its data blocks; its size is the real size, holes included, and a
+            # reader (syft's catalogers, an extractor) gets the holes as zeros. A 10 KiB tar can declare a
+            # 1 GiB file, past the count of streamed bytes: count the real size.
+            self.unpacked += member.size
+            if self.unpacked > self.limits.max_unpacked_bytes:
+                raise ScanLimitExceeded(
+                    f"layer {digest}: sparse file {member.name} unpacks to {human(member.size)}, more than "
+                    f"{human(self.limits.max_unpacked_bytes)} over all the image's layers (scan_max_unpacked_bytes)"
+                )
         if member.isfile() and member.size > self.limits.max_package_db_bytes and is_package_db(member.name):
             raise ScanLimitExceeded(
                 f"layer {digest}: package database {member.name} is {human(member.size)}, more than "

@@ -32,8 +32,11 @@ def classify(media_type: str, payload: bytes) -> str:
         doc = json.loads(payload)
     except ValueError:
         return OTHER
-    if not isinstance(doc, dict) or doc.get("subject") or doc.get("artifactType"):
-        return OTHER  # referrers (SBOMs, bundles, attestations) are about an image, not images
+    # Decided by what a runtime would run (an image config and filesystem layers), not by `subject` or
+    # `artifactType`: runtimes ignore both, so a pusher could otherwise add one to an unsigned image and
+    # get it past require-signature and the severity gate. Real referrers have other configs or layers.
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        return OTHER
     config = doc.get("config") or {}
     if config.get("mediaType") not in IMAGE_CONFIG_TYPES:
         return OTHER

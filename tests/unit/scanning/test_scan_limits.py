@@ -264,3 +264,28 @@ def test_finding8_a_killed_server_takes_its_scan_with_it(tmp_path):
         server.wait()
     assert len(os.listdir(work_root)) == 1
     assert remove_stale(work_root) == 1 and os.listdir(work_root) == []
+
+
+def _sparse_tar(path: Path, real_size: int) -> Path:
+    """A PAX (GNU sparse 1.0) tar of one file of `real_size` bytes that is all hole: ~10 KiB on disk."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("var/hole")
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "var/hole",
+                            "GNU.sparse.realsize": str(real_size)}
+        sparse_map = (b"1\n%d\n0\n" % real_size).ljust(512, b"\0")
+        info.size = len(sparse_map)
+        tar.addfile(info, io.BytesIO(sparse_map))
+    return path
+
+
+def test_attack_sparse_file_counts_its_real_size_against_the_unpacked_cap(tmp_path):
+    """A sparse tar member declares a real size far above the bytes it stores; syft's extractor writes the
+    holes out as zeros, so the counter must count the real size, not the streamed bytes."""
+    layer = _sparse_tar(tmp_path / "sparse.tar", 1 * GiB)
+    assert layer.stat().st_size < 64 * 1024
+    with pytest.raises(ScanLimitExceeded, match=r"sparse file var/hole unpacks to .*scan_max_unpacked_bytes"):
+        LayerCounter(LIMITS).count("sha256:" + "0" * 64, layer)
+    small = _sparse_tar(tmp_path / "small.tar", 1 * MiB)  # under the cap: counted, and fine
+    counter = LayerCounter(LIMITS)
+    counter.count("sha256:" + "1" * 64, small)
+    assert counter.unpacked >= 1 * MiB
