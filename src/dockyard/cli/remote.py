@@ -8,7 +8,6 @@ Rich table, or JSON with `--json`. API errors print their OCI code and message a
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
@@ -16,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 import typer
-from dockyard.safe_text import safe_console
+from dockyard.safe_text import one_line, safe_console
 from rich.markup import escape
 from rich.table import Column, Table
 
@@ -80,18 +79,8 @@ def describe_error(resp: httpx.Response) -> str:
         return f"HTTP {resp.status_code}: {resp.text[:200]}"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def printable(text: str) -> str:
-    """`text` with C0/C1 control characters, DEL and line separators shown escaped (`\\x1b`). Audit events,
-    user agents and error messages carry what any client sent: raw, an ESC could clear the screen, set
-    the window title or plant a link in the admin's terminal. (rich strips only BEL, BS, VT, FF and CR.)"""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
 def fail(message: str, code: int = 1):
-    err.print(f"[red]error:[/red] {escape(printable(message))}", markup=True, highlight=False)
+    err.print(f"[red]error:[/red] {escape(one_line(message))}", markup=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -164,12 +153,12 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, list):
         return ", ".join(
-            _cell(v) if not isinstance(v, dict) else printable(f"{v.get('project')}: {','.join(v.get('actions', []))}")
+            _cell(v) if not isinstance(v, dict) else one_line(f"{v.get('project')}: {','.join(v.get('actions', []))}")
             for v in value
         )
     if isinstance(value, dict):
         return json.dumps(value)  # escapes control characters itself
-    return printable(str(value))
+    return one_line(str(value))
 
 
 def _group(name: str, help_text: str) -> typer.Typer:
