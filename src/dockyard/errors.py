@@ -203,13 +203,6 @@ class DatabaseUnavailable(Unavailable):
         super().__init__(message, **kwargs)
 
 
-# -- signature verification (issue 19 items 1, 4) --
-
-# -- scan pipeline: reports, queueing, safe output (issue 19 items 3, 5, 6) --
-
-# -- events, webhooks and metrics (issue 10) --
-
-
 class ErrorGroup(DockyardError):
     """Several errors of one status reported together (e.g. every missing blob of a manifest)."""
 

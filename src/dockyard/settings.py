@@ -195,8 +195,6 @@ class Settings(BaseSettings):
         "block (no verdict, as if unscanned) or warn (the findings it has count; the report shows what was skipped).",
     )
 
-    # -- events, webhooks and metrics (issue 10) --
-
     @field_validator("gc_schedule")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:

@@ -452,15 +452,6 @@ scan_reports = Table(
 )
 
 
-# -- keys, tokens and file permissions (issue 9 items 1, 2) --
-
-
-# -- access, catalog and quotas (issue 9 items 4, 5, 6, 9, 10) --
-
-
-# -- input validation, throttling and HTTP surface (issue 9 items 3, 7, 8, 11, 12) --
-
-
 # -- faults: disk full, database outages, crashes (issue 9 part 2) --
 
 # A key that a process is about to write before any row owns it (a blob being published, an SBOM's
@@ -498,6 +489,3 @@ job_turns = Table(
     Column("fair_key", String(255), primary_key=True),
     Column("turn", Integer, nullable=False),  # the claim counter when this key was last served
 )
-
-
-# -- events, webhooks and metrics (issue 10) --

@@ -1,7 +1,7 @@
 """faults: disk full, database outages, crashes (issue 9 part 2)
 
 Revision ID: 0009_faults
-Revises: 0008_inputs
+Revises: 0007_access
 """
 
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0009_faults'
-down_revision = '0008_inputs'
+down_revision = '0007_access'
 branch_labels = None
 depends_on = None
 
