@@ -62,3 +62,10 @@ def test_item3_configure_logging_wraps_handlers_already_installed():
         for h, formatter in zip(before[0], before[2]):
             h.setFormatter(formatter)
         root.setLevel(before[1])
+
+
+def test_cli_crash_report_shows_no_local_variables():
+    """Typer's pretty tracebacks print every local (a password, an image's hostile text) by default."""
+    from dockyard.cli import app
+
+    assert app.pretty_exceptions_show_locals is False

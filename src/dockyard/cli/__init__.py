@@ -15,7 +15,12 @@ from dockyard import __version__
 from dockyard.safe_text import one_line, safe_console
 from dockyard.settings import CONFIG_ENV, Settings, load_settings, settings_to_env
 
-app = typer.Typer(help="Dockyard: a self-hosted private OCI registry.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Dockyard: a self-hosted private OCI registry.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # a crash must not print passwords or hostile text from locals
+)
 admin = typer.Typer(
     help="Administration: `migrate` and `purge-uploads` work directly on the data directory; "
     "the other groups are clients of a running registry's /api/v1.",
