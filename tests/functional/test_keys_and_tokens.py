@@ -258,6 +258,22 @@ async def test_finding1_revocation_reaches_another_node(tmp_path, backend, datab
             assert await pull_status(b, await token(b, ALICE)) == 404  # b signs with a's new key
 
 
+async def test_finding1_revoked_key_ends_login_passwords_on_another_node_at_once(tmp_path, backend, database_url_for):
+    """Login passwords live for hours: their key's revocation is read from the database on use, so a
+    second process refuses one at once, cached verification or not, without waiting for its key refresh."""
+    url = database_url_for(backend) or f"sqlite:///{tmp_path / 'shared.db'}"
+    async with running(settings_for(tmp_path / "a", url, secret_key=SECRET)) as a:
+        UserService(a.services.db).create(*ALICE)
+        async with running(settings_for(tmp_path / "b", url, secret_key=SECRET)) as b:
+            lp = await login_password(a, ALICE)
+            assert await whoami(b, ("alice", lp)) == 200  # b has now cached this verification
+            kid = jwt.get_unverified_header(lp)["kid"]
+            assert (await a.post(f"/api/v1/system/keys/{kid}/revoke", auth=ADMIN, headers=CLIENT)).status_code == 200
+            assert b.services.tokens.keys.usable(kid) is not None  # b's in-memory keys have not refreshed
+            assert await whoami(b, ("alice", lp)) == 401
+            assert b.services.tokens.keys.usable(kid) is None  # and b learnt the revocation from that check
+
+
 async def test_finding1_token_living_longer_than_its_kind_allows_is_refused(reg):
     ttl = reg.services.settings.token_ttl_seconds
     login_ttl = reg.services.settings.login_password_ttl_seconds

@@ -150,6 +150,7 @@ class Authenticator:
             and claims.subject == principal.name
             and claims.account_id == principal.id
             and claims.epoch == principal.epoch
+            and self.tokens.keys.confirmed(claims.kid) is not None  # revoked by any process: refused at once
         )
         return claims if ok else None
 

@@ -301,6 +301,17 @@ class KeyStore:
         key = self._keys.get(kid)
         return key if key is not None and key.verifies(utcnow()) else None
 
+    def confirmed(self, kid: str) -> SigningKey | None:
+        """Like usable(), but the key's revocation is read from the database: a login password lives
+        for hours, so another process's `keys revoke` must end it at once, not at the next refresh."""
+        with self.db.read() as conn:
+            revoked = conn.execute(select(signing_keys.c.revoked_at).where(signing_keys.c.kid == kid)).first()
+        if revoked is None or revoked.revoked_at is not None:
+            if kid in self._keys and self._keys[kid].revoked_at is None:
+                self.reload()  # learn the revocation now, for every other token of this key too
+            return None
+        return self.usable(kid)
+
     def get(self, kid: str) -> SigningKey | None:
         """The key named by a token, if it may verify now; an unknown kid reloads (rate-limited)."""
         if kid not in self._keys and time.monotonic() - self._loaded_at > self.RELOAD_INTERVAL:

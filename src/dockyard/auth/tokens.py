@@ -65,7 +65,7 @@ class LoginPasswordClaims:
 
     def still_valid(self, keys: KeyStore) -> bool:
         """For a cached verification: not expired, and its key neither revoked nor past its window."""
-        return self.expires_at + LEEWAY_SECONDS >= time.time() and keys.usable(self.kid) is not None
+        return self.expires_at + LEEWAY_SECONDS >= time.time() and keys.confirmed(self.kid) is not None
 
 
 @dataclass(frozen=True)
