@@ -149,7 +149,7 @@ def _seeded_path_parameters(operation) -> dict[str, str] | None:
     if not names:
         return None
     real = {"project": PROJECT, "username": USER, "name": ROBOT if operation.path.startswith("/robots") else REPO,
-            "tag": TAG}
+            "tag": TAG, "reference": TAG}
     return {name: real[name] for name in names if name in real} or None
 
 
