@@ -51,10 +51,23 @@ class Stats:
             self.counts[key] += n
 
 
+def transient(send, attempts: int = 5) -> httpx.Response:
+    """Send, and send again after a 503 UNAVAILABLE with Retry-After, as a registry client does. A
+    PostgreSQL transaction that fails transiently (e.g. a deadlock victim) is rolled back and answered
+    that way; CI once saw it on a manifest delete racing GC and pushes. Tags must still never break."""
+    for _ in range(attempts - 1):
+        r = send()
+        if r.status_code != 503 or "Retry-After" not in r.headers:
+            return r
+        time.sleep(min(float(r.headers["Retry-After"]), 2.0))
+    return send()
+
+
 def upload(client: httpx.Client, repo: str, data: bytes) -> None:
-    r = client.post(f"/v2/{repo}/blobs/uploads/")
+    r = transient(lambda: client.post(f"/v2/{repo}/blobs/uploads/"))
     assert r.status_code == 202, r.text
-    r = client.put(r.headers["location"], params={"digest": sha(data)}, content=data)
+    location = r.headers["location"]
+    r = transient(lambda: client.put(location, params={"digest": sha(data)}, content=data))
     assert r.status_code == 201, r.text
 
 
@@ -83,7 +96,7 @@ def pusher(url: str, seed: int, stop: threading.Event, stats: Stats) -> None:
                     upload(client, repo, own)
                     upload(client, repo, config)
                     tag = rnd.choice(TAGS)
-                    r = client.put(f"/v2/{repo}/manifests/{tag}", content=body, headers={"Content-Type": OCI_MANIFEST})
+                    r = transient(lambda: client.put(f"/v2/{repo}/manifests/{tag}", content=body, headers={"Content-Type": OCI_MANIFEST}))
                     if r.status_code == 201:
                         break
                     # The protocol's clean failure: a blob was collected meanwhile; push it again.
@@ -95,7 +108,7 @@ def pusher(url: str, seed: int, stop: threading.Event, stats: Stats) -> None:
                 pushed.append((repo, sha(body)))
                 if len(pushed) > 3 and rnd.random() < 0.3:
                     old_repo, old = pushed.pop(rnd.randrange(len(pushed) - 1))
-                    r = client.delete(f"/v2/{old_repo}/manifests/{old}")
+                    r = transient(lambda: client.delete(f"/v2/{old_repo}/manifests/{old}"))
                     assert r.status_code in (202, 404), (r.status_code, r.text)
                     stats.add("deletes")
             except Exception as exc:  # recorded, asserted on after the run
