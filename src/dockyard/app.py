@@ -30,6 +30,9 @@ from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
 from dockyard.domain.events import EventLog
+from dockyard.domain.webhooks.delivery import CONSUMER as WEBHOOK_CONSUMER, WebhookDispatcher
+from dockyard.domain.webhooks.lanes import WEBHOOK_JOB
+from dockyard.domain.webhooks.service import WebhookConfig, WebhookService
 from dockyard.domain.projects import ProjectService
 from dockyard.domain.robots import RobotService
 from dockyard.domain.users import UserService
@@ -105,6 +108,8 @@ class Services:
     pull_gate: PullGate
     events: EventLog
     feed: Feed
+    webhooks: WebhookService
+    webhook_dispatcher: WebhookDispatcher
 
 
 def build_services(settings: Settings) -> Services:
@@ -152,7 +157,7 @@ def build_services(settings: Settings) -> Services:
     jobs = JobQueue(db, lease_seconds=settings.job_lease_seconds)
     scheduler = Scheduler(db, jobs)
     worker = Worker(
-        jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds, lanes={SCAN_JOB: settings.scan_concurrency}
+        jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds, lanes={SCAN_JOB: settings.scan_concurrency, WEBHOOK_JOB: settings.webhook_concurrency}
     )
     gc = GarbageCollector(db, storage, grace_seconds=settings.gc_grace_seconds, audit=audit)
     worker.register("gc", gc.handle)
@@ -201,6 +206,8 @@ def build_services(settings: Settings) -> Services:
     ]
     retention = RetentionService(db, manifests, audit, tag_policy=tag_policy, jobs=jobs, scheduler=scheduler)
     worker.register("retention", retention.handle_job)
+    feed = Feed(db, batch=settings.event_batch_size, poll_seconds=settings.event_poll_seconds)
+    webhooks, webhook_dispatcher = _build_webhooks(settings, db, keys.ring, jobs, worker, feed)
     return Services(
         settings=settings,
         db=db,
@@ -238,8 +245,27 @@ def build_services(settings: Settings) -> Services:
         signatures=signatures,
         pull_gate=pull_gate,
         events=EventLog(db),
-        feed=Feed(db, batch=settings.event_batch_size, poll_seconds=settings.event_poll_seconds),
+        feed=feed,
+        webhooks=webhooks,
+        webhook_dispatcher=webhook_dispatcher,
     )
+
+
+def _build_webhooks(settings: Settings, db: Database, ring, jobs: JobQueue, worker: Worker, feed: Feed):
+    """Webhooks: endpoints, the `webhooks` feed consumer (fan-out) and the delivery job."""
+    config = WebhookConfig(
+        registry_url=settings.public_url or f"http://{settings.host}:{settings.port}",
+        timeout_seconds=settings.webhook_timeout_seconds,
+        max_attempts=settings.webhook_max_attempts,
+        backoff_base_seconds=settings.webhook_backoff_base_seconds,
+        disable_after=settings.webhook_disable_after,
+        allow_private_targets=settings.webhook_allow_private_targets,
+    )
+    service = WebhookService(db, ring, jobs, config)
+    dispatcher = WebhookDispatcher(db, service, jobs, wake=worker.wake)
+    feed.consume(WEBHOOK_CONSUMER, dispatcher.fan_out)
+    worker.register(WEBHOOK_JOB, dispatcher.handle_job)
+    return service, dispatcher
 
 
 async def _flush_pulls(services: Services) -> None:
@@ -293,6 +319,7 @@ def create_app(settings: Settings) -> Starlette:
                               settings.vulndb_update_schedule or None)
         worker = asyncio.create_task(services.worker.run_forever()) if settings.worker_enabled else None
         await services.db.run(services.feed.start)
+        services.webhook_dispatcher.start()
         feed = asyncio.create_task(services.feed.run_forever(durable=settings.worker_enabled))
         pull_flusher = asyncio.create_task(_flush_pulls(services))
         key_refresher = asyncio.create_task(_refresh_keys(services))
@@ -302,6 +329,7 @@ def create_app(settings: Settings) -> Starlette:
             pull_flusher.cancel()
             feed.cancel()
             services.feed.stop()
+            services.webhook_dispatcher.stop()
             key_refresher.cancel()
             with contextlib.suppress(Exception):
                 await services.pulls.flush_async()  # last pull times survive a clean shutdown

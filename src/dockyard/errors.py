@@ -232,3 +232,12 @@ def render(error: DockyardError) -> tuple[int, bytes, dict[str, str]]:
     items = error.errors if isinstance(error, ErrorGroup) else [error]
     body = json.dumps({"errors": [e.to_dict() for e in items]}).encode()
     return error.status, body, error.headers
+
+# -- webhooks (issue 10 part 2) --
+
+
+class WebhookTargetForbidden(Denied):
+    """A webhook URL resolves to a loopback, private or link-local address and the caller may not
+    target those (system administrators only, with webhook_allow_private_targets on)."""
+
+    default_message = "webhook target address not allowed"

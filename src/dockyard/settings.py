@@ -206,6 +206,25 @@ class Settings(BaseSettings):
     event_batch_size: int = Field(200, ge=1, le=10_000, description="Events a consumer reads per transaction.")
 
     # -- webhooks (issue 10 part 2) --
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="Time one webhook delivery attempt may take (connect, send, read the answer)."
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, le=50, description="Attempts per delivery before it is dead-lettered (state `dead`)."
+    )
+    webhook_backoff_base_seconds: float = Field(
+        10.0, gt=0, le=3600,
+        description="Delay before the 2nd attempt; it doubles per attempt (capped at 1 hour), with ±50% jitter.",
+    )
+    webhook_disable_after: int = Field(
+        10, ge=0, le=10_000,
+        description="An endpoint is disabled after this many consecutive dead deliveries (0: never).",
+    )
+    webhook_allow_private_targets: bool = Field(
+        False,
+        description="Allow system administrators (only them) to target loopback, private and link-local addresses.",
+    )
+    webhook_concurrency: int = Field(4, ge=1, le=64, description="Webhook deliveries one worker process sends at once.")
 
     # -- metrics, health and logs (issue 10 part 3) --
 

@@ -84,6 +84,7 @@ CELLS: dict[str, tuple[str, str, int]] = {
     "members-add-api": ("manage-members", "api", 201),
     "members-remove-api": ("manage-members", "api", 204),
     "policies-api": ("manage-policies", "api", 200),
+    "webhooks-api": ("manage-webhooks", "api", 200),
     "audit-api": ("read-audit", "api", 200),
 }
 
@@ -247,6 +248,7 @@ class World:
             "trusted-keys-read-api": f"/api/v1/projects/{project}/security/trusted-keys",
             "tag-rules-read-api": f"/api/v1/projects/{project}/tag-rules",
             "quota-read-api": f"/api/v1/projects/{project}/quota",
+            "webhooks-api": f"/api/v1/projects/{project}/webhooks",
         }
         if cell in reads:
             r = await c.get(reads[cell], auth=auth)

@@ -48,6 +48,7 @@ EVENT_TYPES: dict[str, str] = {
     "robot.updated": "A robot account was changed (permissions, secret, enabled).",
     "robot.deleted": "A robot account was deleted.",
     "policy.changed": "A project policy changed (data.kind: tag_rules, retention, security, quota, webhook).",
+    "webhook.disabled": "A webhook endpoint was disabled after too many consecutive dead deliveries (data: webhook, name).",
 }
 
 

@@ -84,6 +84,12 @@ MATRIX: tuple[Permission, ...] = (
         _ADMIN,
     ),
     Permission(
+        "manage-webhooks", "manage webhooks",
+        "`/api/v1/projects/{project}/webhooks` (list, create, change, delete, ping, rotate-secret, deliveries, "
+        "redeliver); system-wide hooks (`/api/v1/system/webhooks`) are for system admins only",
+        _ADMIN,
+    ),
+    Permission(
         "read-audit", "read audit log",
         "`GET /api/v1/audit?project={project}`",
         _ADMIN, system_admin="✓ (also across projects)",

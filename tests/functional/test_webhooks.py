@@ -1,0 +1,309 @@
+"""Webhooks through /api/v1, in process: delivery, retries, the log, redeliver, ping, disabling,
+per-endpoint ordering, the SSRF guard and who may see which hooks.
+
+The app runs without its background worker; the test drives the feed (`feed.drain()`) and the
+job queue (`worker.run_pending()`) itself, polling with a deadline. The receiver is an
+httpx.MockTransport, and DNS is a table (`resolver`), so no test depends on the network.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import anyio.to_thread
+import httpx
+import pytest
+from sqlalchemy import select
+from standardwebhooks import Webhook
+
+from dockyard.app import create_app
+from dockyard.domain.events import record
+from dockyard.metadata.event_tables import events
+from dockyard.metadata.webhook_tables import webhook_deliveries
+from dockyard.settings import Settings
+
+from .helpers import API_CLIENT
+
+ADMIN = ("admin", "admin-password-1")
+PASSWORD = "password-123"
+BASE = "http://registry.test"
+DNS = {"hooks.example": ["93.184.216.34"], "rebind.example": ["93.184.216.35"], "inside.example": ["127.0.0.1"],
+       "metadata.example": ["169.254.169.254"]}
+
+
+class Receiver:
+    """Answers with the queued statuses (then 200) and keeps every request."""
+
+    def __init__(self):
+        self.statuses: list[int] = []
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        status = self.statuses.pop(0) if self.statuses else 200
+        return httpx.Response(status, text=f"answer {status} \x1b[31m" + "x" * 3000)
+
+    def bodies(self) -> list[dict]:
+        return [json.loads(r.content) for r in self.requests]
+
+
+class Env:
+    def __init__(self, app, api: httpx.AsyncClient, receiver: Receiver):
+        self.app, self.api, self.receiver = app, api, receiver
+        self.services = app.state.services
+
+    async def user(self, name: str, **memberships: str) -> tuple[str, str]:
+        r = await self.api.post("/api/v1/users", json={"username": name, "password": PASSWORD})
+        assert r.status_code == 201, r.text
+        for project, role in memberships.items():
+            r = await self.api.post(f"/api/v1/projects/{project}/members", json={"username": name, "role": role})
+            assert r.status_code == 201, r.text
+        return (name, PASSWORD)
+
+    async def project(self, name: str) -> None:
+        r = await self.api.post("/api/v1/projects", json={"name": name})
+        assert r.status_code == 201, r.text
+
+    async def hook(self, project: str | None, url: str = "https://hooks.example/in", auth=None, **body) -> dict:
+        path = "/api/v1/system/webhooks" if project is None else f"/api/v1/projects/{project}/webhooks"
+        body.setdefault("event_types", ["artifact"])  # not the hook's own policy.changed event
+        r = await self.api.post(path, json={"url": url, **body}, auth=auth or ADMIN)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def event(self, type: str, repository: str, tag: str | None = "v1", digest: str = "sha256:" + "a" * 64) -> str:
+        with self.services.db.write() as conn:
+            record(conn, type, repository=repository, tag=tag, digest=digest, data={"via": "push"}, actor="alice")
+            return conn.execute(select(events.c.key).order_by(events.c.id.desc()).limit(1)).scalar_one()
+
+    async def pump(self, until, seconds: float = 10.0) -> None:
+        """Run the feed and due jobs until `until()` holds (delivery retries are due within ms)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            await anyio.to_thread.run_sync(self.services.feed.drain)
+            await anyio.to_thread.run_sync(self.services.worker.run_pending)
+            if until():
+                return
+            assert time.monotonic() < deadline, "condition not reached in time"
+            await anyio.sleep(0.01)
+
+    def deliveries(self) -> list:
+        with self.services.db.read() as conn:
+            return conn.execute(select(webhook_deliveries).order_by(webhook_deliveries.c.id)).all()
+
+
+@pytest.fixture(params=[True], ids=["private-targets-allowed"])
+async def env(request, tmp_path: Path):
+    env_ = await _open(tmp_path, allow_private=request.param)
+    async with env_ as e:
+        yield e
+
+
+class _Open:
+    def __init__(self, tmp_path: Path, **settings):
+        self.tmp_path, self.settings = tmp_path, settings
+
+    async def __aenter__(self) -> Env:
+        s = Settings(
+            data_dir=self.tmp_path / "data", admin_password=ADMIN[1], worker_enabled=False,
+            webhook_allow_private_targets=self.settings.get("allow_private", True),
+            webhook_backoff_base_seconds=0.001, webhook_max_attempts=self.settings.get("max_attempts", 5),
+            webhook_disable_after=self.settings.get("disable_after", 3),
+        )
+        self.app = create_app(s)
+        self.lifespan = self.app.router.lifespan_context(self.app)
+        await self.lifespan.__aenter__()
+        self.receiver = Receiver()
+        services = self.app.state.services
+        services.webhook_dispatcher.transport = httpx.MockTransport(self.receiver)
+        services.webhook_dispatcher.rand = lambda: 0.5
+        services.webhooks.resolver = lambda host, port: DNS[host]
+        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+        self.client = httpx.AsyncClient(headers=API_CLIENT, transport=transport, base_url=BASE, auth=ADMIN)
+        return Env(self.app, self.client, self.receiver)
+
+    async def __aexit__(self, *exc) -> None:
+        await self.client.aclose()
+        await self.lifespan.__aexit__(None, None, None)
+
+
+async def _open(tmp_path: Path, **settings) -> _Open:
+    return _Open(tmp_path, **settings)
+
+
+async def test_three_500s_then_200_is_one_success_with_four_logged_attempts_and_valid_signatures(env: Env):
+    await env.project("acme")
+    hook = await env.hook("acme")
+    assert hook["secret"].startswith("whsec_") and "secret" not in (await env.api.get(f"/api/v1/projects/acme/webhooks/{hook['id']}")).json()
+    env.receiver.statuses = [500, 500, 500]
+    key = env.event("artifact.pushed", "acme/app")
+    await env.pump(lambda: env.deliveries() and env.deliveries()[0].state != "queued")
+
+    assert [r.content for r in env.receiver.requests].count(env.receiver.requests[0].content) == 4
+    verifier = Webhook(hook["secret"])
+    for request in env.receiver.requests:
+        assert request.headers["webhook-id"] == key
+        assert request.headers["content-type"] == "application/cloudevents+json"
+        assert request.headers["host"] == "hooks.example"
+        verifier.verify(request.content, dict(request.headers))
+    body = env.receiver.bodies()[0]
+    assert body["type"] == "io.dockyard.artifact.pushed" and body["id"] == key and body["specversion"] == "1.0"
+    assert body["subject"] == "acme/app:v1" and body["data"]["via"] == "push"
+
+    r = await env.api.get(f"/api/v1/projects/acme/webhooks/{hook['id']}/deliveries")
+    assert r.status_code == 200, r.text
+    [delivery] = r.json()
+    assert delivery["state"] == "succeeded" and delivery["attempts"] == 4 and delivery["event_key"] == key
+    assert [a["status_code"] for a in delivery["log"]] == [500, 500, 500, 200]
+    assert [a["outcome"] for a in delivery["log"]] == ["failed", "failed", "failed", "succeeded"]
+    body_log = delivery["log"][0]["response_body"]
+    assert body_log.startswith("answer 500 \\x1b[31m") and len(body_log) == 1025 and body_log.endswith("…") and "\x1b" not in body_log
+    assert all(a["duration_ms"] >= 0 for a in delivery["log"])
+
+    # Redeliver: the same webhook-id again, a fifth attempt in the log.
+    r = await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/deliveries/{delivery['id']}/redeliver")
+    assert r.status_code == 200 and r.json()["state"] == "queued", r.text
+    await env.pump(lambda: env.deliveries()[0].state == "succeeded")
+    assert len(env.receiver.requests) == 5 and env.receiver.requests[-1].headers["webhook-id"] == key
+    assert env.deliveries()[0].attempts == 5
+
+    # Ping: sent in the request, logged as a delivery of its own.
+    r = await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping")
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "succeeded" and r.json()["log"][0]["status_code"] == 200
+    assert env.receiver.bodies()[-1]["type"] == "io.dockyard.webhook.ping"
+    verifier.verify(env.receiver.requests[-1].content, dict(env.receiver.requests[-1].headers))
+
+    # Rotation: the old secret no longer verifies the next request.
+    r = await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/rotate-secret")
+    new_secret = r.json()["secret"]
+    assert new_secret != hook["secret"]
+    await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping")
+    Webhook(new_secret).verify(env.receiver.requests[-1].content, dict(env.receiver.requests[-1].headers))
+    with pytest.raises(Exception):
+        verifier.verify(env.receiver.requests[-1].content, dict(env.receiver.requests[-1].headers))
+
+
+async def test_filters_formats_and_system_hooks(env: Env):
+    await env.project("acme")
+    await env.project("other")
+    await env.hook("acme", format="harbor", event_types=["artifact"], repository_pattern="app/*", tag_pattern="v*")
+    await env.hook(None, url="https://hooks.example/slack", format="slack", event_types=["artifact.deleted"])
+    env.event("artifact.pushed", "acme/app/web", tag="v2")  # harbor hook
+    env.event("artifact.pushed", "acme/app/web", tag="latest")  # tag glob: no
+    env.event("artifact.pushed", "acme/lib", tag="v1")  # repository glob: no
+    env.event("tag.deleted", "acme/app/web", tag="v1")  # type: no
+    env.event("artifact.deleted", "other/x", tag="v1")  # system hook
+    await env.pump(lambda: len(env.receiver.requests) == 2 and all(d.state == "succeeded" for d in env.deliveries()))
+    harbor, slack = sorted(env.receiver.bodies(), key=lambda b: "text" in b)
+    assert harbor["type"] == "PUSH_ARTIFACT" and harbor["operator"] == "alice"
+    assert harbor["event_data"]["repository"] == {
+        "date_created": harbor["occur_at"], "name": "app/web", "namespace": "acme", "repo_full_name": "acme/app/web",
+        "repo_type": "private"}
+    assert harbor["event_data"]["resources"][0]["resource_url"].endswith("/acme/app/web:v2")
+    assert "artifact.deleted" in slack["text"] and "other/x:v1" in slack["text"]
+
+
+async def test_a_repository_lane_is_delivered_in_order_and_a_dead_endpoint_is_disabled(tmp_path: Path):
+    async with await _open(tmp_path, max_attempts=2, disable_after=2) as env:
+        await env.project("acme")
+        hook = await env.hook("acme")
+        env.receiver.statuses = [503]  # the first request fails once
+        k1 = env.event("artifact.pushed", "acme/a")
+        k2 = env.event("artifact.pushed", "acme/a")
+        k3 = env.event("artifact.pushed", "acme/b")
+        await anyio.to_thread.run_sync(env.services.feed.drain)
+        parked = {d.event_key: d.next_attempt_at is None for d in env.deliveries()}
+        assert parked == {k1: False, k2: True, k3: False}  # k2 waits behind k1 in lane acme/a
+        await env.pump(lambda: all(d.state == "succeeded" for d in env.deliveries()))
+        lane_a = [r.headers["webhook-id"] for r in env.receiver.requests if r.headers["webhook-id"] != k3]
+        assert lane_a == [k1, k1, k2]
+
+        # Every request fails now: two dead deliveries in a row disable the endpoint.
+        env.receiver.statuses = [500] * 10
+        env.event("artifact.pushed", "acme/c")
+        env.event("artifact.pushed", "acme/d")
+        await env.pump(lambda: sum(d.state == "dead" for d in env.deliveries()) == 2)
+        r = await env.api.get(f"/api/v1/projects/acme/webhooks/{hook['id']}")
+        assert r.json()["enabled"] is False and "2 consecutive dead deliveries" in r.json()["disabled_reason"]
+        with env.services.db.read() as conn:
+            disabled = conn.execute(select(events.c.data).where(events.c.type == "webhook.disabled")).scalars().all()
+        assert len(disabled) == 1 and json.loads(disabled[0])["webhook"] == hook["id"]
+        # While disabled nothing is sent; re-enabling sends what was queued meanwhile.
+        sent = len(env.receiver.requests)
+        k5 = env.event("artifact.pushed", "acme/e")
+        await env.pump(lambda: True)
+        assert len(env.receiver.requests) == sent
+        r = await env.api.patch(f"/api/v1/projects/acme/webhooks/{hook['id']}", json={"enabled": True})
+        assert r.json()["enabled"] is True and r.json()["consecutive_failures"] == 0
+        env.receiver.statuses = []
+        k6 = env.event("artifact.pushed", "acme/e")
+        await env.pump(lambda: any(r.headers["webhook-id"] == k6 for r in env.receiver.requests))
+        assert k5 not in [r.headers["webhook-id"] for r in env.receiver.requests]  # never matched: the hook was off
+
+
+INTERNAL = ["http://127.0.0.1:9/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]/x",
+            "http://[::ffff:127.0.0.1]/x", "http://10.0.0.5/x", "http://inside.example/x", "http://metadata.example/x"]
+
+
+async def test_project_admins_cannot_target_internal_addresses_and_see_only_their_hooks(env: Env):
+    await env.project("acme")
+    await env.project("other")
+    pa = await env.user("pa", acme="admin")
+    await env.user("dev", acme="developer")
+    for url in INTERNAL:
+        r = await env.api.post("/api/v1/projects/acme/webhooks", json={"url": url}, auth=pa)
+        assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", (url, r.text)
+    mine = await env.hook("acme", auth=pa)
+    r = await env.api.patch(f"/api/v1/projects/acme/webhooks/{mine['id']}", json={"url": "http://127.0.0.1/"}, auth=pa)
+    assert r.status_code == 403
+    # A system administrator may, with webhook_allow_private_targets on (this app).
+    admins = await env.hook("acme", url="http://127.0.0.1:9/hook")
+    theirs = await env.hook("other")
+    system = await env.hook(None)
+
+    r = await env.api.get("/api/v1/projects/acme/webhooks", auth=pa)
+    assert sorted(h["id"] for h in r.json()) == sorted([mine["id"], admins["id"]])
+    assert all("secret" not in h for h in r.json())
+    for path in (f"/api/v1/projects/other/webhooks", f"/api/v1/projects/other/webhooks/{theirs['id']}",
+                 f"/api/v1/projects/acme/webhooks/{theirs['id']}", f"/api/v1/projects/acme/webhooks/{system['id']}",
+                 f"/api/v1/projects/acme/webhooks/{theirs['id']}/deliveries"):
+        r = await env.api.get(path, auth=pa)
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NOT_FOUND", (path, r.text)
+    r = await env.api.get("/api/v1/system/webhooks", auth=pa)
+    assert r.status_code == 403
+    r = await env.api.get("/api/v1/projects/acme/webhooks", auth=("dev", PASSWORD))
+    assert r.status_code == 403
+
+
+async def test_a_name_that_later_resolves_inside_is_refused_at_delivery(env: Env):
+    await env.project("acme")
+    pa = await env.user("pa", acme="admin")
+    hook = await env.hook("acme", url="https://rebind.example/in", auth=pa)
+    DNS_before = DNS["rebind.example"]
+    env.services.webhooks.resolver = lambda host, port: ["127.0.0.1"] if host == "rebind.example" else DNS[host]
+    try:
+        env.event("artifact.pushed", "acme/app")
+        await env.pump(lambda: env.deliveries() and env.deliveries()[0].state == "dead")
+    finally:
+        DNS["rebind.example"] = DNS_before
+    assert env.receiver.requests == []
+    r = await env.api.get(f"/api/v1/projects/acme/webhooks/{hook['id']}/deliveries", auth=pa)
+    assert all(a["error"].startswith("target refused") for a in r.json()[0]["log"])
+
+
+async def test_with_the_setting_off_not_even_an_admin_targets_loopback(tmp_path: Path):
+    async with await _open(tmp_path, allow_private=False) as env:
+        await env.project("acme")
+        for project in ("acme", None):
+            path = "/api/v1/system/webhooks" if project is None else "/api/v1/projects/acme/webhooks"
+            r = await env.api.post(path, json={"url": "http://127.0.0.1:8080/x"})
+            assert r.status_code == 403 and "webhook_allow_private_targets" in r.json()["errors"][0]["message"]
+        r = await env.api.post("/api/v1/projects/acme/webhooks", json={"url": "ftp://hooks.example/x"})
+        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "INVALID_REQUEST"
+        r = await env.api.post("/api/v1/projects/acme/webhooks", json={"url": "https://hooks.example/", "event_types": ["nope"]})
+        assert r.status_code == 400
+        r = await env.api.post("/api/v1/projects/acme/webhooks", json={"url": "https://hooks.example/", "format": "xml"})
+        assert r.status_code == 400
