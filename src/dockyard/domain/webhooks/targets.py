@@ -55,6 +55,8 @@ def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
 def is_internal(address: str | IPAddress) -> bool:
     """True for any address that is not globally routable (or that carries one that is not)."""
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return is_internal(ip.ipv4_mapped)  # ::ffff:a.b.c.d reaches a.b.c.d, and only it
     inner = embedded_ipv4(ip)
     if inner is not None and is_internal(inner):
         return True
