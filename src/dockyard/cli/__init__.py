@@ -93,6 +93,10 @@ from dockyard.cli.policy import policy as _policy  # noqa: E402  (`dockyard poli
 
 app.add_typer(_policy, name="policy")
 
+from dockyard.cli.webhooks import webhooks as _webhooks  # noqa: E402  (`dockyard webhooks …`)
+
+app.add_typer(_webhooks, name="webhooks")
+
 
 def _add_job_commands() -> None:
     import dockyard.cli as helpers

@@ -56,7 +56,7 @@ class WebhookUpdate(Input):
     event_types: list[str] | None = None
     repository_pattern: str | None = None
     tag_pattern: str | None = None
-    enabled: bool | None = Field(None, description="true re-enables a disabled hook and sends what it queued.")
+    enabled: bool | None = Field(None, description="true re-enables a disabled hook; deliveries pending when it was disabled go out.")
 
 
 class AttemptOut(Model):

@@ -196,7 +196,7 @@ class WebhookService:
 
     def update(self, webhook_id: int, project: str | None, *, caller_is_admin: bool = False, **changes: Any) -> Webhook:
         """Change url, name, format, filters or `enabled`. Re-enabling clears the failure count and
-        sends what was queued while the hook was off."""
+        sends the deliveries that were pending when it was disabled (events while it was off matched nothing)."""
         allowed = {"name", "url", "format", "event_types", "repository_pattern", "tag_pattern", "enabled"}
         unknown = set(changes) - allowed
         if unknown:
