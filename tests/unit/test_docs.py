@@ -46,3 +46,19 @@ def test_every_cli_command_is_documented():
     assert "serve" in commands
     for command in commands:
         assert f"`dockyard {command}" in text, f"command `dockyard {command}` missing from docs/cli.md"
+
+
+def test_webhooks_doc_covers_every_format_header_and_setting():
+    from dockyard.domain.webhooks.formats import FORMATS, HARBOR_TYPES
+
+    text = (DOCS / "webhooks.md").read_text()
+    for fmt in FORMATS:
+        assert f"### `{fmt}`" in text, f"payload format {fmt} has no section (with an example) in docs/webhooks.md"
+    for header in ("webhook-id", "webhook-timestamp", "webhook-signature", "application/cloudevents+json"):
+        assert f"`{header}`" in text
+    for harbor_type in set(HARBOR_TYPES.values()):
+        assert f"`{harbor_type}`" in text, f"Harbor type {harbor_type} missing from docs/webhooks.md"
+    for name in Settings.model_fields:
+        if name.startswith("webhook_"):
+            assert f"`{name}`" in text, f"setting {name} missing from docs/webhooks.md"
+    assert "from standardwebhooks import Webhook" in text
