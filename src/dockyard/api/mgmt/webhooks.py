@@ -1,14 +1,17 @@
 """/api/v1/projects/{project}/webhooks (manage-webhooks: project admins) and /api/v1/system/webhooks
 (system administrators): endpoints, ping, secret rotation, the delivery log and redelivery."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the handlers' `Scope` is local to _routes, and FastAPI
+# must see it as an evaluated annotation.
 
 from datetime import datetime
 
-from fastapi import APIRouter, Query, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import Field
 
-from dockyard.api.mgmt.common import Caller, CallerDep, Input, Model, PagingDep, paged
+from dockyard.api.mgmt.common import CallerDep, Input, Model, PagingDep, paged
 from dockyard.domain.webhooks.service import Webhook
 
 router = APIRouter(tags=["webhooks"])
@@ -31,7 +34,7 @@ class WebhookOut(Model):
     updated_at: datetime
 
     @classmethod
-    def of(cls, hook: Webhook) -> WebhookOut:
+    def of(cls, hook: Webhook) -> "WebhookOut":
         return cls.model_validate(hook)
 
 
@@ -86,13 +89,16 @@ class DeliveryOut(Model):
     log: list[AttemptOut]
 
 
-def _scope(caller: Caller, project: str | None) -> str | None:
-    """Project hooks: the project's admins (manage-webhooks); system hooks: system administrators."""
-    if project is None:
-        caller.require_admin()
-    else:
-        caller.require_project(project, "manage-webhooks")
+def project_scope(project: str, caller: CallerDep) -> str:
+    """Project hooks: the project's admins (manage-webhooks); others get 404 or 403 as for any project."""
+    caller.require_project(project, "manage-webhooks")
     return project
+
+
+def system_scope(caller: CallerDep) -> None:
+    """System-wide hooks: system administrators only."""
+    caller.require_admin()
+    return None
 
 
 def _name(body: WebhookCreate) -> str:
@@ -106,23 +112,20 @@ def _name(body: WebhookCreate) -> str:
         return body.url[:100]
 
 
-def _routes(prefix: str, project_param: bool) -> None:
-    """The same operations under both prefixes; `project_param` says whether the path names a project."""
-
-    def scope(caller: Caller, project: str | None) -> str | None:
-        return _scope(caller, project if project_param else None)
-
-    tag = "project" if project_param else "system"
+def _routes(prefix: str, scope_dependency) -> None:
+    """The same operations under both prefixes; the dependency authorizes and names the scope
+    (a project, or None for the system-wide hooks)."""
+    Scope = Annotated[str | None, Depends(scope_dependency)]
+    tag = "project" if scope_dependency is project_scope else "system"
 
     @router.get(prefix, response_model=list[WebhookOut], summary=f"List {tag} webhooks", name=f"list_{tag}_webhooks")
-    def list_hooks(caller: CallerDep, paging: PagingDep, request: Request, response: Response, project: str | None = None):
-        page = caller.services.webhooks.list(scope(caller, project), paging.page, paging.page_size)
+    def list_hooks(caller: CallerDep, paging: PagingDep, request: Request, response: Response, p: Scope):
+        page = caller.services.webhooks.list(p, paging.page, paging.page_size)
         return paged(request, response, page, WebhookOut.of)
 
     @router.post(prefix, response_model=WebhookWithSecret, status_code=201, name=f"create_{tag}_webhook",
                  summary=f"Create a {tag} webhook; its signing secret is returned once")
-    def create_hook(body: WebhookCreate, caller: CallerDep, project: str | None = None):
-        p = scope(caller, project)
+    def create_hook(body: WebhookCreate, caller: CallerDep, p: Scope):
         hook, secret = caller.services.webhooks.create(
             p, name=_name(body), url=body.url, format=body.format, event_types=body.event_types,
             repository_pattern=body.repository_pattern, tag_pattern=body.tag_pattern, enabled=body.enabled,
@@ -132,35 +135,31 @@ def _routes(prefix: str, project_param: bool) -> None:
         return WebhookWithSecret(**WebhookOut.of(hook).model_dump(), secret=secret)
 
     @router.get(prefix + "/{webhook_id}", response_model=WebhookOut, name=f"get_{tag}_webhook", summary=f"One {tag} webhook")
-    def get_hook(webhook_id: int, caller: CallerDep, project: str | None = None):
-        return WebhookOut.of(caller.services.webhooks.get(webhook_id, scope(caller, project)))
+    def get_hook(webhook_id: int, caller: CallerDep, p: Scope):
+        return WebhookOut.of(caller.services.webhooks.get(webhook_id, p))
 
     @router.patch(prefix + "/{webhook_id}", response_model=WebhookOut, name=f"update_{tag}_webhook",
                   summary=f"Change a {tag} webhook (url, format, filters, enabled)")
-    def update_hook(webhook_id: int, body: WebhookUpdate, caller: CallerDep, project: str | None = None):
-        p = scope(caller, project)
+    def update_hook(webhook_id: int, body: WebhookUpdate, caller: CallerDep, p: Scope):
         changes = body.model_dump(exclude_unset=True)
         hook = caller.services.webhooks.update(webhook_id, p, caller_is_admin=caller.is_admin, **changes)
         caller.audit("webhook.update", f"webhook {webhook_id}", project=p, detail={"fields": sorted(changes)})
         return WebhookOut.of(hook)
 
     @router.delete(prefix + "/{webhook_id}", status_code=204, name=f"delete_{tag}_webhook", summary=f"Delete a {tag} webhook")
-    def delete_hook(webhook_id: int, caller: CallerDep, project: str | None = None):
-        p = scope(caller, project)
+    def delete_hook(webhook_id: int, caller: CallerDep, p: Scope):
         caller.services.webhooks.delete(webhook_id, p)
         caller.audit("webhook.delete", f"webhook {webhook_id}", project=p)
         return Response(status_code=204)
 
     @router.post(prefix + "/{webhook_id}/ping", response_model=DeliveryOut, name=f"ping_{tag}_webhook",
                  summary="Send a webhook.ping now and return its delivery")
-    def ping_hook(webhook_id: int, caller: CallerDep, project: str | None = None):
-        p = scope(caller, project)
+    def ping_hook(webhook_id: int, caller: CallerDep, p: Scope):
         return caller.services.webhook_dispatcher.ping(webhook_id, p)
 
     @router.post(prefix + "/{webhook_id}/rotate-secret", response_model=WebhookWithSecret, name=f"rotate_{tag}_webhook_secret",
                  summary="A new signing secret, returned once; the old one stops at once")
-    def rotate_secret(webhook_id: int, caller: CallerDep, project: str | None = None):
-        p = scope(caller, project)
+    def rotate_secret(webhook_id: int, caller: CallerDep, p: Scope):
         hook, secret = caller.services.webhooks.rotate_secret(webhook_id, p)
         caller.audit("webhook.rotate-secret", f"webhook {webhook_id}", project=p)
         return WebhookWithSecret(**WebhookOut.of(hook).model_dump(), secret=secret)
@@ -168,20 +167,19 @@ def _routes(prefix: str, project_param: bool) -> None:
     @router.get(prefix + "/{webhook_id}/deliveries", response_model=list[DeliveryOut], name=f"{tag}_webhook_deliveries",
                 summary="The delivery log, newest first, with every attempt")
     def deliveries(webhook_id: int, caller: CallerDep, paging: PagingDep, request: Request, response: Response,
-                   project: str | None = None,
+                   p: Scope,
                    state: str | None = Query(None, description="queued, succeeded, dead or failed.")):
-        page = caller.services.webhooks.deliveries(webhook_id, scope(caller, project), paging.page, paging.page_size, state)
+        page = caller.services.webhooks.deliveries(webhook_id, p, paging.page, paging.page_size, state)
         return paged(request, response, page, lambda item: item)
 
     @router.post(prefix + "/{webhook_id}/deliveries/{delivery_id}/redeliver", response_model=DeliveryOut,
                  name=f"redeliver_{tag}_webhook", summary="Queue a delivery again (same webhook-id, fresh attempts)")
-    def redeliver(webhook_id: int, delivery_id: int, caller: CallerDep, project: str | None = None):
-        p = scope(caller, project)
+    def redeliver(webhook_id: int, delivery_id: int, caller: CallerDep, p: Scope):
         out = caller.services.webhooks.redeliver(webhook_id, p, delivery_id)
         caller.services.worker.wake()
         caller.audit("webhook.redeliver", f"webhook {webhook_id} delivery {delivery_id}", project=p)
         return out
 
 
-_routes("/projects/{project}/webhooks", True)
-_routes("/system/webhooks", False)
+_routes("/projects/{project}/webhooks", project_scope)
+_routes("/system/webhooks", system_scope)
