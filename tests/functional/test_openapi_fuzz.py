@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -114,6 +115,18 @@ def _seed(client: ASGIClient) -> None:
     for path, body in steps:
         r = client.post(path, json=body, headers=ADMIN_AUTH)
         assert r.status_code in (201, 409), f"seeding POST {path}: {r.status_code} {r.text}"
+    for scope, base in (("project", f"/api/v1/projects/{PROJECT}/webhooks"), ("system", "/api/v1/system/webhooks")):
+        hooks = client.get(base, headers=ADMIN_AUTH).json()
+        if not hooks:
+            r = client.post(base, json={"url": "https://hooks.example/fuzz"}, headers=ADMIN_AUTH)
+            assert r.status_code == 201, f"seeding a {scope} webhook: {r.status_code} {r.text}"
+            hooks = [r.json()]
+        r = client.post(f"{base}/{hooks[0]['id']}/ping", headers=ADMIN_AUTH)  # a delivery to redeliver
+        assert r.status_code == 200, f"seeding a delivery: {r.status_code} {r.text}"
+        WEBHOOKS[scope] = (str(hooks[0]["id"]), str(r.json()["id"]))
+
+
+WEBHOOKS: dict[str, tuple[str, str]] = {}  # scope -> (webhook id, delivery id) of the seeded hooks
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +144,10 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory):
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)
     # Random Authorization headers would be failed logins (and trip the login throttle).
     schema.config.generation.update(with_security_parameters=False)
+    # Webhooks neither resolve names nor leave the process: every host is a public address, and
+    # every request is answered by a stand-in receiver.
+    app.state.services.webhooks.resolver = lambda host, port: ["93.184.216.34"]
+    app.state.services.webhook_dispatcher.transport = httpx.MockTransport(lambda request: httpx.Response(204))
     client = ASGIClient(app)
     with client:  # runs the app's lifespan
         _seed(client)
@@ -150,6 +167,9 @@ def _seeded_path_parameters(operation) -> dict[str, str] | None:
         return None
     real = {"project": PROJECT, "username": USER, "name": ROBOT if operation.path.startswith("/robots") else REPO,
             "tag": TAG, "reference": TAG}
+    if "webhook_id" in names:
+        webhook_id, delivery_id = WEBHOOKS["system" if operation.path.startswith("/system") else "project"]
+        real.update(webhook_id=webhook_id, delivery_id=delivery_id)
     return {name: real[name] for name in names if name in real} or None
 
 

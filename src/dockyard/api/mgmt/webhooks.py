@@ -8,13 +8,15 @@ from datetime import datetime
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import Field
 
 from dockyard.api.mgmt.common import CallerDep, Input, Model, PagingDep, paged
 from dockyard.domain.webhooks.service import Webhook
 
 router = APIRouter(tags=["webhooks"])
+WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The webhook's id.")]
+DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The delivery's id.")]
 
 
 class WebhookOut(Model):
@@ -135,38 +137,38 @@ def _routes(prefix: str, scope_dependency) -> None:
         return WebhookWithSecret(**WebhookOut.of(hook).model_dump(), secret=secret)
 
     @router.get(prefix + "/{webhook_id}", response_model=WebhookOut, name=f"get_{tag}_webhook", summary=f"One {tag} webhook")
-    def get_hook(webhook_id: int, caller: CallerDep, p: Scope):
+    def get_hook(webhook_id: WebhookId, caller: CallerDep, p: Scope):
         return WebhookOut.of(caller.services.webhooks.get(webhook_id, p))
 
     @router.patch(prefix + "/{webhook_id}", response_model=WebhookOut, name=f"update_{tag}_webhook",
                   summary=f"Change a {tag} webhook (url, format, filters, enabled)")
-    def update_hook(webhook_id: int, body: WebhookUpdate, caller: CallerDep, p: Scope):
+    def update_hook(webhook_id: WebhookId, body: WebhookUpdate, caller: CallerDep, p: Scope):
         changes = body.model_dump(exclude_unset=True)
         hook = caller.services.webhooks.update(webhook_id, p, caller_is_admin=caller.is_admin, **changes)
         caller.audit("webhook.update", f"webhook {webhook_id}", project=p, detail={"fields": sorted(changes)})
         return WebhookOut.of(hook)
 
     @router.delete(prefix + "/{webhook_id}", status_code=204, name=f"delete_{tag}_webhook", summary=f"Delete a {tag} webhook")
-    def delete_hook(webhook_id: int, caller: CallerDep, p: Scope):
+    def delete_hook(webhook_id: WebhookId, caller: CallerDep, p: Scope):
         caller.services.webhooks.delete(webhook_id, p)
         caller.audit("webhook.delete", f"webhook {webhook_id}", project=p)
         return Response(status_code=204)
 
     @router.post(prefix + "/{webhook_id}/ping", response_model=DeliveryOut, name=f"ping_{tag}_webhook",
                  summary="Send a webhook.ping now and return its delivery")
-    def ping_hook(webhook_id: int, caller: CallerDep, p: Scope):
+    def ping_hook(webhook_id: WebhookId, caller: CallerDep, p: Scope):
         return caller.services.webhook_dispatcher.ping(webhook_id, p)
 
     @router.post(prefix + "/{webhook_id}/rotate-secret", response_model=WebhookWithSecret, name=f"rotate_{tag}_webhook_secret",
                  summary="A new signing secret, returned once; the old one stops at once")
-    def rotate_secret(webhook_id: int, caller: CallerDep, p: Scope):
+    def rotate_secret(webhook_id: WebhookId, caller: CallerDep, p: Scope):
         hook, secret = caller.services.webhooks.rotate_secret(webhook_id, p)
         caller.audit("webhook.rotate-secret", f"webhook {webhook_id}", project=p)
         return WebhookWithSecret(**WebhookOut.of(hook).model_dump(), secret=secret)
 
     @router.get(prefix + "/{webhook_id}/deliveries", response_model=list[DeliveryOut], name=f"{tag}_webhook_deliveries",
                 summary="The delivery log, newest first, with every attempt")
-    def deliveries(webhook_id: int, caller: CallerDep, paging: PagingDep, request: Request, response: Response,
+    def deliveries(webhook_id: WebhookId, caller: CallerDep, paging: PagingDep, request: Request, response: Response,
                    p: Scope,
                    state: str | None = Query(None, description="queued, succeeded, dead or failed.")):
         page = caller.services.webhooks.deliveries(webhook_id, p, paging.page, paging.page_size, state)
@@ -174,7 +176,7 @@ def _routes(prefix: str, scope_dependency) -> None:
 
     @router.post(prefix + "/{webhook_id}/deliveries/{delivery_id}/redeliver", response_model=DeliveryOut,
                  name=f"redeliver_{tag}_webhook", summary="Queue a delivery again (same webhook-id, fresh attempts)")
-    def redeliver(webhook_id: int, delivery_id: int, caller: CallerDep, p: Scope):
+    def redeliver(webhook_id: WebhookId, delivery_id: DeliveryId, caller: CallerDep, p: Scope):
         out = caller.services.webhooks.redeliver(webhook_id, p, delivery_id)
         caller.services.worker.wake()
         caller.audit("webhook.redeliver", f"webhook {webhook_id} delivery {delivery_id}", project=p)
