@@ -21,7 +21,7 @@ from standardwebhooks import Webhook
 from dockyard.app import create_app
 from dockyard.domain.events import record
 from dockyard.metadata.event_tables import events
-from dockyard.metadata.webhook_tables import webhook_deliveries
+from dockyard.metadata.webhook_tables import webhook_deliveries, webhooks
 from dockyard.settings import Settings
 
 from .helpers import API_CLIENT
@@ -307,3 +307,28 @@ async def test_with_the_setting_off_not_even_an_admin_targets_loopback(tmp_path:
         assert r.status_code == 400
         r = await env.api.post("/api/v1/projects/acme/webhooks", json={"url": "https://hooks.example/", "format": "xml"})
         assert r.status_code == 400
+
+
+async def test_secrets_survive_a_kek_rotation(tmp_path: Path, monkeypatch):
+    """`dockyard admin rotate-kek` re-seals webhook secrets with the signing keys: after it, the
+    hook still signs with the secret its receiver holds."""
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app as cli
+
+    monkeypatch.delenv("DOCKYARD_SECRET_KEY", raising=False)
+    async with await _open(tmp_path) as env:
+        await env.project("acme")
+        hook = await env.hook("acme")
+        with env.services.db.read() as conn:
+            before = conn.execute(select(webhooks.c.secret_sealed)).scalar_one()
+    result = CliRunner().invoke(cli, ["admin", "rotate-kek", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    assert "1 webhook secret(s)" in result.output
+    async with await _open(tmp_path) as env:
+        with env.services.db.read() as conn:
+            after = conn.execute(select(webhooks.c.secret_sealed)).scalar_one()
+        assert after.split(":")[1] != before.split(":")[1]  # sealed under the new KEK
+        r = await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping")
+        assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
+        Webhook(hook["secret"]).verify(env.receiver.requests[-1].content, dict(env.receiver.requests[-1].headers))

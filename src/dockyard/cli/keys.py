@@ -87,15 +87,19 @@ def rotate_kek(
             store = open_keystore(db, settings, create_kek=settings.secret_key is None)
             if settings.secret_key is None:
                 write_secret_file(pending, new_secret, replace=True)
+            old_ring = store.ring
             count = store.reencrypt(new_ring)
+            from dockyard.domain.webhooks.service import reseal_secrets
+
+            hooks = reseal_secrets(db, old_ring, new_ring)  # a crash before this: the rerun opens both
         finally:
             db.dispose()
         if settings.secret_key is None:
             os.replace(pending, kek_file)
-            console.print(f"re-encrypted {count} signing key(s); the new key-encryption key is in {kek_file}")
+            console.print(f"re-encrypted {count} signing key(s) and {hooks} webhook secret(s); the new key-encryption key is in {kek_file}")
             console.print("copy it to every other node that shares this database, and to your backups")
         else:
-            console.print(f"re-encrypted {count} signing key(s) under key-encryption key {new_ring.primary.id}")
+            console.print(f"re-encrypted {count} signing key(s) and {hooks} webhook secret(s) under key-encryption key {new_ring.primary.id}")
             console.print("now set secret_key to the new value on every node and restart them")
     except KeyEncryptionError as exc:
         console.print(f"[red]{exc}[/red]")

@@ -329,3 +329,14 @@ def delivery_outcomes(db: Database) -> dict[str, int]:
         dead = conn.execute(select(func.count()).select_from(webhook_deliveries)
                             .where(webhook_deliveries.c.state == "dead")).scalar_one()
     return {"succeeded": int(counts.get("succeeded", 0)), "failed": int(counts.get("failed", 0)), "dead": int(dead)}
+
+
+def reseal_secrets(db: Database, old_ring, new_ring) -> int:
+    """Re-seal every webhook secret under `new_ring` (`dockyard admin rotate-kek`), in one transaction."""
+    with db.write() as conn:
+        rows = conn.execute(select(webhooks.c.id, webhooks.c.secret_sealed)).all()
+        for row in rows:
+            plaintext = old_ring.open(row.secret_sealed, secret_context(row.id))
+            conn.execute(update(webhooks).where(webhooks.c.id == row.id).values(
+                secret_sealed=new_ring.seal(plaintext, secret_context(row.id))))
+    return len(rows)
