@@ -20,12 +20,12 @@ from dockyard.api.http import (
     on_http_exception,
     on_unexpected,
 )
-from dockyard.api.auth import AccessGate
+from dockyard.api.access_gate import AccessGate
 from dockyard.api.surface import HttpSurface
 from dockyard.api.oci.routes import oci_routes
 from dockyard.auth.authenticator import Authenticator
 from dockyard.auth.bootstrap import bootstrap
-from dockyard.auth.keys import open_keystore
+from dockyard.auth.token_keys import open_keystore
 from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
@@ -57,7 +57,7 @@ from dockyard.jobs.worker import Worker
 from dockyard.scanning.updates import UPDATE_KIND, VulnDBUpdater
 from dockyard.errors import DockyardError
 from dockyard.policy.access import AccessPolicy
-from dockyard.policy.tags import TagPolicy
+from dockyard.policy.tag_rules import TagPolicy
 from dockyard.metadata.db import Database
 from dockyard.runtime import limit_malloc_arenas
 from dockyard.safe_text import configure_logging

@@ -11,7 +11,7 @@ import json
 
 from dockyard.signing import formats
 from dockyard.signing.in_registry import RegistrySignatureSource, SignatureChecker
-from dockyard.signing.keys import generate_private_key, key_hint, public_key_pem, sign_message
+from dockyard.signing.cosign_keys import generate_private_key, key_hint, public_key_pem, sign_message
 
 from .governance_helpers import PASSWORD, env, error  # noqa: F401
 from .helpers import OCI_MANIFEST, assert_error, sha256

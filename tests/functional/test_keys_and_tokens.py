@@ -144,7 +144,7 @@ async def test_finding1_no_plaintext_private_key_in_a_stolen_database(reg, backe
 async def test_finding1_plaintext_keys_of_an_older_version_are_sealed_on_start(tmp_path, backend, database_url_for):
     from alembic import command
 
-    from dockyard.auth.keys import _generate, _pkcs8, jwk_thumbprint
+    from dockyard.auth.token_keys import _generate, _pkcs8, jwk_thumbprint
     from dockyard.metadata.db import Database, _alembic_config
 
     url = database_url_for(backend)
@@ -525,7 +525,7 @@ async def test_finding1_rotate_kek_interrupted_after_the_database_commit_recover
     opens keys sealed under it, and running rotate-kek again finishes the job."""
     from typer.testing import CliRunner
 
-    from dockyard.auth.keys import open_keystore
+    from dockyard.auth.token_keys import open_keystore
     from dockyard.auth.secret_box import Kek, KeyRing, generate_secret, write_secret_file
     from dockyard.cli import app as cli
     from dockyard.metadata.db import Database

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from dockyard.auth.authenticator import Authenticator, LoginFailed
-from dockyard.auth.keys import KeyStore
+from dockyard.auth.token_keys import KeyStore
 from dockyard.auth.secret_box import Kek, KeyRing
 from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService

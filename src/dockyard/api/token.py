@@ -10,7 +10,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dockyard.api.auth import AccessGate, parse_basic
+from dockyard.api.access_gate import AccessGate, parse_basic
 from dockyard.api.http import json_response
 from dockyard.auth.authenticator import LOGIN_PASSWORD
 from dockyard.auth.principals import ANONYMOUS, Principal

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 from sqlalchemy import select, update
 
-from dockyard.auth.keys import LEEWAY_SECONDS, KeyStore
+from dockyard.auth.token_keys import LEEWAY_SECONDS, KeyStore
 from dockyard.auth.principals import ROBOT_PREFIX, Principal
 from dockyard.auth.scopes import Scope
 from dockyard.metadata.db import Database, utcnow

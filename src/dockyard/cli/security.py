@@ -235,7 +235,7 @@ def security_trust_key(
     json_output: JsonOpt = False,
 ) -> None:
     """Trust a cosign public key for the project's signature gates (manage-policies)."""
-    from dockyard.signing.keys import KeyFileError, load_public_key
+    from dockyard.signing.cosign_keys import KeyFileError, load_public_key
 
     try:
         pem = key.read_bytes()

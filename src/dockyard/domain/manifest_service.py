@@ -24,7 +24,7 @@ from dockyard.errors import (
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs, tags
-from dockyard.policy.tags import Override, TagPolicy, TagVerdicts
+from dockyard.policy.tag_rules import Override, TagPolicy, TagVerdicts
 
 _BY_TAG_SQL = (
     "SELECT m.digest, m.media_type, m.payload FROM repositories r"

@@ -28,7 +28,7 @@ from dockyard.errors import Denied, InvalidRequest, ManifestBlobUnknown, Manifes
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs
-from dockyard.policy.tags import Override, TagPolicy
+from dockyard.policy.tag_rules import Override, TagPolicy
 
 # Bounds a pathological graph (referrers of referrers of …); real images stay far below this.
 MAX_PROMOTED_MANIFESTS = 1000

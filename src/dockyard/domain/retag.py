@@ -14,7 +14,7 @@ from dockyard.errors import ManifestUnknown
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import manifests
-from dockyard.policy.tags import Override, TagPolicy
+from dockyard.policy.tag_rules import Override, TagPolicy
 
 
 def point_tag(

@@ -19,7 +19,7 @@ from dockyard.metadata import generations
 from dockyard.metadata.db import Database, aware, insert_ignore, upsert, utcnow
 from dockyard.metadata.lookups import require_project_id
 from dockyard.metadata.models import cve_allowlist, project_security, scanners, trusted_keys
-from dockyard.signing.keys import KeyFileError, PublicKey, fingerprint, load_public_key
+from dockyard.signing.cosign_keys import KeyFileError, PublicKey, fingerprint, load_public_key
 
 _POLICY_SQL = (
     "SELECT p.id, s.project_id, s.auto_scan, sc.name, s.block_severity, s.unscanned, s.unscanned_wait_seconds,"

@@ -25,7 +25,7 @@ from dockyard.metadata import generations
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import blobs, manifest_references, manifests, repositories, tags
 from dockyard.signing import formats
-from dockyard.signing.keys import PublicKey, fingerprint
+from dockyard.signing.cosign_keys import PublicKey, fingerprint
 from dockyard.signing.verify import Layout, Limits, Verdict, verify
 from dockyard.storage import StorageDriver
 

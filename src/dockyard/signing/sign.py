@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard.signing import formats
-from dockyard.signing.keys import PrivateKey, key_hint, sign_message
+from dockyard.signing.cosign_keys import PrivateKey, key_hint, sign_message
 from dockyard.signing.registry import ImageRef, RegistryClient, RegistryError
 from dockyard.signing.verify import Layout
 

@@ -19,7 +19,7 @@ from typing import Iterable, Protocol
 
 from dockyard.signing import formats
 from dockyard.signing.formats import FormatError
-from dockyard.signing.keys import PublicKey, fingerprint, verify_message
+from dockyard.signing.cosign_keys import PublicKey, fingerprint, verify_message
 
 
 class Layout(str, enum.Enum):

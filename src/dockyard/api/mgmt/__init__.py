@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 
 from dockyard import __version__
 from dockyard.api.http import on_unexpected
-from dockyard.api.mgmt import audit, auth, keys, projects, promotions, repositories, robots, tag_rules, users
+from dockyard.api.mgmt import audit, login, projects, promotions, repositories, robots, tag_rules, token_keys, users
 from dockyard.api.mgmt import quotas, system  # jobs, GC, quotas
 from dockyard.api.mgmt import retention  # retention policies, dry runs, runs
 from dockyard.api.mgmt import security  # scans, SBOMs, pull gates, allowlist, trusted keys, scanners
@@ -49,7 +49,7 @@ def create_mgmt_api(services: Any) -> FastAPI:
         },
     )
     api.state.services = services
-    for module in (auth, users, projects, robots, audit, keys, repositories, tag_rules, promotions):
+    for module in (login, users, projects, robots, audit, token_keys, repositories, tag_rules, promotions):
         api.include_router(module.router)
     for module in (system, quotas):
         api.include_router(module.router)

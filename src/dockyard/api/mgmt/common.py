@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
-from dockyard.api.auth import client_ip, management_challenge
+from dockyard.api.access_gate import client_ip, management_challenge
 from dockyard.api.http import error_response, on_http_exception
 from dockyard.auth.principals import Principal
 from dockyard.domain.identity import MAX_PAGE_SIZE, Page
