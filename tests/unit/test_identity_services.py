@@ -14,7 +14,7 @@ from dockyard.auth.tokens import TokenService
 from sqlalchemy import insert
 
 from dockyard.auth.principals import Principal
-from dockyard.domain.identity import Conflict, InvalidRequest
+from dockyard.errors import Conflict, InvalidRequest
 from dockyard.domain.projects import ProjectService
 from dockyard.domain.retag import point_tag
 from dockyard.domain.robots import RobotService

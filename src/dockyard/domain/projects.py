@@ -9,7 +9,8 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, exists, false, func, or_, select, update
 
 from dockyard.auth.principals import Principal
-from dockyard.domain.identity import Conflict, InvalidRequest, Page, page_bounds
+from dockyard.errors import Conflict, InvalidRequest
+from dockyard.paging import Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import project_members, projects, repositories, robot_permissions, users

@@ -26,6 +26,7 @@ from dockyard.domain.names import validate_digest, validate_name, validate_tag
 from dockyard.domain.repositories import ensure_repository_id, require_repository_id
 from dockyard.errors import Denied, InvalidRequest, ManifestBlobUnknown, ManifestUnknown
 from dockyard.metadata import generations
+from dockyard.policy.access import project_of
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs
 from dockyard.policy.tag_rules import Override, TagPolicy
@@ -159,7 +160,7 @@ class PromotionService:
                 result.tags[tag] = move_tag(
                     conn, self.tag_policy, destination, dest_id, tag, manifest_id, digest, override=override, verdicts=verdicts
                 )
-            generations.bump_repository(conn, destination)  # copied signatures count at once
+            generations.bump(conn, project_of(destination))  # copied signatures count at once
         return result
 
     def _check_source_gate(self, repository: str, digest: str, include_referrers: bool, caller: str | None) -> None:

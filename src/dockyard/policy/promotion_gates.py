@@ -7,13 +7,10 @@ from __future__ import annotations
 from dockyard.domain.promotion import GateVerdict
 from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
 from dockyard.metadata.db import Database
+from dockyard.policy.access import project_of
 from dockyard.scanning.reports import OK, ReportStore, blocking, display_id, list_ids
 from dockyard.scanning.targets import OTHER, TargetReader
 from dockyard.signing.in_registry import SignatureChecker, describe
-
-
-def _project(repository: str) -> str:
-    return repository.split("/", 1)[0]
 
 
 class ScanPromotionGate:
@@ -26,7 +23,7 @@ class ScanPromotionGate:
         self.incomplete_policy = incomplete_policy  # scan_incomplete_policy
 
     def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict:
-        policy = self.security.policy_for(_project(destination))
+        policy = self.security.policy_for(project_of(destination))
         if policy is None or policy.promotion_max_severity is None:
             return GateVerdict(True)
         kind, images = self.reader.images(source_repository, digest)
@@ -64,7 +61,7 @@ class SignaturePromotionGate:
         self.signatures = signatures
 
     def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict:
-        policy = self.security.policy_for(_project(destination))
+        policy = self.security.policy_for(project_of(destination))
         if policy is None or not policy.promotion_require_signature:
             return GateVerdict(True)
         keys = self.security.public_keys(policy.project)

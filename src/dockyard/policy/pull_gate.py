@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from dockyard.domain.security_settings import MISSING, SecurityPolicy, SecuritySettings, severity_rank
 from dockyard.errors import Denied
+from dockyard.policy.access import project_of
 from dockyard.metadata.db import Database
 from dockyard.scanning.reports import FAILED, ReportStore, blocking, display_id, list_ids
 from dockyard.scanning.targets import INDEX, OTHER, TargetReader, classify
@@ -80,7 +81,7 @@ class PullGate:
 
         Both may read the database (the policy every `cache_seconds`, `pusher` per refusal), so
         they go through `run_fast`: inline on SQLite, off the event loop on PostgreSQL."""
-        project = repository.split("/", 1)[0]
+        project = project_of(repository)
         policy = self.security.cached_policy(project)
         if policy is MISSING:
             policy = await self.db.run_fast(self.security.policy_for, project)
@@ -106,7 +107,7 @@ class PullGate:
 
     def gates(self, repository: str) -> bool:
         """Whether `repository`'s project gates pulls at all (blocking: may read the policy)."""
-        policy = self.security.policy_for(repository.split("/", 1)[0])
+        policy = self.security.policy_for(project_of(repository))
         return policy is not None and policy.gates_pulls
 
     def check_copy(self, repository: str, digest: str, media_type: str, payload: bytes, subject: str | None) -> None:
@@ -115,7 +116,7 @@ class PullGate:
         source's gate as it would for `docker pull`. Blocking, and it never waits: an image the policy
         would wait for is refused until its scan lands. Callers skip this for accounts that may push to
         the source (the same exemption a pull has)."""
-        project = repository.split("/", 1)[0]
+        project = project_of(repository)
         policy = self.security.policy_for(project)
         if policy is None or not policy.gates_pulls or subject in self.exempt_subjects:
             return

@@ -33,6 +33,7 @@ from dockyard.jobs.queue import PENDING, Children, JobQueue
 from dockyard.jobs.worker import JobReleased
 from dockyard.metadata.db import Database, aware
 from dockyard.metadata.models import blobs, jobs, manifests, repositories, vuln_sources
+from dockyard.policy.access import project_of
 from dockyard.scanning import sbom as sbom_module
 from dockyard.scanning.harbor import HarborScannerClient
 from dockyard.scanning.limits import ScanLimitExceeded, ScanLimits, ScanTimedOut
@@ -126,7 +127,7 @@ class ScanService:
         """Queue a scan of a freshly pushed image or index when its project scans on push."""
         if classify(media_type, payload) not in (IMAGE, INDEX):
             return None
-        policy = self.security.policy_for(repository.split("/", 1)[0])
+        policy = self.security.policy_for(project_of(repository))
         if policy is None or not policy.auto_scan:
             return None
         return self.request(repository, digest, policy.scanner)
@@ -134,14 +135,14 @@ class ScanService:
     def request(self, repository: str, digest: str, scanner: str | None = None, *, force: bool = False) -> int:
         """Queue a scan (joining an identical queued one). `force` rescans what already has a report."""
         if scanner is None:
-            policy = self.security.get(repository.split("/", 1)[0])
+            policy = self.security.get(project_of(repository))
             scanner = policy.scanner
         pending = self.pending_job(digest, scanner)
         if pending is not None and pending["state"] == "queued":
             return pending["id"]
         job_id = self.jobs.enqueue(
             SCAN_JOB, {"repository": repository, "digest": digest, "scanner": scanner, "force": force}, max_attempts=2,
-            fair_key=repository.split("/", 1)[0],  # claims go round-robin over projects
+            fair_key=project_of(repository),  # claims go round-robin over projects
         )
         self.wake()
         return job_id

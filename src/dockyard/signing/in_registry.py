@@ -24,6 +24,7 @@ from dockyard.domain.listings import ListingService
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import blobs, manifest_references, manifests, repositories, tags
+from dockyard.policy.access import project_of
 from dockyard.signing import formats
 from dockyard.signing.cosign_keys import PublicKey, fingerprint
 from dockyard.signing.verify import Layout, Limits, Verdict, verify
@@ -110,7 +111,7 @@ class SignatureChecker:
 
     def generation(self, repository: str) -> int:
         with self.source.db.read() as conn:
-            return generations.current(conn, generations.project_of(repository))
+            return generations.current(conn, project_of(repository))
 
     def verdict(self, repository: str, digest: str, keys: Iterable[PublicKey], *, generation: int | None = None) -> Verdict:
         keys = tuple(keys)

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from dockyard.api.access_gate import client_ip, management_challenge
 from dockyard.api.http import error_response, on_http_exception
 from dockyard.auth.principals import Principal
-from dockyard.domain.identity import MAX_PAGE_SIZE, Page
+from dockyard.paging import MAX_PAGE_SIZE, Page
 from dockyard.errors import Denied, DockyardError, InvalidRequest, NotFound, Unauthorized
 
 # Declared only so /docs offers an "Authorize" button; the gate reads the header itself.

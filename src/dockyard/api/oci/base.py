@@ -8,14 +8,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dockyard.api.http import json_response
-from dockyard.domain.listings import Page, parse_page_size
+from dockyard.domain.listings import CursorPage, parse_page_size
 
 
 async def ping(request: Request) -> Response:
     return json_response({})
 
 
-def link_header(path: str, page: Page) -> dict[str, str]:
+def link_header(path: str, page: CursorPage) -> dict[str, str]:
     if page.next_last is None:
         return {}
     query = urlencode({"last": page.next_last, "n": page.limit})
