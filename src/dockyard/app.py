@@ -179,7 +179,7 @@ def build_services(settings: Settings) -> Services:
     worker.register(SCAN_JOB, scans.handle_scan)
     worker.register(RESCAN_JOB, scans.handle_rescan)
     signatures = SignatureChecker(
-        RegistrySignatureSource(db, storage, listings, max_blob_bytes=settings.signature_max_blob_bytes,
+        RegistrySignatureSource(db, storage, max_blob_bytes=settings.signature_max_blob_bytes,
                                 max_referrers=settings.signature_max_referrers),
         limits=SignatureLimits(max_layers=settings.signature_max_layers, max_referrers=settings.signature_max_referrers),
         max_entries=settings.signature_cache_entries,

@@ -162,7 +162,7 @@ async def test_item4_concurrent_gated_pulls_evaluate_once_and_stay_cached_until_
     assert (await signature_status(env, "1"))["verified"]
     assert checker.evaluations - before == 1
     # Another process over the same database (no local invalidation reaches it) sees changes too.
-    other = SignatureChecker(RegistrySignatureSource(env.services.db, env.services.storage, env.services.listings))
+    other = SignatureChecker(RegistrySignatureSource(env.services.db, env.services.storage))
     assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
     assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
     assert other.evaluations == 1

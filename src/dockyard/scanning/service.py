@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from dockyard.auth.principals import Principal
 from dockyard.auth.scopes import Scope
 from dockyard.domain.manifest_service import ManifestService
-from dockyard.domain.manifests import OCI_MANIFEST
+from dockyard.domain.manifests import OCI_EMPTY, OCI_MANIFEST
 from dockyard.domain.scanners import ScannerRegistry
 from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
 from dockyard.errors import NotFound
@@ -53,7 +53,6 @@ SCAN_JOB = "scan"
 RESCAN_JOB = "rescan"
 SCANNER_SUBJECT = "scanner$dockyard"  # token subject of external scanners' pulls; gates let it through
 EMPTY_CONFIG = b"{}"
-EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 SBOM_GENERATOR_ANNOTATION = "dev.dockyard.sbom.generator"
 
 
@@ -437,7 +436,7 @@ class ScanService:
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "artifactType": sbom_module.SPDX_MEDIA_TYPE,
-            "config": {"mediaType": EMPTY_CONFIG_TYPE, "digest": config_digest, "size": len(EMPTY_CONFIG)},
+            "config": {"mediaType": OCI_EMPTY, "digest": config_digest, "size": len(EMPTY_CONFIG)},
             "layers": [
                 {
                     "mediaType": sbom_module.SPDX_MEDIA_TYPE,

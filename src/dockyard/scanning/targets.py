@@ -10,11 +10,10 @@ import json
 
 from sqlalchemy import select
 
-from dockyard.domain.manifests import IMAGE_TYPES, INDEX_TYPES
+from dockyard.domain.manifests import IMAGE_CONFIG_TYPES, IMAGE_TYPES, INDEX_TYPES
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import manifests, repositories
 
-IMAGE_CONFIG_TYPES = {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
 _LAYER_PREFIXES = ("application/vnd.oci.image.layer.", "application/vnd.docker.image.rootfs.")
 
 IMAGE = "image"

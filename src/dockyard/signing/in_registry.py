@@ -20,7 +20,6 @@ from concurrent.futures import Future
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from dockyard.domain.listings import ListingService
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import blobs, manifest_references, manifests, repositories, tags
@@ -40,11 +39,10 @@ SIGNATURE_ARTIFACT_TYPES = tuple(sorted(
 class RegistrySignatureSource:
     """`SignatureSource` over the registry's own tables and blob store (read-only)."""
 
-    def __init__(self, db: Database, storage: StorageDriver, listings: ListingService, *,
+    def __init__(self, db: Database, storage: StorageDriver, *,
                  max_blob_bytes: int = MAX_SIGNATURE_BLOB, max_referrers: int = Limits.max_referrers):
         self.db = db
         self.storage = storage
-        self.listings = listings
         self.max_blob_bytes = max_blob_bytes
         self.max_referrers = max_referrers
 

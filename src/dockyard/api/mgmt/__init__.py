@@ -22,7 +22,7 @@ from dockyard.api.mgmt.docs import add_docs
 from dockyard.api.mgmt.common import (
     ERROR_RESPONSES,
     current_principal,
-    on_dockyard_error,
+    on_mgmt_error,
     on_starlette_http_exception,
     on_validation_error,
 )
@@ -42,7 +42,7 @@ def create_mgmt_api(services: Any) -> FastAPI:
         redoc_url=None,
         responses=ERROR_RESPONSES,
         exception_handlers={
-            DockyardError: on_dockyard_error,
+            DockyardError: on_mgmt_error,
             RequestValidationError: on_validation_error,
             HTTPException: on_starlette_http_exception,
             Exception: on_unexpected,

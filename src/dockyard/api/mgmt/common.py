@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from dockyard.api.access_gate import client_ip, management_challenge
-from dockyard.api.http import error_response, on_http_exception
+from dockyard.api.http import error_response, on_dockyard_error, on_http_exception
 from dockyard.auth.principals import Principal
 from dockyard.paging import MAX_PAGE_SIZE, Page
 from dockyard.errors import Denied, DockyardError, InvalidRequest, NotFound, Unauthorized
@@ -146,12 +146,12 @@ def slice_page(items: list, paging: Paging) -> Page:
 # -- errors: everything leaves as {"errors": [{"code", "message", "detail"}]} --------------------
 
 
-async def on_dockyard_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, DockyardError)
+async def on_mgmt_error(request: Request, exc: Exception) -> Response:
+    """api.http.on_dockyard_error, after putting a refused state change on the audit record."""
     principal = getattr(request.state, "principal", None)
     if isinstance(exc, Denied) and principal is not None and request.method not in ("GET", "HEAD"):
         await _audit_denial(request, principal, exc)
-    return error_response(exc, request.method)
+    return await on_dockyard_error(request, exc)
 
 
 async def _audit_denial(request: Request, principal: Principal, exc: DockyardError) -> None:
