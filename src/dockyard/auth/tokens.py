@@ -278,10 +278,6 @@ class TokenService:
             return None
         return RefreshGrant(row.subject, row.account_id, row.credential_epoch)
 
-    def refresh_subject(self, token: str) -> str | None:
-        grant = self.refresh_grant(token)
-        return grant.subject if grant else None
-
     def revoke_refresh(self, subject: str) -> int:
         for callback in self.on_account_change:
             callback(subject)

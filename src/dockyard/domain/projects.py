@@ -151,11 +151,6 @@ class ProjectService:
             ).all()
         return [Member(r.username, r.role, aware(r.created_at)) for r in rows]
 
-    def get_member(self, project: str, username: str) -> Member:
-        with self.db.read() as conn:
-            project_id = self._require(conn, project).id
-            return self._require_member(conn, project_id, project, self._user_id(conn, username), username)
-
     def add_member(self, project: str, username: str, role: str) -> Member:
         validate_role(role)
         with self.db.write() as conn:

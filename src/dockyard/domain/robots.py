@@ -168,9 +168,6 @@ class RobotService:
                 conn.execute(update(robots).where(robots.c.id == robot.id).values(**values))
             return self._require(conn, name)
 
-    def set_disabled(self, name: str, disabled: bool) -> Robot:
-        return self.update(name, disabled=disabled)
-
     def delete(self, name: str) -> Robot:
         with self.db.write() as conn:
             robot = self._require(conn, name)
