@@ -163,19 +163,19 @@ async def test_item4_concurrent_gated_pulls_evaluate_once_and_stay_cached_until_
     assert checker.evaluations - before == 1
     # Another process over the same database (no local invalidation reaches it) sees changes too.
     other = SignatureChecker(RegistrySignatureSource(env.services.db, env.services.storage))
-    assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
-    assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
+    assert other.covered(REPO, digest, env.services.trusted_keys.public_keys(PROJECT))[0]
+    assert other.covered(REPO, digest, env.services.trusted_keys.public_keys(PROJECT))[0]
     assert other.evaluations == 1
     # A new referrer is a change: both evaluate again.
     await push_bundle(env, digest, body, junk_bundles(digest)[2][1])
     assert (await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY)).status_code == 200
     assert checker.evaluations - before == 2
-    assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0] and other.evaluations == 2
+    assert other.covered(REPO, digest, env.services.trusted_keys.public_keys(PROJECT))[0] and other.evaluations == 2
     # Deleting the signature is a change: the pull is refused at once, on every node.
     r = await env.api.delete(f"/v2/{REPO}/manifests/{formats.signature_tag(digest)}")
     assert r.status_code == 202, r.text
     error(await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY), 403, "DENIED")
-    assert not other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
+    assert not other.covered(REPO, digest, env.services.trusted_keys.public_keys(PROJECT))[0]
     # A trusted-key change moves the generation too.
     generation = other.generation(REPO)
     r = await env.api.delete(f"/api/v1/projects/{PROJECT}/security/trusted-keys/release", headers={"X-Dockyard-Client": "test"})

@@ -78,9 +78,10 @@ def _ensure_port_free(host: str, port: int) -> None:
 
 
 def _add_remote_groups() -> None:
+    from dockyard.cli.audit import audit
     from dockyard.cli.remote import GROUPS
 
-    for name, group in GROUPS.items():
+    for name, group in {**GROUPS, "audit": audit}.items():
         admin.add_typer(group, name=name)
     from dockyard.cli.promote import promote
 

@@ -41,8 +41,7 @@ from dockyard.cli.remote import (
     seg,
     show,
 )
-from dockyard.domain.security_settings import SEVERITIES, THRESHOLDS, UNSCANNED_POLICIES, severity_rank
-from dockyard.scanning.reports import display_id
+from dockyard.policy.security_policy import SEVERITIES, THRESHOLDS, UNSCANNED_POLICIES, display_id, severity_rank
 
 RegistryOpt = Annotated[
     str,

@@ -16,7 +16,6 @@ bytes, so an image the caller may not pull cannot be promoted somewhere it could
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 from sqlalchemy import Connection, select, update
 
@@ -29,25 +28,11 @@ from dockyard.metadata import generations
 from dockyard.policy.access import project_of
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs
+from dockyard.policy.promotion_gates import PromotionGate
 from dockyard.policy.tag_rules import Override, TagPolicy
 
 # Bounds a pathological graph (referrers of referrers of …); real images stay far below this.
 MAX_PROMOTED_MANIFESTS = 1000
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    allowed: bool
-    reason: str = ""
-
-
-@runtime_checkable
-class PromotionGate(Protocol):
-    """A check the source must pass before it is promoted (e.g. no critical vulnerabilities, signed)."""
-
-    name: str
-
-    def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict: ...
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,11 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from dockyard.domain.security_settings import MISSING, SecurityPolicy, SecuritySettings, severity_rank
 from dockyard.errors import Denied
-from dockyard.policy.access import project_of
 from dockyard.metadata.db import Database
-from dockyard.scanning.reports import FAILED, ReportStore, blocking, display_id, list_ids
-from dockyard.scanning.targets import INDEX, OTHER, TargetReader, classify
-from dockyard.signing.in_registry import SignatureChecker, describe
+from dockyard.policy.access import project_of
+from dockyard.policy.lookups import FAILED, INDEX, OTHER, ReportLookup, SecurityLookup, SignatureLookup, TargetLookup
+from dockyard.policy.security_policy import MISSING, SecurityPolicy, blocking, display_id, list_ids, severity_rank
 
 WAIT_POLL_SECONDS = 0.25
 FINAL, TRANSIENT, WAIT = "final", "transient", "wait"
@@ -39,9 +37,10 @@ class PullGate:
     def __init__(
         self,
         db: Database,
-        security: SecuritySettings,
-        reports: ReportStore,
-        signatures: SignatureChecker,
+        targets: TargetLookup,
+        security: SecurityLookup,
+        reports: ReportLookup,
+        signatures: SignatureLookup,
         *,
         request_scan,
         exempt_subjects: frozenset[str] = frozenset(),
@@ -50,7 +49,7 @@ class PullGate:
         incomplete_policy: str = "block",
     ):
         self.db = db
-        self.targets = TargetReader(db)
+        self.targets = targets
         self.security = security
         self.reports = reports
         self.signatures = signatures
@@ -134,7 +133,7 @@ class PullGate:
     def _evaluate(self, policy: SecurityPolicy, repository: str, digest: str, media_type: str, payload: bytes):
         """(denial message or None, outcome): FINAL verdicts are cached, TRANSIENT ones (about an
         unscanned image) are not, WAIT means "unscanned, and the policy says wait"."""
-        kind = classify(media_type, payload)
+        kind = self.targets.kind(media_type, payload)
         if kind == OTHER:
             return None, FINAL
         if policy.require_signature:
@@ -173,7 +172,7 @@ class PullGate:
         return None, FINAL
 
     def _signature_denial(self, policy: SecurityPolicy, repository: str, digest: str, kind: str) -> str | None:
-        keys = self.security.public_keys(policy.project)
+        keys = self.signatures.public_keys(policy.project)
         if not keys:
             return (
                 f"{_noun(kind)} {digest} cannot be verified: project {policy.project} requires signatures "
@@ -183,7 +182,7 @@ class PullGate:
         if verified:
             return None
         return (
-            f"{_noun(kind)} {digest} is not signed by a key trusted by project {policy.project}: {describe(own)}; "
+            f"{_noun(kind)} {digest} is not signed by a key trusted by project {policy.project}: {self.signatures.describe(own)}; "
             f"policy require-signature of project {policy.project}"
         )
 

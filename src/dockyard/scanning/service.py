@@ -27,13 +27,14 @@ from dockyard.auth.scopes import Scope
 from dockyard.domain.manifest_service import ManifestService
 from dockyard.domain.manifests import OCI_EMPTY, OCI_MANIFEST
 from dockyard.domain.scanners import ScannerRegistry
-from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
+from dockyard.domain.security_settings import SecuritySettings
 from dockyard.errors import NotFound
 from dockyard.jobs.queue import PENDING, Children, JobQueue
 from dockyard.jobs.worker import JobReleased
 from dockyard.metadata.db import Database, aware
 from dockyard.metadata.models import blobs, jobs, manifests, repositories, vuln_sources
 from dockyard.policy.access import project_of
+from dockyard.policy.security_policy import BUILTIN_SCANNER
 from dockyard.scanning import sbom as sbom_module
 from dockyard.scanning.harbor import HarborScannerClient
 from dockyard.scanning.limits import ScanLimitExceeded, ScanLimits, ScanTimedOut

@@ -26,6 +26,7 @@ from dockyard.metadata.models import blobs, manifest_references, manifests, repo
 from dockyard.policy.access import project_of
 from dockyard.signing import formats
 from dockyard.signing.cosign_keys import PublicKey, fingerprint
+from dockyard.signing.trusted_keys import TrustedKeys
 from dockyard.signing.verify import Layout, Limits, Verdict, verify
 from dockyard.storage import StorageDriver
 
@@ -194,3 +195,24 @@ def describe(verdict: Verdict) -> str:
         return "it has only a Notation signature, which Dockyard recognizes but cannot verify"
     reason = verdict.reasons[0] if verdict.reasons else "no trusted key verified it"
     return f"its {layouts} signature(s) did not verify with a trusted key ({reason})"
+
+
+class GateSignatures:
+    """What the pull and promotion gates ask about signatures (policy.lookups.SignatureLookup):
+    a project's trusted keys, and the cached checker's verdict."""
+
+    def __init__(self, checker: SignatureChecker, keys: TrustedKeys):
+        self.checker = checker
+        self.keys = keys
+
+    def public_keys(self, project: str) -> tuple[PublicKey, ...]:
+        return self.keys.public_keys(project)
+
+    def covered(self, repository: str, digest: str, keys: Iterable[PublicKey]) -> tuple[bool, Verdict]:
+        return self.checker.covered(repository, digest, keys)
+
+    def describe(self, verdict: Verdict) -> str:
+        return describe(verdict)
+
+    def invalidate(self, repository: str) -> None:
+        self.checker.invalidate(repository)

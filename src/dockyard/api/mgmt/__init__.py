@@ -6,7 +6,6 @@ Handlers are thin: authenticate (common.current_caller), authorize, call a domai
 
 from __future__ import annotations
 
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +13,7 @@ from starlette.exceptions import HTTPException
 
 from dockyard import __version__
 from dockyard.api.http import on_unexpected
+from dockyard.api.services import Services
 from dockyard.api.mgmt import audit, login, projects, promotions, repositories, robots, tag_rules, token_keys, users
 from dockyard.api.mgmt import quotas, system  # jobs, GC, quotas
 from dockyard.api.mgmt import retention  # retention policies, dry runs, runs
@@ -31,7 +31,7 @@ from dockyard.errors import DockyardError
 __all__ = ["create_mgmt_api", "current_principal"]
 
 
-def create_mgmt_api(services: Any) -> FastAPI:
+def create_mgmt_api(services: Services) -> FastAPI:
     api = FastAPI(
         title="Dockyard management API",
         version=__version__,

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
+from dockyard.api.services import Services, services_of
 from dockyard.api.access_gate import client_ip, management_challenge
 from dockyard.api.http import error_response, on_dockyard_error, on_http_exception
 from dockyard.auth.principals import Principal
@@ -38,7 +39,7 @@ async def current_principal(
     _bearer_creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> Principal:
     """The authenticated caller; anonymous callers get 401."""
-    services = request.app.state.services
+    services = services_of(request)
     principal: Principal = await services.gate.principal_from_request(request)
     if principal.is_anonymous:
         raise Unauthorized(
@@ -54,7 +55,7 @@ class Caller:
     """The authenticated principal plus what handlers need to authorize and audit its request."""
 
     principal: Principal
-    services: Any
+    services: Services
     source_ip: str | None
     user_agent: str | None
 
@@ -100,7 +101,7 @@ class Caller:
 async def current_caller(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Caller:
     return Caller(
         principal=principal,
-        services=request.app.state.services,
+        services=services_of(request),
         source_ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
     )
@@ -155,7 +156,7 @@ async def on_mgmt_error(request: Request, exc: Exception) -> Response:
 
 
 async def _audit_denial(request: Request, principal: Principal, exc: DockyardError) -> None:
-    audit = request.app.state.services.audit
+    audit = services_of(request).audit
     path = request.url.path
     await anyio.to_thread.run_sync(
         lambda: audit.record(

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api.services import services_of
 from dockyard.api.http import json_response
 from dockyard.domain.listings import CursorPage, parse_page_size
 
@@ -23,7 +24,7 @@ def link_header(path: str, page: CursorPage) -> dict[str, str]:
 
 
 async def catalog(request: Request) -> Response:
-    services = request.app.state.services
+    services = services_of(request)
     n = parse_page_size(request.query_params.get("n"))
     visible = await services.db.run(services.gate.catalog_condition, request.state.principal)
     page = await services.db.run(services.listings.catalog, n, request.query_params.get("last"), visible)
