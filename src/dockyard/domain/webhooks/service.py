@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from dockyard.domain.events import EVENT_TYPES, record
-from dockyard.domain.identity import Page, page_bounds
+from dockyard.paging import Page, page_bounds
 from dockyard.domain.webhooks import lanes, targets
 from dockyard.domain.webhooks.formats import FORMATS
 from dockyard.domain.webhooks.signing import new_secret
