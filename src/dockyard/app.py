@@ -270,7 +270,8 @@ def _webhooks(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     )
     worker: Worker = built["worker"]
     service = WebhookService(built["db"], built["tokens"].keys.ring, built["jobs"], config)
-    dispatcher = WebhookDispatcher(built["db"], service, built["jobs"], wake=worker.wake)
+    dispatcher = WebhookDispatcher(built["db"], service, built["jobs"], wake=worker.wake, stopping=worker.stopping.is_set,
+                                   repair_grace_seconds=settings.job_lease_seconds + 60)
     built["feed"].consume(WEBHOOK_CONSUMER, dispatcher.fan_out)
     worker.register(WEBHOOK_JOB, dispatcher.handle_job)
     return {"webhooks": service, "webhook_dispatcher": dispatcher}

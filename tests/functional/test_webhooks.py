@@ -332,3 +332,29 @@ async def test_secrets_survive_a_kek_rotation(tmp_path: Path, monkeypatch):
         r = await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping")
         assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
         Webhook(hook["secret"]).verify(env.receiver.requests[-1].content, dict(env.receiver.requests[-1].headers))
+
+
+async def test_a_delivery_left_without_a_job_by_a_dead_worker_is_repaired(env: Env):
+    """A job takes its lane's next delivery over without queueing a job for it; if the worker dies
+    then, the next fan-out gives the overdue delivery a job again."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete, update
+
+    from dockyard.domain.webhooks.lanes import WEBHOOK_JOB
+    from dockyard.metadata.db import utcnow
+    from dockyard.metadata.models import jobs
+
+    await env.project("acme")
+    await env.hook("acme")
+    k1 = env.event("artifact.pushed", "acme/a")
+    await anyio.to_thread.run_sync(env.services.feed.drain)
+    with env.services.db.write() as conn:  # the state a dead worker leaves: taken over, no job
+        conn.execute(delete(jobs).where(jobs.c.kind == WEBHOOK_JOB))
+        conn.execute(update(webhook_deliveries).values(next_attempt_at=utcnow() - timedelta(hours=1)))
+    await anyio.to_thread.run_sync(env.services.worker.run_pending)
+    assert env.receiver.requests == []
+    env.services.webhook_dispatcher.repair_grace_seconds = 60
+    k2 = env.event("artifact.pushed", "acme/b")
+    await env.pump(lambda: len(env.deliveries()) == 2 and all(d.state == "succeeded" for d in env.deliveries()))
+    assert sorted(r.headers["webhook-id"] for r in env.receiver.requests) == sorted([k1, k2])

@@ -38,6 +38,8 @@ from dockyard.safe_text import terminal_safe
 log = logging.getLogger("dockyard.webhooks")
 
 CONSUMER = "webhooks"  # the durable feed consumer's name
+CHAIN_MAX = 100  # deliveries one job sends from its lane before handing the rest to a new job
+CHAIN_SECONDS = 10.0
 RESPONSE_BODY_LIMIT = 1024  # bytes of a receiver's answer kept in the log
 USER_AGENT = "Dockyard-Webhooks/1"
 _JOBS_FLAG = "dockyard_webhook_jobs"
@@ -62,7 +64,8 @@ class WebhookDispatcher:
     def __init__(
         self, db: Database, service: WebhookService, jobs, *,
         transport: httpx.BaseTransport | None = None, wake: Callable[[], None] | None = None,
-        rand: Callable[[], float] = random.random,
+        rand: Callable[[], float] = random.random, stopping: Callable[[], bool] = lambda: False,
+        repair_grace_seconds: float = 360.0,
     ):
         self.db = db
         self.service = service
@@ -71,7 +74,11 @@ class WebhookDispatcher:
         self.transport = transport
         self.wake = wake
         self.rand = rand
+        self.stopping = stopping
+        self.repair_grace_seconds = repair_grace_seconds
         self._listening = False
+        self._client: httpx.Client | None = None
+        self._client_transport: httpx.BaseTransport | None = None
 
     # -- waking the worker once fan-out's jobs are committed --------------------------------
 
@@ -86,6 +93,9 @@ class WebhookDispatcher:
             sa_event.remove(self.db.engine, "commit", self._on_commit)
             sa_event.remove(self.db.engine, "rollback", self._on_rollback)
             self._listening = False
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def _on_commit(self, conn: Connection) -> None:
         if conn.info.pop(_JOBS_FLAG, False) and self.wake is not None:
@@ -99,11 +109,13 @@ class WebhookDispatcher:
 
     def fan_out(self, conn: Connection, events: list[Event]) -> None:
         """One delivery per (event, matching enabled endpoint), in the consumer's transaction."""
+        now = utcnow()
+        if lanes.repair(conn, self.jobs, now, self.repair_grace_seconds):
+            conn.info[_JOBS_FLAG] = True
         hooks = [webhook_of(r) for r in conn.execute(select(webhooks).where(webhooks.c.enabled.is_(True))
                                                      .order_by(webhooks.c.id)).all()]
         if not hooks:
             return
-        now = utcnow()
         dialect = conn.dialect.name
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
@@ -127,24 +139,43 @@ class WebhookDispatcher:
     # -- one attempt: the job handler ------------------------------------------------------------
 
     def handle_job(self, payload: dict, progress=None) -> dict:
+        """Send the job's delivery; then, while the lane has more and the bounds allow, the next ones
+        (lanes.take_next). Whatever is left of the lane gets a job of its own."""
         delivery_id, turn = int(payload["delivery"]), int(payload["turn"])
+        outcome = self._attempt(delivery_id, turn)
+        sent, deadline = 1, time.monotonic() + CHAIN_SECONDS
+        while (nxt := outcome.pop("next", None)) is not None:
+            if sent >= CHAIN_MAX or time.monotonic() > deadline or self.stopping():
+                with self.db.write() as conn:
+                    lanes.schedule(conn, self.jobs, nxt[0], nxt[2], utcnow())
+                    conn.info[_JOBS_FLAG] = True
+                break
+            outcome = self._attempt(nxt[0], nxt[1])
+            sent += 1
+        outcome["sent"] = sent
+        return outcome
+
+    def _attempt(self, delivery_id: int, turn: int) -> dict:
         now = utcnow()
-        with self.db.write() as conn:
+        # A read first: the common case (the lane's head, endpoint on) writes nothing before sending.
+        with self.db.read() as conn:
             row = conn.execute(select(d).where(d.c.id == delivery_id)).first()
             if row is None or row.state != "queued" or row.turn != turn:
                 return {"skipped": "stale job"}
             hook_row = conn.execute(select(webhooks).where(webhooks.c.id == row.webhook_id)).first()
             if hook_row is None:
                 return {"skipped": "webhook deleted"}
-            if not hook_row.enabled:
-                lanes.park(conn, delivery_id, "the endpoint is disabled; re-enable it to send")
-                return {"parked": "endpoint disabled"}
             older = lanes.older_pending(conn, row.webhook_id, row.repository, delivery_id)
-            if older is not None:
-                lanes.park(conn, delivery_id)
-                return {"parked": f"waits for delivery {older}"}
-            public = self._public(conn, json.loads(row.event).get("project"))
-        result = self._send(hook_row, json.loads(row.event), public)
+            event = json.loads(row.event)
+            public = self._public(conn, event.get("project"))
+        if not hook_row.enabled or older is not None:
+            reason = "the endpoint is disabled; re-enable it to send" if not hook_row.enabled else None
+            with self.db.write() as conn:  # parked only if nothing moved it meanwhile
+                current = conn.execute(select(d.c.state, d.c.turn).where(d.c.id == delivery_id)).first()
+                if current is not None and current.state == "queued" and current.turn == turn:
+                    lanes.park(conn, delivery_id, reason)
+            return {"parked": reason or f"waits for delivery {older}"}
+        result = self._send(hook_row, event, public)
         return self._settle(delivery_id, turn, result, now)
 
     def _settle(self, delivery_id: int, turn: int, result: AttemptResult, started: datetime) -> dict:
@@ -164,9 +195,9 @@ class WebhookDispatcher:
             if result.ok:
                 values.update(state="succeeded", finished_at=now, next_attempt_at=None, last_error=None)
                 conn.execute(update(d).where(d.c.id == delivery_id).values(**values))
-                conn.execute(update(webhooks).where(webhooks.c.id == row.webhook_id).values(consecutive_failures=0))
-                self._advance(conn, row, now)
-                return {"attempt": attempt, "state": "succeeded"}
+                if hook.consecutive_failures:
+                    conn.execute(update(webhooks).where(webhooks.c.id == row.webhook_id).values(consecutive_failures=0))
+                return {"attempt": attempt, "state": "succeeded", "next": self._next(conn, row, now)}
             if attempt < row.max_attempts:
                 conn.execute(update(d).where(d.c.id == delivery_id).values(**values))
                 delay = backoff_seconds(attempt, self.config.backoff_base_seconds, self.config.backoff_max_seconds, self.rand)
@@ -184,12 +215,13 @@ class WebhookDispatcher:
                        data={"webhook": hook.id, "name": hook.name, "consecutive_failures": failures})
                 log.warning("webhook %s disabled: %s", hook.id, reason)
             conn.execute(update(webhooks).where(webhooks.c.id == hook.id).values(**hook_values))
-            self._advance(conn, row, now)
-            return {"attempt": attempt, "state": "dead"}
+            return {"attempt": attempt, "state": "dead", "next": self._next(conn, row, now)}
 
-    def _advance(self, conn: Connection, row, now: datetime) -> None:
-        if lanes.advance(conn, self.jobs, row.webhook_id, row.repository, now) is not None:
-            conn.info[_JOBS_FLAG] = True
+    @staticmethod
+    def _next(conn: Connection, row, now: datetime) -> tuple[int, int, int] | None:
+        """The lane's next delivery, taken over by this job: (id, turn, webhook id)."""
+        taken = lanes.take_next(conn, row.webhook_id, row.repository, now)
+        return (taken[0], taken[1], row.webhook_id) if taken is not None else None
 
     @staticmethod
     def _log_attempt(conn: Connection, delivery_id: int, attempt: int, started: datetime, result: AttemptResult) -> None:
@@ -227,14 +259,13 @@ class WebhookDispatcher:
         url, host_header, extensions = targets.pinned_request(target)
         headers.update(host_header)
         try:
-            with httpx.Client(transport=self.transport, timeout=self.config.timeout_seconds, follow_redirects=False,
-                              trust_env=False) as client:
-                request = client.build_request("POST", url, content=rendered.body, headers=headers, extensions=extensions)
-                response = client.send(request, stream=True)
-                try:
-                    body = self._read_limited(response)
-                finally:
-                    response.close()
+            client = self._http()
+            request = client.build_request("POST", url, content=rendered.body, headers=headers, extensions=extensions)
+            response = client.send(request, stream=True)
+            try:
+                body = self._read_limited(response)
+            finally:
+                response.close()
         except httpx.TimeoutException:
             return done(False, error=f"timed out after {self.config.timeout_seconds:g} s")
         except httpx.HTTPError as exc:
@@ -245,6 +276,15 @@ class WebhookDispatcher:
         if 300 <= status < 400:
             return done(False, status, body, "redirects are not followed; point the webhook at the final URL")
         return done(False, status, body, f"HTTP {status}")
+
+    def _http(self) -> httpx.Client:
+        """One client (and connection pool, kept alive) for every delivery of this process."""
+        if self._client is None or self._client_transport is not self.transport:
+            self._client = httpx.Client(transport=self.transport, timeout=self.config.timeout_seconds,
+                                        follow_redirects=False, trust_env=False,
+                                        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8))
+            self._client_transport = self.transport
+        return self._client
 
     @staticmethod
     def _read_limited(response: httpx.Response) -> str:
