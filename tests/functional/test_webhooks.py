@@ -94,10 +94,10 @@ class Env:
             return conn.execute(select(webhook_deliveries).order_by(webhook_deliveries.c.id)).all()
 
 
-@pytest.fixture(params=[True], ids=["private-targets-allowed"])
-async def env(request, tmp_path: Path):
-    env_ = await _open(tmp_path, allow_private=request.param)
-    async with env_ as e:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def env(request, tmp_path: Path, database_url_for):
+    """Private targets allowed (for system administrators); on SQLite and PostgreSQL."""
+    async with await _open(tmp_path, database_url=database_url_for(request.param)) as e:
         yield e
 
 
@@ -111,6 +111,7 @@ class _Open:
             webhook_allow_private_targets=self.settings.get("allow_private", True),
             webhook_backoff_base_seconds=0.001, webhook_max_attempts=self.settings.get("max_attempts", 5),
             webhook_disable_after=self.settings.get("disable_after", 3),
+            database_url=self.settings.get("database_url"),
         )
         self.app = create_app(s)
         self.lifespan = self.app.router.lifespan_context(self.app)
@@ -206,8 +207,9 @@ async def test_filters_formats_and_system_hooks(env: Env):
     assert "artifact.deleted" in slack["text"] and "other/x:v1" in slack["text"]
 
 
-async def test_a_repository_lane_is_delivered_in_order_and_a_dead_endpoint_is_disabled(tmp_path: Path):
-    async with await _open(tmp_path, max_attempts=2, disable_after=2) as env:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_repository_lane_is_delivered_in_order_and_a_dead_endpoint_is_disabled(tmp_path: Path, backend, database_url_for):
+    async with await _open(tmp_path, max_attempts=2, disable_after=2, database_url=database_url_for(backend)) as env:
         await env.project("acme")
         hook = await env.hook("acme")
         env.receiver.statuses = [503]  # the first request fails once
