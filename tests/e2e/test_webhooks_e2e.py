@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +23,7 @@ from standardwebhooks import Webhook
 
 from tests.e2e.auth_support import ADMIN, AuthClients, Directory, tiny_layout
 from tests.functional.helpers import API_CLIENT
-from tests.support.server import ServerProcess, run_dockyard
+from tests.support.server import ServerProcess, dockyard_env, run_dockyard
 
 pytestmark = pytest.mark.e2e
 
@@ -201,3 +203,47 @@ def _restart(env: Env) -> None:
         assert log[0]["status_code"] == 503 and log[-1]["status_code"] == 200 and log[-1]["outcome"] == "succeeded"
         _, headers, body = [e for e in env.receiver.events() if _is("artifact.pushed", "hooks/restart")(e[2])][-1]
         env.verify(headers, body)
+
+
+def test_the_cli_manages_a_project_hook(env: Env):
+    def dockyard(*args: str) -> str:
+        run_env = dockyard_env({"DOCKYARD_URL": env.server.url, "DOCKYARD_USERNAME": ADMIN,
+                                "DOCKYARD_PASSWORD": ADMIN_PASSWORD, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"})
+        proc = subprocess.run([sys.executable, "-m", "dockyard", "webhooks", *args], capture_output=True, text=True,
+                              env=run_env, timeout=120, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, f"webhooks {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    created = json.loads(dockyard("create", env.receiver.url + "/cli", "--project", "hooks", "--name", "cli hook",
+                                  "--event", "artifact.pushed", "--repository", "cli/*", "--json"))
+    hook_id, secret = str(created["id"]), created["secret"]
+    assert created["event_types"] == ["artifact.pushed"] and created["repository_pattern"] == "cli/*"
+    assert "cli hook" in dockyard("list", "--project", "hooks")
+
+    def last_ping(secret_: str) -> dict:
+        _, headers, body = env.receiver.wait_for(
+            lambda b: b.get("type") == "io.dockyard.webhook.ping" and b["data"].get("webhook") == int(hook_id))
+        raw = [b for _, h, b in env.receiver.received if h.get("webhook-id") == headers["webhook-id"]][-1]
+        Webhook(secret_).verify(raw, headers)
+        return body
+
+    dockyard("ping", hook_id, "--project", "hooks")
+    first = last_ping(secret)
+    deliveries = json.loads(dockyard("deliveries", hook_id, "--project", "hooks", "--json"))
+    [ping] = [d for d in deliveries if d["event_key"] == first["id"]]
+    assert ping["state"] == "succeeded" and ping["log"][0]["status_code"] == 200
+    sent = len(env.receiver.received)
+    dockyard("redeliver", hook_id, str(ping["id"]), "--project", "hooks")
+    deadline = time.monotonic() + 30
+    while len([h for _, h, _ in env.receiver.received if h.get("webhook-id") == first["id"]]) < 2:
+        assert time.monotonic() < deadline, "the redelivery did not arrive"
+        time.sleep(0.05)
+    assert len(env.receiver.received) > sent
+
+    rotated = json.loads(dockyard("rotate-secret", hook_id, "--project", "hooks", "--json"))
+    assert rotated["secret"] != secret
+    env.receiver.received.clear()
+    dockyard("ping", hook_id, "--project", "hooks")
+    last_ping(rotated["secret"])
+    dockyard("delete", hook_id, "--project", "hooks", "--yes")
+    assert "cli hook" not in dockyard("list", "--project", "hooks")

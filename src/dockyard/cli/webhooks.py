@@ -31,13 +31,14 @@ def _path(project: str | None, webhook_id: int | None = None, tail: str = "") ->
 
 
 def _with_secret(ctx: typer.Context, data: dict, json_output: bool) -> None:
-    secret = data.pop("secret")
-    show(ctx, data, HOOK_COLUMNS, json_output)
+    """The hook (with its secret in the JSON), or a table and then the secret on a line of its own."""
     if json_output or remote(ctx).json:
-        out.print_json(json.dumps({"secret": secret}))
-    else:
-        err.print("signing secret (shown once; receivers verify webhook-signature with it):")
-        out.print(secret, markup=False, highlight=False)
+        out.print_json(json.dumps(data, default=str))
+        return
+    secret = data.pop("secret")
+    show(ctx, data, HOOK_COLUMNS, False)
+    err.print("signing secret (shown once; receivers verify webhook-signature with it):")
+    out.print(secret, markup=False, highlight=False)
 
 
 @webhooks.command("list")
