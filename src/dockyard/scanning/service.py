@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 
 from dockyard.auth.principals import Principal
 from dockyard.auth.scopes import Scope
+from dockyard.domain import blob_refs
 from dockyard.domain.manifest_service import ManifestService
 from dockyard.domain.manifests import OCI_MANIFEST
 from dockyard.domain.scanners import ScannerRegistry
@@ -32,7 +33,7 @@ from dockyard.errors import NotFound
 from dockyard.jobs.queue import PENDING, Children, JobQueue
 from dockyard.jobs.worker import JobReleased
 from dockyard.metadata.db import Database, aware
-from dockyard.metadata.models import blobs, jobs, manifests, repositories, vuln_sources
+from dockyard.metadata.models import jobs, manifests, repositories, vuln_sources
 from dockyard.scanning import sbom as sbom_module
 from dockyard.scanning.harbor import HarborScannerClient
 from dockyard.scanning.limits import ScanLimitExceeded, ScanLimits, ScanTimedOut
@@ -201,9 +202,7 @@ class ScanService:
         if layer is None:
             return None
         with self.db.read() as conn:
-            row = conn.execute(
-                select(blobs.c.storage_key, blobs.c.size).where(blobs.c.digest == layer, blobs.c.state == "present")
-            ).first()
+            row = blob_refs.present_blob(conn, layer)
         if row is None:
             return None
         if row.size > self.limits.max_sbom_bytes:
@@ -406,9 +405,8 @@ class ScanService:
 
             def blob_path(digest: str) -> Path:
                 with self.db.read() as conn:
-                    key = conn.execute(
-                        select(blobs.c.storage_key).where(blobs.c.digest == digest, blobs.c.state == "present")
-                    ).scalar()
+                    stored = blob_refs.present_blob(conn, digest)
+                key = None if stored is None else stored.storage_key
                 if key is None:
                     raise NotFound(f"blob {digest} of {repository} is not stored")
                 local = self.storage.local_path(key)
