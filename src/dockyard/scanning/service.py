@@ -32,6 +32,7 @@ from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
 from dockyard.errors import NotFound
 from dockyard.jobs.queue import PENDING, Children, JobQueue
 from dockyard.jobs.worker import JobReleased
+from dockyard.metadata import job_kinds
 from dockyard.metadata.db import Database, aware
 from dockyard.metadata.models import jobs, manifests, repositories, vuln_sources
 from dockyard.scanning import sbom as sbom_module
@@ -49,8 +50,8 @@ from dockyard.domain.intents import forget_intent, record_intent
 
 log = logging.getLogger(__name__)
 
-SCAN_JOB = "scan"
-RESCAN_JOB = "rescan"
+SCAN_JOB = job_kinds.SCAN
+RESCAN_JOB = job_kinds.RESCAN
 SCANNER_SUBJECT = "scanner$dockyard"  # token subject of external scanners' pulls; gates let it through
 EMPTY_CONFIG = b"{}"
 EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
