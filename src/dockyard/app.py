@@ -200,7 +200,7 @@ def build_services(settings: Settings) -> Services:
         SignaturePromotionGate(db, security, signatures),
     ]
     retention = RetentionService(db, manifests, audit, tag_policy=tag_policy, jobs=jobs, scheduler=scheduler)
-    worker.register("retention", retention.handle_job)
+    worker.register(job_kinds.RETENTION, retention.handle_job)
     uploads = UploadService(
         db, storage, blobs, flush_bytes=settings.upload_flush_bytes, quotas=quotas,
         max_blob_bytes=settings.max_blob_bytes, max_per_account=settings.max_uploads_per_account,

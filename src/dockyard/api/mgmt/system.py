@@ -51,7 +51,7 @@ def start_gc(body: GcRequest, caller: CallerDep):
 @router.get("/gc", response_model=list[JobOut], summary="Garbage collection runs, newest first (admin)")
 def list_gc(caller: CallerDep, paging: PagingDep, request: Request, response: Response):
     caller.require_admin()
-    return paged(request, response, caller.services.jobs.list("gc", paging.page, paging.page_size), JobOut)
+    return paged(request, response, caller.services.jobs.list(job_kinds.GC, paging.page, paging.page_size), JobOut)
 
 
 class VulnSourceOut(Model):
