@@ -29,6 +29,7 @@ from dockyard.auth.keys import open_keystore
 from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
+from dockyard.domain.events import EventLog
 from dockyard.domain.project_admission import ProjectAdmission
 from dockyard.domain.projects import ProjectService
 from dockyard.domain.robots import RobotService
@@ -51,6 +52,7 @@ from dockyard.scanning.service import RESCAN_JOB, SCAN_JOB, SCANNER_SUBJECT, Sca
 from dockyard.scanning.vulndb import VulnDB
 from dockyard.signing.in_registry import RegistrySignatureSource, SignatureChecker
 from dockyard.signing.verify import Limits as SignatureLimits
+from dockyard.jobs.feed import Feed
 from dockyard.jobs.gc import GarbageCollector
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
@@ -105,6 +107,8 @@ class Services:
     scans: ScanService
     signatures: SignatureChecker
     pull_gate: PullGate
+    events: EventLog
+    feed: Feed
 
 
 def build_services(settings: Settings) -> Services:
@@ -245,6 +249,8 @@ def build_services(settings: Settings) -> Services:
         scans=scans,
         signatures=signatures,
         pull_gate=pull_gate,
+        events=EventLog(db),
+        feed=Feed(db, batch=settings.event_batch_size, poll_seconds=settings.event_poll_seconds),
     )
 
 
@@ -270,11 +276,15 @@ def create_app(settings: Settings) -> Starlette:
         await services.db.run(services.scheduler.set_schedule, UPDATE_KIND, UPDATE_KIND, {},
                               settings.vulndb_update_schedule or None)
         worker = asyncio.create_task(services.worker.run_forever()) if settings.worker_enabled else None
+        await services.db.run(services.feed.start)
+        feed = asyncio.create_task(services.feed.run_forever(durable=settings.worker_enabled))
         local = _local_tasks(services)
         local.start()
         try:
             yield
         finally:
+            feed.cancel()
+            services.feed.stop()
             await local.stop()  # flushes the last pull times: they survive a clean shutdown
             if worker is not None:
                 services.worker.stop()  # a long scan releases its job instead of holding shutdown

@@ -195,6 +195,22 @@ class Settings(BaseSettings):
         "block (no verdict, as if unscanned) or warn (the findings it has count; the report shows what was skipped).",
     )
 
+    # -- events: the change feed (issue 10 part 1) --
+    event_retention_days: int = Field(
+        30, ge=1, le=3650, description="Events older than this are pruned, once every durable consumer has read them."
+    )
+    event_poll_seconds: float = Field(
+        1.0, gt=0, le=60,
+        description="How often each process looks for events written by other processes (its own wake it at once).",
+    )
+    event_batch_size: int = Field(200, ge=1, le=10_000, description="Events a consumer reads per transaction.")
+
+    # -- webhooks (issue 10 part 2) --
+
+    # -- metrics, health and logs (issue 10 part 3) --
+
+    # -- architecture (issue 10 part 4) --
+
     @field_validator("gc_schedule")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
