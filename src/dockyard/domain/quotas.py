@@ -4,7 +4,7 @@ them, a pusher could store any amount as manifests with large annotations in a p
 
 Open uploads count too, while they are written: every append checks that the project's linked
 bytes, plus the bytes of its other open uploads, plus this upload's new size fit the quota, so no
-upload can park data beyond the quota until the reaper finds it (issue 9, finding 6).
+upload can park data beyond the quota until housekeeping purges it (issue 9, finding 6).
 
 A blob counts once per project however many of its repositories hold it, and a blob shared
 with other projects counts in each (each project would need it on its own). The check runs
