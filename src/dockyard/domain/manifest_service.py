@@ -23,9 +23,10 @@ from dockyard.errors import (
     Unsupported,
 )
 from dockyard.metadata import generations
+from dockyard.policy.access import project_of
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import manifest_references, manifests, tags
-from dockyard.policy.tags import Override, TagPolicy, TagVerdicts
+from dockyard.policy.tag_rules import Override, TagPolicy, TagVerdicts
 
 _BY_TAG_SQL = (
     "SELECT m.digest, m.media_type, m.payload FROM repositories r"
@@ -113,7 +114,7 @@ class ManifestService:
             manifest_id = self._store(conn, repo_id, parsed)
             for tag in new_tags:  # any refusal rolls back the manifest and every tag: all or nothing
                 move_tag(conn, self.tag_policy, repository, repo_id, tag, manifest_id, parsed.digest, verdicts=verdicts)
-            generations.bump_repository(conn, repository)  # cached signature verdicts of the project expire
+            generations.bump(conn, project_of(repository))  # cached signature verdicts of the project expire
         return parsed
 
     def store(self, conn: Connection, repo_id: int, parsed: ParsedManifest) -> int:
@@ -202,7 +203,7 @@ class ManifestService:
                 raise NameUnknown(f"repository {repository} is not known to this registry", detail={"name": repository})
             if tag is not None:
                 remove_tag(conn, self.tag_policy, repository, repo_id, tag, override=override, verdicts=verdicts)
-                generations.bump_repository(conn, repository)
+                generations.bump(conn, project_of(repository))
                 return
             # Lock the manifest row (PostgreSQL) before reading its tags: a concurrent tag write on it
             # (its foreign key takes a share lock on this row) then either committed before we look, or waits.
@@ -246,7 +247,7 @@ class ManifestService:
             conn.execute(delete(manifests).where(manifests.c.id == manifest_id))
             if blob_refs:
                 blob_rows.drop_refs(conn, blob_refs, utcnow())
-            generations.bump_repository(conn, repository)  # e.g. a deleted signature no longer counts
+            generations.bump(conn, project_of(repository))  # e.g. a deleted signature no longer counts
 
     def _held_tags(self, repository: str, digest: str | None) -> list[str]:
         """The tags a manifest delete will judge, read before its write transaction (see TagVerdicts)."""

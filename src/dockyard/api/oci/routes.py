@@ -1,14 +1,14 @@
 """Route table for /v2 and /token. Each /v2 route declares the access it needs and the audit action
-each successful method records (docs/api.md lists them); api/auth.py `guarded` enforces both."""
+each successful method records (docs/api.md lists them); api/access_gate.py `guarded` enforces both."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from starlette.routing import Route
 
 from dockyard.api import token
-from collections.abc import Mapping
-
-from dockyard.api.auth import AuditActions, guarded
+from dockyard.api.access_gate import AuditActions, guarded
 from dockyard.api.oci import base, blobs, manifests, uploads
 
 PULL = {"GET": "pull", "HEAD": "pull"}
