@@ -31,6 +31,7 @@ from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
 from dockyard.domain.events import EventLog
+from dockyard.domain.project_admission import ProjectAdmission
 from dockyard.domain.webhooks.delivery import CONSUMER as WEBHOOK_CONSUMER, WebhookDispatcher
 from dockyard.domain.webhooks.lanes import WEBHOOK_JOB
 from dockyard.domain.webhooks.service import WebhookConfig, WebhookService
@@ -59,9 +60,12 @@ from dockyard.signing.trusted_keys import TrustedKeys
 from dockyard.signing.verify import Limits as SignatureLimits
 from dockyard.jobs.feed import Feed
 from dockyard.jobs.gc import GarbageCollector
+from dockyard.jobs.housekeeping import Housekeeping
+from dockyard.jobs.local_tasks import LocalTasks
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
 from dockyard.jobs.worker import Worker
+from dockyard.metadata import job_kinds
 from dockyard.scanning.updates import UPDATE_KIND, VulnDBUpdater
 from dockyard.errors import DockyardError
 from dockyard.policy.access import AccessPolicy
@@ -154,7 +158,10 @@ def _identity(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
         "projects": projects,
         "users": UserService(db),
         "robots": RobotService(db),
-        "gate": AccessGate(settings, tokens, authenticator, access, audit, projects),
+        "gate": AccessGate(
+            settings, tokens, authenticator, access, audit,
+            ProjectAdmission(access, authenticator, projects, audit, enabled=settings.auth_mode != "none"),
+        ),
     }
 
 
@@ -167,8 +174,12 @@ def _jobs(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
         jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds, lanes={SCAN_JOB: settings.scan_concurrency, WEBHOOK_JOB: settings.webhook_concurrency}
     )
     gc = GarbageCollector(db, built["storage"], grace_seconds=settings.gc_grace_seconds, audit=built["audit"])
-    worker.register("gc", gc.handle)
+    worker.register(job_kinds.GC, gc.handle)
     worker.register(UPDATE_KIND, VulnDBUpdater(db, jobs, base_url=settings.vulndb_url, ecosystems=settings.vulndb_ecosystems).handle)
+    worker.register(job_kinds.HOUSEKEEPING, Housekeeping(
+        built["uploads"], built["audit"], built["authenticator"].throttle,
+        upload_max_age_seconds=settings.upload_max_age_seconds, audit_retention_days=settings.audit_retention_days,
+    ).handle)
     return {"jobs": jobs, "scheduler": scheduler, "worker": worker, "gc": gc}
 
 
@@ -247,7 +258,7 @@ def _governance(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     retention = RetentionService(
         db, built["manifests"], built["audit"], tag_policy=built["tag_policy"], jobs=built["jobs"], scheduler=built["scheduler"]
     )
-    built["worker"].register("retention", retention.handle_job)
+    built["worker"].register(job_kinds.RETENTION, retention.handle_job)
     return {"promotions": promotions, "retention": retention}
 
 
@@ -277,41 +288,15 @@ def _webhooks(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     return {"webhooks": service, "webhook_dispatcher": dispatcher}
 
 
-async def _flush_pulls(services: Services) -> None:
-    """Write buffered last-pull times every pull_flush_seconds (domain/pulls.py)."""
-    while True:
-        await asyncio.sleep(services.settings.pull_flush_seconds)
-        try:
-            await services.pulls.flush_async()
-        except Exception:  # the times stay buffered; the next tick retries
-            log.exception("flushing pull times failed")
-
-
-async def _refresh_keys(services: Services) -> None:
-    """Re-read signing keys now and then, so a rotation or revocation on another node (or the
-    CLI) reaches this one within KeyStore.REFRESH_SECONDS."""
+def _local_tasks(services: Services) -> LocalTasks:
+    """Per-process periodic work (jobs/local_tasks.py says why these are not job rows)."""
+    local = LocalTasks()
+    # Last-pull times buffered in this process (domain/pulls.py); the final flush makes a clean shutdown keep them.
+    local.every("pull-flush", services.settings.pull_flush_seconds, services.pulls.flush_async, on_stop=services.pulls.flush_async)
+    # Re-read signing keys, so a rotation or revocation on another node (or the CLI) reaches this one.
     keys = services.tokens.keys
-    while True:
-        await asyncio.sleep(keys.REFRESH_SECONDS)
-        try:
-            await services.db.run(keys.reload)
-        except Exception:  # keep the keys we have; the next tick retries
-            log.exception("reloading signing keys failed")
-
-
-async def _housekeeping(services: Services) -> None:
-    """Purge stale uploads and expired audit events. Idempotent, so every worker may run it."""
-    interval = services.settings.upload_purge_interval_seconds
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            purged = await services.db.run(services.uploads.purge_stale, services.settings.upload_max_age_seconds)
-            if purged:
-                log.info("purged %d stale uploads", purged)
-            await services.db.run(services.audit.purge, services.settings.audit_retention_days)
-            await services.db.run(services.authenticator.throttle.purge)
-        except Exception:  # keep going on the next tick; one failure must not kill the server
-            log.exception("housekeeping failed")
+    local.every("key-refresh", keys.REFRESH_SECONDS, lambda: services.db.run(keys.reload))
+    return local
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -319,10 +304,8 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        reaper = None
-        if settings.upload_purge_interval_seconds > 0:
-            reaper = asyncio.create_task(_housekeeping(services))
-        await services.db.run(services.scheduler.set_schedule, "gc", "gc", {"dry_run": False}, settings.gc_schedule)
+        await services.db.run(Housekeeping.schedule, services.scheduler, settings.upload_purge_interval_seconds)
+        await services.db.run(services.scheduler.set_schedule, job_kinds.GC, job_kinds.GC, {"dry_run": False}, settings.gc_schedule)
         # Off by default (registries are often air-gapped); None also removes a schedule set before.
         await services.db.run(services.scheduler.set_schedule, UPDATE_KIND, UPDATE_KIND, {},
                               settings.vulndb_update_schedule or None)
@@ -330,20 +313,15 @@ def create_app(settings: Settings) -> Starlette:
         await services.db.run(services.feed.start)
         services.webhook_dispatcher.start()
         feed = asyncio.create_task(services.feed.run_forever(durable=settings.worker_enabled))
-        pull_flusher = asyncio.create_task(_flush_pulls(services))
-        key_refresher = asyncio.create_task(_refresh_keys(services))
+        local = _local_tasks(services)
+        local.start()
         try:
             yield
         finally:
-            pull_flusher.cancel()
             feed.cancel()
             services.feed.stop()
             services.webhook_dispatcher.stop()
-            key_refresher.cancel()
-            with contextlib.suppress(Exception):
-                await services.pulls.flush_async()  # last pull times survive a clean shutdown
-            if reaper is not None:
-                reaper.cancel()
+            await local.stop()  # flushes the last pull times: they survive a clean shutdown
             if worker is not None:
                 services.worker.stop()  # a long scan releases its job instead of holding shutdown
                 worker.cancel()

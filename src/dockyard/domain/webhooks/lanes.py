@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, select, update
 
+from dockyard.metadata import job_kinds
 from dockyard.metadata.webhook_tables import webhook_deliveries as d
 
-WEBHOOK_JOB = "webhook.deliver"  # job kind: one attempt of one delivery
+WEBHOOK_JOB = job_kinds.WEBHOOK_DELIVERY  # one attempt of one delivery, then the lane's next ones
 JOB_ATTEMPTS = 3  # job-level retries only cover a worker dying mid-attempt; delivery retries are ours
 
 
