@@ -176,11 +176,12 @@ def _jobs(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     gc = GarbageCollector(db, built["storage"], grace_seconds=settings.gc_grace_seconds, audit=built["audit"])
     worker.register(job_kinds.GC, gc.handle)
     worker.register(UPDATE_KIND, VulnDBUpdater(db, jobs, base_url=settings.vulndb_url, ecosystems=settings.vulndb_ecosystems).handle)
-    worker.register(job_kinds.HOUSEKEEPING, Housekeeping(
+    housekeeping = Housekeeping(
         built["uploads"], built["audit"], built["authenticator"].throttle,
         upload_max_age_seconds=settings.upload_max_age_seconds, audit_retention_days=settings.audit_retention_days,
-    ).handle)
-    return {"jobs": jobs, "scheduler": scheduler, "worker": worker, "gc": gc}
+    )
+    worker.register(job_kinds.HOUSEKEEPING, housekeeping.handle)
+    return {"jobs": jobs, "scheduler": scheduler, "worker": worker, "gc": gc, "housekeeping": housekeeping}
 
 
 def _artifacts(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
@@ -285,6 +286,8 @@ def _webhooks(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
                                    repair_grace_seconds=settings.job_lease_seconds + 60)
     built["feed"].consume(WEBHOOK_CONSUMER, dispatcher.fan_out)
     worker.register(WEBHOOK_JOB, dispatcher.handle_job)
+    built["housekeeping"].add_step(
+        "webhook_deliveries_purged", lambda: service.purge_deliveries(settings.webhook_log_retention_days))
     return {"webhooks": service, "webhook_dispatcher": dispatcher}
 
 

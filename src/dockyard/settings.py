@@ -228,6 +228,9 @@ class Settings(BaseSettings):
         description="Allow system administrators (only them) to target loopback, private and link-local addresses.",
     )
     webhook_concurrency: int = Field(4, ge=1, le=64, description="Webhook deliveries one worker process sends at once.")
+    webhook_log_retention_days: int = Field(
+        30, ge=1, le=3650, description="Finished deliveries (and their attempts) older than this leave the log."
+    )
 
     # -- metrics, health and logs (issue 10 part 3) --
 

@@ -360,3 +360,31 @@ async def test_a_delivery_left_without_a_job_by_a_dead_worker_is_repaired(env: E
     k2 = env.event("artifact.pushed", "acme/b")
     await env.pump(lambda: len(env.deliveries()) == 2 and all(d.state == "succeeded" for d in env.deliveries()))
     assert sorted(r.headers["webhook-id"] for r in env.receiver.requests) == sorted([k1, k2])
+
+
+async def test_housekeeping_purges_old_finished_deliveries_but_not_queued_ones(tmp_path: Path):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from dockyard.metadata.db import utcnow
+    from dockyard.metadata.webhook_tables import webhook_attempts
+
+    async with await _open(tmp_path) as env:
+        await env.project("acme")
+        hook = await env.hook("acme")
+        for _ in range(2):
+            await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping")
+        env.event("artifact.pushed", "acme/app")
+        await anyio.to_thread.run_sync(env.services.feed.drain)  # queued; no worker runs it
+        with env.services.db.write() as conn:  # everything happened 31 days ago
+            conn.execute(update(webhook_deliveries).values(
+                created_at=utcnow() - timedelta(days=31), finished_at=utcnow() - timedelta(days=31)))
+        with env.services.db.write() as conn:  # except the queued delivery, still unfinished
+            conn.execute(update(webhook_deliveries).where(webhook_deliveries.c.state == "queued").values(finished_at=None))
+        result = env.services.housekeeping.handle({}, lambda _: None)
+        assert result["webhook_deliveries_purged"] == 2
+        [left] = env.deliveries()
+        assert left.state == "queued"
+        with env.services.db.read() as conn:
+            assert conn.execute(select(webhook_attempts)).all() == []  # the pings' attempts went with them

@@ -28,6 +28,7 @@ from dockyard.domain.security_settings import SecuritySettings
 from dockyard.domain.uploads import UploadService
 from dockyard.domain.users import UserService
 from dockyard.jobs.gc import GarbageCollector
+from dockyard.jobs.housekeeping import Housekeeping
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
 from dockyard.jobs.worker import Worker
@@ -74,6 +75,7 @@ class Services:
     scheduler: Scheduler
     worker: Worker
     gc: GarbageCollector
+    housekeeping: Housekeeping
     tag_policy: TagPolicy
     promotions: PromotionService
     promotion_gates: list[PromotionGate]

@@ -34,6 +34,11 @@ class Housekeeping:
         self.throttle = throttle
         self.upload_max_age_seconds = upload_max_age_seconds
         self.audit_retention_days = audit_retention_days
+        self.steps: dict[str, Callable[[], int]] = {}  # more clean-ups, added by the areas that own them
+
+    def add_step(self, result_key: str, step: Callable[[], int]) -> None:
+        """Another idempotent clean-up (e.g. the webhook delivery log); returns how many rows it removed."""
+        self.steps[result_key] = step
 
     def handle(self, payload: dict, progress: Callable[[dict], None]) -> dict:
         """Job handler for kind `housekeeping` (payload ignored); returns what each step removed."""
@@ -42,6 +47,8 @@ class Housekeeping:
             log.info("purged %d stale uploads", result["uploads_purged"])
         result["audit_events_purged"] = self.audit.purge(self.audit_retention_days)
         result["throttle_rows_purged"] = self.throttle.purge()
+        for key, step in self.steps.items():
+            result[key] = step()
         return result
 
     @staticmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
@@ -307,6 +307,16 @@ class WebhookService:
         attempts = conn.execute(select(webhook_attempts).where(webhook_attempts.c.delivery_id == delivery_id)
                                 .order_by(webhook_attempts.c.id)).all()
         return delivery_dict(row, [attempt_dict(a) for a in attempts])
+
+    def purge_deliveries(self, retention_days: int, *, now: datetime | None = None) -> int:
+        """Drop finished deliveries (and their attempts) older than the retention; queued ones stay."""
+        cutoff = (now or utcnow()) - timedelta(days=retention_days)
+        with self.db.write() as conn:
+            old = select(webhook_deliveries.c.id).where(
+                webhook_deliveries.c.state != "queued", webhook_deliveries.c.finished_at < cutoff)
+            conn.execute(delete(webhook_attempts).where(webhook_attempts.c.delivery_id.in_(old)))
+            return conn.execute(delete(webhook_deliveries).where(
+                webhook_deliveries.c.state != "queued", webhook_deliveries.c.finished_at < cutoff)).rowcount or 0
 
     def redeliver(self, webhook_id: int, project: str | None, delivery_id: int) -> dict:
         """Send a finished delivery again (same webhook-id, a fresh attempt budget), in its lane's order."""
