@@ -279,6 +279,7 @@ def _webhooks(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
         backoff_base_seconds=settings.webhook_backoff_base_seconds,
         disable_after=settings.webhook_disable_after,
         allow_private_targets=settings.webhook_allow_private_targets,
+        secret_overlap_seconds=settings.webhook_secret_overlap_seconds,
     )
     worker: Worker = built["worker"]
     service = WebhookService(built["db"], built["tokens"].keys.ring, built["jobs"], config)

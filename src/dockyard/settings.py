@@ -228,6 +228,10 @@ class Settings(BaseSettings):
         description="Allow system administrators (only them) to target loopback, private and link-local addresses.",
     )
     webhook_concurrency: int = Field(4, ge=1, le=64, description="Webhook deliveries one worker process sends at once.")
+    webhook_secret_overlap_seconds: int = Field(
+        86400, ge=0, le=30 * 86400,
+        description="After rotate-secret, the old secret also signs (a second signature) for this long; 0: it stops at once.",
+    )
     webhook_log_retention_days: int = Field(
         30, ge=1, le=3650, description="Finished deliveries (and their attempts) older than this leave the log."
     )

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import anyio.to_thread
 import httpx
 import pytest
 from sqlalchemy import select
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from dockyard.app import create_app
 from dockyard.domain.events import record
@@ -177,14 +178,23 @@ async def test_three_500s_then_200_is_one_success_with_four_logged_attempts_and_
     assert env.receiver.bodies()[-1]["type"] == "io.dockyard.webhook.ping"
     verifier.verify(env.receiver.requests[-1].content, dict(env.receiver.requests[-1].headers))
 
-    # Rotation: the old secret no longer verifies the next request.
+    # Rotation: both secrets verify during the overlap (two signatures), then only the new one.
     r = await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/rotate-secret")
     new_secret = r.json()["secret"]
     assert new_secret != hook["secret"]
     await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping")
-    Webhook(new_secret).verify(env.receiver.requests[-1].content, dict(env.receiver.requests[-1].headers))
-    with pytest.raises(Exception):
-        verifier.verify(env.receiver.requests[-1].content, dict(env.receiver.requests[-1].headers))
+    last = env.receiver.requests[-1]
+    assert len(last.headers["webhook-signature"].split(" ")) == 2
+    Webhook(new_secret).verify(last.content, dict(last.headers))
+    verifier.verify(last.content, dict(last.headers))
+    with env.services.db.write() as conn:  # the overlap is over
+        conn.execute(webhooks.update().values(previous_secret_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping")
+    last = env.receiver.requests[-1]
+    assert len(last.headers["webhook-signature"].split(" ")) == 1
+    Webhook(new_secret).verify(last.content, dict(last.headers))
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(last.content, dict(last.headers))
 
 
 async def test_filters_formats_and_system_hooks(env: Env):
@@ -322,6 +332,7 @@ async def test_secrets_survive_a_kek_rotation(tmp_path: Path, monkeypatch):
     async with await _open(tmp_path) as env:
         await env.project("acme")
         hook = await env.hook("acme")
+        rotated = (await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/rotate-secret")).json()["secret"]
         with env.services.db.read() as conn:
             before = conn.execute(select(webhooks.c.secret_sealed)).scalar_one()
     result = CliRunner().invoke(cli, ["admin", "rotate-kek", "--data-dir", str(tmp_path / "data")])
@@ -333,7 +344,9 @@ async def test_secrets_survive_a_kek_rotation(tmp_path: Path, monkeypatch):
         assert after.split(":")[1] != before.split(":")[1]  # sealed under the new KEK
         r = await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping")
         assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
-        Webhook(hook["secret"]).verify(env.receiver.requests[-1].content, dict(env.receiver.requests[-1].headers))
+        last = env.receiver.requests[-1]
+        Webhook(rotated).verify(last.content, dict(last.headers))
+        Webhook(hook["secret"]).verify(last.content, dict(last.headers))  # the previous secret, re-sealed too
 
 
 async def test_a_delivery_left_without_a_job_by_a_dead_worker_is_repaired(env: Env):

@@ -116,7 +116,7 @@ def webhooks_ping(ctx: typer.Context, webhook_id: int, project: ProjectOpt = Non
 @webhooks.command("rotate-secret")
 def webhooks_rotate_secret(ctx: typer.Context, webhook_id: int, project: ProjectOpt = None,
                            json_output: JsonOpt = False) -> None:
-    """A new signing secret, printed once; the old one stops at once."""
+    """A new signing secret, printed once; the old one also signs for webhook_secret_overlap_seconds."""
     _with_secret(ctx, remote(ctx).call("POST", _path(project, webhook_id, "/rotate-secret")).json(), json_output)
 
 

@@ -29,6 +29,9 @@ webhooks = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     # The Standard Webhooks secret (whsec_…), sealed with the node's key-encryption key (auth/secret_box.py).
     Column("secret_sealed", Text, nullable=False),
+    # After a rotation the old secret also signs until `previous_secret_until`, so receivers can switch over.
+    Column("previous_secret_sealed", Text),
+    Column("previous_secret_until", DateTime(timezone=True)),
     # Set when a system administrator saved a URL that resolves to a loopback/private/link-local address.
     Column("private_target", Boolean, nullable=False, default=False),
     Column("consecutive_failures", Integer, nullable=False, default=0),

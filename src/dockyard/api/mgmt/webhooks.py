@@ -160,7 +160,7 @@ def _routes(prefix: str, scope_dependency) -> None:
         return caller.services.webhook_dispatcher.ping(webhook_id, p)
 
     @router.post(prefix + "/{webhook_id}/rotate-secret", response_model=WebhookWithSecret, name=f"rotate_{tag}_webhook_secret",
-                 summary="A new signing secret, returned once; the old one stops at once")
+                 summary="A new signing secret, returned once; the old one also signs for webhook_secret_overlap_seconds")
     def rotate_secret(webhook_id: WebhookId, caller: CallerDep, p: Scope):
         hook, secret = caller.services.webhooks.rotate_secret(webhook_id, p)
         caller.audit("webhook.rotate-secret", f"webhook {webhook_id}", project=p)

@@ -254,7 +254,7 @@ class WebhookDispatcher:
         rendered = render(hook_row.format, event, Context(self.config.registry_url, public))
         headers = {
             "Content-Type": rendered.content_type, "User-Agent": USER_AGENT,
-            **signature_headers(self.service.secret(hook_row), event["key"], utcnow(), rendered.body),
+            **signature_headers(*self._secrets(hook_row, event["key"], utcnow(), rendered.body)),
         }
         url, host_header, extensions = targets.pinned_request(target)
         headers.update(host_header)
@@ -276,6 +276,10 @@ class WebhookDispatcher:
         if 300 <= status < 400:
             return done(False, status, body, "redirects are not followed; point the webhook at the final URL")
         return done(False, status, body, f"HTTP {status}")
+
+    def _secrets(self, hook_row, message_id: str, timestamp: datetime, body: bytes) -> tuple:
+        current, *previous = self.service.signing_secrets(hook_row)
+        return (current, message_id, timestamp, body, *previous)
 
     def _http(self) -> httpx.Client:
         """One client (and connection pool, kept alive) for every delivery of this process."""

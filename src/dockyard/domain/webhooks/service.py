@@ -40,6 +40,7 @@ class WebhookConfig:
     backoff_max_seconds: float = 3600.0
     disable_after: int = 10
     allow_private_targets: bool = False
+    secret_overlap_seconds: int = 86400
 
 
 @dataclass(frozen=True)
@@ -232,18 +233,31 @@ class WebhookService:
             self._changed(conn, project, webhook_id, "deleted")
 
     def rotate_secret(self, webhook_id: int, project: str | None) -> tuple[Webhook, str]:
-        """A new secret, in force for the next attempt; the old one stops at once."""
+        """A new secret, in force for the next attempt. The old one signs too (a second signature)
+        for `secret_overlap_seconds`, so receivers can switch without losing deliveries."""
         secret = new_secret()
+        now = utcnow()
         with self.db.write() as conn:
-            self._row(conn, webhook_id, project)
+            row = self._row(conn, webhook_id, project)
+            overlap = self.config.secret_overlap_seconds
             conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(
-                secret_sealed=self.ring.seal(secret.encode(), secret_context(webhook_id)), updated_at=utcnow()))
+                secret_sealed=self.ring.seal(secret.encode(), secret_context(webhook_id)), updated_at=now,
+                previous_secret_sealed=row.secret_sealed if overlap else None,
+                previous_secret_until=now + timedelta(seconds=overlap) if overlap else None))
             self._changed(conn, project, webhook_id, "secret_rotated")
             row = self._row(conn, webhook_id, project)
         return webhook_of(row), secret
 
     def secret(self, row) -> str:
         return self.ring.open(row.secret_sealed, secret_context(row.id)).decode()
+
+    def signing_secrets(self, row) -> list[str]:
+        """The secret, then the previous one while a rotation's overlap lasts."""
+        secrets = [self.secret(row)]
+        until = aware(row.previous_secret_until)
+        if row.previous_secret_sealed and until is not None and utcnow() < until:
+            secrets.append(self.ring.open(row.previous_secret_sealed, secret_context(row.id)).decode())
+        return secrets
 
     def _validated(self, **fields: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -344,9 +358,12 @@ def delivery_outcomes(db: Database) -> dict[str, int]:
 def reseal_secrets(db: Database, old_ring, new_ring) -> int:
     """Re-seal every webhook secret under `new_ring` (`dockyard admin rotate-kek`), in one transaction."""
     with db.write() as conn:
-        rows = conn.execute(select(webhooks.c.id, webhooks.c.secret_sealed)).all()
+        rows = conn.execute(select(webhooks.c.id, webhooks.c.secret_sealed, webhooks.c.previous_secret_sealed)).all()
         for row in rows:
-            plaintext = old_ring.open(row.secret_sealed, secret_context(row.id))
-            conn.execute(update(webhooks).where(webhooks.c.id == row.id).values(
-                secret_sealed=new_ring.seal(plaintext, secret_context(row.id))))
+            values = {"secret_sealed": new_ring.seal(old_ring.open(row.secret_sealed, secret_context(row.id)),
+                                                     secret_context(row.id))}
+            if row.previous_secret_sealed:
+                values["previous_secret_sealed"] = new_ring.seal(
+                    old_ring.open(row.previous_secret_sealed, secret_context(row.id)), secret_context(row.id))
+            conn.execute(update(webhooks).where(webhooks.c.id == row.id).values(**values))
     return len(rows)

@@ -21,10 +21,13 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def signature_headers(secret: str, message_id: str, timestamp: datetime, body: bytes) -> dict[str, str]:
-    signature = Webhook(secret).sign(msg_id=message_id, timestamp=timestamp, data=body)
+def signature_headers(secret: str, message_id: str, timestamp: datetime, body: bytes,
+                      *others: str) -> dict[str, str]:
+    """The three headers; with `others` (the previous secret during a rotation's overlap) the
+    signature header carries one `v1,…` per secret, space-separated, as the spec allows."""
+    signatures = [Webhook(s).sign(msg_id=message_id, timestamp=timestamp, data=body) for s in (secret, *others)]
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(timestamp.timestamp())),
-        "webhook-signature": signature,
+        "webhook-signature": " ".join(signatures),
     }

@@ -29,6 +29,8 @@ def upgrade() -> None:
         sa.Column('tag_pattern', sa.String(length=255), nullable=True),
         sa.Column('enabled', sa.Boolean(), nullable=False),
         sa.Column('secret_sealed', sa.Text(), nullable=False),
+        sa.Column('previous_secret_sealed', sa.Text(), nullable=True),
+        sa.Column('previous_secret_until', sa.DateTime(timezone=True), nullable=True),
         sa.Column('private_target', sa.Boolean(), nullable=False),
         sa.Column('consecutive_failures', sa.Integer(), nullable=False),
         sa.Column('disabled_reason', sa.String(length=500), nullable=True),
