@@ -401,3 +401,17 @@ async def test_housekeeping_purges_old_finished_deliveries_but_not_queued_ones(t
         assert left.state == "queued"
         with env.services.db.read() as conn:
             assert conn.execute(select(webhook_attempts)).all() == []  # the pings' attempts went with them
+
+
+async def test_outcome_listeners_see_every_attempt(tmp_path: Path):
+    async with await _open(tmp_path, max_attempts=2) as env:
+        seen: list[str] = []
+        env.services.webhook_dispatcher.outcome_listeners.append(seen.append)
+        await env.project("acme")
+        await env.hook("acme")
+        env.receiver.statuses = [500, 500, 500]
+        env.event("artifact.pushed", "acme/a")  # 500, 500: dead
+        await env.pump(lambda: [d.state for d in env.deliveries()] == ["dead"])
+        env.event("artifact.pushed", "acme/b")  # 500, then 200
+        await env.pump(lambda: [d.state for d in env.deliveries()] == ["dead", "succeeded"])
+        assert seen == ["failed", "dead", "failed", "succeeded"]

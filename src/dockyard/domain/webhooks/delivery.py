@@ -78,6 +78,9 @@ class WebhookDispatcher:
         self.repair_grace_seconds = repair_grace_seconds
         self._listening = False
         self._client: httpx.Client | None = None
+        # Called with "succeeded", "failed" (an attempt that will be retried) or "dead" after each
+        # attempt of a queued delivery, in the process that made it: metrics count with these.
+        self.outcome_listeners: list[Callable[[str], None]] = []
         self._client_transport: httpx.BaseTransport | None = None
 
     # -- waking the worker once fan-out's jobs are committed --------------------------------
@@ -176,7 +179,19 @@ class WebhookDispatcher:
                     lanes.park(conn, delivery_id, reason)
             return {"parked": reason or f"waits for delivery {older}"}
         result = self._send(hook_row, event, public)
-        return self._settle(delivery_id, turn, result, now)
+        outcome = self._settle(delivery_id, turn, result, now)
+        self._notify(outcome.get("state") if outcome.get("state") in ("succeeded", "dead") else
+                     ("failed" if "attempt" in outcome and not result.ok else None))
+        return outcome
+
+    def _notify(self, outcome: str | None) -> None:
+        if outcome is None:
+            return
+        for listener in self.outcome_listeners:
+            try:
+                listener(outcome)
+            except Exception:  # a metrics hiccup must not fail a delivery
+                log.exception("webhook outcome listener failed")
 
     def _settle(self, delivery_id: int, turn: int, result: AttemptResult, started: datetime) -> dict:
         now = utcnow()

@@ -346,8 +346,9 @@ class WebhookService:
 
 
 def delivery_outcomes(db: Database) -> dict[str, int]:
-    """Attempts by outcome (`succeeded`, `failed`) plus deliveries given up on (`dead`), since the
-    database began: the counters behind dockyard_webhook_deliveries_total{outcome}."""
+    """Attempts by outcome (`succeeded`, `failed`) plus deliveries given up on (`dead`) in the
+    delivery log (housekeeping prunes it, so these can drop: for a Prometheus counter use
+    WebhookDispatcher.outcome_listeners instead)."""
     with db.read() as conn:
         counts = dict(conn.execute(select(webhook_attempts.c.outcome, func.count()).group_by(webhook_attempts.c.outcome)).all())
         dead = conn.execute(select(func.count()).select_from(webhook_deliveries)
