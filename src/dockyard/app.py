@@ -22,6 +22,9 @@ from dockyard.api.http import (
 )
 from dockyard.api.auth import AccessGate
 from dockyard.api.surface import HttpSurface
+from dockyard.api.http_metrics import HttpMetrics
+from dockyard.api.ops import ops_routes
+from dockyard.api.request_id import RequestId
 from dockyard.api.oci.routes import oci_routes
 from dockyard.auth.authenticator import Authenticator
 from dockyard.auth.bootstrap import bootstrap
@@ -65,6 +68,10 @@ from dockyard.runtime import limit_malloc_arenas
 from dockyard.safe_text import configure_logging
 from dockyard.settings import Settings, load_settings
 from dockyard.storage import StorageDriver, open_driver
+from dockyard.storage.instrumented import InstrumentedDriver
+from dockyard.observability.metrics import Metrics
+from dockyard.observability.readiness import Readiness
+from dockyard.observability.wiring import instrument
 from dockyard.storage.permissions import secure_settings_paths
 
 log = logging.getLogger("dockyard")
@@ -105,6 +112,7 @@ class Services:
     pull_gate: PullGate
     events: EventLog
     feed: Feed
+    metrics: Metrics
 
 
 def build_services(settings: Settings) -> Services:
@@ -112,7 +120,8 @@ def build_services(settings: Settings) -> Services:
     db = Database(settings.resolved_database_url)
     if settings.auto_migrate:
         db.migrate()
-    storage = open_driver(settings)
+    metrics = Metrics()  # per app: its own registry (observability/metrics.py)
+    storage = InstrumentedDriver(open_driver(settings), metrics.storage_action)
     quotas = QuotaService(db)
     blobs = BlobService(
         db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2,
@@ -201,7 +210,7 @@ def build_services(settings: Settings) -> Services:
     ]
     retention = RetentionService(db, manifests, audit, tag_policy=tag_policy, jobs=jobs, scheduler=scheduler)
     worker.register("retention", retention.handle_job)
-    return Services(
+    services = Services(
         settings=settings,
         db=db,
         storage=storage,
@@ -239,7 +248,10 @@ def build_services(settings: Settings) -> Services:
         pull_gate=pull_gate,
         events=EventLog(db),
         feed=Feed(db, batch=settings.event_batch_size, poll_seconds=settings.event_poll_seconds),
+        metrics=metrics,
     )
+    instrument(services, SCAN_JOB)
+    return services
 
 
 async def _flush_pulls(services: Services) -> None:
@@ -313,12 +325,22 @@ def create_app(settings: Settings) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
             services.db.dispose()
+            services.metrics.process_exited()
 
     from dockyard.api.mgmt import create_mgmt_api
 
     app = Starlette(
-        routes=[*oci_routes(), Mount("/api/v1", app=create_mgmt_api(services))],
-        middleware=[Middleware(HttpSurface, settings=settings), Middleware(ApiVersionHeader)],
+        routes=[
+            *ops_routes(settings, services.metrics, Readiness(services.db, services.storage)),
+            *oci_routes(),
+            Mount("/api/v1", app=create_mgmt_api(services)),
+        ],
+        middleware=[
+            Middleware(RequestId),
+            Middleware(HttpMetrics, metrics=services.metrics),
+            Middleware(HttpSurface, settings=settings),
+            Middleware(ApiVersionHeader),
+        ],
         exception_handlers={
             DockyardError: on_dockyard_error,
             HTTPException: on_http_exception,
@@ -334,6 +356,6 @@ def create_app(settings: Settings) -> Starlette:
 def app_from_env() -> Starlette:
     """Factory for server workers: settings come from DOCKYARD_* env (set by `dockyard serve`)."""
     settings = load_settings()
-    configure_logging(settings.log_level)  # untrusted text in log lines is escaped
+    configure_logging(settings.log_level, settings.log_format)  # untrusted text in log lines is escaped
     limit_malloc_arenas(settings.malloc_arena_max)  # before the services start their threads
     return create_app(settings)

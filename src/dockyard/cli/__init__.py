@@ -161,6 +161,9 @@ def serve(
         settings = settings.model_copy(update={"workers": 1})
     os.environ.update(settings_to_env(settings))
     os.environ["DOCKYARD_AUTO_MIGRATE"] = "false"
+    from dockyard.observability.multiproc import prepare_multiproc_dir
+
+    prepare_multiproc_dir(settings.data_dir)  # metrics summed over the workers (docs/metrics.md)
     from dockyard.runtime import limit_malloc_arenas
 
     limit_malloc_arenas(settings.malloc_arena_max)  # this process and the workers it starts

@@ -73,7 +73,7 @@ def register(app: typer.Typer, admin: typer.Typer, helpers) -> None:
         settings = helpers._settings(config, data_dir=data_dir, database_url=database_url)
         from dockyard.safe_text import configure_logging
 
-        configure_logging(settings.log_level)  # untrusted text in log lines is escaped
+        configure_logging(settings.log_level, settings.log_format)  # untrusted text in log lines is escaped
         services = build_services(settings)
         try:
             if once:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -70,6 +70,7 @@ class _Sink:
 
 
 class UploadService:
+    on_committed: Callable[[str, int], None] = staticmethod(lambda project, size: None)  # metrics: pushed bytes
     def __init__(
         self,
         db: Database,
@@ -320,6 +321,7 @@ class UploadService:
             self.blobs.publish(upload.repository, digest, upload.storage_key, fresh.offset)
             with self.db.write() as conn:
                 conn.execute(delete(uploads).where(uploads.c.id == upload.id))
+            self.on_committed(project_of(upload.repository), fresh.offset)
         finally:
             writer.abort()
 
