@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,7 +20,8 @@ from dockyard.api.http import (
     on_http_exception,
     on_unexpected,
 )
-from dockyard.api.auth import AccessGate
+from dockyard.api.access_gate import AccessGate
+from dockyard.api.services import Services
 from dockyard.api.surface import HttpSurface
 from dockyard.api.http_metrics import HttpMetrics
 from dockyard.api.ops import ops_routes
@@ -28,7 +29,7 @@ from dockyard.api.request_id import RequestId
 from dockyard.api.oci.routes import oci_routes
 from dockyard.auth.authenticator import Authenticator
 from dockyard.auth.bootstrap import bootstrap
-from dockyard.auth.keys import open_keystore
+from dockyard.auth.token_keys import open_keystore
 from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
@@ -39,20 +40,22 @@ from dockyard.domain.users import UserService
 from dockyard.domain.blobs import BlobService
 from dockyard.domain.listings import ListingService
 from dockyard.domain.manifest_service import ManifestService
-from dockyard.domain.promotion import PromotionGate, PromotionService
+from dockyard.domain.promotion import PromotionService
 from dockyard.domain.uploads import UploadService
 from dockyard.domain.pulls import PullRecorder
 from dockyard.domain.retention_service import RetentionService
 from dockyard.domain.quotas import QuotaService
 from dockyard.domain.scanners import ScannerRegistry
 from dockyard.domain.security_settings import SecuritySettings
-from dockyard.policy.promotion_gates import ScanPromotionGate, SignaturePromotionGate
+from dockyard.policy.promotion_gates import PromotionGate, ScanPromotionGate, SignaturePromotionGate
 from dockyard.policy.pull_gate import PullGate
 from dockyard.scanning.limits import ScanLimits
 from dockyard.scanning.reports import ReportStore
 from dockyard.scanning.service import RESCAN_JOB, SCAN_JOB, SCANNER_SUBJECT, ScanService
+from dockyard.scanning.targets import TargetReader
 from dockyard.scanning.vulndb import VulnDB
-from dockyard.signing.in_registry import RegistrySignatureSource, SignatureChecker
+from dockyard.signing.in_registry import GateSignatures, RegistrySignatureSource, SignatureChecker
+from dockyard.signing.trusted_keys import TrustedKeys
 from dockyard.signing.verify import Limits as SignatureLimits
 from dockyard.jobs.feed import Feed
 from dockyard.jobs.gc import GarbageCollector
@@ -62,71 +65,64 @@ from dockyard.jobs.worker import Worker
 from dockyard.scanning.updates import UPDATE_KIND, VulnDBUpdater
 from dockyard.errors import DockyardError
 from dockyard.policy.access import AccessPolicy
-from dockyard.policy.tags import TagPolicy
+from dockyard.policy.tag_rules import TagPolicy
 from dockyard.metadata.db import Database
 from dockyard.runtime import limit_malloc_arenas
 from dockyard.safe_text import configure_logging
 from dockyard.settings import Settings, load_settings
 from dockyard.storage import StorageDriver, open_driver
 from dockyard.storage.instrumented import InstrumentedDriver
-from dockyard.observability.metrics import Metrics
+from dockyard.observability.collectors import (
+    FeedLagCollector, JobQueueCollector, QuotaCollector, UploadsCollector, WebhookCollector,
+)
+from dockyard.observability.metrics import COUNTED_EVENTS, Metrics
 from dockyard.observability.readiness import Readiness
-from dockyard.observability.wiring import instrument
 from dockyard.storage.permissions import secure_settings_paths
 
 log = logging.getLogger("dockyard")
 
 
-@dataclass
-class Services:
-    settings: Settings
-    db: Database
-    storage: StorageDriver
-    blobs: BlobService
-    uploads: UploadService
-    manifests: ManifestService
-    listings: ListingService
-    access: AccessPolicy
-    audit: AuditService
-    tokens: TokenService
-    authenticator: Authenticator
-    gate: AccessGate
-    users: UserService
-    projects: ProjectService
-    robots: RobotService
-    quotas: QuotaService
-    jobs: JobQueue
-    scheduler: Scheduler
-    worker: Worker
-    gc: GarbageCollector
-    tag_policy: TagPolicy
-    promotions: PromotionService
-    promotion_gates: list[PromotionGate]
-    pulls: PullRecorder
-    retention: RetentionService
-    security: SecuritySettings
-    scanners: ScannerRegistry
-    reports: ReportStore
-    scans: ScanService
-    signatures: SignatureChecker
-    pull_gate: PullGate
-    events: EventLog
-    feed: Feed
-    metrics: Metrics
-
-
 def build_services(settings: Settings) -> Services:
+    """Every service, built area by area (each area reads what the earlier ones built).
+
+    A new area is one more `_area(settings, built)` function returning its Services fields."""
+    built: dict[str, Any] = {"settings": settings}
+    built.update(_storage(settings))
+    built.update(_identity(settings, built))
+    built.update(_jobs(settings, built))
+    built.update(_artifacts(settings, built))
+    built.update(_security(settings, built))
+    built.update(_governance(settings, built))
+    built.update(_events(settings, built))
+    services = Services(**built)
+    _observe(services)
+    return services
+
+
+def _storage(settings: Settings) -> dict[str, Any]:
+    """The database, the blob store, and blob bytes with their quotas."""
     secure_settings_paths(settings)  # umask 077 and owner-only modes before anything is written
     db = Database(settings.resolved_database_url)
     if settings.auto_migrate:
         db.migrate()
-    metrics = Metrics()  # per app: its own registry (observability/metrics.py)
+    metrics = Metrics()  # per app, with its own registry (observability/metrics.py)
     storage = InstrumentedDriver(open_driver(settings), metrics.storage_action)
     quotas = QuotaService(db)
     blobs = BlobService(
         db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2,
         max_blob_bytes=settings.max_blob_bytes,
     )
+    uploads = UploadService(
+        db, storage, blobs, flush_bytes=settings.upload_flush_bytes, quotas=quotas,
+        max_blob_bytes=settings.max_blob_bytes, max_per_account=settings.max_uploads_per_account,
+        max_per_project=settings.max_uploads_per_project,
+    )
+    return {"db": db, "storage": storage, "quotas": quotas, "blobs": blobs, "uploads": uploads, "metrics": metrics}
+
+
+def _identity(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """Accounts, tokens and the access gate."""
+    db: Database = built["db"]
     keys = open_keystore(db, settings)
     if settings.auto_migrate:
         bootstrap(db, keys, settings.admin_password, settings.data_dir)
@@ -158,28 +154,56 @@ def build_services(settings: Settings) -> Services:
     access = AccessPolicy(db, auto_create_projects=settings.auto_create_projects)
     audit = AuditService(db)
     projects = ProjectService(db)
+    return {
+        "tokens": tokens,
+        "authenticator": authenticator,
+        "access": access,
+        "audit": audit,
+        "projects": projects,
+        "users": UserService(db),
+        "robots": RobotService(db),
+        "gate": AccessGate(settings, tokens, authenticator, access, audit, projects),
+    }
+
+
+def _jobs(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """The job queue, its schedules and this process's worker, with the jobs that need nothing else."""
+    db: Database = built["db"]
     jobs = JobQueue(db, lease_seconds=settings.job_lease_seconds)
     scheduler = Scheduler(db, jobs)
     worker = Worker(
         jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds, lanes={SCAN_JOB: settings.scan_concurrency}
     )
-    gc = GarbageCollector(db, storage, grace_seconds=settings.gc_grace_seconds, audit=audit)
+    gc = GarbageCollector(db, built["storage"], grace_seconds=settings.gc_grace_seconds, audit=built["audit"])
     worker.register("gc", gc.handle)
     worker.register(UPDATE_KIND, VulnDBUpdater(db, jobs, base_url=settings.vulndb_url, ecosystems=settings.vulndb_ecosystems).handle)
-    tag_policy = TagPolicy(db, access)
+    return {"jobs": jobs, "scheduler": scheduler, "worker": worker, "gc": gc}
+
+
+def _artifacts(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """Manifests and tags under the tag rules, listings, and pull times."""
+    db: Database = built["db"]
+    tag_policy = TagPolicy(db, built["access"])
     manifests = ManifestService(
         db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy,
-        quotas=quotas,
+        quotas=built["quotas"],
     )
-    listings = ListingService(db)
+    return {"tag_policy": tag_policy, "manifests": manifests, "listings": ListingService(db), "pulls": PullRecorder(db)}
+
+
+def _security(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """Supply-chain security: project policies, scans, signatures, and the pull and promotion gates."""
+    db: Database = built["db"]
+    storage: StorageDriver = built["storage"]
+    worker: Worker = built["worker"]
     security = SecuritySettings(
         db, cache_seconds=settings.security_cache_seconds, auto_scan_default=settings.scan_on_push_default
     )
     scanner_registry = ScannerRegistry(db)
     reports = ReportStore(db)
     scans = ScanService(
-        db, storage, blobs, manifests, jobs, security, scanner_registry, reports, VulnDB(db),
-        tokens=tokens,
+        db, storage, built["blobs"], built["manifests"], built["jobs"], security, scanner_registry, reports, VulnDB(db),
+        tokens=built["tokens"],
         registry_url=settings.scanner_registry_url or settings.public_url or f"http://{settings.host}:{settings.port}",
         syft_path=settings.scan_syft_path,
         scan_timeout=settings.scan_timeout_seconds,
@@ -192,66 +216,70 @@ def build_services(settings: Settings) -> Services:
     worker.register(SCAN_JOB, scans.handle_scan)
     worker.register(RESCAN_JOB, scans.handle_rescan)
     signatures = SignatureChecker(
-        RegistrySignatureSource(db, storage, listings, max_blob_bytes=settings.signature_max_blob_bytes,
+        RegistrySignatureSource(db, storage, max_blob_bytes=settings.signature_max_blob_bytes,
                                 max_referrers=settings.signature_max_referrers),
         limits=SignatureLimits(max_layers=settings.signature_max_layers, max_referrers=settings.signature_max_referrers),
         max_entries=settings.signature_cache_entries,
     )
+    trusted_keys = TrustedKeys(security)
+    targets = TargetReader(db)
+    gate_signatures = GateSignatures(signatures, trusted_keys)
     pull_gate = PullGate(
-        db, security, reports, signatures,
+        db, targets, security, reports, gate_signatures,
         request_scan=scans.request,
         exempt_subjects=frozenset({SCANNER_SUBJECT}),
         cache_seconds=settings.security_cache_seconds,
         incomplete_policy=settings.scan_incomplete_policy,
     )
     promotion_gates: list[PromotionGate] = [
-        ScanPromotionGate(db, security, reports, incomplete_policy=settings.scan_incomplete_policy),
-        SignaturePromotionGate(db, security, signatures),
+        ScanPromotionGate(targets, security, reports, incomplete_policy=settings.scan_incomplete_policy),
+        SignaturePromotionGate(security, gate_signatures),
     ]
-    retention = RetentionService(db, manifests, audit, tag_policy=tag_policy, jobs=jobs, scheduler=scheduler)
-    worker.register("retention", retention.handle_job)
-    services = Services(
-        settings=settings,
-        db=db,
-        storage=storage,
-        blobs=blobs,
-        uploads=UploadService(
-            db, storage, blobs, flush_bytes=settings.upload_flush_bytes, quotas=quotas,
-            max_blob_bytes=settings.max_blob_bytes, max_per_account=settings.max_uploads_per_account,
-            max_per_project=settings.max_uploads_per_project,
-        ),
-        manifests=manifests,
-        listings=listings,
-        access=access,
-        audit=audit,
-        tokens=tokens,
-        authenticator=authenticator,
-        gate=AccessGate(settings, tokens, authenticator, access, audit, projects),
-        users=UserService(db),
-        projects=projects,
-        robots=RobotService(db),
-        quotas=quotas,
-        jobs=jobs,
-        scheduler=scheduler,
-        worker=worker,
-        gc=gc,
-        tag_policy=tag_policy,
-        promotions=PromotionService(db, manifests, tag_policy, promotion_gates, quotas=quotas, pull_gate=pull_gate),
-        promotion_gates=promotion_gates,
-        pulls=PullRecorder(db),
-        retention=retention,
-        security=security,
-        scanners=scanner_registry,
-        reports=reports,
-        scans=scans,
-        signatures=signatures,
-        pull_gate=pull_gate,
-        events=EventLog(db),
-        feed=Feed(db, batch=settings.event_batch_size, poll_seconds=settings.event_poll_seconds),
-        metrics=metrics,
+    return {
+        "security": security,
+        "trusted_keys": trusted_keys,
+        "scanners": scanner_registry,
+        "scans": scans,
+        "signatures": signatures,
+        "pull_gate": pull_gate,
+        "promotion_gates": promotion_gates,
+    }
+
+
+def _governance(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """Promotion between projects (behind the gates) and retention."""
+    db: Database = built["db"]
+    promotions = PromotionService(
+        db, built["manifests"], built["tag_policy"], built["promotion_gates"], quotas=built["quotas"], pull_gate=built["pull_gate"]
     )
-    instrument(services, SCAN_JOB)
-    return services
+    retention = RetentionService(
+        db, built["manifests"], built["audit"], tag_policy=built["tag_policy"], jobs=built["jobs"], scheduler=built["scheduler"]
+    )
+    built["worker"].register("retention", retention.handle_job)
+    return {"promotions": promotions, "retention": retention}
+
+
+def _events(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """The change feed (domain/events.py) and its consumers (jobs/feed.py)."""
+    db: Database = built["db"]
+    feed = Feed(db, batch=settings.event_batch_size, poll_seconds=settings.event_poll_seconds)
+    return {"events": EventLog(db), "feed": feed}
+
+
+def _observe(services: Services) -> None:
+    """Connect the metrics (docs/metrics.md) to what feeds them: worker, upload and pull-gate hooks,
+    the "metrics" feed consumer (pushes and pulls per project), the pool, scrape-time collectors."""
+    metrics, db = services.metrics, services.db
+    services.worker.on_finished = metrics.job_finished
+    metrics.on_job("gc", metrics.gc_finished)
+    metrics.on_job(SCAN_JOB, metrics.scan_finished)
+    services.uploads.on_committed = metrics.blob_committed
+    services.pull_gate.on_denied = metrics.pull_denied
+    services.feed.consume("metrics", metrics.count_events, types=COUNTED_EVENTS)
+    metrics.watch_pool(db.engine)
+    for collector in (UploadsCollector(db), JobQueueCollector(db), FeedLagCollector(services.feed.lag),
+                      QuotaCollector(db, services.quotas.usage), WebhookCollector(db)):
+        metrics.add_scrape_collector(collector)
 
 
 async def _flush_pulls(services: Services) -> None:

@@ -18,6 +18,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
+# Defaults of the vulndb settings; scanning/vulndb.py reads them from here (settings import nothing of dockyard's).
+OSV_BUCKET_URL = "https://osv-vulnerabilities.storage.googleapis.com"
+DEFAULT_ECOSYSTEMS = ("Debian", "Ubuntu", "Alpine", "PyPI", "npm", "Go", "Maven")
 
 
 class Settings(BaseSettings):
@@ -55,11 +58,11 @@ class Settings(BaseSettings):
     gc_grace_seconds: int = Field(86400, ge=1, description="Unreferenced blobs younger than this (by last touch) are kept by GC.")
     gc_schedule: str | None = Field(None, description="Cron expression for scheduled garbage collection (UTC); unset: on demand only.")
     vulndb_url: str = Field(
-        default_factory=lambda: _vulndb_defaults()[0], description="Base URL of the OSV exports (<url>/<ECOSYSTEM>/all.zip)."
+        OSV_BUCKET_URL, description="Base URL of the OSV exports (<url>/<ECOSYSTEM>/all.zip)."
     )
     # NoDecode: the env var is a JSON list or a comma-separated string (see _ecosystem_list).
     vulndb_ecosystems: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(_vulndb_defaults()[1]), description="OSV ecosystems that vulndb updates download."
+        default_factory=lambda: list(DEFAULT_ECOSYSTEMS), description="OSV ecosystems that vulndb updates download."
     )
     vulndb_update_schedule: str = Field(
         "", description="Cron expression for scheduled vulnerability database updates (UTC); empty: off."
@@ -348,12 +351,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _vulndb_defaults() -> tuple[str, tuple[str, ...]]:
-    from dockyard.scanning.vulndb import DEFAULT_ECOSYSTEMS, OSV_BUCKET_URL  # heavy: only when needed
-
-    return OSV_BUCKET_URL, DEFAULT_ECOSYSTEMS
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

@@ -22,9 +22,10 @@ from dockyard.errors import (
     Unsupported,
 )
 from dockyard.metadata import generations
+from dockyard.policy.access import project_of
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs, tags
-from dockyard.policy.tags import Override, TagPolicy, TagVerdicts
+from dockyard.policy.tag_rules import Override, TagPolicy, TagVerdicts
 
 _BY_TAG_SQL = (
     "SELECT m.digest, m.media_type, m.payload FROM repositories r"
@@ -112,7 +113,7 @@ class ManifestService:
             manifest_id = self._store(conn, repo_id, parsed)
             for tag in new_tags:  # any refusal rolls back the manifest and every tag: all or nothing
                 move_tag(conn, self.tag_policy, repository, repo_id, tag, manifest_id, parsed.digest, verdicts=verdicts)
-            generations.bump_repository(conn, repository)  # cached signature verdicts of the project expire
+            generations.bump(conn, project_of(repository))  # cached signature verdicts of the project expire
         return parsed
 
     def store(self, conn: Connection, repo_id: int, parsed: ParsedManifest) -> int:
@@ -211,7 +212,7 @@ class ManifestService:
                 raise NameUnknown(f"repository {repository} is not known to this registry", detail={"name": repository})
             if tag is not None:
                 remove_tag(conn, self.tag_policy, repository, repo_id, tag, override=override, verdicts=verdicts)
-                generations.bump_repository(conn, repository)
+                generations.bump(conn, project_of(repository))
                 return
             # Lock the manifest row (PostgreSQL) before reading its tags: a concurrent tag write on it
             # (its foreign key takes a share lock on this row) then either committed before we look, or waits.
@@ -259,7 +260,7 @@ class ManifestService:
                     .where(blobs.c.digest.in_(blob_refs))
                     .values(ref_count=blobs.c.ref_count - 1, touched_at=utcnow())
                 )
-            generations.bump_repository(conn, repository)  # e.g. a deleted signature no longer counts
+            generations.bump(conn, project_of(repository))  # e.g. a deleted signature no longer counts
 
     def _held_tags(self, repository: str, digest: str | None) -> list[str]:
         """The tags a manifest delete will judge, read before its write transaction (see TagVerdicts)."""

@@ -16,7 +16,6 @@ bytes, so an image the caller may not pull cannot be promoted somewhere it could
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 from sqlalchemy import Connection, select, update
 
@@ -26,27 +25,14 @@ from dockyard.domain.names import validate_digest, validate_name, validate_tag
 from dockyard.domain.repositories import ensure_repository_id, require_repository_id
 from dockyard.errors import Denied, InvalidRequest, ManifestBlobUnknown, ManifestUnknown
 from dockyard.metadata import generations
+from dockyard.policy.access import project_of
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs
-from dockyard.policy.tags import Override, TagPolicy
+from dockyard.policy.promotion_gates import PromotionGate
+from dockyard.policy.tag_rules import Override, TagPolicy
 
 # Bounds a pathological graph (referrers of referrers of …); real images stay far below this.
 MAX_PROMOTED_MANIFESTS = 1000
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    allowed: bool
-    reason: str = ""
-
-
-@runtime_checkable
-class PromotionGate(Protocol):
-    """A check the source must pass before it is promoted (e.g. no critical vulnerabilities, signed)."""
-
-    name: str
-
-    def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict: ...
 
 
 @dataclass(frozen=True)
@@ -159,7 +145,7 @@ class PromotionService:
                 result.tags[tag] = move_tag(
                     conn, self.tag_policy, destination, dest_id, tag, manifest_id, digest, override=override, verdicts=verdicts
                 )
-            generations.bump_repository(conn, destination)  # copied signatures count at once
+            generations.bump(conn, project_of(destination))  # copied signatures count at once
         return result
 
     def _check_source_gate(self, repository: str, digest: str, include_referrers: bool, caller: str | None) -> None:

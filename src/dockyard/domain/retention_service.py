@@ -84,14 +84,6 @@ class RetentionService:
         self.scheduler = scheduler
         self.clock = clock
 
-    def attach(self, *, tag_policy: Any = None, jobs: Any = None, scheduler: Any = None, worker: Any = None) -> None:
-        """Late wiring from the composition root: use whichever of these services exist."""
-        self.tag_policy = tag_policy or self.tag_policy
-        self.jobs = jobs or self.jobs
-        self.scheduler = scheduler or self.scheduler
-        if worker is not None:
-            worker.register(JOB_KIND, self.handle_job)
-
     # -- policies ---------------------------------------------------------------------------------
 
     @staticmethod

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, inspect, select
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy import column, func, inspect, select, table
 
 from dockyard.metadata.db import Database, aware, utcnow
 from dockyard.metadata.models import jobs, projects, uploads
@@ -109,11 +109,11 @@ class QuotaCollector(_Collector):
         yield used
 
 
-class WebhookDeliveriesCollector(_Collector):
-    """Delivery outcomes, counted from the deliveries table when it exists (issue 10 part 2)."""
+class WebhookCollector(_Collector):
+    """Webhook delivery outcomes from the webhook tables (issue 10 part 2), when they exist: attempts
+    by outcome (each HTTP attempt appends a row) and deliveries by state. Both group on an index."""
 
-    NAMES = ("dockyard_webhook_deliveries",)
-    TABLE = "webhook_deliveries"
+    NAMES = ("dockyard_webhook_deliveries_total", "dockyard_webhook_delivery_state")
 
     def __init__(self, db: Database):
         self.db = db
@@ -121,15 +121,23 @@ class WebhookDeliveriesCollector(_Collector):
 
     def read(self):
         if self._present is None:
-            self._present = inspect(self.db.engine).has_table(self.TABLE)
-        family = GaugeMetricFamily(
-            self.NAMES[0], "Webhook deliveries in the delivery log, by status.", labels=["outcome"])
+            names = set(inspect(self.db.engine).get_table_names())
+            self._present = {"webhook_attempts", "webhook_deliveries"} <= names
+        attempts = CounterMetricFamily(
+            "dockyard_webhook_deliveries", "Webhook delivery attempts, by outcome (succeeded or failed).",
+            labels=["outcome"])
+        states = GaugeMetricFamily(
+            self.NAMES[1], "Webhook deliveries in the delivery log, by state (queued, succeeded, failed, dead).",
+            labels=["state"])
         if self._present:
-            from sqlalchemy import column, table
-
-            deliveries = table(self.TABLE, column("status"))
+            log_rows = table("webhook_attempts", column("outcome"))
+            delivery_rows = table("webhook_deliveries", column("state"))
             with self.db.read() as conn:
-                rows = conn.execute(select(deliveries.c.status, func.count()).group_by(deliveries.c.status)).all()
-            for status, count in rows:
-                family.add_metric([str(status)], count)
-        yield family
+                for outcome, count in conn.execute(
+                        select(log_rows.c.outcome, func.count()).group_by(log_rows.c.outcome)).all():
+                    attempts.add_metric([str(outcome)], count)
+                for state, count in conn.execute(
+                        select(delivery_rows.c.state, func.count()).group_by(delivery_rows.c.state)).all():
+                    states.add_metric([str(state)], count)
+        yield attempts
+        yield states

@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dockyard.domain.security_settings import MISSING, SecurityPolicy, SecuritySettings, severity_rank
 from dockyard.errors import Denied
 from dockyard.metadata.db import Database
-from dockyard.scanning.reports import FAILED, ReportStore, blocking, display_id, list_ids
-from dockyard.scanning.targets import INDEX, OTHER, TargetReader, classify
-from dockyard.signing.in_registry import SignatureChecker, describe
+from dockyard.policy.access import project_of
+from dockyard.policy.lookups import FAILED, INDEX, OTHER, ReportLookup, SecurityLookup, SignatureLookup, TargetLookup
+from dockyard.policy.security_policy import MISSING, SecurityPolicy, blocking, display_id, list_ids, severity_rank
 
 WAIT_POLL_SECONDS = 0.25
 FINAL, TRANSIENT, WAIT = "final", "transient", "wait"
@@ -40,9 +39,10 @@ class PullGate:
     def __init__(
         self,
         db: Database,
-        security: SecuritySettings,
-        reports: ReportStore,
-        signatures: SignatureChecker,
+        targets: TargetLookup,
+        security: SecurityLookup,
+        reports: ReportLookup,
+        signatures: SignatureLookup,
         *,
         request_scan,
         exempt_subjects: frozenset[str] = frozenset(),
@@ -51,7 +51,7 @@ class PullGate:
         incomplete_policy: str = "block",
     ):
         self.db = db
-        self.targets = TargetReader(db)
+        self.targets = targets
         self.security = security
         self.reports = reports
         self.signatures = signatures
@@ -82,7 +82,7 @@ class PullGate:
 
         Both may read the database (the policy every `cache_seconds`, `pusher` per refusal), so
         they go through `run_fast`: inline on SQLite, off the event loop on PostgreSQL."""
-        project = repository.split("/", 1)[0]
+        project = project_of(repository)
         policy = self.security.cached_policy(project)
         if policy is MISSING:
             policy = await self.db.run_fast(self.security.policy_for, project)
@@ -110,7 +110,7 @@ class PullGate:
 
     def gates(self, repository: str) -> bool:
         """Whether `repository`'s project gates pulls at all (blocking: may read the policy)."""
-        policy = self.security.policy_for(repository.split("/", 1)[0])
+        policy = self.security.policy_for(project_of(repository))
         return policy is not None and policy.gates_pulls
 
     def check_copy(self, repository: str, digest: str, media_type: str, payload: bytes, subject: str | None) -> None:
@@ -119,7 +119,7 @@ class PullGate:
         source's gate as it would for `docker pull`. Blocking, and it never waits: an image the policy
         would wait for is refused until its scan lands. Callers skip this for accounts that may push to
         the source (the same exemption a pull has)."""
-        project = repository.split("/", 1)[0]
+        project = project_of(repository)
         policy = self.security.policy_for(project)
         if policy is None or not policy.gates_pulls or subject in self.exempt_subjects:
             return
@@ -138,7 +138,7 @@ class PullGate:
     def _evaluate(self, policy: SecurityPolicy, repository: str, digest: str, media_type: str, payload: bytes):
         """(denial message or None, outcome): FINAL verdicts are cached, TRANSIENT ones (about an
         unscanned image) are not, WAIT means "unscanned, and the policy says wait"."""
-        kind = classify(media_type, payload)
+        kind = self.targets.kind(media_type, payload)
         if kind == OTHER:
             return None, FINAL
         if policy.require_signature:
@@ -177,7 +177,7 @@ class PullGate:
         return None, FINAL
 
     def _signature_denial(self, policy: SecurityPolicy, repository: str, digest: str, kind: str) -> str | None:
-        keys = self.security.public_keys(policy.project)
+        keys = self.signatures.public_keys(policy.project)
         if not keys:
             return (
                 f"{_noun(kind)} {digest} cannot be verified: project {policy.project} requires signatures "
@@ -187,7 +187,7 @@ class PullGate:
         if verified:
             return None
         return (
-            f"{_noun(kind)} {digest} is not signed by a key trusted by project {policy.project}: {describe(own)}; "
+            f"{_noun(kind)} {digest} is not signed by a key trusted by project {policy.project}: {self.signatures.describe(own)}; "
             f"policy require-signature of project {policy.project}"
         )
 

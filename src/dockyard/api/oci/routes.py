@@ -1,11 +1,11 @@
-"""Route table for /v2 and /token. Each /v2 route declares the access it needs; api/auth.py enforces it."""
+"""Route table for /v2 and /token. Each /v2 route declares the access it needs; api/access_gate.py enforces it."""
 
 from __future__ import annotations
 
 from starlette.routing import Route
 
 from dockyard.api import token
-from dockyard.api.auth import guarded
+from dockyard.api.access_gate import guarded
 from dockyard.api.oci import base, blobs, manifests, uploads
 
 PULL = {"GET": "pull", "HEAD": "pull"}

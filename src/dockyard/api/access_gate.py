@@ -16,9 +16,11 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api.services import services_of
 from dockyard.api.http import quote_param
 from dockyard.auth.authenticator import Authenticator, LoginFailed
 from dockyard.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal
+from dockyard.auth.scopes import challenge_scope
 from dockyard.auth.throttle import ThrottleBusy
 from dockyard.auth.tokens import InvalidToken, TokenService, VerifiedToken
 from dockyard.domain.audit import AuditService
@@ -90,7 +92,7 @@ def _within(address: str, networks: Networks) -> bool:
 
 
 def client_ip(request: Request) -> str | None:
-    return client_address(request, request.app.state.services.gate.trusted_proxies)
+    return client_address(request, services_of(request).gate.trusted_proxies)
 
 
 def parse_basic(header: str) -> tuple[str, str] | None:
@@ -266,7 +268,7 @@ class AccessGate:
         if type_ is None:
             return None
         asked = ("pull", "push") if action == "push" else (action,)
-        return f"{type_}:{name}:{','.join(asked)}"
+        return challenge_scope(type_, name or "", asked)
 
     def _unauthorized(self, request, type_, name, action, message: str, error: str | None = None) -> Unauthorized:
         detail = [{"Type": type_, "Name": name, "Action": action}] if type_ else None
@@ -381,7 +383,7 @@ def guarded(endpoint: Endpoint, access: dict[str, str] | None, resource: str) ->
     resource is "repository" (name from the path), "catalog", or "base" (/v2/ itself)."""
 
     async def wrapped(request: Request) -> Response:
-        gate: AccessGate = request.app.state.services.gate
+        gate: AccessGate = services_of(request).gate
         if not gate.enabled:
             request.state.principal = ANONYMOUS
             request.state.can = lambda t, n, a: True
