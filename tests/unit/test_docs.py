@@ -46,3 +46,20 @@ def test_every_cli_command_is_documented():
     assert "serve" in commands
     for command in commands:
         assert f"`dockyard {command}" in text, f"command `dockyard {command}` missing from docs/cli.md"
+
+
+def test_every_metric_is_documented():
+    """Every metric family Dockyard exposes (docs/metrics.md), by its exposed name (counters end in _total)."""
+    import inspect
+
+    from dockyard.observability import collectors
+    from dockyard.observability.metrics import Metrics
+
+    names = Metrics().defined_names()
+    for _, cls in inspect.getmembers(collectors, inspect.isclass):
+        if issubclass(cls, collectors._Collector):
+            names += list(cls.NAMES)
+    assert len(names) >= 28
+    text = (DOCS / "metrics.md").read_text()
+    for name in names:
+        assert f"`{name}`" in text, f"metric {name} missing from docs/metrics.md"
