@@ -154,3 +154,12 @@ def configure_logging(level: str, log_format: str = "text") -> None:
                     handler.setFormatter(JsonFormatter())
             elif not isinstance(handler.formatter, SafeFormatter):
                 handler.setFormatter(SafeFormatter(inner=handler.formatter) if handler.formatter else SafeFormatter())
+
+
+# Granian's own loggers (its parent process logs before any app exists) in JSON lines too.
+JSON_LOG_DICTCONFIG = {
+    "formatters": {
+        "generic": {"()": "dockyard.safe_text.JsonFormatter"},
+        "access": {"()": "dockyard.safe_text.JsonFormatter"},
+    },
+}

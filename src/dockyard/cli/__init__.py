@@ -189,6 +189,8 @@ def serve(
     from granian.constants import Interfaces
     from granian.server import Server
 
+    from dockyard.safe_text import JSON_LOG_DICTCONFIG
+
     Server(
         "dockyard.app:app_from_env",
         address=settings.host,
@@ -197,6 +199,7 @@ def serve(
         workers=settings.workers,
         factory=True,
         log_access=settings.log_level == "debug",
+        log_dictconfig=JSON_LOG_DICTCONFIG if settings.log_format == "json" else None,
     ).serve()
 
 
