@@ -336,10 +336,12 @@ def create_app(settings: Settings) -> Starlette:
         feed = asyncio.create_task(services.feed.run_forever(durable=settings.worker_enabled))
         pull_flusher = asyncio.create_task(_flush_pulls(services))
         key_refresher = asyncio.create_task(_refresh_keys(services))
+        metrics_flusher = asyncio.create_task(services.metrics.flush_forever())
         try:
             yield
         finally:
             pull_flusher.cancel()
+            metrics_flusher.cancel()
             feed.cancel()
             services.feed.stop()
             key_refresher.cancel()

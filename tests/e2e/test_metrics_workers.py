@@ -57,6 +57,16 @@ def scrape(url: str) -> dict[tuple, float]:
     return out
 
 
+def scrape_until(url: str, done, timeout: float = 30) -> dict[tuple, float]:
+    """Scrape until `done(samples)` or the deadline; the caller asserts exact values on the last one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = scrape(url)
+        if done(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def value(found: dict, name: str, **labels) -> float:
     return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
@@ -112,7 +122,10 @@ def traffic(tmp_path_factory: pytest.TempPathFactory, postgres_server):
 
 def test_http_counters_are_exact_across_two_workers(traffic):
     server, data_dir, pushed = traffic
-    found = scrape(server.url)
+    # Each worker writes its request numbers every second (observability/http_stats.py): poll for them.
+    found = scrape_until(server.url, lambda f: (
+        value(f, "registry_http_requests_total", handler="manifest", method="GET", code="200") >= PULLS
+        and value(f, "registry_http_requests_total", handler="manifest", method="PUT", code="201") >= PUSHES))
     assert value(found, "registry_http_requests_total", handler="manifest", method="PUT", code="201") == PUSHES
     assert value(found, "registry_http_requests_total", handler="manifest", method="GET", code="200") == PULLS
     assert value(found, "registry_http_requests_total", handler="blob_upload", method="POST", code="201") == 2 * PUSHES
@@ -130,14 +143,9 @@ def test_push_and_pull_counts_from_the_event_feed_are_exact(traffic):
     """artifact.pushed, and artifact.pulled as pull times are flushed, counted once each by the one
     process that holds the "metrics" consumer's cursor."""
     server, _data_dir, _pushed = traffic
-    deadline = time.monotonic() + 30
-    while True:
-        found = scrape(server.url)
-        done = (value(found, "dockyard_pulls_total", project="metrics") >= PULLS
-                and value(found, "dockyard_pushes_total", project="metrics") >= PUSHES)
-        if done or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    found = scrape_until(server.url, lambda f: (
+        value(f, "dockyard_pulls_total", project="metrics") >= PULLS
+        and value(f, "dockyard_pushes_total", project="metrics") >= PUSHES))
     assert value(found, "dockyard_pushes_total", project="metrics") == PUSHES
     assert value(found, "dockyard_pulls_total", project="metrics") == PULLS
     assert value(found, "dockyard_event_feed_lag", consumer="metrics") == 0

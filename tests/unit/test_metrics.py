@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dockyard import request_context
 from dockyard.api.http_metrics import HANDLERS, handler_name
-from dockyard.api.request_id import accepted_id
+from dockyard.api.request_id import IdMaker
 from dockyard.observability.metrics import DENIAL_REASONS, Metrics, denial_reason, scan_verdict
 from dockyard.safe_text import JsonFormatter
 
@@ -74,6 +74,11 @@ def test_labels_are_bounded_no_digest_tag_or_repository():
         ("/v2/team/app/blobs/sha256:" + "a" * 64, "blob"),
         ("/v2/team/app/referrers/sha256:" + "a" * 64, "referrers"),
         ("/v2/team/app/nonsense", "other"),
+        ("/v2/tags/list", "other"),
+        ("/v2/blobs/uploads/", "other"),
+        ("/v2/team/manifests/", "other"),
+        ("/v2/team/tags/other", "other"),
+        ("/v2/t/blobs/uploads/", "blob_upload"),
         ("/api/v1/projects/x", "api"),
         ("/token", "token"),
         ("/metrics", "metrics"),
@@ -148,13 +153,15 @@ def test_feed_consumer_counts_pushes_and_pulls_per_project():
 
 @pytest.mark.parametrize("value", [b"abc-123", b"req_1.2:3", b"A" * 128])
 def test_valid_request_ids_are_kept(value):
-    assert accepted_id(value) == value.decode()
+    assert IdMaker().accepted(value) == value.decode()
 
 
 @pytest.mark.parametrize("value", [None, b"", b"a b", b"a\nb", b"x" * 129, b"\xc3\xa9", b"a;b", b"<script>"])
 def test_invalid_request_ids_are_replaced(value):
-    rid = accepted_id(value)
+    maker = IdMaker()
+    rid = maker.accepted(value)
     assert rid != (value or b"").decode("latin-1") and len(rid) == 32 and rid.isalnum()
+    assert maker.accepted(value) != rid and IdMaker().accepted(value)[:16] != rid[:16]
 
 
 def test_json_log_lines_carry_request_id_and_escape_control_characters():

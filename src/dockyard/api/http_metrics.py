@@ -8,25 +8,34 @@ counter writes and no I/O: no database, no lock held across an await.
 
 from __future__ import annotations
 
-import re
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard.observability.metrics import Metrics
 
-# (handler, pattern), tried in the order of the /v2 route table (api/oci/routes.py).
-_V2_ROUTES = [
-    ("tags", re.compile(r"/v2/.+/tags/list")),
-    ("manifest", re.compile(r"/v2/.+/manifests/[^/]+")),
-    ("blob_upload", re.compile(r"/v2/.+/blobs/uploads/?")),
-    ("blob_upload_chunk", re.compile(r"/v2/.+/blobs/uploads/[^/]+")),
-    ("blob", re.compile(r"/v2/.+/blobs/[^/]+")),
-    ("referrers", re.compile(r"/v2/.+/referrers/[^/]+")),
-]
 HANDLERS = ("base", "catalog", "tags", "manifest", "blob_upload", "blob_upload_chunk", "blob", "referrers",
             "token", "api", "metrics", "health", "other")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_BY_SEGMENT = {"manifests": "manifest", "blobs": "blob", "referrers": "referrers"}  # /v2/<name>/<segment>/<x>
+_OTHERS = {"/v2": "base", "/token": "token", "/metrics": "metrics", "/healthz": "health", "/readyz": "health"}
+
+
+def _v2_handler(path: str) -> str:
+    """Match as api/oci/routes.py does, upload routes before blob routes, on the last two segments
+    (string operations, not regexes: this runs for every request)."""
+    head, _, last = path.rpartition("/")
+    parent, _, segment = head.rpartition("/")
+    if len(parent) < 4:  # "/v2/<name>/…" needs a name
+        return "other"
+    if segment == "uploads" and parent.endswith("/blobs") and len(parent) > 9:
+        return "blob_upload" if last == "" else "blob_upload_chunk"
+    if segment == "blobs" and last == "uploads":
+        return "blob_upload"
+    if segment == "tags":
+        return "tags" if last == "list" else "other"
+    name = _BY_SEGMENT.get(segment)
+    return name if name is not None and last else "other"
 
 
 def handler_name(path: str) -> str:
@@ -36,21 +45,10 @@ def handler_name(path: str) -> str:
             return "base"
         if path == "/v2/_catalog":
             return "catalog"
-        for name, pattern in _V2_ROUTES:
-            if pattern.fullmatch(path):
-                return name
-        return "other"
-    if path == "/v2":
-        return "base"
+        return _v2_handler(path)
     if path.startswith("/api/v1/") or path == "/api/v1":
         return "api"
-    if path == "/token":
-        return "token"
-    if path == "/metrics":
-        return "metrics"
-    if path in ("/healthz", "/readyz"):
-        return "health"
-    return "other"
+    return _OTHERS.get(path, "other")
 
 
 def blob_project(path: str) -> str:
@@ -61,22 +59,7 @@ def blob_project(path: str) -> str:
 class HttpMetrics:
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app = app
-        self.metrics = metrics
-        self._children: dict[tuple, tuple] = {}
-
-    def _series(self, handler: str, method: str):
-        key = (handler, method)
-        series = self._children.get(key)
-        if series is None:
-            m = self.metrics
-            series = (
-                m.http_in_flight.labels(handler),
-                m.http_duration.labels(handler, method),
-                m.http_request_size.labels(handler, method),
-                m.http_response_size.labels(handler, method),
-            )
-            self._children[key] = series
-        return series
+        self.stats = metrics.http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,43 +70,40 @@ class HttpMetrics:
         method = scope.get("method", "GET")
         if method not in METHODS:
             method = "other"
-        in_flight, duration, request_size, response_size = self._series(handler, method)
         received = 0
         sent = 0
         status = 0
-        length = 0
+        headers = ()
         start = time.perf_counter()
 
         async def counting_receive() -> Message:
             nonlocal received
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+            body = message.get("body")
+            if body:
+                received += len(body)
             return message
 
         async def counting_send(message: Message) -> None:
-            nonlocal sent, status, length
-            if message["type"] == "http.response.start":
+            nonlocal sent, status, headers
+            kind = message["type"]
+            if kind == "http.response.body":
+                body = message.get("body")
+                if body:
+                    sent += len(body)
+            elif kind == "http.response.start":
                 status = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name.lower() == b"content-length" and value.isdigit():
-                        length = int(value)
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            elif message["type"] == "http.response.pathsend":  # zero-copy file send (granian)
-                sent += length
+                headers = message.get("headers", ())
+            elif kind == "http.response.pathsend":  # zero-copy file send (granian): the length it declared
+                sent += next((int(v) for k, v in headers if k.lower() == b"content-length" and v.isdigit()), 0)
             await send(message)
 
-        in_flight.inc()
+        stats = self.stats
+        stats.started(handler)
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
-            in_flight.dec()
-            code = str(status) if status else "499"  # no response started: the client went away
-            self.metrics.http_requests.labels(handler, code, method).inc()
-            duration.observe(time.perf_counter() - start)
-            request_size.observe(received)
-            response_size.observe(sent)
+            # 499: no response started (the client went away), as nginx logs it
+            stats.finished(handler, method, str(status) if status else "499", time.perf_counter() - start, received, sent)
             if handler == "blob" and method == "GET" and status in (200, 206):
-                self.metrics.pulled_bytes.labels(blob_project(path)).inc(sent)
-
+                stats.pulled(blob_project(path), sent)

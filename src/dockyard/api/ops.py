@@ -35,6 +35,7 @@ def ops_routes(settings: Settings, metrics: Metrics, readiness: Readiness) -> li
                     {"errors": [{"code": "UNAUTHORIZED", "message": "a metrics bearer token is required"}]}, 401,
                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
+        metrics.flush()  # this process's batched numbers (on the loop, where they are kept)
         body = await asyncio.to_thread(metrics.exposition)  # collectors read the database
         return Response(body, media_type=CONTENT_TYPE, headers=_NO_STORE)
 

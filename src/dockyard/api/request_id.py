@@ -8,6 +8,7 @@ cannot put a newline or a megabyte into every log line and audit row; otherwise 
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 
@@ -20,28 +21,41 @@ MAX_LENGTH = 128
 _VALID = re.compile(rb"[A-Za-z0-9._:-]{1,%d}" % MAX_LENGTH)
 
 
-def accepted_id(value: bytes | None) -> str:
-    """The incoming id if it is valid, else a new one."""
-    if value is not None and _VALID.fullmatch(value):
-        return value.decode("ascii")
-    return uuid.uuid4().hex
+class IdMaker:
+    """New ids: a random prefix per app (so per worker process) and a counter, 32 hex digits, unique
+    across processes and restarts without a random draw per request."""
+
+    def __init__(self) -> None:
+        self.prefix = uuid.uuid4().hex[:16]
+        self.counter = itertools.count(1)
+
+    def accepted(self, value: bytes | None) -> str:
+        """The incoming id if it is valid, else a new one."""
+        if value is not None and _VALID.fullmatch(value):
+            return value.decode("ascii")
+        return f"{self.prefix}{next(self.counter):016x}"
 
 
 class RequestId:
     def __init__(self, app: ASGIApp):
         self.app = app
+        self.ids = IdMaker()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = next((v for k, v in scope.get("headers", ()) if k.lower() == HEADER), None)
-        rid = accepted_id(incoming)
+        incoming = None
+        for name, value in scope["headers"]:  # ASGI servers give header names in lower case
+            if name == HEADER:
+                incoming = value
+                break
+        rid = self.ids.accepted(incoming)
         echoed = (HEADER, rid.encode("ascii"))
 
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*(h for h in message.get("headers", ()) if h[0].lower() != HEADER), echoed]
+            if message["type"] == "http.response.start":  # the app never sets this header itself
+                message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
         token = request_context.request_id.set(rid)

@@ -16,6 +16,8 @@ label ever carries a digest, a tag or a repository path.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -24,7 +26,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from dockyard.observability.http_stats import FLUSH_SECONDS, HttpStats
 from dockyard.observability.multiproc import MULTIPROC_ENV
+
+log = logging.getLogger("dockyard.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -122,6 +127,8 @@ class Metrics:
         self.db_pool_size = Gauge(
             "dockyard_db_pool_size", "Database connections the pools may keep open (pool_size).",
             multiprocess_mode="livesum", registry=r)
+        self.http = HttpStats(self)  # per-request numbers, written in batches (http_stats.py)
+        self._pool: Any = None
 
     # -- recording (cheap: no I/O but the multiprocess file's mmap) -------------------------------
 
@@ -179,13 +186,24 @@ class Metrics:
             self.scan_verdicts.labels("failed" if failed else scan_verdict(image.get("summary"))).inc()
 
     def watch_pool(self, engine: Any) -> None:
-        """Track this process's pool through SQLAlchemy's pool events (a mmap write per checkout)."""
-        from sqlalchemy import event
+        """Sample this process's connection pool at each flush (no per-checkout work)."""
+        self._pool = engine.pool
 
-        size = getattr(engine.pool, "size", None)
-        self.db_pool_size.inc(size() if callable(size) else 0)
-        event.listen(engine, "checkout", lambda *a: self.db_pool_checked_out.inc())
-        event.listen(engine, "checkin", lambda *a: self.db_pool_checked_out.dec())
+    def flush(self) -> None:
+        """Write batched numbers into the registry: every FLUSH_SECONDS, before a scrape, at shutdown."""
+        self.http.flush()
+        pool = self._pool
+        if pool is not None and hasattr(pool, "checkedout"):
+            self.db_pool_checked_out.set(pool.checkedout())
+            self.db_pool_size.set(pool.size())
+
+    async def flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - metrics never take the server down
+                log.exception("flushing metrics failed")
 
     # -- exposition -------------------------------------------------------------------------------
 
@@ -211,7 +229,8 @@ class Metrics:
         return names
 
     def process_exited(self) -> None:
-        """Drop this process's live gauges (in-flight, pool) from later scrapes."""
+        """Write what is pending, then drop this process's live gauges (in-flight, pool) from later scrapes."""
+        self.flush()
         if self.multiprocess_dir:
             mark_process_dead(os.getpid(), self.multiprocess_dir)
 
