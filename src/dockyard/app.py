@@ -75,7 +75,7 @@ from dockyard.storage.instrumented import InstrumentedDriver
 from dockyard.observability.collectors import (
     FeedLagCollector, JobQueueCollector, QuotaCollector, UploadsCollector, WebhookCollector,
 )
-from dockyard.observability.metrics import COUNTED_EVENTS, Metrics
+from dockyard.observability.metrics import COUNTED_EVENTS, METRICS_CONSUMER, Metrics
 from dockyard.observability.readiness import Readiness
 from dockyard.storage.permissions import secure_settings_paths
 
@@ -268,18 +268,31 @@ def _events(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
 
 def _observe(services: Services) -> None:
     """Connect the metrics (docs/metrics.md) to what feeds them: worker, upload and pull-gate hooks,
-    the "metrics" feed consumer (pushes and pulls per project), the pool, scrape-time collectors."""
+    the pool, scrape-time collectors. (The "metrics" feed consumer is the HTTP server's: create_app.)"""
     metrics, db = services.metrics, services.db
     services.worker.on_finished = metrics.job_finished
     metrics.on_job("gc", metrics.gc_finished)
     metrics.on_job(SCAN_JOB, metrics.scan_finished)
     services.uploads.on_committed = metrics.blob_committed
     services.pull_gate.on_denied = metrics.pull_denied
-    services.feed.consume("metrics", metrics.count_events, types=COUNTED_EVENTS)
     metrics.watch_pool(db.engine)
     for collector in (UploadsCollector(db), JobQueueCollector(db), FeedLagCollector(services.feed.lag),
                       QuotaCollector(db, services.quotas.usage), WebhookCollector(db)):
         metrics.add_scrape_collector(collector)
+
+
+async def _count_events(services: Services) -> None:
+    """Run the "metrics" feed consumer in a server process without a job worker."""
+    def drain() -> None:
+        while services.feed.run_consumer(METRICS_CONSUMER):
+            pass
+
+    while True:
+        await asyncio.sleep(services.settings.event_poll_seconds)
+        try:
+            await services.db.run(drain)
+        except Exception:  # the cursor did not move; the next tick retries
+            log.exception("counting events for metrics failed")
 
 
 async def _flush_pulls(services: Services) -> None:
@@ -321,6 +334,8 @@ async def _housekeeping(services: Services) -> None:
 
 def create_app(settings: Settings) -> Starlette:
     services = build_services(settings)
+    # Pushes and pulls per project: only server processes count them (a `dockyard worker` has no /metrics).
+    services.feed.consume(METRICS_CONSUMER, services.metrics.count_events, types=COUNTED_EVENTS)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -334,6 +349,8 @@ def create_app(settings: Settings) -> Starlette:
         worker = asyncio.create_task(services.worker.run_forever()) if settings.worker_enabled else None
         await services.db.run(services.feed.start)
         feed = asyncio.create_task(services.feed.run_forever(durable=settings.worker_enabled))
+        # Without a worker the feed loop runs no durable consumer: the metrics one still must run.
+        metrics_feed = None if settings.worker_enabled else asyncio.create_task(_count_events(services))
         pull_flusher = asyncio.create_task(_flush_pulls(services))
         key_refresher = asyncio.create_task(_refresh_keys(services))
         metrics_flusher = asyncio.create_task(services.metrics.flush_forever())
@@ -342,6 +359,8 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             pull_flusher.cancel()
             metrics_flusher.cancel()
+            if metrics_feed is not None:
+                metrics_feed.cancel()
             feed.cancel()
             services.feed.stop()
             key_refresher.cancel()

@@ -3,6 +3,7 @@ setting, readiness failures, and the request id carried into responses, audit en
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -92,6 +93,18 @@ async def test_feed_consumer_counts_pushed_and_pulled_events(reg):
     assert value(found, "dockyard_pushes_total", project="synthetic") == 2
     assert value(found, "dockyard_pulls_total", project="synthetic") == 5
     assert value(found, "dockyard_event_feed_lag", consumer="metrics") == 0
+
+
+async def test_a_server_without_a_job_worker_still_runs_the_metrics_consumer(tmp_path):
+    async with open_registry(tmp_path / "data", "memory", metrics_access="open", worker_enabled=False,
+                             event_poll_seconds=0.05) as reg:
+        with reg.services.db.write() as conn:
+            record(conn, "artifact.pushed", repository="alone/app", digest="sha256:" + "3" * 64)
+        deadline = asyncio.get_running_loop().time() + 10
+        while value(found := await scrape(reg), "dockyard_pushes_total", project="alone") < 1:
+            assert asyncio.get_running_loop().time() < deadline, "the metrics consumer never ran"
+            await asyncio.sleep(0.05)
+        assert value(found, "dockyard_pushes_total", project="alone") == 1
 
 
 async def test_open_uploads_and_job_queue_are_read_at_scrape_time(reg):

@@ -176,3 +176,29 @@ def test_json_log_lines_carry_request_id_and_escape_control_characters():
     assert entry["request_id"] == "rid-42" and entry["level"] == "warning" and entry["logger"] == "dockyard.test"
     assert entry["message"] == "pushed evil\n\x1b[2Jname" and entry["time"].endswith("Z")
     assert "request_id" not in json.loads(JsonFormatter().format(record))
+
+
+def test_webhook_collector_reads_attempt_outcomes_and_delivery_states(tmp_path):
+    from sqlalchemy import text
+
+    from dockyard.metadata.db import Database
+    from dockyard.observability.collectors import WebhookCollector
+
+    db = Database(f"sqlite:///{tmp_path / 'hooks.db'}")
+    collector = WebhookCollector(db)
+    assert [(f.name, f.samples) for f in collector.collect()] == [
+        ("dockyard_webhook_deliveries", []), ("dockyard_webhook_delivery_state", [])]  # no tables yet: empty
+    with db.write() as conn:
+        conn.execute(text("CREATE TABLE webhook_attempts (id INTEGER PRIMARY KEY, outcome VARCHAR(16))"))
+        conn.execute(text("CREATE TABLE webhook_deliveries (id INTEGER PRIMARY KEY, state VARCHAR(16))"))
+        conn.execute(text("INSERT INTO webhook_attempts (outcome) VALUES ('failed'), ('failed'), ('succeeded')"))
+        conn.execute(text("INSERT INTO webhook_deliveries (state) VALUES ('succeeded'), ('dead')"))
+    collector = WebhookCollector(db)
+    found = {(s.name, tuple(s.labels.items())): s.value for f in collector.collect() for s in f.samples}
+    assert found == {
+        ("dockyard_webhook_deliveries_total", (("outcome", "failed"),)): 2,
+        ("dockyard_webhook_deliveries_total", (("outcome", "succeeded"),)): 1,
+        ("dockyard_webhook_delivery_state", (("state", "dead"),)): 1,
+        ("dockyard_webhook_delivery_state", (("state", "succeeded"),)): 1,
+    }
+    db.dispose()

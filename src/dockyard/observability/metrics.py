@@ -40,6 +40,7 @@ JOB_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 # Pull-gate denial reasons: every denial message ends "policy <name> of project <p>" (policy/pull_gate.py).
 DENIAL_REASONS = ("unsigned", "vulnerable", "scan_incomplete", "unscanned", "scan_pending", "other")
 _POLICY_RE = re.compile(r"policy ([a-z-]+) of project")
+METRICS_CONSUMER = "metrics"  # the durable feed consumer that counts pushes and pulls
 COUNTED_EVENTS = ("artifact.pushed", "artifact.pulled")  # what count_events reads (feed consumer "metrics")
 SEVERITIES = ("critical", "high", "medium", "low", "negligible", "unknown")
 
