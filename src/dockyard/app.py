@@ -34,6 +34,7 @@ from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
 from dockyard.domain.events import EventLog
+from dockyard.domain.project_admission import ProjectAdmission
 from dockyard.domain.projects import ProjectService
 from dockyard.domain.robots import RobotService
 from dockyard.domain.users import UserService
@@ -59,9 +60,12 @@ from dockyard.signing.trusted_keys import TrustedKeys
 from dockyard.signing.verify import Limits as SignatureLimits
 from dockyard.jobs.feed import Feed
 from dockyard.jobs.gc import GarbageCollector
+from dockyard.jobs.housekeeping import Housekeeping
+from dockyard.jobs.local_tasks import LocalTasks
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
 from dockyard.jobs.worker import Worker
+from dockyard.metadata import job_kinds
 from dockyard.scanning.updates import UPDATE_KIND, VulnDBUpdater
 from dockyard.errors import DockyardError
 from dockyard.policy.access import AccessPolicy
@@ -75,6 +79,7 @@ from dockyard.storage.instrumented import InstrumentedDriver
 from dockyard.observability.collectors import (
     FeedLagCollector, JobQueueCollector, QuotaCollector, UploadsCollector, WebhookCollector,
 )
+from dockyard.observability.http_stats import FLUSH_SECONDS
 from dockyard.observability.metrics import COUNTED_EVENTS, METRICS_CONSUMER, Metrics
 from dockyard.observability.readiness import Readiness
 from dockyard.storage.permissions import secure_settings_paths
@@ -162,7 +167,10 @@ def _identity(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
         "projects": projects,
         "users": UserService(db),
         "robots": RobotService(db),
-        "gate": AccessGate(settings, tokens, authenticator, access, audit, projects),
+        "gate": AccessGate(
+            settings, tokens, authenticator, access, audit,
+            ProjectAdmission(access, authenticator, projects, audit, enabled=settings.auth_mode != "none"),
+        ),
     }
 
 
@@ -175,8 +183,12 @@ def _jobs(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
         jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds, lanes={SCAN_JOB: settings.scan_concurrency}
     )
     gc = GarbageCollector(db, built["storage"], grace_seconds=settings.gc_grace_seconds, audit=built["audit"])
-    worker.register("gc", gc.handle)
+    worker.register(job_kinds.GC, gc.handle)
     worker.register(UPDATE_KIND, VulnDBUpdater(db, jobs, base_url=settings.vulndb_url, ecosystems=settings.vulndb_ecosystems).handle)
+    worker.register(job_kinds.HOUSEKEEPING, Housekeeping(
+        built["uploads"], built["audit"], built["authenticator"].throttle,
+        upload_max_age_seconds=settings.upload_max_age_seconds, audit_retention_days=settings.audit_retention_days,
+    ).handle)
     return {"jobs": jobs, "scheduler": scheduler, "worker": worker, "gc": gc}
 
 
@@ -255,7 +267,7 @@ def _governance(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     retention = RetentionService(
         db, built["manifests"], built["audit"], tag_policy=built["tag_policy"], jobs=built["jobs"], scheduler=built["scheduler"]
     )
-    built["worker"].register("retention", retention.handle_job)
+    built["worker"].register(job_kinds.RETENTION, retention.handle_job)
     return {"promotions": promotions, "retention": retention}
 
 
@@ -271,7 +283,7 @@ def _observe(services: Services) -> None:
     the pool, scrape-time collectors. (The "metrics" feed consumer is the HTTP server's: create_app.)"""
     metrics, db = services.metrics, services.db
     services.worker.on_finished = metrics.job_finished
-    metrics.on_job("gc", metrics.gc_finished)
+    metrics.on_job(job_kinds.GC, metrics.gc_finished)
     metrics.on_job(SCAN_JOB, metrics.scan_finished)
     services.uploads.on_committed = metrics.blob_committed
     services.pull_gate.on_denied = metrics.pull_denied
@@ -281,55 +293,26 @@ def _observe(services: Services) -> None:
         metrics.add_scrape_collector(collector)
 
 
-async def _count_events(services: Services) -> None:
-    """Run the "metrics" feed consumer in a server process without a job worker."""
-    def drain() -> None:
-        while services.feed.run_consumer(METRICS_CONSUMER):
-            pass
-
-    while True:
-        await asyncio.sleep(services.settings.event_poll_seconds)
-        try:
-            await services.db.run(drain)
-        except Exception:  # the cursor did not move; the next tick retries
-            log.exception("counting events for metrics failed")
+def _drain_metrics_consumer(services: Services) -> None:
+    while services.feed.run_consumer(METRICS_CONSUMER):
+        pass
 
 
-async def _flush_pulls(services: Services) -> None:
-    """Write buffered last-pull times every pull_flush_seconds (domain/pulls.py)."""
-    while True:
-        await asyncio.sleep(services.settings.pull_flush_seconds)
-        try:
-            await services.pulls.flush_async()
-        except Exception:  # the times stay buffered; the next tick retries
-            log.exception("flushing pull times failed")
-
-
-async def _refresh_keys(services: Services) -> None:
-    """Re-read signing keys now and then, so a rotation or revocation on another node (or the
-    CLI) reaches this one within KeyStore.REFRESH_SECONDS."""
+def _local_tasks(services: Services) -> LocalTasks:
+    """Per-process periodic work (jobs/local_tasks.py says why these are not job rows)."""
+    local = LocalTasks()
+    # Last-pull times buffered in this process (domain/pulls.py); the final flush makes a clean shutdown keep them.
+    local.every("pull-flush", services.settings.pull_flush_seconds, services.pulls.flush_async, on_stop=services.pulls.flush_async)
+    # Re-read signing keys, so a rotation or revocation on another node (or the CLI) reaches this one.
     keys = services.tokens.keys
-    while True:
-        await asyncio.sleep(keys.REFRESH_SECONDS)
-        try:
-            await services.db.run(keys.reload)
-        except Exception:  # keep the keys we have; the next tick retries
-            log.exception("reloading signing keys failed")
-
-
-async def _housekeeping(services: Services) -> None:
-    """Purge stale uploads and expired audit events. Idempotent, so every worker may run it."""
-    interval = services.settings.upload_purge_interval_seconds
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            purged = await services.db.run(services.uploads.purge_stale, services.settings.upload_max_age_seconds)
-            if purged:
-                log.info("purged %d stale uploads", purged)
-            await services.db.run(services.audit.purge, services.settings.audit_retention_days)
-            await services.db.run(services.authenticator.throttle.purge)
-        except Exception:  # keep going on the next tick; one failure must not kill the server
-            log.exception("housekeeping failed")
+    local.every("key-refresh", keys.REFRESH_SECONDS, lambda: services.db.run(keys.reload))
+    # Batched HTTP numbers into this process's metrics files (observability/http_stats.py).
+    local.every("metrics-flush", FLUSH_SECONDS, services.metrics.flush_async)
+    if not services.settings.worker_enabled:
+        # The feed loop then runs no durable consumer, but the "metrics" one must run in a server process.
+        local.every("metrics-events", services.settings.event_poll_seconds,
+                    lambda: services.db.run(_drain_metrics_consumer, services))
+    return local
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -339,35 +322,22 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        reaper = None
-        if settings.upload_purge_interval_seconds > 0:
-            reaper = asyncio.create_task(_housekeeping(services))
-        await services.db.run(services.scheduler.set_schedule, "gc", "gc", {"dry_run": False}, settings.gc_schedule)
+        await services.db.run(Housekeeping.schedule, services.scheduler, settings.upload_purge_interval_seconds)
+        await services.db.run(services.scheduler.set_schedule, job_kinds.GC, job_kinds.GC, {"dry_run": False}, settings.gc_schedule)
         # Off by default (registries are often air-gapped); None also removes a schedule set before.
         await services.db.run(services.scheduler.set_schedule, UPDATE_KIND, UPDATE_KIND, {},
                               settings.vulndb_update_schedule or None)
         worker = asyncio.create_task(services.worker.run_forever()) if settings.worker_enabled else None
         await services.db.run(services.feed.start)
         feed = asyncio.create_task(services.feed.run_forever(durable=settings.worker_enabled))
-        # Without a worker the feed loop runs no durable consumer: the metrics one still must run.
-        metrics_feed = None if settings.worker_enabled else asyncio.create_task(_count_events(services))
-        pull_flusher = asyncio.create_task(_flush_pulls(services))
-        key_refresher = asyncio.create_task(_refresh_keys(services))
-        metrics_flusher = asyncio.create_task(services.metrics.flush_forever())
+        local = _local_tasks(services)
+        local.start()
         try:
             yield
         finally:
-            pull_flusher.cancel()
-            metrics_flusher.cancel()
-            if metrics_feed is not None:
-                metrics_feed.cancel()
             feed.cancel()
             services.feed.stop()
-            key_refresher.cancel()
-            with contextlib.suppress(Exception):
-                await services.pulls.flush_async()  # last pull times survive a clean shutdown
-            if reaper is not None:
-                reaper.cancel()
+            await local.stop()  # flushes the last pull times: they survive a clean shutdown
             if worker is not None:
                 services.worker.stop()  # a long scan releases its job instead of holding shutdown
                 worker.cancel()

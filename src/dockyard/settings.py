@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     delete_enabled: bool = Field(True, description="Allow blob, manifest and tag deletes through /v2.")
     upload_max_age_seconds: int = Field(86400, ge=60, description="Uploads idle for longer than this are purged.")
     upload_purge_interval_seconds: int = Field(
-        600, ge=0, description="How often the in-process reaper purges stale uploads (0 disables it)."
+        600, ge=0, description="How often the scheduled housekeeping job purges stale uploads, old audit events and throttle rows (0 disables it)."
     )
     upload_flush_bytes: int = Field(
         1024 * 1024, ge=4096, description="Upload bytes buffered before one write+hash batch off the event loop."

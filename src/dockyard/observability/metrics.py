@@ -16,8 +16,6 @@ label ever carries a digest, a tag or a repository path.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -26,10 +24,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from dockyard.observability.http_stats import FLUSH_SECONDS, HttpStats
+from dockyard.observability.http_stats import HttpStats
 from dockyard.observability.multiproc import MULTIPROC_ENV
-
-log = logging.getLogger("dockyard.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -198,13 +194,9 @@ class Metrics:
             self.db_pool_checked_out.set(pool.checkedout())
             self.db_pool_size.set(pool.size())
 
-    async def flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - metrics never take the server down
-                log.exception("flushing metrics failed")
+    async def flush_async(self) -> None:
+        """flush() as a local task (jobs/local_tasks.py runs it every FLUSH_SECONDS on the event loop)."""
+        self.flush()
 
     # -- exposition -------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 
 from dockyard.auth.principals import Principal
 from dockyard.auth.scopes import Scope
+from dockyard.domain import blob_refs
 from dockyard.domain.manifest_service import ManifestService
 from dockyard.domain.manifests import OCI_EMPTY, OCI_MANIFEST
 from dockyard.domain.scanners import ScannerRegistry
@@ -31,8 +32,9 @@ from dockyard.domain.security_settings import SecuritySettings
 from dockyard.errors import NotFound
 from dockyard.jobs.queue import PENDING, Children, JobQueue
 from dockyard.jobs.worker import JobReleased
+from dockyard.metadata import job_kinds
 from dockyard.metadata.db import Database, aware
-from dockyard.metadata.models import blobs, jobs, manifests, repositories, vuln_sources
+from dockyard.metadata.models import jobs, manifests, repositories, vuln_sources
 from dockyard.policy.access import project_of
 from dockyard.policy.security_policy import BUILTIN_SCANNER
 from dockyard.scanning import sbom as sbom_module
@@ -50,8 +52,8 @@ from dockyard.domain.intents import forget_intent, record_intent
 
 log = logging.getLogger(__name__)
 
-SCAN_JOB = "scan"
-RESCAN_JOB = "rescan"
+SCAN_JOB = job_kinds.SCAN
+RESCAN_JOB = job_kinds.RESCAN
 SCANNER_SUBJECT = "scanner$dockyard"  # token subject of external scanners' pulls; gates let it through
 EMPTY_CONFIG = b"{}"
 SBOM_GENERATOR_ANNOTATION = "dev.dockyard.sbom.generator"
@@ -202,9 +204,7 @@ class ScanService:
         if layer is None:
             return None
         with self.db.read() as conn:
-            row = conn.execute(
-                select(blobs.c.storage_key, blobs.c.size).where(blobs.c.digest == layer, blobs.c.state == "present")
-            ).first()
+            row = blob_refs.present_blob(conn, layer)
         if row is None:
             return None
         if row.size > self.limits.max_sbom_bytes:
@@ -407,9 +407,8 @@ class ScanService:
 
             def blob_path(digest: str) -> Path:
                 with self.db.read() as conn:
-                    key = conn.execute(
-                        select(blobs.c.storage_key).where(blobs.c.digest == digest, blobs.c.state == "present")
-                    ).scalar()
+                    stored = blob_refs.present_blob(conn, digest)
+                key = None if stored is None else stored.storage_key
                 if key is None:
                     raise NotFound(f"blob {digest} of {repository} is not stored")
                 local = self.storage.local_path(key)

@@ -20,9 +20,10 @@ from concurrent.futures import Future
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from dockyard.domain import blob_refs
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database
-from dockyard.metadata.models import blobs, manifest_references, manifests, repositories, tags
+from dockyard.metadata.models import manifest_references, manifests, repositories, tags
 from dockyard.policy.access import project_of
 from dockyard.signing import formats
 from dockyard.signing.cosign_keys import PublicKey, fingerprint
@@ -74,9 +75,7 @@ class RegistrySignatureSource:
 
     def blob(self, repo: str, digest: str) -> bytes | None:
         with self.db.read() as conn:
-            row = conn.execute(
-                select(blobs.c.storage_key, blobs.c.size).where(blobs.c.digest == digest, blobs.c.state == "present")
-            ).first()
+            row = blob_refs.present_blob(conn, digest)
         if row is None:
             return None
         if row.size > self.max_blob_bytes:

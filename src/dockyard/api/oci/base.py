@@ -26,6 +26,6 @@ def link_header(path: str, page: CursorPage) -> dict[str, str]:
 async def catalog(request: Request) -> Response:
     services = services_of(request)
     n = parse_page_size(request.query_params.get("n"))
-    visible = await services.db.run(services.gate.catalog_condition, request.state.principal)
+    visible = await services.db.run(services.gate.admission.repository_filter, request.state.principal)
     page = await services.db.run(services.listings.catalog, n, request.query_params.get("last"), visible)
     return json_response({"repositories": page.items}, headers=link_header("/v2/_catalog", page))
