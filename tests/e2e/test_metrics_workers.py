@@ -113,6 +113,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory, postgres_server):
     """One server (2 workers, PostgreSQL) that has served PUSHES pushes and then PULLS pulls."""
     data_dir = tmp_path_factory.mktemp("metrics") / "data"
     with run_dockyard(data_dir, database_url=postgres_server.create_database(), extra_env=ENV) as server:
+        wait_for_workers(server)  # so requests spread over both
         url = server.url
         with ThreadPoolExecutor(4) as pool:
             pushed = sum(pool.map(lambda k: push(url, k), range(PUSHES)))
@@ -172,6 +173,15 @@ def wait_for_status(url: str, status: int, timeout: float = 30) -> httpx.Respons
         time.sleep(0.2)
 
 
+def wait_for_workers(server, count: int = 2, timeout: float = 60) -> None:
+    """The harness waits for the port, which the first worker opens; a worker still in its start-up
+    needs the database (a failed start-up makes granian stop the whole server)."""
+    deadline = time.monotonic() + timeout
+    while Path(server.log_path).read_text(errors="replace").count("Started worker-") < count:
+        assert time.monotonic() < deadline, "the workers did not all start"
+        time.sleep(0.1)
+
+
 def test_readyz_turns_503_while_postgresql_is_stopped(tmp_path: Path):
     pg_dir = Path(tempfile.mkdtemp(prefix="dockyard-pg-ready-"))
     pg_dir.chmod(0o755)
@@ -179,6 +189,7 @@ def test_readyz_turns_503_while_postgresql_is_stopped(tmp_path: Path):
     try:
         url = pg("start", str(pg_dir), port)
         with run_dockyard(tmp_path / "data", database_url=url, extra_env=ENV) as server:
+            wait_for_workers(server)
             r = ready(server.url)
             assert r.status_code == 200 and r.json()["checks"] == {"database": "ok", "storage": "ok"}, r.text
             pg("stop", str(pg_dir))
