@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from dockyard.observability.http_stats import HttpStats
@@ -66,7 +66,10 @@ def scan_verdict(summary: dict | None) -> str:
 
 class Metrics:
     def __init__(self) -> None:
-        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
+        # Multiprocess only if prometheus_client was imported with the directory set (it picks its value
+        # class then): a variable set later in this process (a `serve` run in-process) must not count.
+        in_files = values.ValueClass is not values.MutexValue
+        self.multiprocess_dir = (os.environ.get(MULTIPROC_ENV) or None) if in_files else None
         self.registry = CollectorRegistry(auto_describe=True)
         self._scrape_collectors: list[Any] = []
         self._job_observers: dict[str, Callable[[str, float, Any], None]] = {}
