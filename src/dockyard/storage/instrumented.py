@@ -91,8 +91,5 @@ class InstrumentedDriver:
     def local_path(self, key: str) -> str | None:
         return self.inner.local_path(key)
 
-    def signed_url(self, key: str, expires_in: int = 300) -> str | None:
-        return self.inner.signed_url(key, expires_in)
-
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
