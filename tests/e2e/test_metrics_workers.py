@@ -118,6 +118,10 @@ def traffic(tmp_path_factory: pytest.TempPathFactory, postgres_server):
         with ThreadPoolExecutor(4) as pool:
             pushed = sum(pool.map(lambda k: push(url, k), range(PUSHES)))
             list(pool.map(lambda i: pull(url, i % PUSHES), range(PULLS)))
+        layer = f"layer {0} ".encode() * 200
+        with fresh(url) as client:  # a zero-copy send (http.response.pathsend) under granian
+            r = client.get(f"/v2/metrics/app/blobs/{sha(layer)}")
+        assert r.status_code == 200 and r.content == layer
         yield server, data_dir, pushed
 
 
@@ -133,6 +137,10 @@ def test_http_counters_are_exact_across_two_workers(traffic):
     assert value(found, "registry_http_request_duration_seconds_count", handler="manifest", method="GET") == PULLS
     assert value(found, "dockyard_pushed_bytes_total", project="metrics") == pushed
     assert value(found, "registry_http_in_flight_requests", handler="manifest") == 0
+    layer_size = len(b"layer 0 " * 200)
+    found = scrape_until(server.url, lambda f: value(f, "dockyard_pulled_bytes_total", project="metrics") > 0)
+    assert value(found, "dockyard_pulled_bytes_total", project="metrics") == layer_size
+    assert value(found, "registry_http_response_size_bytes_sum", handler="blob", method="GET") == layer_size
     assert value(found, "dockyard_upload_sessions_open") == 0
     # Both workers answered some of them: the totals above are sums over two processes.
     per_pid = manifest_requests_per_process(data_dir)
