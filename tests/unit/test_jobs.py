@@ -12,7 +12,7 @@ from dockyard.errors import InvalidRequest, NotFound
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
 from dockyard.jobs.worker import Worker
-from dockyard.metadata.db import Database, utcnow
+from dockyard.metadata.db import utcnow
 
 
 class Clock:
@@ -24,15 +24,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path, database_url_for):
-    url = database_url_for(request.param) or f"sqlite:///{tmp_path / 'meta.db'}"
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

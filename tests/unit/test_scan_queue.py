@@ -11,16 +11,11 @@ import pytest
 
 from dockyard.jobs.queue import Children, JobQueue
 from dockyard.jobs.worker import Worker
-from dockyard.metadata.db import Database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def queue(request, tmp_path, database_url_for):
-    url = database_url_for(request.param) or f"sqlite:///{tmp_path / 'meta.db'}"
-    database = Database(url)
-    database.migrate()
-    yield JobQueue(database, lease_seconds=60)
-    database.dispose()
+@pytest.fixture
+def queue(db):
+    return JobQueue(db, lease_seconds=60)
 
 
 async def until(condition, limit: float = 60) -> None:
