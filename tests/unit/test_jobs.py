@@ -190,9 +190,16 @@ async def test_worker_loop_runs_jobs_and_wakes_on_demand(queue):
         return {"ok": 1}
 
     worker.register("echo", handler)
+    claims = []
+    claim = queue.claim
+    queue.claim = lambda *args: claims.append(claim(*args)) or claims[-1]
     task = asyncio.create_task(worker.run_forever())
     try:
-        await asyncio.sleep(0.2)  # the loop is now waiting for 30 s
+        for _ in range(200):  # until the loop found nothing to claim: it now waits for 30 s
+            if claims:
+                break
+            await asyncio.sleep(0.05)
+        assert claims == [None]
         job_id = queue.enqueue("echo", {})
         worker.wake()
         await asyncio.wait_for(done.wait(), 10)
