@@ -226,7 +226,7 @@ async def test_promotion_gate_on_scan(env, tmp_path):
         await env.api.post(f"/api/v1/repositories/dev/app/artifacts/{tag}/scan")
         await wait_scanned(env, "dev/app", tag)
     r = await env.api.post("/api/v1/promotions", json=body)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text
     r = await env.api.post("/api/v1/promotions", json={**body, "source": "dev/app:bad", "tags": ["2.0"]})
     message = error(r, 403, "DENIED")["message"]
     assert "promotion gate scan refused" in message and LOG4SHELL in message
