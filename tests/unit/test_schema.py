@@ -4,7 +4,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from dockyard.metadata.db import Database
-from dockyard.metadata.models import metadata
+from dockyard.metadata.schema import metadata
 
 
 def test_migrations_match_models(tmp_path):

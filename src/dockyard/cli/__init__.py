@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from dockyard.cli import admin as admin_groups
-from dockyard.cli import jobs, keys, login, policy, promote, security, server, signing, vulndb
+from dockyard.cli import audit, jobs, login, policy, promote, security, server, signing, token_keys, vulndb
 
 app = typer.Typer(
     help="Dockyard: a self-hosted private OCI registry.",
@@ -25,7 +25,7 @@ admin = typer.Typer(
 app.add_typer(admin, name="admin")
 
 # In the order `dockyard --help` lists them.
-for module in (server, login, jobs, promote, policy, admin_groups, keys, vulndb, signing, security):
+for module in (server, login, jobs, promote, policy, admin_groups, audit, token_keys, vulndb, signing, security):
     module.register(app, admin)
 
 

@@ -1,4 +1,4 @@
-"""`dockyard admin projects|members|users|robots|audit`: remote clients of the management API.
+"""`dockyard admin projects|members|users|robots`: remote clients of the management API.
 
 Connection options come before the subcommand (`dockyard admin projects --url https://registry.example.com
 -u alice list`), from DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD, or from `dockyard login`
@@ -21,7 +21,6 @@ PROJECT_COLUMNS = ["name", "public", "created_at"]
 MEMBER_COLUMNS = ["username", "role", "created_at"]
 USER_COLUMNS = ["username", "email", "is_admin", "disabled", "created_at", "password_changed_at"]
 ROBOT_COLUMNS = ["name", "kind", "permissions", "disabled", "expires_at", "description", "created_by"]
-AUDIT_COLUMNS = ["time", "actor", "action", "object", "project", "outcome", "source_ip"]
 
 
 # -- projects ---------------------------------------------------------------------------------
@@ -301,34 +300,6 @@ def robots_delete(ctx: typer.Context, name: str, yes: YesOpt = False) -> None:
     err.print(f"deleted robot {name}")
 
 
-# -- audit ------------------------------------------------------------------------------------
-
-audit = remote_group("audit", "The audit log (via /api/v1; administrators, or read-audit with --project).")
-
-
-@audit.command("list")
-def audit_list(
-    ctx: typer.Context,
-    actor: Annotated[Optional[str], typer.Option("--actor")] = None,
-    action: Annotated[Optional[str], typer.Option("--action", help="e.g. member.add, or a prefix like member.")] = None,
-    project: Annotated[Optional[str], typer.Option("--project")] = None,
-    since: Annotated[Optional[str], typer.Option("--since", help="ISO 8601 time (inclusive).")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="ISO 8601 time (exclusive).")] = None,
-    outcome: Annotated[Optional[str], typer.Option("--outcome", help="success or failure.")] = None,
-    page: Annotated[int, typer.Option("--page")] = 1,
-    page_size: PageSizeOpt = 50,
-    json_output: JsonOpt = False,
-) -> None:
-    """List audit events, newest first (one page)."""
-    params = {k: v for k, v in {"actor": actor, "action": action, "project": project, "since": since,
-                                "until": until, "outcome": outcome}.items() if v is not None}
-    resp = remote(ctx).call("GET", "/audit", params={**params, "page": page, "page_size": page_size})
-    events = resp.json()
-    show(ctx, events, AUDIT_COLUMNS, json_output, title=None)
-    if not (json_output or remote(ctx).json):
-        err.print(f"page {page}: {len(events)} of {resp.headers.get('x-total-count', '?')} events")
-
-
 def register(app: typer.Typer, admin: typer.Typer) -> None:
-    for group in (projects, members, users, robots, audit):
+    for group in (projects, members, users, robots):
         admin.add_typer(group, name=group.info.name)

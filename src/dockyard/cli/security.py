@@ -28,8 +28,7 @@ from rich.table import Table
 
 from dockyard.cli.options import DEFAULT_URL, JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt
 from dockyard.cli.remote import connect, err, fail, out, remote, remote_group, seg, show
-from dockyard.domain.security_settings import SEVERITIES, THRESHOLDS, UNSCANNED_POLICIES, severity_rank
-from dockyard.scanning.reports import display_id
+from dockyard.policy.security_policy import SEVERITIES, THRESHOLDS, UNSCANNED_POLICIES, display_id, severity_rank
 
 SEVERITY_ORDER = tuple(reversed(SEVERITIES))  # worst first, as the scan reports spell them
 SEVERITY_STYLE = {"Critical": "bold red", "High": "red", "Medium": "yellow", "Low": "cyan"}
@@ -184,7 +183,7 @@ def security_trust_key(
     json_output: JsonOpt = False,
 ) -> None:
     """Trust a cosign public key for the project's signature gates (manage-policies)."""
-    from dockyard.signing.keys import KeyFileError, load_public_key
+    from dockyard.signing.cosign_keys import KeyFileError, load_public_key
 
     try:
         pem = key.read_bytes()

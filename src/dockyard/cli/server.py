@@ -57,7 +57,7 @@ def serve(
 
     secure_settings_paths(settings)
     from dockyard.auth.bootstrap import bootstrap
-    from dockyard.auth.keys import open_keystore
+    from dockyard.auth.token_keys import open_keystore
     from dockyard.auth.secret_box import KeyEncryptionError
 
     _ensure_port_free(settings.host, settings.port)
@@ -137,7 +137,7 @@ def bootstrap_offline(
 ) -> None:
     """Offline set-up straight against the data directory: migrate, admin password, projects."""
     from dockyard.auth.bootstrap import ADMIN_USERNAME, bootstrap
-    from dockyard.auth.keys import open_keystore
+    from dockyard.auth.token_keys import open_keystore
     from dockyard.domain.projects import ProjectService
     from dockyard.domain.users import UserService
     from dockyard.errors import DockyardError

@@ -9,7 +9,8 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, exists, false, func, or_, select, update
 
 from dockyard.auth.principals import Principal
-from dockyard.domain.identity import Conflict, InvalidRequest, Page, page_bounds
+from dockyard.errors import Conflict, InvalidRequest
+from dockyard.paging import Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import project_members, projects, repositories, robot_permissions, users
@@ -149,11 +150,6 @@ class ProjectService:
                 .order_by(users.c.username)
             ).all()
         return [Member(r.username, r.role, aware(r.created_at)) for r in rows]
-
-    def get_member(self, project: str, username: str) -> Member:
-        with self.db.read() as conn:
-            project_id = self._require(conn, project).id
-            return self._require_member(conn, project_id, project, self._user_id(conn, username), username)
 
     def add_member(self, project: str, username: str, role: str) -> Member:
         validate_role(role)

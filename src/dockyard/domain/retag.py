@@ -12,9 +12,10 @@ from dockyard.domain.names import validate_digest, validate_name, validate_tag
 from dockyard.domain.repositories import require_repository_id
 from dockyard.errors import ManifestUnknown
 from dockyard.metadata import generations
+from dockyard.policy.access import project_of
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import manifests
-from dockyard.policy.tags import Override, TagPolicy
+from dockyard.policy.tag_rules import Override, TagPolicy
 
 
 def point_tag(
@@ -40,5 +41,5 @@ def point_tag(
         if manifest_id is None:
             raise ManifestUnknown(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
         previous = move_tag(conn, policy, repository, repo_id, tag, manifest_id, digest, override=override, verdicts=verdicts)
-        generations.bump_repository(conn, repository)  # a moved .sig tag changes signature verdicts
+        generations.bump(conn, project_of(repository))  # a moved .sig tag changes signature verdicts
         return previous

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from dockyard.metadata.models import metadata
+from dockyard.metadata.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -1,0 +1,224 @@
+"""The change feed: every write records an event in the same transaction as the change.
+
+Why an outbox table: a crash can then neither lose the event of a committed change nor emit one
+for a change that rolled back, and every consumer (scan on push, webhooks, metrics, gate caches,
+replication, the UI) reads one ordered feed instead of hooks scattered through HTTP handlers.
+Consumers live in jobs/feed.py. `record` is called by the domain service that makes the change,
+with the connection of its write transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, literal_column, or_, select
+
+from dockyard import request_context
+from dockyard.metadata.db import Database, aware, utcnow
+from dockyard.metadata.event_tables import event_cursors, events
+
+# Every event type, with what it means. docs/events.md documents each one (tests/unit/test_docs.py).
+EVENT_TYPES: dict[str, str] = {
+    "artifact.pushed": "A manifest was stored in a repository (by a push, promotion, retag, mount or cache fill; see data.via).",
+    "artifact.deleted": "A manifest and the tags on it were deleted (data.via: api, retention).",
+    "artifact.pulled": "Manifests were pulled; recorded in batches (data.count) as pull times are flushed.",
+    "artifact.promoted": "An artifact was promoted or copied into another repository (data.source).",
+    "tag.updated": "A tag was created or moved to another manifest (data.previous_digest when moved).",
+    "tag.deleted": "A tag was removed; the manifest stays.",
+    "blob.mounted": "A blob was mounted into a repository from another one (data.source).",
+    "retention.completed": "A retention policy run finished (data: policy, deleted, dry_run).",
+    "gc.completed": "A garbage collection sweep finished (data: blobs, bytes, manifests).",
+    "scan.completed": "A vulnerability scan finished (data: scanner, severity counts).",
+    "scan.failed": "A vulnerability scan failed (data.error).",
+    "scan.verdict_changed": "An artifact's pull-gate verdict changed (data: previous, current).",
+    "signature.attached": "A signature (cosign or notation) was stored for an artifact (data.subject).",
+    "quota.warning": "A project's storage use crossed 80% of its quota.",
+    "quota.exceeded": "A write was refused because it would exceed the project's quota.",
+    "project.created": "A project was created.",
+    "project.updated": "A project's settings changed.",
+    "project.deleted": "A project was deleted.",
+    "member.added": "A member was added to a project.",
+    "member.updated": "A project member's role changed.",
+    "member.removed": "A member was removed from a project.",
+    "robot.created": "A robot account was created.",
+    "robot.updated": "A robot account was changed (permissions, secret, enabled).",
+    "robot.deleted": "A robot account was deleted.",
+    "policy.changed": "A project policy changed (data.kind: tag_rules, retention, security, quota, webhook).",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    key: str
+    txid: int
+    occurred_at: datetime
+    type: str
+    project: str | None = None
+    repository: str | None = None
+    digest: str | None = None
+    tag: str | None = None
+    actor: str | None = None
+    request_id: str | None = None
+    data: dict = field(default_factory=dict)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.txid, self.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "key": self.key,
+            "type": self.type,
+            "occurred_at": self.occurred_at.isoformat(),
+            "project": self.project,
+            "repository": self.repository,
+            "digest": self.digest,
+            "tag": self.tag,
+            "actor": self.actor,
+            "request_id": self.request_id,
+            "data": self.data,
+        }
+
+
+def event_from_row(row) -> Event:
+    return Event(
+        id=row.id, key=row.key, txid=row.txid, occurred_at=aware(row.occurred_at), type=row.type,
+        project=row.project, repository=row.repository, digest=row.digest, tag=row.tag, actor=row.actor,
+        request_id=row.request_id, data=json.loads(row.data) if row.data else {},
+    )
+
+
+PENDING_FLAG = "dockyard_events_pending"
+
+
+def record(
+    conn: Connection,
+    type: str,
+    *,
+    repository: str | None = None,
+    project: str | None = None,
+    digest: str | None = None,
+    tag: str | None = None,
+    data: dict | None = None,
+    actor: str | None = None,
+) -> None:
+    """Add an event to the caller's open write transaction; it commits or rolls back with the change."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}: add it to EVENT_TYPES and docs/events.md")
+    if project is None and repository:
+        project = repository.split("/", 1)[0]
+    values: dict[str, Any] = {
+        "key": str(uuid.uuid4()),
+        "occurred_at": utcnow(),
+        "type": type,
+        "project": project,
+        "repository": repository,
+        "digest": digest,
+        "tag": tag,
+        "actor": (actor if actor is not None else request_context.actor.get()),
+        "request_id": request_context.request_id.get(),
+        "data": json.dumps(data, default=str, sort_keys=True) if data else None,
+    }
+    if conn.dialect.name == "postgresql":
+        values["txid"] = literal_column("pg_current_xact_id()::text::bigint")
+    conn.execute(events.insert().values(**values))
+    conn.info[PENDING_FLAG] = True  # the engine's commit hook wakes local consumers (jobs/feed.py)
+
+
+def visible_clause(conn: Connection):
+    """On PostgreSQL only events of transactions older than every running one are read, so a
+    consumer never passes a position that a slower transaction could still fill in."""
+    if conn.dialect.name == "postgresql":
+        return events.c.txid < literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    return None
+
+
+def after_clause(position: tuple[int, int]):
+    txid, event_id = position
+    return or_(events.c.txid > txid, and_(events.c.txid == txid, events.c.id > event_id))
+
+
+def read_after(conn: Connection, position: tuple[int, int], limit: int) -> list[Event]:
+    """The next `limit` committed events after `position`, in feed order."""
+    query = select(events).where(after_clause(position))
+    visible = visible_clause(conn)
+    if visible is not None:
+        query = query.where(visible)
+    rows = conn.execute(query.order_by(events.c.txid, events.c.id).limit(limit)).all()
+    return [event_from_row(r) for r in rows]
+
+
+def head(conn: Connection) -> tuple[int, int]:
+    """The position of the newest readable event ((0, 0) when the feed is empty)."""
+    query = select(events.c.txid, events.c.id)
+    visible = visible_clause(conn)
+    if visible is not None:
+        query = query.where(visible)
+    row = conn.execute(query.order_by(events.c.txid.desc(), events.c.id.desc()).limit(1)).first()
+    return (row.txid, row.id) if row else (0, 0)
+
+
+class EventLog:
+    """Reading and pruning the feed: the API's query, the CLI's tail and the retention job."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def query(
+        self,
+        *,
+        projects: set[str] | None = None,
+        project: str | None = None,
+        repository: str | None = None,
+        types: list[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Events oldest first, by id. `projects` (None: all) is the caller's visibility; `after` an
+        event id to continue from (a page's last id, or a tail's position)."""
+        conditions = []
+        if projects is not None:
+            if not projects:
+                return []
+            conditions.append(events.c.project.in_(sorted(projects)))
+        if project:
+            conditions.append(events.c.project == project)
+        if repository:
+            conditions.append(events.c.repository == repository)
+        if types:
+            # "artifact" matches artifact.pushed, artifact.deleted …: a prefix when no dot is given.
+            conditions.append(or_(*[
+                events.c.type == t if "." in t else events.c.type.like(f"{t}.%") for t in types
+            ]))
+        if since:
+            conditions.append(events.c.occurred_at >= since)
+        if until:
+            conditions.append(events.c.occurred_at < until)
+        if after is not None:
+            conditions.append(events.c.id > after)
+        with self.db.read() as conn:
+            rows = conn.execute(select(events).where(*conditions).order_by(events.c.id).limit(limit)).all()
+        return [event_from_row(r) for r in rows]
+
+    def latest_id(self) -> int:
+        with self.db.read() as conn:
+            return conn.execute(select(func.max(events.c.id))).scalar() or 0
+
+    def prune(self, retention_days: int, *, now: datetime | None = None) -> int:
+        """Delete events older than the retention that every durable consumer has passed."""
+        cutoff = (now or utcnow()) - timedelta(days=retention_days)
+        with self.db.write() as conn:
+            cursors = conn.execute(select(event_cursors.c.txid, event_cursors.c.event_id)).all()
+            condition = events.c.occurred_at < cutoff
+            if cursors:
+                lowest = min((c.txid, c.event_id) for c in cursors)
+                condition = and_(condition, ~after_clause(lowest))
+            return conn.execute(delete(events).where(condition)).rowcount or 0

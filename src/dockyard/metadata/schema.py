@@ -1,0 +1,9 @@
+"""Every table of the metadata database, for Alembic and the schema test: importing this module
+registers each area's schema module on the one `metadata` object."""
+
+from __future__ import annotations
+
+from dockyard.metadata import event_tables, models  # noqa: F401  (registers tables)
+from dockyard.metadata.models import metadata
+
+__all__ = ["metadata"]
