@@ -12,7 +12,7 @@ Conventions (docs/cli.md lists every command; tests/unit/test_docs.py checks it)
   `PlainHttpOpt` and `JsonOpt`, and get their client from `remote.connect()`, the one place that
   resolves the URL and the credentials (flags, environment, else what `dockyard login` saved).
   A group takes them before its subcommand (`remote_group()` does that); a single command
-  (`dockyard gc`, `promote`, `scan`) takes them itself. Every subcommand also accepts `--json`.
+  (`dockyard gc`, `promote`, `scan`) takes them itself. Commands that print data also take `JsonOpt`.
   Errors go through `remote.fail()`: one line on stderr, exit 1 (2 for bad options).
 - **Offline commands** (straight on the data directory) take `ConfigOpt`, `DataDirOpt`, `DbOpt`
   and load settings with `load_settings()`.
