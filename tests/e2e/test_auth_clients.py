@@ -369,7 +369,7 @@ def test_wrong_password_refused(env, new_clients, client):
         assert "invalid username/password" in login_text, login_text
     elif client in ("oras", "helm"):
         assert proc.returncode != 0
-        assert "invalid username or password" in login_text or "unauthorized" in login_text.lower(), login_text
+        assert "unauthorized: invalid username or password" in login_text, login_text
     else:
         # crane stores credentials without checking them; regctl warns and stores them:
         # the next request must fail with a clear message.
