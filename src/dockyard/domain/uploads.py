@@ -91,6 +91,7 @@ class UploadService:
         self.max_blob_bytes = max_blob_bytes
         self.max_per_account = max_per_account
         self.max_per_project = max_per_project
+        self.clock = utcnow  # the purge's "now"; tests move it instead of waiting
 
     # -- session lifecycle --------------------------------------------------------------
 
@@ -336,7 +337,7 @@ class UploadService:
 
     def purge_stale(self, max_age_seconds: int) -> int:
         """Delete uploads idle for longer than max_age; returns how many were purged."""
-        cutoff = utcnow() - timedelta(seconds=max_age_seconds)
+        cutoff = self.clock() - timedelta(seconds=max_age_seconds)
         with self.db.read() as conn:
             stale = conn.execute(
                 select(uploads.c.id, uploads.c.storage_key).where(uploads.c.updated_at < cutoff)
