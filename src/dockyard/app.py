@@ -356,7 +356,8 @@ def create_app(settings: Settings) -> Starlette:
         ],
         middleware=[
             Middleware(RequestId),
-            Middleware(HttpMetrics, metrics=services.metrics),
+            # With metrics_access off nobody can read them: skip the per-request work.
+            *([Middleware(HttpMetrics, metrics=services.metrics)] if settings.metrics_access != "off" else []),
             Middleware(HttpSurface, settings=settings),
             Middleware(ApiVersionHeader),
         ],

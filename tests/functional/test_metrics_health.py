@@ -195,6 +195,9 @@ async def test_metrics_access_token(tmp_path):
 async def test_metrics_access_off_answers_404_and_health_stays_open(tmp_path):
     async with open_registry(tmp_path / "data", "memory", metrics_access="off") as reg:
         assert (await reg.client.get("/metrics")).status_code == 404
+        await reg.client.get("/v2/")
+        reg.services.metrics.flush()
+        assert "registry_http_requests_total{" not in reg.services.metrics.exposition().decode()  # not collected
         assert (await reg.client.get("/healthz")).status_code == 200
         assert (await reg.client.get("/readyz")).status_code == 200
 
