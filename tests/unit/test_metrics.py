@@ -128,12 +128,13 @@ def test_scan_metrics_count_images_not_parents():
     m.job_finished("scan", "succeeded", 2.0, {"images": [{"digest": "d", "summary": {"medium": 1}, "status": "ok"}]})
     m.job_finished("scan", "succeeded", 0.1, {"images": []})
     m.job_finished("scan", "retried", 1.0, None)
+    m.job_finished("scan", "failed", 1.0, None)
     fams = families(m)
     verdicts = {s.labels["verdict"]: s.value for s in fams["dockyard_scan_verdicts"].samples if s.name.endswith("_total")}
     assert verdicts == {"medium": 1, "failed": 1}
     counts = {s.labels["outcome"]: s.value for s in fams["dockyard_scan_duration_seconds"].samples
               if s.name.endswith("_count")}
-    assert counts == {"succeeded": 1, "retried": 1}
+    assert counts == {"succeeded": 1, "retried": 1, "failed": 1}
 
 
 def test_feed_consumer_counts_pushes_and_pulls_per_project():

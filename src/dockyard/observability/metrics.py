@@ -179,7 +179,8 @@ class Metrics:
             return  # not a finished scan: handed back, a parent of child scans, or skipped
         self.scan_duration.labels(outcome).observe(seconds)
         if outcome != "succeeded":
-            self.scan_verdicts.labels("failed").inc()
+            if outcome == "failed":  # out of attempts (a retried attempt is not a verdict yet)
+                self.scan_verdicts.labels("failed").inc()
             return
         for image in images:
             failed = image.get("status") not in (None, "ok")
