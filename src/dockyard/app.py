@@ -23,6 +23,9 @@ from dockyard.api.http import (
 from dockyard.api.access_gate import AccessGate
 from dockyard.api.services import Services
 from dockyard.api.surface import HttpSurface
+from dockyard.api.http_metrics import HttpMetrics
+from dockyard.api.ops import ops_routes
+from dockyard.api.request_id import RequestId
 from dockyard.api.oci.routes import oci_routes
 from dockyard.auth.authenticator import Authenticator
 from dockyard.auth.bootstrap import bootstrap
@@ -75,6 +78,13 @@ from dockyard.runtime import limit_malloc_arenas
 from dockyard.safe_text import configure_logging
 from dockyard.settings import Settings, load_settings
 from dockyard.storage import StorageDriver, open_driver
+from dockyard.storage.instrumented import InstrumentedDriver
+from dockyard.observability.collectors import (
+    FeedLagCollector, JobQueueCollector, QuotaCollector, UploadsCollector, WebhookCollector,
+)
+from dockyard.observability.http_stats import FLUSH_SECONDS
+from dockyard.observability.metrics import COUNTED_EVENTS, METRICS_CONSUMER, Metrics
+from dockyard.observability.readiness import Readiness
 from dockyard.storage.permissions import secure_settings_paths
 
 log = logging.getLogger("dockyard")
@@ -93,7 +103,9 @@ def build_services(settings: Settings) -> Services:
     built.update(_governance(settings, built))
     built.update(_events(settings, built))
     built.update(_webhooks(settings, built))
-    return Services(**built)
+    services = Services(**built)
+    _observe(services)
+    return services
 
 
 def _storage(settings: Settings) -> dict[str, Any]:
@@ -102,7 +114,8 @@ def _storage(settings: Settings) -> dict[str, Any]:
     db = Database(settings.resolved_database_url)
     if settings.auto_migrate:
         db.migrate()
-    storage = open_driver(settings)
+    metrics = Metrics()  # per app, with its own registry (observability/metrics.py)
+    storage = InstrumentedDriver(open_driver(settings), metrics.storage_action)
     quotas = QuotaService(db)
     blobs = BlobService(
         db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2,
@@ -113,7 +126,7 @@ def _storage(settings: Settings) -> dict[str, Any]:
         max_blob_bytes=settings.max_blob_bytes, max_per_account=settings.max_uploads_per_account,
         max_per_project=settings.max_uploads_per_project,
     )
-    return {"db": db, "storage": storage, "quotas": quotas, "blobs": blobs, "uploads": uploads}
+    return {"db": db, "storage": storage, "quotas": quotas, "blobs": blobs, "uploads": uploads, "metrics": metrics}
 
 
 def _identity(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +305,26 @@ def _webhooks(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     return {"webhooks": service, "webhook_dispatcher": dispatcher}
 
 
+def _observe(services: Services) -> None:
+    """Connect the metrics (docs/metrics.md) to what feeds them: worker, upload and pull-gate hooks,
+    the pool, scrape-time collectors. (The "metrics" feed consumer is the HTTP server's: create_app.)"""
+    metrics, db = services.metrics, services.db
+    services.worker.on_finished = metrics.job_finished
+    metrics.on_job(job_kinds.GC, metrics.gc_finished)
+    metrics.on_job(SCAN_JOB, metrics.scan_finished)
+    services.uploads.on_committed = metrics.blob_committed
+    services.pull_gate.on_denied = metrics.pull_denied
+    metrics.watch_pool(db.engine)
+    for collector in (UploadsCollector(db), JobQueueCollector(db), FeedLagCollector(services.feed.lag),
+                      QuotaCollector(db, services.quotas.usage), WebhookCollector(db)):
+        metrics.add_scrape_collector(collector)
+
+
+def _drain_metrics_consumer(services: Services) -> None:
+    while services.feed.run_consumer(METRICS_CONSUMER):
+        pass
+
+
 def _local_tasks(services: Services) -> LocalTasks:
     """Per-process periodic work (jobs/local_tasks.py says why these are not job rows)."""
     local = LocalTasks()
@@ -300,11 +333,19 @@ def _local_tasks(services: Services) -> LocalTasks:
     # Re-read signing keys, so a rotation or revocation on another node (or the CLI) reaches this one.
     keys = services.tokens.keys
     local.every("key-refresh", keys.REFRESH_SECONDS, lambda: services.db.run(keys.reload))
+    # Batched HTTP numbers into this process's metrics files (observability/http_stats.py).
+    local.every("metrics-flush", FLUSH_SECONDS, services.metrics.flush_async)
+    if not services.settings.worker_enabled:
+        # The feed loop then runs no durable consumer, but the "metrics" one must run in a server process.
+        local.every("metrics-events", services.settings.event_poll_seconds,
+                    lambda: services.db.run(_drain_metrics_consumer, services))
     return local
 
 
 def create_app(settings: Settings) -> Starlette:
     services = build_services(settings)
+    # Pushes and pulls per project: only server processes count them (a `dockyard worker` has no /metrics).
+    services.feed.consume(METRICS_CONSUMER, services.metrics.count_events, types=COUNTED_EVENTS)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -332,12 +373,23 @@ def create_app(settings: Settings) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
             services.db.dispose()
+            services.metrics.process_exited()
 
     from dockyard.api.mgmt import create_mgmt_api
 
     app = Starlette(
-        routes=[*oci_routes(), Mount("/api/v1", app=create_mgmt_api(services))],
-        middleware=[Middleware(HttpSurface, settings=settings), Middleware(ApiVersionHeader)],
+        routes=[
+            *ops_routes(settings, services.metrics, Readiness(services.db, services.storage)),
+            *oci_routes(),
+            Mount("/api/v1", app=create_mgmt_api(services)),
+        ],
+        middleware=[
+            Middleware(RequestId),
+            # With metrics_access off nobody can read them: skip the per-request work.
+            *([Middleware(HttpMetrics, metrics=services.metrics)] if settings.metrics_access != "off" else []),
+            Middleware(HttpSurface, settings=settings),
+            Middleware(ApiVersionHeader),
+        ],
         exception_handlers={
             DockyardError: on_dockyard_error,
             HTTPException: on_http_exception,
@@ -353,6 +405,6 @@ def create_app(settings: Settings) -> Starlette:
 def app_from_env() -> Starlette:
     """Factory for server workers: settings come from DOCKYARD_* env (set by `dockyard serve`)."""
     settings = load_settings()
-    configure_logging(settings.log_level)  # untrusted text in log lines is escaped
+    configure_logging(settings.log_level, settings.log_format)  # untrusted text in log lines is escaped
     limit_malloc_arenas(settings.malloc_arena_max)  # before the services start their threads
     return create_app(settings)

@@ -10,7 +10,8 @@ newline in a logged value forges a log line. So:
 - `safe_console()` is the Rich console every CLI command prints with: it escapes the text of
   everything it renders (tables, progress, JSON, errors), while Rich's own styling still works;
 - `SafeFormatter` (installed by `configure_logging`) escapes the values a log call passes,
-  newlines included, and then the whole line, so server logs carry no raw control characters.
+  newlines included, and then the whole line, so server logs carry no raw control characters;
+  `JsonFormatter` (log_format = json) writes JSON lines, whose encoding escapes them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any
 
 from rich.console import Console
@@ -111,10 +113,35 @@ class SafeFormatter(logging.Formatter):
         return terminal_safe(text)
 
 
-def configure_logging(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id (when the line was logged
+    for a request or a job), exc (a traceback). json.dumps escapes every control character and
+    non-ASCII character, so a logged value can neither break the line nor reach a terminal raw."""
+
+    converter = time.gmtime  # log times are UTC ("Z")
+
+    def format(self, record: logging.LogRecord) -> str:
+        from dockyard import request_context
+
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = request_context.request_id.get()
+        if rid is not None:
+            entry["request_id"] = rid
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=True, default=str)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
     """Set the log level and make every handler escape control characters: the root's, and those
     the ASGI server installed on its own loggers (granian's access log prints request paths). A
-    handler keeps its format; only the escaping is added."""
+    handler keeps its format; only the escaping is added. `log_format="json"` makes every handler
+    write JSON lines instead (JsonFormatter)."""
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     logging.getLogger().setLevel(level.upper())
     loggers = [logging.getLogger()] + [
@@ -122,5 +149,17 @@ def configure_logging(level: str) -> None:
     ]
     for logger in loggers:
         for handler in logger.handlers:
-            if not isinstance(handler.formatter, SafeFormatter):
+            if log_format == "json":
+                if not isinstance(handler.formatter, JsonFormatter):
+                    handler.setFormatter(JsonFormatter())
+            elif not isinstance(handler.formatter, SafeFormatter):
                 handler.setFormatter(SafeFormatter(inner=handler.formatter) if handler.formatter else SafeFormatter())
+
+
+# Granian's own loggers (its parent process logs before any app exists) in JSON lines too.
+JSON_LOG_DICTCONFIG = {
+    "formatters": {
+        "generic": {"()": "dockyard.safe_text.JsonFormatter"},
+        "access": {"()": "dockyard.safe_text.JsonFormatter"},
+    },
+}

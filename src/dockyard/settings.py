@@ -237,6 +237,22 @@ class Settings(BaseSettings):
     )
 
     # -- metrics, health and logs (issue 10 part 3) --
+    metrics_access: Literal["open", "token", "off"] = Field(
+        "off",
+        description="Who may read GET /metrics: open (anyone), token (a bearer metrics_token), off (404).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, min_length=16, description="Bearer token Prometheus sends when metrics_access is token (secret)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Server log lines: text, or JSON lines (time, level, logger, message, request_id)."
+    )
+
+    @model_validator(mode="after")
+    def _metrics_token_set(self) -> Settings:
+        if self.metrics_access == "token" and self.metrics_token is None:
+            raise ValueError("metrics_access = \"token\" needs metrics_token (at least 16 characters)")
+        return self
 
     # -- architecture (issue 10 part 4) --
 

@@ -18,6 +18,7 @@ import json
 import random
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -160,7 +161,7 @@ def test_crash_sigkill_during_manifest_put_retention_and_gc_loses_nothing(backen
             threads.append(threading.Thread(target=activity.jobs, args=(policy_id,)))
             for t in threads:
                 t.start()
-            time.sleep(rnd.uniform(0.3, 2.0))
+            time.sleep(rnd.uniform(0.3, 2.0))  # the scenario: a crash at a random moment, not synchronisation
             server.kill()
             activity.stop.set()
             for t in threads:
@@ -169,10 +170,15 @@ def test_crash_sigkill_during_manifest_put_retention_and_gc_loses_nothing(backen
             for key, value in activity.counts.items():
                 totals[key] += value
         check_dead(settings)  # what the crash left behind, before anything repairs it
+    crashed_at = datetime.now(UTC)  # every crash leftover is older than this (same machine clock)
     with run() as server:
         totals["verified_blobs"] += verify(server.url, acked)
-        time.sleep(1.5)  # past the grace period: crash leftovers are now garbage
         with httpx.Client(base_url=server.url, timeout=60, trust_env=False, auth=ADMIN) as client:
+            # Past the grace period, crash leftovers are garbage: poll dry runs until gc's cutoff passes the crash.
+            deadline = time.monotonic() + 60
+            while datetime.fromisoformat(cutoff := run_gc(client, dry_run=True)["cutoff"]) <= crashed_at:
+                assert time.monotonic() < deadline, f"gc's cutoff {cutoff} never passed {crashed_at.isoformat()}"
+                time.sleep(0.1)
             result = run_gc(client)
         totals["verified_blobs"] += verify(server.url, acked)
     print(f"\n[{backend}] {totals} acked_keep_tags={len(acked)} final_gc={result}")
@@ -188,8 +194,8 @@ def test_crash_sigkill_during_manifest_put_retention_and_gc_loses_nothing(backen
         db.dispose()
 
 
-def run_gc(client: httpx.Client) -> dict:
-    r = client.post("/api/v1/system/gc", json={"dry_run": False})
+def run_gc(client: httpx.Client, dry_run: bool = False) -> dict:
+    r = client.post("/api/v1/system/gc", json={"dry_run": dry_run})
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
     for _ in range(1200):

@@ -59,6 +59,17 @@ class Traffic:
         self.restarted = threading.Event()
         self.bad: list[str] = []
 
+    def wait_for(self, condition, what: str, timeout: float = 60) -> None:
+        """Poll the counters (not the clock) until `condition` holds; fail if it never does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if condition():
+                    return
+            assert time.monotonic() < deadline, f"no {what} within {timeout} s: {dict(self.statuses)}"
+            assert not self.bad, "unclean failures:\n" + "\n".join(self.bad[:20])
+            time.sleep(0.05)
+
     def check(self, r: httpx.Response, ok: tuple[int, ...]) -> bool:
         with self.lock:
             self.statuses[r.status_code] += 1
@@ -140,13 +151,14 @@ def test_db_restart_postgresql_during_pushes_and_pulls_fails_cleanly_and_reconne
             threads += [threading.Thread(target=traffic.puller, args=(n,)) for n in range(PULLERS)]
             for t in threads:
                 t.start()
-            time.sleep(2)
+            traffic.wait_for(lambda: traffic.statuses[201] >= 10 and traffic.statuses[200] >= 5, "traffic before the outage")
             before = len(traffic.acked)
             pg("stop", str(pg_dir))  # fast shutdown: every open connection is terminated
-            time.sleep(1.5)  # requests meanwhile find no database at all
+            traffic.wait_for(lambda: traffic.statuses[503] > 0, "a request that finds no database at all")
             pg("start", str(pg_dir), port)
             traffic.restarted.set()
-            time.sleep(3)
+            traffic.wait_for(lambda: traffic.after_restart[201] >= 5 and traffic.after_restart[200] >= 5,
+                             "pushes and pulls after the restart")
             traffic.stop.set()
             for t in threads:
                 t.join(60)

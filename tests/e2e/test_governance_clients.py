@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -197,7 +198,7 @@ def test_retention_cli_end_to_end(env):
         tag = f"v{i}"
         _skopeo_push(env, f"ret-{i}", f"{repo}:{tag}")
         pushed[tag] = env.layout(f"ret-{i}")[1]["digest"]
-        time.sleep(1.1)  # distinct push times, whatever their resolution
+        # One push after the other: push times (stored to the microsecond) are strictly increasing.
     assert len(set(pushed.values())) == 4
     assert sorted(env.clients.run("crane", "--insecure", "ls", f"{env.host}/{repo}").stdout.split()) == \
         ["v1", "v2", "v3", "v4"]
@@ -266,12 +267,17 @@ def test_gc_cli_dry_run_and_run(env):
     orphan_blobs = [info["config"], *(x["digest"] for x in info["layers"])]
     r = env.http.delete(f"/v2/{repo}/manifests/{info['digest']}")
     assert r.status_code == 202, f"DELETE manifest: {r.status_code} {r.text}"
+    orphaned_at = datetime.now(UTC)  # the orphans' blobs were last touched before this (same machine clock)
     # and something that must survive
     keep_repo = f"{SCRATCH}/keep"
     _skopeo_push(env, "keep", f"{keep_repo}:v1")
     for digest in orphan_blobs:
         assert _on_disk(env, digest), f"orphan blob {digest} not found under {env.server.data_dir}/storage/blobs"
-    time.sleep(2.5)  # past gc_grace_seconds
+    # Past gc_grace_seconds: poll the dry run (it deletes nothing) until its cutoff passes the orphaning.
+    deadline = time.monotonic() + 60
+    while datetime.fromisoformat(cutoff := json.loads(env.dockyard("gc", "--dry-run", "--json").stdout)["cutoff"]) <= orphaned_at:
+        assert time.monotonic() < deadline, f"gc's cutoff {cutoff} never passed {orphaned_at.isoformat()}"
+        time.sleep(0.25)
 
     dry = env.dockyard("gc", "--dry-run", "--url", env.server.url, "-u", ADMIN, "-p", ADMIN_PASSWORD)
     print(f"\n--- gc --dry-run ---\n{dry.stdout}")

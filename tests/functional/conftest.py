@@ -74,3 +74,10 @@ def registry_factory(tmp_path: Path):
         return open_registry(tmp_path / "data", driver, **overrides)
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def no_saved_logins(tmp_path: Path, monkeypatch):
+    """CLI tests never read (or write) the logins saved in the home directory of whoever runs them."""
+    monkeypatch.setenv("DOCKYARD_CREDENTIALS_FILE", str(tmp_path / "saved-logins" / "credentials.json"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "saved-logins" / "docker"))

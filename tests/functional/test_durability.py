@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+from datetime import timedelta
 
 import pytest
+
+from dockyard.metadata.db import utcnow
 
 from .helpers import assert_error, pattern, sha256
 
@@ -141,13 +143,19 @@ async def test_crash_leftover_then_restart(registry_factory):
 # -- stale upload purge -------------------------------------------------------------------------
 
 
+def a_second_later(registry) -> None:
+    """Move the purge's clock on, so that every upload so far has been idle for a second."""
+    moment = utcnow() + timedelta(seconds=1)
+    registry.services.uploads.clock = lambda: moment
+
+
 async def test_purge_stale_uploads(registry):
     loc_data = await registry.start_upload(REPO)
     await _patch(registry, loc_data, DATA[:1000], 0)
     loc_empty = await registry.start_upload(REPO)
     assert registry.upload_rows() == 2
     assert len(registry.upload_objects()) == 1  # the empty session has no bytes yet
-    await asyncio.sleep(0.01)
+    a_second_later(registry)
     # a generous max age keeps fresh uploads
     kept = await registry.services.db.run(registry.services.uploads.purge_stale, 3600)
     assert kept == 0
@@ -169,7 +177,7 @@ async def test_purge_stale_uploads(registry):
 async def test_purge_keeps_published_blobs(registry):
     digest = await registry.push_blob(REPO, DATA)
     await registry.start_upload(REPO)
-    await asyncio.sleep(0.01)
+    a_second_later(registry)
     assert registry.services.uploads.purge_stale(0) == 1
     r = await registry.client.get(f"/v2/{REPO}/blobs/{digest}")
     assert r.status_code == 200 and r.content == DATA
@@ -183,6 +191,6 @@ async def test_purged_upload_file_removed_from_disk(registry_factory, driver):
         await _patch(reg, location, DATA[:2000], 0)
         path = reg.storage_root / "uploads" / _upload_id(location)
         assert path.exists() and path.stat().st_size == 2000
-        await asyncio.sleep(0.01)
+        a_second_later(reg)
         assert reg.services.uploads.purge_stale(0) == 1
         assert not path.exists()

@@ -232,20 +232,32 @@ async def test_scheduled_gc_runs_from_the_gc_schedule_setting(tmp_path):
         assert reg.services.scheduler.get("gc") is None  # unset: on demand only
 
 
-def test_offline_admin_gc_with_progress(tmp_path):
+def test_offline_admin_gc_with_progress(tmp_path, monkeypatch):
     async def prepare() -> str:
         async with open_registry(tmp_path / "data", "filesystem", worker_enabled=False) as reg:
             await reg.push_image("team/app", "v1", seed=1)
             return await reg.push_blob("team/app", pattern(5000, seed=2))
 
     orphan = asyncio.run(prepare())
-    runner = CliRunner()
-    dry = runner.invoke(cli_app, ["admin", "gc", "--data-dir", str(tmp_path / "data"), "--grace-seconds", "1", "--dry-run", "--json"])
-    assert dry.exit_code == 0, dry.output
-    import time
+    import dockyard.app
 
-    time.sleep(1.1)
-    res = runner.invoke(cli_app, ["admin", "gc", "--data-dir", str(tmp_path / "data"), "--grace-seconds", "1", "--json"])
+    build_services = dockyard.app.build_services
+    moment = utcnow() + timedelta(seconds=GRACE + 60)
+
+    def services_an_hour_later(settings):
+        """The CLI's own services, with GC's clock past the grace period (no waiting for it)."""
+        services = build_services(settings)
+        services.gc.clock = lambda: moment
+        return services
+
+    monkeypatch.setattr(dockyard.app, "build_services", services_an_hour_later)
+    runner = CliRunner()
+    args = ["admin", "gc", "--data-dir", str(tmp_path / "data"), "--grace-seconds", str(GRACE), "--json"]
+    dry = runner.invoke(cli_app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    counted = json.loads(dry.stdout[dry.stdout.index("{"):])
+    assert (counted["candidates"], counted["candidate_bytes"], counted["deleted"]) == (1, 5000, 0)
+    res = runner.invoke(cli_app, args)
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout[res.stdout.index("{"):])
     assert (result["deleted"], result["bytes_freed"]) == (1, 5000)

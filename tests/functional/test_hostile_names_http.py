@@ -29,7 +29,10 @@ async def test_finding8_control_characters_are_refused_over_http(env):  # noqa: 
         r = await env.api.post("/api/v1/projects", json={"name": "team" + ch})
         error(r, 400, "NAME_INVALID")
         r = await env.reg.client.get(f"/v2/p/app{quote(ch, safe='')}/tags/list")
-        assert r.status_code in (400, 404) and r.json()["errors"][0]["code"] in ("NAME_INVALID", "NOT_FOUND"), r.text
+        if ch == "\n":  # no route matches a path with a newline in it
+            error(r, 404, "NOT_FOUND")
+        else:
+            error(r, 400, "NAME_INVALID")
     assert await env.digest_of("p/app", "prod") is None
     tags = (await env.reg.client.get("/v2/p/app/tags/list")).json()["tags"]
     assert tags == ["v1"]

@@ -62,3 +62,18 @@ def test_webhooks_doc_covers_every_format_header_and_setting():
         if name.startswith("webhook_"):
             assert f"`{name}`" in text, f"setting {name} missing from docs/webhooks.md"
     assert "from standardwebhooks import Webhook" in text
+def test_every_metric_is_documented():
+    """Every metric family Dockyard exposes (docs/metrics.md), by its exposed name (counters end in _total)."""
+    import inspect
+
+    from dockyard.observability import collectors
+    from dockyard.observability.metrics import Metrics
+
+    names = Metrics().defined_names()
+    for _, cls in inspect.getmembers(collectors, inspect.isclass):
+        if issubclass(cls, collectors._Collector):
+            names += list(cls.NAMES)
+    assert len(names) >= 28
+    text = (DOCS / "metrics.md").read_text()
+    for name in names:
+        assert f"`{name}`" in text, f"metric {name} missing from docs/metrics.md"

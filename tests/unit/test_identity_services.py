@@ -20,21 +20,12 @@ from dockyard.domain.retag import point_tag
 from dockyard.domain.robots import RobotService
 from dockyard.domain.users import UserService
 from dockyard.errors import ManifestUnknown, NameInvalid, NameUnknown, NotFound
-from dockyard.metadata.db import Database, utcnow
+from dockyard.metadata.db import utcnow
 from dockyard.metadata.models import manifests, repositories, tags
 from dockyard.policy.access import AccessPolicy
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path, database_url_for):
-    url = database_url_for(request.param) or f"sqlite:///{tmp_path / 'meta.db'}"
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from dockyard.errors import InvalidRequest, NotFound
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
 from dockyard.jobs.worker import Worker
-from dockyard.metadata.db import Database, utcnow
+from dockyard.metadata.db import utcnow
 
 
 class Clock:
@@ -24,15 +24,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path, database_url_for):
-    url = database_url_for(request.param) or f"sqlite:///{tmp_path / 'meta.db'}"
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
@@ -199,9 +190,16 @@ async def test_worker_loop_runs_jobs_and_wakes_on_demand(queue):
         return {"ok": 1}
 
     worker.register("echo", handler)
+    claims = []
+    claim = queue.claim
+    queue.claim = lambda *args: claims.append(claim(*args)) or claims[-1]
     task = asyncio.create_task(worker.run_forever())
     try:
-        await asyncio.sleep(0.2)  # the loop is now waiting for 30 s
+        for _ in range(200):  # until the loop found nothing to claim: it now waits for 30 s
+            if claims:
+                break
+            await asyncio.sleep(0.05)
+        assert claims == [None]
         job_id = queue.enqueue("echo", {})
         worker.wake()
         await asyncio.wait_for(done.wait(), 10)

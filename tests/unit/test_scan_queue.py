@@ -11,16 +11,11 @@ import pytest
 
 from dockyard.jobs.queue import Children, JobQueue
 from dockyard.jobs.worker import Worker
-from dockyard.metadata.db import Database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def queue(request, tmp_path, database_url_for):
-    url = database_url_for(request.param) or f"sqlite:///{tmp_path / 'meta.db'}"
-    database = Database(url)
-    database.migrate()
-    yield JobQueue(database, lease_seconds=60)
-    database.dispose()
+@pytest.fixture
+def queue(db):
+    return JobQueue(db, lease_seconds=60)
 
 
 async def until(condition, limit: float = 60) -> None:
@@ -160,17 +155,32 @@ async def test_item6_scan_concurrency_runs_scans_side_by_side_and_other_jobs_bes
             await task
 
 
+class CountingEvent(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        return super().is_set()
+
+
 async def test_item6_a_stopping_worker_claims_nothing_new(queue):
     worker = Worker(queue, poll_seconds=0.05, worker_id="stopping", lanes={"scan": 2})
     ran: list[int] = []
     worker.register("scan", lambda payload, progress: ran.append(payload["n"]) or {})
+    turns = CountingEvent()  # each loop turn asks whether the worker is stopping
+    worker.stopping = turns
     worker.stop()
     job_id = queue.enqueue("scan", {"n": 1})
     task = asyncio.create_task(worker.run_forever())
     try:
-        for _ in range(5):  # several loop turns: wake it each time
-            worker.wake()
-            await asyncio.sleep(0.05)
+
+        def five_turns() -> bool:
+            worker.wake()  # do not leave it waiting for the poll interval
+            return turns.checks >= 5
+
+        await until(five_turns)
         assert ran == [] and queue.get(job_id)["state"] == "queued"
     finally:
         task.cancel()

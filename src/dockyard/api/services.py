@@ -33,6 +33,7 @@ from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
 from dockyard.jobs.worker import Worker
 from dockyard.metadata.db import Database
+from dockyard.observability.metrics import Metrics
 from dockyard.policy.access import AccessPolicy
 from dockyard.policy.promotion_gates import PromotionGate
 from dockyard.policy.pull_gate import PullGate
@@ -91,6 +92,7 @@ class Services:
     feed: Feed
     webhooks: WebhookService
     webhook_dispatcher: WebhookDispatcher
+    metrics: Metrics
 
 
 def services_of(connection: HTTPConnection) -> Services:

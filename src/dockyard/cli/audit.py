@@ -1,5 +1,5 @@
 """`dockyard admin audit list`: the audit log through the management API (a remote client, as
-cli/remote.py's groups are)."""
+cli/admin.py's groups are)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from dockyard.cli.remote import JsonOpt, PageSizeOpt, _group, err, remote, show
+from dockyard.cli.options import JsonOpt, PageSizeOpt
+from dockyard.cli.remote import err, remote, remote_group, show
 
 AUDIT_COLUMNS = ["time", "actor", "action", "object", "project", "outcome", "source_ip"]
 
-audit = _group("audit", "The audit log (via /api/v1; administrators, or read-audit with --project).")
+audit = remote_group("audit", "The audit log (via /api/v1; administrators, or read-audit with --project).")
 
 
 @audit.command("list")
@@ -35,3 +36,7 @@ def audit_list(
     show(ctx, events, AUDIT_COLUMNS, json_output, title=None)
     if not (json_output or remote(ctx).json):
         err.print(f"page {page}: {len(events)} of {resp.headers.get('x-total-count', '?')} events")
+
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    admin.add_typer(audit, name="audit")

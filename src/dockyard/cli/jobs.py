@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -17,13 +16,21 @@ from dockyard.safe_text import safe_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dockyard.cli.options import (
+    DEFAULT_URL,
+    ConfigOpt,
+    DataDirOpt,
+    DbOpt,
+    JsonOpt,
+    PassOpt,
+    PassStdinOpt,
+    PlainHttpOpt,
+    UrlOpt,
+    UserOpt,
+    load_settings,
+)
+from dockyard.cli.remote import connect
 from dockyard.domain.quotas import human_bytes
-from dockyard.settings import CONFIG_ENV
-
-# The same options as the other offline commands in dockyard.cli.
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings file (TOML).", envvar=CONFIG_ENV)]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (database + blobs).")]
-DbOpt = Annotated[Optional[str], typer.Option("--database-url", help="sqlite:///… or postgresql://…")]
 
 out = safe_console(soft_wrap=True)
 err = safe_console(stderr=True)
@@ -54,118 +61,113 @@ def print_gc_result(result: dict, as_json: bool) -> None:
     out.print(table)
 
 
-def register(app: typer.Typer, admin: typer.Typer, helpers) -> None:
-    """Add the commands; `helpers` is dockyard.cli (for its option types and settings loader)."""
+def worker(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="Run the jobs due now, then exit.")] = False,
+) -> None:
+    """Run a background job worker (GC, retention, …) as its own process; run as many as you like."""
+    import asyncio
+    import signal
 
-    @app.command()
-    def worker(
-        config: ConfigOpt = None,
-        data_dir: DataDirOpt = None,
-        database_url: DbOpt = None,
-        once: Annotated[bool, typer.Option("--once", help="Run the jobs due now, then exit.")] = False,
-    ) -> None:
-        """Run a background job worker (GC, retention, …) as its own process; run as many as you like."""
-        import asyncio
-        import signal
+    from dockyard.app import build_services
 
-        from dockyard.app import build_services
+    settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    from dockyard.safe_text import configure_logging
 
-        settings = helpers._settings(config, data_dir=data_dir, database_url=database_url)
-        from dockyard.safe_text import configure_logging
-
-        configure_logging(settings.log_level)  # untrusted text in log lines is escaped
-        services = build_services(settings)
-        try:
-            if once:
-                services.scheduler.tick()
-                ran = services.worker.run_pending()
-                err.print(f"ran {ran} job(s)")
-                return
-            err.print(f"worker {services.worker.worker_id} running jobs: {', '.join(sorted(services.worker.handlers))}")
-
-            def stop(signum, frame):  # a running scan releases its job rather than hold the exit
-                services.worker.stop()
-                raise KeyboardInterrupt
-
-            signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
-            try:
-                asyncio.run(services.worker.run_forever())
-            except KeyboardInterrupt:
-                pass
-        finally:
-            services.db.dispose()
-
-    @app.command("gc")
-    def gc_remote(
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
-        url: Annotated[str, typer.Option("--url", envvar="DOCKYARD_URL", help="Registry base URL.")] = "http://127.0.0.1:5000",
-        username: Annotated[Optional[str], typer.Option("--username", "-u", envvar="DOCKYARD_USERNAME")] = None,
-        password: Annotated[Optional[str], typer.Option("--password", "-p", envvar="DOCKYARD_PASSWORD")] = None,
-        password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
-        wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job until it finishes.")] = True,
-        json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-        timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
-    ) -> None:
-        """Run garbage collection on a running registry (admin) and follow its progress."""
-        import sys
-
-        from dockyard.cli.remote import Remote
-
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        remote = Remote(url, username, password, json_output)
-        job = remote.call("POST", "/system/gc", json={"dry_run": dry_run}).json()
-        if not wait:
-            out.print(job["id"])
+    configure_logging(settings.log_level, settings.log_format)  # untrusted text in log lines is escaped
+    services = build_services(settings)
+    try:
+        if once:
+            services.scheduler.tick()
+            ran = services.worker.run_pending()
+            err.print(f"ran {ran} job(s)")
             return
-        deadline = time.monotonic() + timeout
-        with _progress_bar() as bar:
-            task = bar.add_task(f"gc job {job['id']}: queued", total=None, freed="")
-            while job["state"] in ("queued", "running"):
-                if time.monotonic() > deadline:
-                    err.print(f"[red]gave up waiting for job {job['id']} (still {job['state']})[/red]")
-                    raise typer.Exit(1)
-                time.sleep(POLL_SECONDS)
-                job = remote.call("GET", f"/system/jobs/{job['id']}").json()
-                progress = job.get("progress") or {}
-                if "total" in progress:
-                    bar.update(task, total=max(progress["total"], 1), completed=progress.get("done", 0),
-                               freed=human_bytes(progress.get("bytes_freed", 0)))
-                bar.update(task, description=f"gc job {job['id']}: {job['state']}")
-            if job["state"] == "succeeded":
-                done = job["result"].get("deleted", 0) + job["result"].get("resumed", 0)
-                bar.update(task, total=max(done, 1), completed=max(done, 1))
-        if job["state"] != "succeeded":
-            err.print(f"[red]gc job {job['id']} {job['state']}: {job.get('error')}[/red]")
-            raise typer.Exit(1)
-        print_gc_result(job["result"], json_output)
+        err.print(f"worker {services.worker.worker_id} running jobs: {', '.join(sorted(services.worker.handlers))}")
 
-    @admin.command("gc")
-    def gc_offline(
-        config: ConfigOpt = None,
-        data_dir: DataDirOpt = None,
-        database_url: DbOpt = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
-        grace_seconds: Annotated[Optional[int], typer.Option(help="Override gc_grace_seconds.")] = None,
-        json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    ) -> None:
-        """Garbage-collect blobs straight against the data directory (safe while a server runs)."""
-        from dockyard.app import build_services
+        def stop(signum, frame):  # a running scan releases its job rather than hold the exit
+            services.worker.stop()
+            raise KeyboardInterrupt
 
-        settings = helpers._settings(config, data_dir=data_dir, database_url=database_url)
-        if grace_seconds is not None:
-            settings = settings.model_copy(update={"gc_grace_seconds": grace_seconds})
-        services = build_services(settings)
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         try:
-            with _progress_bar() as bar:
-                task = bar.add_task("gc", total=None, freed="")
+            asyncio.run(services.worker.run_forever())
+        except KeyboardInterrupt:
+            pass
+    finally:
+        services.db.dispose()
 
-                def progress(data: dict) -> None:
-                    bar.update(task, total=max(data["total"], 1), completed=data["done"], freed=human_bytes(data["bytes_freed"]))
 
-                result = services.gc.run(dry_run=dry_run, progress=progress)
-                bar.update(task, total=1, completed=1)
-        finally:
-            services.db.dispose()
-        print_gc_result(result, json_output)
+def gc_remote(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job until it finishes.")] = True,
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
+    url: UrlOpt = DEFAULT_URL,
+    username: UserOpt = None,
+    password: PassOpt = None,
+    password_stdin: PassStdinOpt = False,
+    plain_http: PlainHttpOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Run garbage collection on a running registry (admin) and follow its progress."""
+    remote = connect(url, username, password, password_stdin, plain_http, json_output)
+    job = remote.call("POST", "/system/gc", json={"dry_run": dry_run}).json()
+    if not wait:
+        out.print(job["id"])
+        return
+    deadline = time.monotonic() + timeout
+    with _progress_bar() as bar:
+        task = bar.add_task(f"gc job {job['id']}: queued", total=None, freed="")
+        while job["state"] in ("queued", "running"):
+            if time.monotonic() > deadline:
+                err.print(f"[red]gave up waiting for job {job['id']} (still {job['state']})[/red]")
+                raise typer.Exit(1)
+            time.sleep(POLL_SECONDS)
+            job = remote.call("GET", f"/system/jobs/{job['id']}").json()
+            progress = job.get("progress") or {}
+            if "total" in progress:
+                bar.update(task, total=max(progress["total"], 1), completed=progress.get("done", 0),
+                           freed=human_bytes(progress.get("bytes_freed", 0)))
+            bar.update(task, description=f"gc job {job['id']}: {job['state']}")
+        if job["state"] == "succeeded":
+            done = job["result"].get("deleted", 0) + job["result"].get("resumed", 0)
+            bar.update(task, total=max(done, 1), completed=max(done, 1))
+    if job["state"] != "succeeded":
+        err.print(f"[red]gc job {job['id']} {job['state']}: {job.get('error')}[/red]")
+        raise typer.Exit(1)
+    print_gc_result(job["result"], json_output)
+
+def gc_offline(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
+    grace_seconds: Annotated[Optional[int], typer.Option(help="Override gc_grace_seconds.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Garbage-collect blobs straight against the data directory (safe while a server runs)."""
+    from dockyard.app import build_services
+
+    settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    if grace_seconds is not None:
+        settings = settings.model_copy(update={"gc_grace_seconds": grace_seconds})
+    services = build_services(settings)
+    try:
+        with _progress_bar() as bar:
+            task = bar.add_task("gc", total=None, freed="")
+
+            def progress(data: dict) -> None:
+                bar.update(task, total=max(data["total"], 1), completed=data["done"], freed=human_bytes(data["bytes_freed"]))
+
+            result = services.gc.run(dry_run=dry_run, progress=progress)
+            bar.update(task, total=1, completed=1)
+    finally:
+        services.db.dispose()
+    print_gc_result(result, json_output)
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    app.command("worker")(worker)
+    app.command("gc")(gc_remote)
+    admin.command("gc")(gc_offline)

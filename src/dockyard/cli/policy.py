@@ -12,10 +12,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from dockyard.cli.remote import JsonOpt, YesOpt, _confirm, _group, err, fail, out, remote, seg, show
+from dockyard.cli.options import JsonOpt, YesOpt, group
+from dockyard.cli.remote import confirm, err, fail, out, remote, remote_group, seg, show
 
-policy = typer.Typer(help="Policies on a running registry (via /api/v1).", no_args_is_help=True, add_completion=False)
-retention = _group("retention", "Retention policies: list, create, show, delete, dry-run, run (manage-policies).")
+policy = group("policy", "Policies on a running registry (via /api/v1).")
+retention = remote_group("retention", "Retention policies: list, create, show, delete, dry-run, run (manage-policies).")
 policy.add_typer(retention, name="retention")
 
 POLICY_COLUMNS = ["id", "name", "repository_pattern", "format", "schedule", "enabled", "last_run_at"]
@@ -90,7 +91,7 @@ def retention_show(ctx: typer.Context, project: str, policy_id: int, json_output
 @retention.command("delete")
 def retention_delete(ctx: typer.Context, project: str, policy_id: int, yes: YesOpt = False) -> None:
     """Delete a policy and its schedule (images are not touched)."""
-    _confirm(f"delete retention policy {policy_id} of {project}", yes)
+    confirm(f"delete retention policy {policy_id} of {project}", yes)
     remote(ctx).call("DELETE", _path(project, policy_id))
     err.print(f"deleted retention policy {policy_id}")
 
@@ -117,3 +118,7 @@ def retention_run(
         out.print_json(json.dumps(data))
     else:
         out.print(f"queued job {data['job_id']}")
+
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    app.add_typer(policy, name="policy")

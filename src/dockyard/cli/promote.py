@@ -10,18 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from dockyard.cli.remote import (
-    DEFAULT_URL,
-    JsonOpt,
-    PassOpt,
-    PassStdinOpt,
-    Remote,
-    UrlOpt,
-    UserOpt,
-    fail,
-    out,
-    resolve_password,
-)
+from dockyard.cli.options import DEFAULT_URL, JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt
+from dockyard.cli.remote import connect, fail, out
 
 
 def split_destination(dest_ref: str) -> tuple[str, str | None]:
@@ -46,16 +36,17 @@ def promote(
     username: UserOpt = None,
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,
+    plain_http: PlainHttpOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Promote an image to other tags, another repository or another project, without copying blob bytes."""
-    password = resolve_password(username, password, password_stdin)
+    remote = connect(url, username, password, password_stdin, plain_http, json_output)
     destination, dest_tag = split_destination(dest_ref)
     tags = list(dict.fromkeys(([dest_tag] if dest_tag else []) + list(tag or [])))
     body = {"source": src_ref, "destination": destination, "tags": tags, "include_referrers": referrers}
     if override_reason is not None:
         body["override_reason"] = override_reason
-    data = Remote(url, username, password, json_output).call("POST", "/promotions", json=body).json()
+    data = remote.call("POST", "/promotions", json=body).json()
     if json_output:
         out.print_json(data=data)
         return
@@ -67,3 +58,7 @@ def promote(
         highlight=False,
         markup=False,
     )
+
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    app.command("promote")(promote)

@@ -1,8 +1,9 @@
-"""`dockyard admin projects|members|users|robots`: a remote client of the management API.
+"""The one way a `dockyard` command talks to a running registry's /api/v1.
 
-Every group takes the connection options (`--url`, `--username`, `--password`, `--password-stdin`)
-before its subcommand, or from DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD. Output is a
-Rich table, or JSON with `--json`. API errors print their OCI code and message and exit non-zero.
+`connect()` resolves the URL and the credentials (see `credentials()`) into a `Remote`, whose
+`call()` turns API errors into one line with the OCI code and a non-zero exit. `remote_group()`
+makes a sub-app that takes the connection options before its subcommand. Output is a Rich table
+(`show()`), or JSON with `--json`. Conventions: dockyard.cli.options.
 """
 
 from __future__ import annotations
@@ -10,18 +11,27 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Annotated, Any, Optional
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 import typer
-from dockyard.safe_text import one_line, safe_console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from dockyard.cli.options import (
+    DEFAULT_URL,
+    JsonOpt,
+    PassOpt,
+    PassStdinOpt,
+    PlainHttpOpt,
+    UrlOpt,
+    UserOpt,
+    group,
+)
 from dockyard.client.credentials import CLIENT_HEADERS
+from dockyard.safe_text import one_line, safe_console
 
-DEFAULT_URL = "http://127.0.0.1:5000"
 out = safe_console(soft_wrap=True)
 err = safe_console(stderr=True)
 
@@ -32,6 +42,7 @@ class Remote:
     username: str | None
     password: str | None
     json: bool
+    saved_for: str | None = None  # the registry whose saved `dockyard login` credentials these are
 
     def client(self) -> httpx.Client:
         auth = (self.username, self.password or "") if self.username else None
@@ -47,8 +58,12 @@ class Remote:
         if resp.status_code >= 400:
             hint = ""
             if resp.status_code == 401 and not self.username:
-                hint = ("; no credentials were given: put -u USER (and -p/--password-stdin) before the subcommand, "
-                        "e.g. `dockyard admin projects -u admin list`, or set DOCKYARD_USERNAME and DOCKYARD_PASSWORD")
+                hint = ("; no credentials were given: run `dockyard login`, or put -u USER (and -p/--password-stdin) "
+                        "before the subcommand, e.g. `dockyard admin projects -u admin list`, or set DOCKYARD_USERNAME "
+                        "and DOCKYARD_PASSWORD")
+            elif resp.status_code == 401 and self.saved_for:
+                hint = (f" (used the credentials saved for {self.saved_for} as {self.username}; if the password changed, "
+                        f"run `dockyard login {self.saved_for} -u {self.username}` again)")
             fail(describe_error(resp) + hint)
         return resp
 
@@ -63,6 +78,12 @@ class Remote:
             if not nxt:
                 return items
             resp = self.call("GET", nxt)
+
+    def listing(self, path: str, page: int | None, page_size: int, params: dict | None = None) -> list[dict]:
+        """Every page, or only `page` when one is asked for."""
+        if page is None:
+            return self.get_all(path, params)
+        return self.call("GET", path, params={**(params or {}), "page": page, "page_size": page_size}).json()
 
 
 def describe_error(resp: httpx.Response) -> str:
@@ -89,43 +110,83 @@ def seg(value: str) -> str:
     return quote(value, safe="")
 
 
-# -- connection options, shared by every group --------------------------------------------------
-
-UrlOpt = Annotated[str, typer.Option("--url", envvar="DOCKYARD_URL", help="Registry base URL.")]
-UserOpt = Annotated[Optional[str], typer.Option("--username", "-u", envvar="DOCKYARD_USERNAME", help="Account to act as.")]
-PassOpt = Annotated[
-    Optional[str], typer.Option("--password", "-p", envvar="DOCKYARD_PASSWORD", help="Its password or robot secret.")
-]
-PassStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# -- credentials and connection ------------------------------------------------------------------
 
 
-def connect(
-    ctx: typer.Context,
-    url: UrlOpt = DEFAULT_URL,
-    username: UserOpt = None,
-    password: PassOpt = None,
-    password_stdin: PassStdinOpt = False,
-    json_output: JsonOpt = False,
-) -> None:
-    ctx.obj = Remote(url, username, resolve_password(username, password, password_stdin), json_output)
+@dataclass
+class Login:
+    username: str | None
+    password: str | None
+    saved: bool = False  # taken from what `dockyard login` (or `docker login`) saved
 
 
-def resolve_password(username: str | None, password: str | None, password_stdin: bool) -> str | None:
-    """--password, --password-stdin, or a prompt when a terminal is attached."""
+def credentials(server: str, username: str | None, password: str | None, password_stdin: bool) -> Login:
+    """The credentials of every remote command: --password / --password-stdin / DOCKYARD_PASSWORD; else what
+    `dockyard login` (or `docker login`) saved for `server`, for the same account only; else a prompt on a
+    terminal. Without a username nor saved credentials: anonymous."""
+    from dockyard.client import credentials as creds
+
     if password_stdin:
         if password:
             fail("give --password or --password-stdin, not both", 2)
         password = sys.stdin.readline().rstrip("\r\n")
+    other = None
+    if password is None:
+        try:
+            stored = creds.saved_credentials(server)
+        except creds.CredentialError as exc:
+            fail(str(exc))
+        if stored is not None and username in (None, stored.username):
+            return Login(stored.username, stored.secret, saved=True)
+        other = stored.username if stored is not None else None
     if username and password is None:
-        if not sys.stdin.isatty():
+        if sys.stdin.isatty():
+            password = typer.prompt(f"Password for {username}", hide_input=True)
+        elif other is not None:
+            # Never send one account's saved secret under another account's name.
+            key = creds.server_key(server)
+            fail(f"no password for {username}: the credentials saved for {key} are {other}'s; give --password, "
+                 f"--password-stdin or DOCKYARD_PASSWORD, or `dockyard login {key} -u {username}`")
+        else:
             fail("no password: use --password, --password-stdin or DOCKYARD_PASSWORD", 2)
-        password = typer.prompt(f"Password for {username}", hide_input=True)
-    return password
+    return Login(username, password)
+
+
+def connect(server: str, username: str | None = None, password: str | None = None, password_stdin: bool = False,
+            plain_http: bool | None = None, json_output: bool = False) -> Remote:
+    """The management-API client for `server` (host[:port] or URL), with `credentials()`."""
+    from dockyard.client.credentials import base_url, server_key
+
+    login = credentials(server, username, password, password_stdin)
+    return Remote(base_url(server, plain_http), login.username, login.password, json_output,
+                  saved_for=server_key(server) if login.saved else None)
+
+
+def remote_group(name: str, help_text: str) -> typer.Typer:
+    """A sub-app whose connection options come before the subcommand; its commands get the client
+    with `remote(ctx)`."""
+    sub = group(name, help_text)
+
+    @sub.callback()
+    def connection(
+        ctx: typer.Context,
+        url: UrlOpt = DEFAULT_URL,
+        username: UserOpt = None,
+        password: PassOpt = None,
+        password_stdin: PassStdinOpt = False,
+        plain_http: PlainHttpOpt = None,
+        json_output: JsonOpt = False,
+    ) -> None:
+        ctx.obj = connect(url, username, password, password_stdin, plain_http, json_output)
+
+    return sub
 
 
 def remote(ctx: typer.Context) -> Remote:
     return ctx.obj
+
+
+# -- output ---------------------------------------------------------------------------------------
 
 
 def show(ctx: typer.Context, data: Any, columns: list[str], json_output: bool, title: str | None = None,
@@ -161,13 +222,7 @@ def _cell(value: Any) -> str:
     return one_line(str(value))
 
 
-def _group(name: str, help_text: str) -> typer.Typer:
-    group = typer.Typer(name=name, help=help_text, no_args_is_help=True, add_completion=False)
-    group.callback()(connect)
-    return group
-
-
-def _confirm(what: str, yes: bool) -> None:
+def confirm(what: str, yes: bool) -> None:
     if yes:
         return
     try:
@@ -176,300 +231,3 @@ def _confirm(what: str, yes: bool) -> None:
         fail(f"refusing to {what} without confirmation: nothing answered the prompt; add --yes", 2)
     if not confirmed:
         raise typer.Exit(1)
-
-
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-PageOpt = Annotated[Optional[int], typer.Option("--page", help="Fetch only this page (default: all pages).")]
-PageSizeOpt = Annotated[int, typer.Option("--page-size", help="Items per page (max 100).")]
-
-PROJECT_COLUMNS = ["name", "public", "created_at"]
-MEMBER_COLUMNS = ["username", "role", "created_at"]
-USER_COLUMNS = ["username", "email", "is_admin", "disabled", "created_at", "password_changed_at"]
-ROBOT_COLUMNS = ["name", "kind", "permissions", "disabled", "expires_at", "description", "created_by"]
-
-
-def _list(r: Remote, path: str, page: int | None, page_size: int, params: dict | None = None) -> list[dict]:
-    if page is None:
-        return r.get_all(path, params)
-    return r.call("GET", path, params={**(params or {}), "page": page, "page_size": page_size}).json()
-
-
-# -- projects ---------------------------------------------------------------------------------
-
-projects = _group("projects", "Projects on a running registry (via /api/v1).")
-
-
-@projects.command("list")
-def projects_list(ctx: typer.Context, page: PageOpt = None, page_size: PageSizeOpt = 50, json_output: JsonOpt = False) -> None:
-    """List the projects you can see."""
-    show(ctx, _list(remote(ctx), "/projects", page, page_size), PROJECT_COLUMNS, json_output)
-
-
-@projects.command("create")
-def projects_create(
-    ctx: typer.Context,
-    name: str,
-    public: Annotated[bool, typer.Option("--public", help="Anyone may pull.")] = False,
-    json_output: JsonOpt = False,
-) -> None:
-    """Create a project (administrators); you become its admin member."""
-    data = remote(ctx).call("POST", "/projects", json={"name": name, "public": public}).json()
-    show(ctx, data, PROJECT_COLUMNS, json_output)
-
-
-@projects.command("show")
-def projects_show(ctx: typer.Context, name: str, json_output: JsonOpt = False) -> None:
-    """Show a project, its repository count and what you may do in it."""
-    data = remote(ctx).call("GET", f"/projects/{seg(name)}").json()
-    show(ctx, data, PROJECT_COLUMNS + ["repository_count", "actions"], json_output)
-
-
-@projects.command("update")
-def projects_update(
-    ctx: typer.Context,
-    name: str,
-    public: Annotated[Optional[bool], typer.Option("--public/--private", help="Anonymous pulls on or off.")] = None,
-    json_output: JsonOpt = False,
-) -> None:
-    """Change project settings (manage-policies)."""
-    body = {} if public is None else {"public": public}
-    data = remote(ctx).call("PATCH", f"/projects/{seg(name)}", json=body).json()
-    show(ctx, data, PROJECT_COLUMNS, json_output)
-
-
-@projects.command("delete")
-def projects_delete(ctx: typer.Context, name: str, yes: YesOpt = False) -> None:
-    """Delete an empty project (administrators)."""
-    _confirm(f"delete project {name}", yes)
-    remote(ctx).call("DELETE", f"/projects/{seg(name)}")
-    err.print(f"deleted project {name}")
-
-
-# -- members ----------------------------------------------------------------------------------
-
-members = _group("members", "Project members and their roles (via /api/v1).")
-
-
-@members.command("list")
-def members_list(ctx: typer.Context, project: str, json_output: JsonOpt = False) -> None:
-    """List a project's members (manage-members)."""
-    show(ctx, remote(ctx).get_all(f"/projects/{seg(project)}/members"), MEMBER_COLUMNS, json_output)
-
-
-@members.command("add")
-def members_add(
-    ctx: typer.Context,
-    project: str,
-    username: str,
-    role: Annotated[str, typer.Option("--role", help="admin, maintainer, developer or guest.")] = "developer",
-    json_output: JsonOpt = False,
-) -> None:
-    """Add a user to a project with a role."""
-    data = remote(ctx).call("POST", f"/projects/{seg(project)}/members", json={"username": username, "role": role}).json()
-    show(ctx, data, MEMBER_COLUMNS, json_output)
-
-
-@members.command("set-role")
-def members_set_role(ctx: typer.Context, project: str, username: str, role: str, json_output: JsonOpt = False) -> None:
-    """Change a member's role."""
-    data = remote(ctx).call("PUT", f"/projects/{seg(project)}/members/{seg(username)}", json={"role": role}).json()
-    show(ctx, data, MEMBER_COLUMNS, json_output)
-
-
-@members.command("remove")
-def members_remove(ctx: typer.Context, project: str, username: str) -> None:
-    """Remove a member from a project."""
-    remote(ctx).call("DELETE", f"/projects/{seg(project)}/members/{seg(username)}")
-    err.print(f"removed {username} from project {project}")
-
-
-# -- users ------------------------------------------------------------------------------------
-
-users = _group("users", "User accounts (via /api/v1; administrators, except your own password).")
-
-NewPassOpt = Annotated[Optional[str], typer.Option("--new-password", help="The user's password (prompted if omitted).")]
-NewPassStdinOpt = Annotated[bool, typer.Option("--new-password-stdin", help="Read the user's password from standard input.")]
-
-
-def _new_password(new_password: str | None, from_stdin: bool) -> str:
-    if from_stdin:
-        if new_password:
-            fail("give --new-password or --new-password-stdin, not both", 2)
-        return sys.stdin.readline().rstrip("\r\n")
-    if new_password:
-        return new_password
-    if not sys.stdin.isatty():
-        fail("no new password: use --new-password or --new-password-stdin", 2)
-    return typer.prompt("New password", hide_input=True, confirmation_prompt=True)
-
-
-@users.command("list")
-def users_list(ctx: typer.Context, page: PageOpt = None, page_size: PageSizeOpt = 50, json_output: JsonOpt = False) -> None:
-    """List users."""
-    show(ctx, _list(remote(ctx), "/users", page, page_size), USER_COLUMNS, json_output)
-
-
-@users.command("create")
-def users_create(
-    ctx: typer.Context,
-    username: str,
-    new_password: NewPassOpt = None,
-    new_password_stdin: NewPassStdinOpt = False,
-    email: Annotated[Optional[str], typer.Option("--email")] = None,
-    admin: Annotated[bool, typer.Option("--admin", help="Registry administrator.")] = False,
-    json_output: JsonOpt = False,
-) -> None:
-    """Create a user."""
-    body = {"username": username, "password": _new_password(new_password, new_password_stdin), "email": email, "is_admin": admin}
-    show(ctx, remote(ctx).call("POST", "/users", json=body).json(), USER_COLUMNS, json_output)
-
-
-@users.command("show")
-def users_show(ctx: typer.Context, username: Annotated[str, typer.Argument(help="A username, or `me`.")] = "me", json_output: JsonOpt = False) -> None:
-    """Show a user (yourself by default)."""
-    show(ctx, remote(ctx).call("GET", f"/users/{seg(username)}").json(), USER_COLUMNS, json_output)
-
-
-def _set_disabled(ctx: typer.Context, username: str, disabled: bool, json_output: bool) -> None:
-    data = remote(ctx).call("PATCH", f"/users/{seg(username)}", json={"disabled": disabled}).json()
-    show(ctx, data, USER_COLUMNS, json_output)
-
-
-@users.command("disable")
-def users_disable(ctx: typer.Context, username: str, json_output: JsonOpt = False) -> None:
-    """Disable a user: their credentials and tokens stop working."""
-    _set_disabled(ctx, username, True, json_output)
-
-
-@users.command("enable")
-def users_enable(ctx: typer.Context, username: str, json_output: JsonOpt = False) -> None:
-    """Enable a disabled user."""
-    _set_disabled(ctx, username, False, json_output)
-
-
-@users.command("set-password")
-def users_set_password(
-    ctx: typer.Context,
-    username: str,
-    new_password: NewPassOpt = None,
-    new_password_stdin: NewPassStdinOpt = False,
-    old_password: Annotated[
-        Optional[str], typer.Option("--old-password", help="For your own account; default: the connection password.")
-    ] = None,
-) -> None:
-    """Set a user's password (yours needs the old one; administrators may set anyone's)."""
-    r = remote(ctx)
-    body: dict = {"new_password": _new_password(new_password, new_password_stdin)}
-    if username == r.username:
-        body["old_password"] = old_password if old_password is not None else r.password
-    r.call("PUT", f"/users/{seg(username)}/password", json=body)
-    err.print(f"password of {username} changed; their refresh tokens were revoked")
-
-
-@users.command("delete")
-def users_delete(ctx: typer.Context, username: str, yes: YesOpt = False) -> None:
-    """Delete a user."""
-    _confirm(f"delete user {username}", yes)
-    remote(ctx).call("DELETE", f"/users/{seg(username)}")
-    err.print(f"deleted user {username}")
-
-
-# -- robots -----------------------------------------------------------------------------------
-
-robots = _group("robots", "Robot accounts for CI and automation (via /api/v1).")
-
-
-def _show_robot(ctx: typer.Context, data: dict, json_output: bool) -> None:
-    secret = data.pop("secret", None)
-    if json_output or remote(ctx).json:
-        out.print_json(json.dumps({**data, **({"secret": secret} if secret else {})}, default=str))
-        return
-    show(ctx, data, ROBOT_COLUMNS, False)
-    if secret:
-        out.print(f"[bold]secret:[/bold] {escape(secret)}", highlight=False)
-        err.print("[yellow]store this secret now: it is shown only once[/yellow]")
-
-
-@robots.command("list")
-def robots_list(
-    ctx: typer.Context,
-    project: Annotated[Optional[str], typer.Option("--project", help="Only this project's robots.")] = None,
-    page: PageOpt = None,
-    page_size: PageSizeOpt = 50,
-    json_output: JsonOpt = False,
-) -> None:
-    """List robots (all: administrators; one project: manage-members)."""
-    params = {"project": project} if project else {}
-    show(ctx, _list(remote(ctx), "/robots", page, page_size, params), ROBOT_COLUMNS, json_output)
-
-
-@robots.command("show")
-def robots_show(ctx: typer.Context, name: str, json_output: JsonOpt = False) -> None:
-    """Show a robot (never its secret)."""
-    _show_robot(ctx, remote(ctx).call("GET", f"/robots/{seg(name)}").json(), json_output)
-
-
-@robots.command("create")
-def robots_create(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Short name; becomes robot$<project>+<name> or robot$<name>.")],
-    project: Annotated[Optional[str], typer.Option("--project", help="Create a project robot in this project.")] = None,
-    action: Annotated[
-        Optional[list[str]], typer.Option("--action", help="Project robot: pull, push, delete or read-scan (repeat).")
-    ] = None,
-    grant: Annotated[
-        Optional[list[str]], typer.Option("--grant", help="System robot: PROJECT=ACTION[,ACTION] (repeat).")
-    ] = None,
-    description: Annotated[Optional[str], typer.Option("--description")] = None,
-    expires_days: Annotated[Optional[int], typer.Option("--expires-days", help="Expire after this many days.")] = None,
-    json_output: JsonOpt = False,
-) -> None:
-    """Create a robot; prints its secret once."""
-    body: dict[str, Any] = {"name": name, "description": description}
-    if expires_days is not None:
-        body["duration_days"] = expires_days
-    if project:
-        if grant:
-            fail("--grant is for system robots; use --action with --project", 2)
-        body.update(project=project, actions=list(action or ["pull"]))
-    else:
-        if action or not grant:
-            fail("a system robot needs --grant PROJECT=ACTIONS (or pass --project for a project robot)", 2)
-        permissions = []
-        for item in grant:
-            proj, sep, acts = item.partition("=")
-            if not sep or not proj or not acts:
-                fail(f"--grant {item!r}: expected PROJECT=ACTION[,ACTION]", 2)
-            permissions.append({"project": proj, "actions": [a for a in acts.split(",") if a]})
-        body["permissions"] = permissions
-    _show_robot(ctx, remote(ctx).call("POST", "/robots", json=body).json(), json_output)
-
-
-@robots.command("rotate")
-def robots_rotate(ctx: typer.Context, name: str, json_output: JsonOpt = False) -> None:
-    """Give a robot a new secret (printed once); the old one stops working."""
-    _show_robot(ctx, remote(ctx).call("POST", f"/robots/{seg(name)}/rotate").json(), json_output)
-
-
-@robots.command("disable")
-def robots_disable(ctx: typer.Context, name: str, json_output: JsonOpt = False) -> None:
-    """Disable a robot."""
-    _show_robot(ctx, remote(ctx).call("PATCH", f"/robots/{seg(name)}", json={"disabled": True}).json(), json_output)
-
-
-@robots.command("enable")
-def robots_enable(ctx: typer.Context, name: str, json_output: JsonOpt = False) -> None:
-    """Enable a disabled robot."""
-    _show_robot(ctx, remote(ctx).call("PATCH", f"/robots/{seg(name)}", json={"disabled": False}).json(), json_output)
-
-
-@robots.command("delete")
-def robots_delete(ctx: typer.Context, name: str, yes: YesOpt = False) -> None:
-    """Delete a robot."""
-    _confirm(f"delete robot {name}", yes)
-    remote(ctx).call("DELETE", f"/robots/{seg(name)}")
-    err.print(f"deleted robot {name}")
-
-
-GROUPS = {"projects": projects, "members": members, "users": users, "robots": robots}
-"""Name -> Typer app; cli/__init__.py adds each (and cli/audit.py's) with `admin.add_typer(app, name=name)`."""

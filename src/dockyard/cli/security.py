@@ -10,7 +10,7 @@ codes; see docs/security.md for what the policy fields mean):
   a spinner, and print the verdict with its findings.
 
 Without `--username`, both use the credentials saved by `dockyard login` (or docker's config.json)
-for the registry. Register on the top-level app with `register(app)`.
+for the registry (dockyard.cli.remote.connect).
 """
 
 from __future__ import annotations
@@ -26,28 +26,9 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dockyard.cli.remote import (
-    DEFAULT_URL,
-    JsonOpt,
-    PassOpt,
-    PassStdinOpt,
-    Remote,
-    UserOpt,
-    err,
-    fail,
-    out,
-    remote,
-    resolve_password,
-    seg,
-    show,
-)
+from dockyard.cli.options import DEFAULT_URL, JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt
+from dockyard.cli.remote import connect, err, fail, out, remote, remote_group, seg, show
 from dockyard.policy.security_policy import SEVERITIES, THRESHOLDS, UNSCANNED_POLICIES, display_id, severity_rank
-
-RegistryOpt = Annotated[
-    str,
-    typer.Option("--registry", "--url", "-r", envvar="DOCKYARD_URL", help="Registry host[:port] or base URL."),
-]
-PlainHttpOpt = Annotated[Optional[bool], typer.Option("--plain-http/--https", help="Default: plain HTTP for loopback hosts only.")]
 
 SEVERITY_ORDER = tuple(reversed(SEVERITIES))  # worst first, as the scan reports spell them
 SEVERITY_STYLE = {"Critical": "bold red", "High": "red", "Medium": "yellow", "Low": "cyan"}
@@ -67,41 +48,9 @@ ALLOW_COLUMNS = ["vulnerability", "active", "expires_at", "reason", "created_by"
 KEY_COLUMNS = ["name", "fingerprint", "created_by", "created_at"]
 
 
-def connect_remote(
-    server: str, username: str | None, password: str | None, password_stdin: bool, plain_http: bool | None, json_output: bool
-) -> Remote:
-    """The shared `Remote` client for `server`; without a username, the credentials `dockyard login`
-    (or `docker login`) saved for it."""
-    from dockyard.client.credentials import CredentialError, base_url, saved_credentials
-
-    if not username and password is None and not password_stdin:
-        try:
-            stored = saved_credentials(server)
-        except CredentialError as exc:
-            fail(str(exc))
-        if stored is not None:
-            username, password = stored.username, stored.secret
-    return Remote(base_url(server, plain_http), username, resolve_password(username, password, password_stdin), json_output)
-
-
-security = typer.Typer(
-    help="A project's supply-chain security: policy, CVE allowlist, trusted keys (via /api/v1).",
-    no_args_is_help=True,
-    add_completion=False,
+security = remote_group(
+    "security", "A project's supply-chain security: policy, CVE allowlist, trusted keys (via /api/v1)."
 )
-
-
-@security.callback()
-def connect(
-    ctx: typer.Context,
-    registry: RegistryOpt = DEFAULT_URL,
-    username: UserOpt = None,
-    password: PassOpt = None,
-    password_stdin: PassStdinOpt = False,
-    plain_http: PlainHttpOpt = None,
-    json_output: JsonOpt = False,
-) -> None:
-    ctx.obj = connect_remote(registry, username, password, password_stdin, plain_http, json_output)
 
 
 def _policy_path(project: str, *rest: str) -> str:
@@ -385,19 +334,19 @@ def scan(
     report_only: Annotated[
         bool, typer.Option("--report-only", help="Print the current verdict; do not request a scan.")
     ] = False,
-    registry: RegistryOpt = DEFAULT_URL,
+    registry: UrlOpt = DEFAULT_URL,
     username: UserOpt = None,
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,
     plain_http: PlainHttpOpt = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the scan status document as JSON.")] = False,
+    json_output: JsonOpt = False,
 ) -> None:
     """Scan an image or index now (push permission); with --wait follow it and print the findings.
     Exits 0 when the artifact has a verdict, 1 on errors, a failed scan or a timeout."""
     if report_only and wait:
         fail("--report-only prints the current verdict; it does not combine with --wait", 2)
     host, repository, reference = split_image_ref(ref)
-    client = connect_remote(host or registry, username, password, password_stdin, plain_http, json_output)
+    client = connect(host or registry, username, password, password_stdin, plain_http, json_output)
     path = f"/repositories/{repository}/artifacts/{seg(reference)}/scan"
     label = f"{repository}{'@' if reference.startswith('sha256:') else ':'}{reference}"
 
@@ -462,7 +411,6 @@ def _finish(label: str, status: dict, json_output: bool) -> None:
         fail(f"{label} has no scan verdict yet" + (" (a scan is in progress)" if status["in_progress"] else ""))
 
 
-def register(app: typer.Typer) -> None:
-    """Adds `dockyard security …` and `dockyard scan` to the top-level app."""
+def register(app: typer.Typer, admin: typer.Typer) -> None:
     app.add_typer(security, name="security")
     app.command("scan")(scan)

@@ -1,7 +1,7 @@
 """`dockyard generate-key-pair`, `dockyard sign` and `dockyard verify`: cosign-compatible image
 signing from the command line (key files and signatures interoperate with cosign; see docs/signing.md).
 
-Register on the top-level app with `register(app)`.
+The registry and its saved credentials come from the image reference's host (dockyard.cli.remote.credentials).
 """
 
 from __future__ import annotations
@@ -14,17 +14,11 @@ from typing import Annotated, Optional
 
 import httpx
 import typer
+from dockyard.cli.options import JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UserOpt
 from dockyard.safe_text import safe_console
 
 err = safe_console(stderr=True, highlight=False, soft_wrap=True)
 PASSWORD_ENV = "COSIGN_PASSWORD"
-
-UserOpt = Annotated[Optional[str], typer.Option("--username", "-u", envvar="DOCKYARD_USERNAME",
-                                                help="Registry user or robot (default: credentials saved by `dockyard login` or docker's config.json).")]
-PassOpt = Annotated[Optional[str], typer.Option("--password", "-p", envvar="DOCKYARD_PASSWORD",
-                                                help="Registry password (prefer --password-stdin).")]
-PassStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")]
-PlainHttpOpt = Annotated[Optional[bool], typer.Option("--plain-http/--https", help="Default: plain HTTP for loopback hosts only.")]
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -44,21 +38,12 @@ def _key_password(confirm: bool) -> bytes:
 
 
 def _client(ref, username, password, password_stdin, plain_http):
-    from dockyard.client.credentials import CredentialError, base_url, saved_credentials
+    from dockyard.cli.remote import credentials
+    from dockyard.client.credentials import base_url
     from dockyard.signing.registry import RegistryClient
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    if not username:
-        try:
-            stored = saved_credentials(ref.registry)
-        except CredentialError:
-            stored = None
-        if stored:
-            username, password = stored.username, stored.secret
-    elif password is None:
-        password = typer.prompt("Registry password", hide_input=True)
-    return RegistryClient(base_url(ref.registry, plain_http), username, password)
+    login = credentials(ref.registry, username, password, password_stdin)
+    return RegistryClient(base_url(ref.registry, plain_http), login.username, login.password)
 
 
 def _parse_ref(text: str):
@@ -141,7 +126,7 @@ def sign(
 def verify(
     image: Annotated[str, typer.Argument(help="host[:port]/repository[:tag|@sha256:…]")],
     key: Annotated[list[Path], typer.Option("--key", help="Trusted cosign public key (cosign.pub); repeatable, any one suffices.")],
-    json_output: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON on stdout.")] = False,
+    json_output: JsonOpt = False,
     username: UserOpt = None,
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,
@@ -186,8 +171,7 @@ def verify(
                   f"({', '.join(sorted(map(str, verdict.verified_layouts)))} layout)")
 
 
-def register(app: typer.Typer) -> None:
-    """Adds `generate-key-pair`, `sign` and `verify` to the top-level `dockyard` app."""
+def register(app: typer.Typer, admin: typer.Typer) -> None:
     app.command("generate-key-pair")(generate_key_pair)
     app.command("sign")(sign)
     app.command("verify")(verify)
@@ -196,7 +180,7 @@ def register(app: typer.Typer) -> None:
 def main() -> None:
     """`python -m dockyard.cli.signing …`: the three commands on their own."""
     app = typer.Typer(help="cosign-compatible signing.", no_args_is_help=True, add_completion=False)
-    register(app)
+    register(app, app)
     app()
 
 

@@ -10,13 +10,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from dockyard.cli.jobs import ConfigOpt, DataDirOpt, DbOpt
-from dockyard.cli.remote import JsonOpt, YesOpt, _confirm, _group, out, remote, seg, show
+from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, JsonOpt, YesOpt, console, load_settings
+from dockyard.cli.remote import confirm, out, remote, remote_group, seg, show
 
 KEY_COLUMNS = ["kid", "status", "verifies_until", "revoked_at", "algorithm", "created_at", "retired_at"]
-_CLIENT = {"X-Dockyard-Client": "dockyard-cli"}  # body-less POSTs carry the anti-CSRF header
 
-keys = _group("keys", "Token signing keys on a running registry (administrators; via /api/v1/system/keys).")
+keys = remote_group("keys", "Token signing keys on a running registry (administrators; via /api/v1/system/keys).")
 
 
 @keys.command("list")
@@ -28,26 +27,27 @@ def keys_list(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 @keys.command("rotate")
 def keys_rotate(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """Create a new active key; the old one verifies until the tokens it signed have expired."""
-    show(ctx, remote(ctx).call("POST", "/system/keys/rotate", headers=_CLIENT).json(), ["kid"], json_output)
+    show(ctx, remote(ctx).call("POST", "/system/keys/rotate").json(), ["kid"], json_output)
 
 
 @keys.command("revoke")
 def keys_revoke(ctx: typer.Context, kid: str, yes: YesOpt = False, json_output: JsonOpt = False) -> None:
     """Revoke a key at once: every token and login password it signed stops working (`--` before a kid starting with -)."""
-    _confirm(f"revoke signing key {kid} (tokens it signed stop working)", yes)
-    show(ctx, remote(ctx).call("POST", f"/system/keys/{seg(kid)}/revoke", headers=_CLIENT).json(), KEY_COLUMNS, json_output,
+    confirm(f"revoke signing key {kid} (tokens it signed stop working)", yes)
+    show(ctx, remote(ctx).call("POST", f"/system/keys/{seg(kid)}/revoke").json(), KEY_COLUMNS, json_output,
          whole=2)
 
 
 def rotate_kek(
-    helpers,
-    config: Optional[Path],
-    data_dir: Optional[Path],
-    database_url: Optional[str],
-    new_secret_key_file: Optional[Path],
-    new_secret_key_stdin: bool,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    new_secret_key_file: Annotated[
+        Optional[Path], typer.Option("--new-secret-key-file", help="File holding the new KEK (32+ bytes).")
+    ] = None,
+    new_secret_key_stdin: Annotated[bool, typer.Option("--new-secret-key-stdin", help="Read the new KEK from stdin.")] = False,
 ) -> None:
-    """Re-encrypt every signing key under a new key-encryption key, in one transaction.
+    """Re-encrypt the token-signing keys under a new key-encryption key (offline; stop the servers first).
 
     With the default file KEK, the new KEK is written next to the old one as `<file>.new` first;
     after the database commit it replaces the old file. A crash in between leaves both files, and
@@ -60,8 +60,7 @@ def rotate_kek(
     from dockyard.metadata.db import Database
     from dockyard.storage.permissions import secure_settings_paths
 
-    console = helpers.console
-    settings = helpers._settings(config, data_dir=data_dir, database_url=database_url)
+    settings = load_settings(config, data_dir=data_dir, database_url=database_url)
     secure_settings_paths(settings)
     if new_secret_key_file and new_secret_key_stdin:
         console.print("[red]give --new-secret-key-file or --new-secret-key-stdin, not both[/red]")
@@ -107,18 +106,6 @@ def rotate_kek(
     out.print(new_ring.primary.id)
 
 
-def register(admin: typer.Typer, helpers) -> None:
+def register(app: typer.Typer, admin: typer.Typer) -> None:
     admin.add_typer(keys, name="keys")
-
-    @admin.command("rotate-kek")
-    def rotate_kek_command(
-        config: ConfigOpt = None,
-        data_dir: DataDirOpt = None,
-        database_url: DbOpt = None,
-        new_secret_key_file: Annotated[
-            Optional[Path], typer.Option("--new-secret-key-file", help="File holding the new KEK (32+ bytes).")
-        ] = None,
-        new_secret_key_stdin: Annotated[bool, typer.Option("--new-secret-key-stdin", help="Read the new KEK from stdin.")] = False,
-    ) -> None:
-        """Re-encrypt the token-signing keys under a new key-encryption key (offline; stop the servers first)."""
-        rotate_kek(helpers, config, data_dir, database_url, new_secret_key_file, new_secret_key_stdin)
+    admin.command("rotate-kek")(rotate_kek)

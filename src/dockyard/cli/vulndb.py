@@ -3,8 +3,6 @@
 Both work straight on the configured metadata database (like `dockyard admin migrate`, and
 safe while a server runs); `update` downloads OSV exports or, with `--from PATH`, imports
 local ones on hosts without network. See docs/scanning.md.
-
-Register on the top-level app with `register(app, helpers)`.
 """
 
 from __future__ import annotations
@@ -20,18 +18,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dockyard.settings import CONFIG_ENV
-
-# The same options as the other offline commands in dockyard.cli.
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings file (TOML).", envvar=CONFIG_ENV)]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (database + blobs).")]
-DbOpt = Annotated[Optional[str], typer.Option("--database-url", help="sqlite:///… or postgresql://…")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, JsonOpt, group, load_settings
 
 out = safe_console(soft_wrap=True)
 err = safe_console(stderr=True, soft_wrap=True, highlight=False)
 
-vulndb = typer.Typer(help="The vulnerability database (OSV advisories): update and status.", no_args_is_help=True)
+vulndb = group("vulndb", "The vulnerability database (OSV advisories): update and status.")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -39,10 +31,10 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _open_database(helpers, config, data_dir, database_url):
+def _open_database(config, data_dir, database_url):
     from dockyard.metadata.db import Database
 
-    settings = helpers._settings(config, data_dir=data_dir, database_url=database_url)
+    settings = load_settings(config, data_dir=data_dir, database_url=database_url)
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
@@ -64,111 +56,112 @@ def _report_table(reports) -> Table:
     return table
 
 
-def register(app: typer.Typer, helpers) -> None:
-    """Add `dockyard vulndb …`; `helpers` is dockyard.cli (for its settings loader)."""
-    app.add_typer(vulndb, name="vulndb")
+@vulndb.command("update")
+def update(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    from_path: Annotated[
+        Optional[Path],
+        typer.Option("--from", help="Import local OSV exports instead of downloading: a directory in the bucket "
+                     "layout (<dir>/<ECOSYSTEM>/all.zip), one export zip, or a directory of .json records."),
+    ] = None,
+    ecosystem: Annotated[
+        Optional[list[str]], typer.Option("--ecosystem", help="Download this OSV ecosystem (repeatable; default: vulndb_ecosystems).")
+    ] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Base URL of the exports (default: vulndb_url).")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Download (or, with --from, import) OSV advisories; queue one rescan when anything changed."""
+    from dockyard.jobs.queue import JobQueue
+    from dockyard.scanning.updates import UpdateError, planned_sources, run_update
+    from dockyard.scanning.vulndb import VulnDBError
 
-    @vulndb.command("update")
-    def update(
-        config: ConfigOpt = None,
-        data_dir: DataDirOpt = None,
-        database_url: DbOpt = None,
-        from_path: Annotated[
-            Optional[Path],
-            typer.Option("--from", help="Import local OSV exports instead of downloading: a directory in the bucket "
-                         "layout (<dir>/<ECOSYSTEM>/all.zip), one export zip, or a directory of .json records."),
-        ] = None,
-        ecosystem: Annotated[
-            Optional[list[str]], typer.Option("--ecosystem", help="Download this OSV ecosystem (repeatable; default: vulndb_ecosystems).")
-        ] = None,
-        base_url: Annotated[Optional[str], typer.Option("--base-url", help="Base URL of the exports (default: vulndb_url).")] = None,
-        json_output: JsonOpt = False,
-    ) -> None:
-        """Download (or, with --from, import) OSV advisories; queue one rescan when anything changed."""
-        from dockyard.jobs.queue import JobQueue
-        from dockyard.scanning.updates import UpdateError, planned_sources, run_update
-        from dockyard.scanning.vulndb import VulnDBError
-
-        if from_path is not None and (ecosystem or base_url):
-            _fail("--from imports local files; --ecosystem and --base-url apply to downloads only", 2)
-        settings, db = _open_database(helpers, config, data_dir, database_url)
-        ecosystems = list(ecosystem or settings.vulndb_ecosystems)
+    if from_path is not None and (ecosystem or base_url):
+        _fail("--from imports local files; --ecosystem and --base-url apply to downloads only", 2)
+    settings, db = _open_database(config, data_dir, database_url)
+    ecosystems = list(ecosystem or settings.vulndb_ecosystems)
+    try:
         try:
+            sources = planned_sources(from_path, ecosystems)
+        except VulnDBError as exc:
+            _fail(str(exc))
+        verb = "importing" if from_path is not None else "downloading"
+        progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=err, transient=False)
+        with progress:
+            task = progress.add_task(verb, total=len(sources))
+
+            def on_source(source: str, report) -> None:
+                if report is None:
+                    progress.update(task, description=f"{verb} {escape(source)}")
+                else:
+                    progress.advance(task)
+
             try:
-                sources = planned_sources(from_path, ecosystems)
-            except VulnDBError as exc:
-                _fail(str(exc))
-            verb = "importing" if from_path is not None else "downloading"
-            progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=err, transient=False)
-            with progress:
-                task = progress.add_task(verb, total=len(sources))
+                result = run_update(db, JobQueue(db), from_path=from_path, ecosystems=ecosystems,
+                                    base_url=base_url or settings.vulndb_url, on_source=on_source)
+            except UpdateError as exc:
+                failed = exc
+                result = exc.result
+            except (VulnDBError, OSError, zipfile.BadZipFile) as exc:  # unreadable files, a corrupt zip member
+                failed, result = exc, None
+            else:
+                failed = None
+                progress.update(task, description="done")
+        if result is not None and result.reports:
+            if json_output:  # also after a failure: what was imported before it
+                typer.echo(json.dumps(result.as_dict(), indent=2))
+            else:
+                out.print(_report_table(result.reports))
+            for report in result.reports:
+                for problem in report.errors[:3]:
+                    err.print(f"[yellow]{escape(report.source)}: skipped invalid record {escape(problem)}[/yellow]")
+            if result.rescan_job is not None:
+                how = "already queued" if result.rescan_joined else "queued"
+                err.print(f"{result.written} advisories written; rescan job {result.rescan_job} {how}")
+            elif failed is None:
+                err.print("nothing changed; no rescan needed")
+        if failed is not None:
+            _fail(str(failed))
+    finally:
+        db.dispose()
 
-                def on_source(source: str, report) -> None:
-                    if report is None:
-                        progress.update(task, description=f"{verb} {escape(source)}")
-                    else:
-                        progress.advance(task)
 
-                try:
-                    result = run_update(db, JobQueue(db), from_path=from_path, ecosystems=ecosystems,
-                                        base_url=base_url or settings.vulndb_url, on_source=on_source)
-                except UpdateError as exc:
-                    failed = exc
-                    result = exc.result
-                except (VulnDBError, OSError, zipfile.BadZipFile) as exc:  # unreadable files, a corrupt zip member
-                    failed, result = exc, None
-                else:
-                    failed = None
-                    progress.update(task, description="done")
-            if result is not None and result.reports:
-                if json_output:  # also after a failure: what was imported before it
-                    typer.echo(json.dumps(result.as_dict(), indent=2))
-                else:
-                    out.print(_report_table(result.reports))
-                for report in result.reports:
-                    for problem in report.errors[:3]:
-                        err.print(f"[yellow]{escape(report.source)}: skipped invalid record {escape(problem)}[/yellow]")
-                if result.rescan_job is not None:
-                    how = "already queued" if result.rescan_joined else "queued"
-                    err.print(f"{result.written} advisories written; rescan job {result.rescan_job} {how}")
-                elif failed is None:
-                    err.print("nothing changed; no rescan needed")
-            if failed is not None:
-                _fail(str(failed))
-        finally:
-            db.dispose()
+@vulndb.command("status")
+def status(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Show the vulnerability database's sources, advisory counts and last update."""
+    from dockyard.scanning.vulndb import VulnDB
 
-    @vulndb.command("status")
-    def status(
-        config: ConfigOpt = None,
-        data_dir: DataDirOpt = None,
-        database_url: DbOpt = None,
-        json_output: JsonOpt = False,
-    ) -> None:
-        """Show the vulnerability database's sources, advisory counts and last update."""
-        from dockyard.scanning.vulndb import VulnDB
+    _, db = _open_database(config, data_dir, database_url)
+    try:
+        current = VulnDB(db).status()
+    finally:
+        db.dispose()
+    if json_output:
+        typer.echo(json.dumps(current.as_dict(), indent=2))
+        return
+    if not current.sources:
+        out.print("the vulnerability database is empty: run `dockyard vulndb update` (or `--from PATH`)")
+        return
+    table = Table(title="vulnerability database sources")
+    table.add_column("source")
+    table.add_column("imported at (UTC)")
+    for name in ("advisories", "withdrawn", "invalid"):
+        table.add_column(name, justify="right")
+    table.add_column("origin", overflow="fold")
+    for s in current.sources:
+        table.add_row(s.source, s.imported_at.strftime("%Y-%m-%d %H:%M:%S"), str(s.advisories), str(s.withdrawn),
+                      str(s.invalid), s.origin)
+    out.print(table)
+    updated = current.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC") if current.updated_at else "never"
+    out.print(f"total: {current.advisories} advisories ({current.withdrawn} withdrawn); last update: {updated}")
 
-        _, db = _open_database(helpers, config, data_dir, database_url)
-        try:
-            current = VulnDB(db).status()
-        finally:
-            db.dispose()
-        if json_output:
-            typer.echo(json.dumps(current.as_dict(), indent=2))
-            return
-        if not current.sources:
-            out.print("the vulnerability database is empty: run `dockyard vulndb update` (or `--from PATH`)")
-            return
-        table = Table(title="vulnerability database sources")
-        table.add_column("source")
-        table.add_column("imported at (UTC)")
-        for name in ("advisories", "withdrawn", "invalid"):
-            table.add_column(name, justify="right")
-        table.add_column("origin", overflow="fold")
-        for s in current.sources:
-            table.add_row(s.source, s.imported_at.strftime("%Y-%m-%d %H:%M:%S"), str(s.advisories), str(s.withdrawn),
-                          str(s.invalid), s.origin)
-        out.print(table)
-        updated = current.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC") if current.updated_at else "never"
-        out.print(f"total: {current.advisories} advisories ({current.withdrawn} withdrawn); last update: {updated}")
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    app.add_typer(vulndb, name="vulndb")

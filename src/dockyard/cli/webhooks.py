@@ -12,9 +12,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from dockyard.cli.remote import JsonOpt, YesOpt, _confirm, _group, err, out, remote, seg, show
+from dockyard.cli.options import JsonOpt, YesOpt
+from dockyard.cli.remote import confirm, err, out, remote, remote_group, seg, show
 
-webhooks = _group("webhooks", "Webhooks: list, create, delete, deliveries, redeliver, ping, rotate-secret.")
+webhooks = remote_group("webhooks", "Webhooks: list, create, delete, deliveries, redeliver, ping, rotate-secret.")
 
 ProjectOpt = Annotated[Optional[str], typer.Option("--project", help="The project's hooks; omit for system-wide hooks.")]
 HOOK_COLUMNS = ["id", "name", "enabled", "format", "url", "event_types", "repository_pattern", "tag_pattern",
@@ -69,7 +70,7 @@ def webhooks_create(
 @webhooks.command("delete")
 def webhooks_delete(ctx: typer.Context, webhook_id: int, project: ProjectOpt = None, yes: YesOpt = False) -> None:
     """Delete a webhook and its delivery log."""
-    _confirm(f"delete webhook {webhook_id}", yes)
+    confirm(f"delete webhook {webhook_id}", yes)
     remote(ctx).call("DELETE", _path(project, webhook_id))
     err.print(f"deleted webhook {webhook_id}")
 
@@ -125,3 +126,7 @@ def webhooks_enable(ctx: typer.Context, webhook_id: int, project: ProjectOpt = N
     """Re-enable a webhook; deliveries pending when it was disabled go out (events while it was off are not sent)."""
     data = remote(ctx).call("PATCH", _path(project, webhook_id), json={"enabled": True}).json()
     show(ctx, data, HOOK_COLUMNS, json_output)
+
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    app.add_typer(webhooks, name="webhooks")

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 
+from dockyard import request_context
 from dockyard.auth.principals import Principal
 from dockyard.metadata.db import Database, aware, utcnow
 from dockyard.metadata.models import audit_events
@@ -50,6 +51,7 @@ class AuditService:
                     source_ip=source_ip,
                     user_agent=(user_agent or "")[:500] or None,
                     detail=_clean(detail),
+                    request_id=request_context.request_id.get(),
                 )
             )
 
@@ -101,6 +103,7 @@ class AuditService:
                 "source_ip": r.source_ip,
                 "user_agent": r.user_agent,
                 "detail": json.loads(r.detail) if r.detail else None,
+                "request_id": r.request_id,
             }
             for r in rows
         ]

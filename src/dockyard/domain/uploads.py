@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -70,6 +70,7 @@ class _Sink:
 
 
 class UploadService:
+    on_committed: Callable[[str, int], None] = staticmethod(lambda project, size: None)  # metrics: pushed bytes
     def __init__(
         self,
         db: Database,
@@ -90,6 +91,7 @@ class UploadService:
         self.max_blob_bytes = max_blob_bytes
         self.max_per_account = max_per_account
         self.max_per_project = max_per_project
+        self.clock = utcnow  # the purge's "now"; tests move it instead of waiting
 
     # -- session lifecycle --------------------------------------------------------------
 
@@ -320,6 +322,7 @@ class UploadService:
             self.blobs.publish(upload.repository, digest, upload.storage_key, fresh.offset)
             with self.db.write() as conn:
                 conn.execute(delete(uploads).where(uploads.c.id == upload.id))
+            self.on_committed(project_of(upload.repository), fresh.offset)
         finally:
             writer.abort()
 
@@ -334,7 +337,7 @@ class UploadService:
 
     def purge_stale(self, max_age_seconds: int) -> int:
         """Delete uploads idle for longer than max_age; returns how many were purged."""
-        cutoff = utcnow() - timedelta(seconds=max_age_seconds)
+        cutoff = self.clock() - timedelta(seconds=max_age_seconds)
         with self.db.read() as conn:
             stale = conn.execute(
                 select(uploads.c.id, uploads.c.storage_key).where(uploads.c.updated_at < cutoff)

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
+from dockyard import request_context
 from dockyard.paging import Page, page_bounds
 from dockyard.errors import NotFound
 from dockyard.metadata.db import Database, aware, upsert, utcnow
@@ -46,6 +47,7 @@ class ClaimedJob:
     attempts: int
     max_attempts: int
     fair_key: str = ""
+    request_id: str | None = None  # the request that enqueued it (logged while it runs)
 
 
 @dataclass
@@ -130,6 +132,7 @@ class JobQueue:
                 created_at=now,
                 fair_key=fair_key[:255],
                 parent_id=parent_id,
+                request_id=request_context.request_id.get(),
             )
             .returning(jobs.c.id)
         )
@@ -197,7 +200,8 @@ class JobQueue:
                     locked_until=now + timedelta(seconds=self.lease_seconds),
                     started_at=now,
                 )
-                .returning(jobs.c.id, jobs.c.kind, jobs.c.payload, jobs.c.attempts, jobs.c.max_attempts, jobs.c.fair_key)
+                .returning(jobs.c.id, jobs.c.kind, jobs.c.payload, jobs.c.attempts, jobs.c.max_attempts, jobs.c.fair_key,
+                           jobs.c.request_id)
             ).first()
             if claimed is not None:
                 turn = conn.execute(select(func.coalesce(func.max(job_turns.c.turn), 0))).scalar_one() + 1
@@ -205,7 +209,8 @@ class JobQueue:
         if claimed is None:
             return None
         return ClaimedJob(
-            claimed.id, claimed.kind, _loads(claimed.payload) or {}, claimed.attempts, claimed.max_attempts, claimed.fair_key
+            claimed.id, claimed.kind, _loads(claimed.payload) or {}, claimed.attempts, claimed.max_attempts, claimed.fair_key,
+            claimed.request_id,
         )
 
     def heartbeat(self, job: ClaimedJob, worker_id: str, progress: dict | None = None) -> bool:

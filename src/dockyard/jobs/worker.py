@@ -17,11 +17,13 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
 import anyio.to_thread
 
+from dockyard import request_context
 from dockyard.jobs.queue import Children, ClaimedJob, JobQueue
 
 log = logging.getLogger("dockyard.jobs")
@@ -45,6 +47,7 @@ class Worker:
         poll_seconds: float = 1.0,
         worker_id: str | None = None,
         lanes: dict[str, int] | None = None,
+        on_finished: Callable[[str, str, float, object], None] | None = None,
     ):
         self.queue = queue
         self.lanes = {kind: max(1, n) for kind, n in (lanes or {}).items()}  # kind -> jobs at once
@@ -55,6 +58,8 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stopping = threading.Event()  # set by stop(); long handlers check it (see JobReleased)
+        # (kind, outcome, seconds, result) after each run: metrics (observability/metrics.py)
+        self.on_finished = on_finished or (lambda kind, outcome, seconds, result: None)
 
     def register(self, kind: str, handler: Handler) -> None:
         """`handler(payload, progress) -> result dict` runs in a worker thread; it must be idempotent."""
@@ -87,6 +92,19 @@ class Worker:
         return ran
 
     def _execute(self, job: ClaimedJob, heartbeat: threading.Event | None) -> None:
+        # Under the enqueuing request's id: its log lines, and the jobs and events it makes, carry it.
+        with request_context.acting_as(request_context.actor.get(), job.request_id):
+            if job.request_id:
+                log.info("job %s (%s) started for request %s", job.id, job.kind, job.request_id)
+            started = time.perf_counter()
+            outcome, result = self._run_handler(job, heartbeat)
+            try:
+                self.on_finished(job.kind, outcome, time.perf_counter() - started, result)
+            except Exception:  # metrics never fail a job
+                log.exception("recording job %s (%s) metrics failed", job.id, job.kind)
+
+    def _run_handler(self, job: ClaimedJob, heartbeat: threading.Event | None) -> tuple[str, object]:
+        """Run the handler and settle the job; (outcome, result) for metrics."""
         handler = self.handlers[job.kind]
 
         def progress(data: dict) -> None:
@@ -97,11 +115,11 @@ class Worker:
         except JobReleased as exc:
             self.queue.release(job, self.worker_id)
             log.info("job %s (%s) released: %s", job.id, job.kind, exc)
-            return
+            return "released", None
         except Exception as exc:  # a job's failure is recorded on the job, never kills the worker
             state = self.queue.fail(job, self.worker_id, f"{type(exc).__name__}: {exc}")
             log.warning("job %s (%s) failed, now %s", job.id, job.kind, state, exc_info=True)
-            return
+            return ("failed" if state == "failed" else "retried"), None
         finally:
             if heartbeat is not None:
                 heartbeat.set()
@@ -109,8 +127,11 @@ class Worker:
             ids = self.queue.wait_for_children(job, self.worker_id, result)
             log.info("job %s (%s) waits for %d child jobs", job.id, job.kind, len(ids))
             self.wake()
-        elif not self.queue.succeed(job, self.worker_id, result):
+            return "waiting", None
+        if not self.queue.succeed(job, self.worker_id, result):
             log.warning("job %s (%s) finished after its lease was lost; its result was dropped", job.id, job.kind)
+            return "lost", None
+        return "succeeded", result
 
     # -- the loop ------------------------------------------------------------------------
 

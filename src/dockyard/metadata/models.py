@@ -250,6 +250,7 @@ audit_events = Table(
     Column("source_ip", String(64)),
     Column("user_agent", String(500)),
     Column("detail", Text),  # JSON; never holds secrets
+    Column("request_id", String(128)),  # the HTTP request it came from (api/request_id.py)
     Index("ix_audit_events_occurred_at", "occurred_at"),
     Index("ix_audit_events_actor", "actor"),
     Index("ix_audit_events_project", "project"),
@@ -313,6 +314,7 @@ jobs = Table(
     Column("parent_id", Integer),
     # Claims go round-robin over these keys (the project, for scans), so no one project hogs the workers.
     Column("fair_key", String(255), nullable=False, server_default=""),
+    Column("request_id", String(128)),  # the request that enqueued it, logged when it runs
     Index("ix_jobs_claim", "state", "run_after"),
     Index("ix_jobs_kind", "kind"),
     Index("ix_jobs_parent", "parent_id"),

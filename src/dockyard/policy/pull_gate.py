@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockyard.errors import Denied
@@ -34,6 +35,7 @@ class _Cached:
 
 
 class PullGate:
+    on_denied: Callable[[str], None] = staticmethod(lambda denial: None)  # metrics: each refusal's message
     def __init__(
         self,
         db: Database,
@@ -94,6 +96,7 @@ class PullGate:
         if await self.db.run_fast(pusher):
             return
         if fresh:
+            self.on_denied(hit.denial)
             raise Denied(hit.denial, detail={"digest": digest, "project": policy.project})
         stamp = self._stamp()
         denial, outcome = await self.db.run(self._evaluate, policy, repository, digest, media_type, payload)
@@ -102,6 +105,7 @@ class PullGate:
         elif outcome == FINAL:
             self._cache[(repository, digest)] = _Cached(now + self.cache_seconds, stamp, denial)
         if denial:
+            self.on_denied(denial)
             raise Denied(denial, detail={"digest": digest, "project": policy.project})
 
     def gates(self, repository: str) -> bool:
@@ -126,6 +130,7 @@ class PullGate:
                 f"policy wait-for-scan of project {policy.project}"
             )
         if denial:
+            self.on_denied(denial)
             raise Denied(denial, detail={"digest": digest, "project": policy.project})
 
     # -- evaluation (blocking; runs in a thread) ---------------------------------------------------

@@ -10,7 +10,6 @@ import pytest
 
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.worker import Worker
-from dockyard.metadata.db import Database
 from dockyard.scanning.updates import (
     RESCAN_KIND,
     RESCAN_PAYLOAD,
@@ -27,13 +26,7 @@ ALL_IDS = sorted(p.stem for p in FIXTURES.glob("*.json"))
 PYPI = ["GHSA-j8r2-6x86-q33q", "GHSA-v845-jxx5-vc9f", "PYSEC-2022-42969"]
 NPM = ["GHSA-35jh-r3h4-6jhm"]
 
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'meta.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
+pytestmark = pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # SQLite only, as before the shared fixture
 
 
 @pytest.fixture

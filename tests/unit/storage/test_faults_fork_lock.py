@@ -17,7 +17,7 @@ def test_soak_finding_lock_inherited_by_a_forked_child_does_not_fail_the_next_wr
     writer.write(b"abc")
     pid = os.fork()
     if pid == 0:  # the child, as between fork and exec of a scanner: holds the lock for a while
-        time.sleep(0.3)
+        time.sleep(0.3)  # the scenario itself (a lock held for a moment), not synchronisation
         os._exit(0)
     try:
         writer.commit()  # the parent is done with the upload...

@@ -26,6 +26,7 @@ class AuditEvent(Model):
     source_ip: str | None
     user_agent: str | None
     detail: Any = None
+    request_id: str | None = None  # the X-Request-Id of the request that made the entry
 
     @field_validator("time")
     @classmethod

@@ -15,8 +15,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # The request an audit entry or a job came from (request_context.request_id), so one id ties a
+    # request's log lines, audit entries, events and the jobs it enqueued together.
+    with op.batch_alter_table("audit_events") as batch:
+        batch.add_column(sa.Column("request_id", sa.String(128)))
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("request_id", sa.String(128)))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("request_id")
+    with op.batch_alter_table("audit_events") as batch:
+        batch.drop_column("request_id")

@@ -1,0 +1,73 @@
+"""`dockyard login` and `dockyard get-login-password`: client-side credentials, as cloud CLIs do them.
+
+`login` saves what every other remote command then uses (dockyard.cli.remote.credentials);
+`get-login-password` exchanges it for a short-lived password for docker/podman/skopeo.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import httpx
+import typer
+
+from dockyard.cli.options import DEFAULT_URL, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt, console
+from dockyard.cli.remote import credentials
+from dockyard.safe_text import one_line
+
+
+def login(
+    server: Annotated[str, typer.Argument(help="Registry host[:port] or URL.")],
+    # No environment variables here: `login` saves what it is given, so it asks rather than guess.
+    username: Annotated[Optional[str], typer.Option("--username", "-u", help="User or robot name.")] = None,
+    password: Annotated[Optional[str], typer.Option("--password", "-p", help="Password (prefer --password-stdin).")] = None,
+    password_stdin: PassStdinOpt = False,
+    plain_http: PlainHttpOpt = None,
+) -> None:
+    """Verify credentials and store them in docker's config.json, as `docker login` does."""
+    from dockyard.client.credentials import CredentialError, CredentialStore, base_url, verify_login, write_docker_auth
+
+    username = username or typer.prompt("Username")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif password is None:
+        password = typer.prompt("Password", hide_input=True)
+    url = base_url(server, plain_http)
+    try:
+        verify_login(url, username, password)
+    except (CredentialError, httpx.HTTPError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    path = write_docker_auth(server, username, password)
+    CredentialStore().put(server, username, password)
+    console.print(f"Login Succeeded (credentials saved in {path})")
+
+
+def get_login_password(
+    registry: UrlOpt = DEFAULT_URL,
+    username: UserOpt = None,
+    password: PassOpt = None,
+    password_stdin: PassStdinOpt = False,
+    plain_http: PlainHttpOpt = None,
+) -> None:
+    """Print a short-lived password for `docker login --password-stdin` (like `aws ecr get-login-password`)."""
+    from dockyard.client import credentials as creds
+
+    key = creds.server_key(registry)
+    found = credentials(registry, username, password, password_stdin)
+    if found.username is None or found.password is None:
+        console.print(f"[red]no credentials for {key}: run `dockyard login {key}` or set DOCKYARD_USERNAME/DOCKYARD_PASSWORD[/red]")
+        raise typer.Exit(1)
+    try:
+        typer.echo(one_line(creds.fetch_login_password(creds.base_url(registry, plain_http), found.username, found.password)))
+    except (creds.CredentialError, httpx.HTTPError) as exc:
+        hint = (f" (used the credentials saved for {key} as {found.username}; if the password changed, "
+                f"run `dockyard login {key} -u {found.username}` again)") if found.saved and isinstance(exc, creds.CredentialError) else ""
+        console.print(f"[red]{exc}{hint}[/red]")
+        raise typer.Exit(1) from exc
+
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    app.command("login")(login)
+    app.command("get-login-password")(get_login_password)

@@ -1,0 +1,100 @@
+"""The options every `dockyard` command shares, and the conventions a new command follows.
+
+Conventions (docs/cli.md lists every command; tests/unit/test_docs.py checks it):
+
+- **Registration.** A command module defines its commands at module level: plain functions for
+  top-level commands, or a sub-app made with `group()` (remote: `remote.remote_group()`) whose
+  commands use its decorator. It exposes `register(app, admin)`, which adds them to the root app
+  or to `dockyard admin`; `dockyard/cli/__init__.py` calls every module's `register`. No closures,
+  no passing helpers around.
+- **Remote commands** (clients of a running registry) take `UrlOpt` (`--url`, alias `--registry`
+  and `-r`; host[:port] or URL; `DOCKYARD_URL`), `UserOpt`, `PassOpt`, `PassStdinOpt`,
+  `PlainHttpOpt` and `JsonOpt`, and get their client from `remote.connect()`, the one place that
+  resolves the URL and the credentials (flags, environment, else what `dockyard login` saved).
+  A group takes them before its subcommand (`remote_group()` does that); a single command
+  (`dockyard gc`, `promote`, `scan`) takes them itself. Commands that print data also take `JsonOpt`.
+  Errors go through `remote.fail()`: one line on stderr, exit 1 (2 for bad options).
+- **Offline commands** (straight on the data directory) take `ConfigOpt`, `DataDirOpt`, `DbOpt`
+  and load settings with `load_settings()`.
+- Deleting asks for confirmation unless `YesOpt` (`--yes`, `-y`); see `remote.confirm()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from dockyard.safe_text import safe_console
+from dockyard.settings import CONFIG_ENV, Settings
+
+DEFAULT_URL = "http://127.0.0.1:5000"
+
+# -- remote commands ------------------------------------------------------------------------------
+
+UrlOpt = Annotated[
+    str,
+    typer.Option("--url", "--registry", "-r", envvar="DOCKYARD_URL", help="Registry host[:port] or base URL."),
+]
+UserOpt = Annotated[
+    Optional[str],
+    typer.Option("--username", "-u", envvar="DOCKYARD_USERNAME",
+                 help="User or robot to act as (default: the credentials `dockyard login` saved for the registry)."),
+]
+PassOpt = Annotated[
+    Optional[str],
+    typer.Option("--password", "-p", envvar="DOCKYARD_PASSWORD", help="Its password or robot secret (prefer --password-stdin)."),
+]
+PassStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")]
+PlainHttpOpt = Annotated[
+    Optional[bool], typer.Option("--plain-http/--https", help="For a host without a scheme; default: plain HTTP for loopback only.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables and text.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+PageOpt = Annotated[Optional[int], typer.Option("--page", help="Fetch only this page (default: all pages).")]
+PageSizeOpt = Annotated[int, typer.Option("--page-size", help="Items per page (max 100).")]
+
+# -- offline commands -----------------------------------------------------------------------------
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings file (TOML).", envvar=CONFIG_ENV)]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (database + blobs).")]
+DbOpt = Annotated[Optional[str], typer.Option("--database-url", help="sqlite:///… or postgresql://…")]
+
+console = safe_console(stderr=True)
+
+
+def group(name: str, help_text: str) -> typer.Typer:
+    """A sub-app (`dockyard <name> …`) with the settings every group shares."""
+    return typer.Typer(name=name, help=help_text, no_args_is_help=True, add_completion=False)
+
+
+def _settings_error(exc: ValueError) -> str:
+    """One line per problem, naming the setting, without pydantic's boilerplate (error counts, doc links)."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        lines.append(f"{field}: {message}" if field and not message.startswith(field) else message)
+    return "\n".join(lines)
+
+
+def load_settings(config: Path | None, **overrides) -> Settings:
+    """Settings for an offline command (file < env < flags); exits 2 with one line per bad setting."""
+    from dockyard.settings import load_settings as load
+
+    try:
+        settings = load(config, **overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        console.print(f"[red]invalid settings:[/red] {escape(_settings_error(exc))}")
+        raise typer.Exit(2) from exc
+    from dockyard.storage.permissions import restrict_umask
+
+    restrict_umask()  # local commands write into the data directory: owner-only files
+    # Workers and later commands must agree on paths whatever their working directory.
+    return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})

@@ -1,0 +1,200 @@
+"""The local commands: `dockyard serve`, `dockyard version`, and `dockyard admin migrate|bootstrap|purge-uploads`,
+which work straight on the data directory (no running server needed)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from dockyard import __version__
+from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, console, load_settings
+from dockyard.settings import settings_to_env
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    """The server binds with SO_REUSEPORT (for its workers), which would let a second registry
+    silently share a port with a running one; bind once without it to refuse that."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR tolerates TIME_WAIT leftovers of a previous run, but not a live listener.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            console.print(f"[red]cannot listen on {host}:{port}: {exc.strerror}[/red]")
+            raise typer.Exit(2) from exc
+
+
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="Bind address.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="TCP port.")] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    storage_driver: Annotated[Optional[str], typer.Option(help="filesystem or memory.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
+    server: Annotated[Optional[str], typer.Option(help="granian (default) or uvicorn.")] = None,
+) -> None:
+    """Run the registry HTTP server."""
+    settings = load_settings(
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        storage_driver=storage_driver,
+        workers=workers,
+        server=server,
+    )
+    from dockyard.metadata.db import Database
+
+    from dockyard.storage.permissions import secure_settings_paths
+
+    secure_settings_paths(settings)
+    from dockyard.auth.bootstrap import bootstrap
+    from dockyard.auth.token_keys import open_keystore
+    from dockyard.auth.secret_box import KeyEncryptionError
+
+    _ensure_port_free(settings.host, settings.port)
+    db = Database(settings.resolved_database_url)
+    db.migrate()  # once here, so workers never race on it
+    try:
+        bootstrap(db, open_keystore(db, settings), settings.admin_password, settings.data_dir)
+    except KeyEncryptionError as exc:
+        console.print(f"[red]cannot open the token-signing keys: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    db.dispose()
+    if settings.storage_driver == "memory" and settings.workers > 1:
+        if workers is not None:
+            console.print("[red]the memory storage driver cannot be shared by several workers[/red]")
+            raise typer.Exit(2)
+        settings = settings.model_copy(update={"workers": 1})
+    os.environ.update(settings_to_env(settings))
+    os.environ["DOCKYARD_AUTO_MIGRATE"] = "false"
+    from dockyard.observability.multiproc import prepare_multiproc_dir
+
+    prepare_multiproc_dir(settings.data_dir)  # metrics summed over the workers (docs/metrics.md)
+    from dockyard.runtime import limit_malloc_arenas
+
+    limit_malloc_arenas(settings.malloc_arena_max)  # this process and the workers it starts
+    console.print(
+        f"Dockyard {__version__} serving on http://{settings.host}:{settings.port} "
+        f"(data: {settings.data_dir}, database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
+        f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})",
+        soft_wrap=True,  # one line in logs, whatever the width
+    )
+    if settings.server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            "dockyard.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level="warning",
+        )
+        return
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    from dockyard.safe_text import JSON_LOG_DICTCONFIG
+
+    Server(
+        "dockyard.app:app_from_env",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        factory=True,
+        log_access=settings.log_level == "debug",
+        log_dictconfig=JSON_LOG_DICTCONFIG if settings.log_format == "json" else None,
+    ).serve()
+
+
+def migrate(config: ConfigOpt = None, data_dir: DataDirOpt = None, database_url: DbOpt = None) -> None:
+    """Apply database migrations."""
+    from dockyard.metadata.db import Database
+
+    from dockyard.storage.permissions import secure_settings_paths
+
+    settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    secure_settings_paths(settings)
+    Database(settings.resolved_database_url).migrate()
+    console.print("database is at the latest schema")
+
+
+def bootstrap_offline(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    admin_password_stdin: Annotated[
+        bool, typer.Option("--admin-password-stdin", help="Set (or reset) the `admin` password from stdin.")
+    ] = False,
+    project: Annotated[Optional[list[str]], typer.Option("--project", help="Create this private project (repeatable).")] = None,
+    public_project: Annotated[
+        Optional[list[str]], typer.Option("--public-project", help="Create this public project (repeatable).")
+    ] = None,
+) -> None:
+    """Offline set-up straight against the data directory: migrate, admin password, projects."""
+    from dockyard.auth.bootstrap import ADMIN_USERNAME, bootstrap
+    from dockyard.auth.token_keys import open_keystore
+    from dockyard.domain.projects import ProjectService
+    from dockyard.domain.users import UserService
+    from dockyard.errors import DockyardError
+    from dockyard.metadata.db import Database
+
+    from dockyard.storage.permissions import secure_settings_paths
+
+    settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    secure_settings_paths(settings)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    password = sys.stdin.readline().rstrip("\n") if admin_password_stdin else settings.admin_password
+    bootstrap(db, open_keystore(db, settings), password, settings.data_dir)
+    try:
+        if admin_password_stdin:
+            UserService(db).change_password(ADMIN_USERNAME, password)
+            console.print("admin password set")
+        projects = ProjectService(db)
+        for name, public in [(n, False) for n in project or []] + [(n, True) for n in public_project or []]:
+            projects.create(name, public=public)
+            console.print(f"created {'public' if public else 'private'} project {name}")
+    except DockyardError as exc:
+        console.print(f"[red]{exc.code}: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        db.dispose()
+
+
+def purge_uploads(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    older_than: Annotated[Optional[int], typer.Option(help="Seconds idle; default upload_max_age_seconds.")] = None,
+) -> None:
+    """Delete uploads that have been idle too long, with their partial data."""
+    from dockyard.app import build_services
+
+    settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    services = build_services(settings)
+    purged = services.uploads.purge_stale(older_than if older_than is not None else settings.upload_max_age_seconds)
+    console.print(f"purged {purged} stale upload(s)")
+
+
+def version() -> None:
+    """Print the Dockyard version."""
+    typer.echo(__version__)
+
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("version")(version)
+    admin.command("migrate")(migrate)
+    admin.command("bootstrap")(bootstrap_offline)
+    admin.command("purge-uploads")(purge_uploads)

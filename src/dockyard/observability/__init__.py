@@ -1,0 +1,1 @@
+"""Metrics, health checks and request-scoped logging: what an operator watches (docs/metrics.md)."""
