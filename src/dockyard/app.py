@@ -35,9 +35,9 @@ from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
 from dockyard.domain.events import EventLog
 from dockyard.domain.project_admission import ProjectAdmission
-from dockyard.domain.webhooks.delivery import CONSUMER as WEBHOOK_CONSUMER, WebhookDispatcher
-from dockyard.domain.webhooks.lanes import WEBHOOK_JOB
-from dockyard.domain.webhooks.service import WebhookConfig, WebhookService
+from dockyard.webhooks.delivery import CONSUMER as WEBHOOK_CONSUMER, WebhookDispatcher
+from dockyard.webhooks.lanes import WEBHOOK_JOB
+from dockyard.webhooks.service import WebhookConfig, WebhookService
 from dockyard.domain.projects import ProjectService
 from dockyard.domain.robots import RobotService
 from dockyard.domain.users import UserService

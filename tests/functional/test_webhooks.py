@@ -356,7 +356,7 @@ async def test_a_delivery_left_without_a_job_by_a_dead_worker_is_repaired(env: E
 
     from sqlalchemy import delete, update
 
-    from dockyard.domain.webhooks.lanes import WEBHOOK_JOB
+    from dockyard.webhooks.lanes import WEBHOOK_JOB
     from dockyard.metadata.db import utcnow
     from dockyard.metadata.models import jobs
 

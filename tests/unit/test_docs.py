@@ -49,7 +49,7 @@ def test_every_cli_command_is_documented():
 
 
 def test_webhooks_doc_covers_every_format_header_and_setting():
-    from dockyard.domain.webhooks.formats import FORMATS, HARBOR_TYPES
+    from dockyard.webhooks.formats import FORMATS, HARBOR_TYPES
 
     text = (DOCS / "webhooks.md").read_text()
     for fmt in FORMATS:

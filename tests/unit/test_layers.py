@@ -12,7 +12,7 @@ or above. Lowest first:
 | 3     | policy                                      | the rules (access, tag rules, retention, security policy, gates); gates reach reports and signatures through Protocols |
 | 4     | domain                                      | services that change the registry; they consult policy           |
 | 5     | jobs                                        | the durable job queue and worker that services enqueue into      |
-| 6     | scanning, signing                           | scans (job handlers) and signatures over domain + jobs; no edge between the two |
+| 6     | scanning, signing, webhooks                 | scans (job handlers), signatures and webhook delivery over domain + jobs; no edge between them |
 | 7     | api                                         | HTTP handlers: parse, authorize, call a service, serialize       |
 | 8     | app (app.py)                                | the one composition root, create_app(settings)                   |
 | 9     | cli                                         | the command line; `serve` and `worker` build the app              |
@@ -39,7 +39,7 @@ LAYERS: dict[str, int] = {
     "policy": 3,
     "domain": 4,
     "jobs": 5,
-    "scanning": 6, "signing": 6,
+    "scanning": 6, "signing": 6, "webhooks": 6,
     "api": 7,
     "app": 8,
     "cli": 9,

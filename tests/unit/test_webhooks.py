@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from dockyard.domain.webhooks import targets
-from dockyard.domain.webhooks.delivery import backoff_seconds
-from dockyard.domain.webhooks.formats import Context, render
-from dockyard.domain.webhooks.service import Webhook as Hook, matches, validate_event_types
-from dockyard.domain.webhooks.signing import new_secret, signature_headers
+from dockyard.webhooks import targets
+from dockyard.webhooks.delivery import backoff_seconds
+from dockyard.webhooks.formats import Context, render
+from dockyard.webhooks.service import Webhook as Hook, matches, validate_event_types
+from dockyard.webhooks.signing import new_secret, signature_headers
 from dockyard.errors import InvalidRequest, WebhookTargetForbidden
 
 INTERNAL = [

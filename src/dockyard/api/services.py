@@ -40,8 +40,8 @@ from dockyard.policy.pull_gate import PullGate
 from dockyard.policy.tag_rules import TagPolicy
 from dockyard.scanning.service import ScanService
 from dockyard.domain.events import EventLog
-from dockyard.domain.webhooks.delivery import WebhookDispatcher
-from dockyard.domain.webhooks.service import WebhookService
+from dockyard.webhooks.delivery import WebhookDispatcher
+from dockyard.webhooks.service import WebhookService
 from dockyard.jobs.feed import Feed
 from dockyard.settings import Settings
 from dockyard.signing.in_registry import SignatureChecker

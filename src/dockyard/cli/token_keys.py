@@ -88,7 +88,7 @@ def rotate_kek(
                 write_secret_file(pending, new_secret, replace=True)
             old_ring = store.ring
             count = store.reencrypt(new_ring)
-            from dockyard.domain.webhooks.service import reseal_secrets
+            from dockyard.webhooks.service import reseal_secrets
 
             hooks = reseal_secrets(db, old_ring, new_ring)  # a crash before this: the rerun opens both
         finally:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import Field
 
 from dockyard.api.mgmt.common import CallerDep, Input, Model, PagingDep, paged
-from dockyard.domain.webhooks.service import Webhook
+from dockyard.webhooks.service import Webhook
 
 router = APIRouter(tags=["webhooks"])
 WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The webhook's id.")]

@@ -25,10 +25,10 @@ import httpx
 from sqlalchemy import Connection, event as sa_event, insert, select, update
 
 from dockyard.domain.events import Event, record
-from dockyard.domain.webhooks import lanes, targets
-from dockyard.domain.webhooks.formats import PING_TYPE, Context, render
-from dockyard.domain.webhooks.service import WebhookConfig, WebhookService, matches, webhook_of
-from dockyard.domain.webhooks.signing import signature_headers
+from dockyard.webhooks import lanes, targets
+from dockyard.webhooks.formats import PING_TYPE, Context, render
+from dockyard.webhooks.service import WebhookConfig, WebhookService, matches, webhook_of
+from dockyard.webhooks.signing import signature_headers
 from dockyard.errors import DockyardError, InvalidRequest
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.models import projects

@@ -17,9 +17,9 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from dockyard.domain.events import EVENT_TYPES, record
 from dockyard.paging import Page, page_bounds
-from dockyard.domain.webhooks import lanes, targets
-from dockyard.domain.webhooks.formats import FORMATS
-from dockyard.domain.webhooks.signing import new_secret
+from dockyard.webhooks import lanes, targets
+from dockyard.webhooks.formats import FORMATS
+from dockyard.webhooks.signing import new_secret
 from dockyard.errors import InvalidRequest, NotFound
 from dockyard.metadata.db import Database, aware, utcnow
 from dockyard.metadata.webhook_tables import webhook_attempts, webhook_deliveries, webhooks
