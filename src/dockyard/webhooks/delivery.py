@@ -180,12 +180,12 @@ class WebhookDispatcher:
             return {"parked": reason or f"waits for delivery {older}"}
         result = self._send(hook_row, event, public)
         outcome = self._settle(delivery_id, turn, result, now)
-        self._notify(outcome.get("state") if outcome.get("state") in ("succeeded", "dead") else
-                     ("failed" if "attempt" in outcome and not result.ok else None))
+        # The delivery's new state says what this attempt was: queued again means it failed.
+        self._notify({"succeeded": "succeeded", "dead": "dead", "queued": "failed"}.get(outcome.get("state", "")))
         return outcome
 
     def _notify(self, outcome: str | None) -> None:
-        if outcome is None:
+        if outcome is None:  # superseded by a redelivery meanwhile: its own attempt counts
             return
         for listener in self.outcome_listeners:
             try:
