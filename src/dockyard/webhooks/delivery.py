@@ -185,7 +185,7 @@ class WebhookDispatcher:
         return outcome
 
     def _notify(self, outcome: str | None) -> None:
-        if outcome is None:  # superseded by a redelivery meanwhile: its own attempt counts
+        if outcome is None:  # superseded by a redelivery meanwhile: logged, not counted here
             return
         for listener in self.outcome_listeners:
             try:
