@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from dockyard.api.http import quote_param
 from dockyard.auth.authenticator import Authenticator, LoginFailed
+from dockyard import request_context
 from dockyard.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal
 from dockyard.auth.throttle import ThrottleBusy
 from dockyard.auth.tokens import InvalidToken, TokenService, VerifiedToken
@@ -397,9 +398,13 @@ def guarded(endpoint: Endpoint, access: dict[str, str] | None, resource: str) ->
             name = None
             principal = await gate.authorize(request, None, None, None)
         request.state.principal = principal
-        if action == "push" and gate.settings.auto_create_projects:
-            await anyio.to_thread.run_sync(gate.create_project_on_push, principal, name)
-        response = await endpoint(request)
+        actor = request_context.actor.set(principal.name)  # events of this request name their actor
+        try:
+            if action == "push" and gate.settings.auto_create_projects:
+                await anyio.to_thread.run_sync(gate.create_project_on_push, principal, name)
+            response = await endpoint(request)
+        finally:
+            request_context.actor.reset(actor)
         if resource == "repository" and action in ("push", "delete") or gate.settings.audit_pulls:
             await gate.after(request, principal, action, name, response.status_code)
         return response

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select, update
 
+from dockyard.domain.events import record
 from dockyard.domain.intents import claim_intent, forget_intent, record_intent
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
 from dockyard.errors import BlobTooLarge, BlobUnknown, Unavailable, Unsupported
@@ -203,7 +204,8 @@ class BlobService:
             if source is not None:
                 query = query.where(repositories.c.name == source)
             holders = conn.execute(query.order_by(repositories.c.name).limit(100)).scalars()
-            if not any(may_read(name) for name in holders):
+            mounted_from = next((name for name in holders if may_read(name)), None)
+            if mounted_from is None:
                 return False
             # Writing the blob's row serializes with GC's mark; a marked blob is uploaded again instead.
             row = conn.execute(
@@ -223,6 +225,7 @@ class BlobService:
             if self.quotas is not None:
                 self.quotas.check(conn, target, [digest])
             self._insert_link(conn, ensure_repository_id(conn, target), blob_id, self.clock())
+            record(conn, "blob.mounted", repository=target, digest=digest, data={"source": mounted_from, "size": row.size})
             return True
 
     def unlink(self, repository: str, digest: str) -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, select
 
+from dockyard.domain.events import record
 from dockyard.errors import Conflict, InvalidRequest, NotFound
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database, aware, insert_ignore, upsert, utcnow
@@ -234,6 +235,8 @@ class SecuritySettings:
                 "updated_at": utcnow(),
             }
             upsert(conn, project_security, {"project_id": project_id, **row}, ["project_id"], row)
+            record(conn, "policy.changed", project=project,
+                   data={"kind": "security", "change": "updated", "fields": sorted(changes)})
             generations.bump(conn, project)
         self._changed()
         return policy
@@ -272,6 +275,8 @@ class SecuritySettings:
             project_id = require_project_id(conn, project)
             upsert(conn, cve_allowlist, {"project_id": project_id, "vulnerability": vulnerability, **values},
                    ["project_id", "vulnerability"], values)
+            record(conn, "policy.changed", project=project,
+                   data={"kind": "security", "change": "allowlist_added", "vulnerability": vulnerability})
         self._changed()
         return AllowlistEntry(vulnerability, expires_at, reason, now, by)
 
@@ -281,6 +286,9 @@ class SecuritySettings:
             gone = conn.execute(
                 delete(cve_allowlist).where(cve_allowlist.c.project_id == project_id, cve_allowlist.c.vulnerability == vulnerability)
             ).rowcount
+            if gone:
+                record(conn, "policy.changed", project=project,
+                       data={"kind": "security", "change": "allowlist_removed", "vulnerability": vulnerability})
         if not gone:
             raise NotFound(f"{vulnerability} is not on the allowlist of project {project}", detail={"vulnerability": vulnerability[:100]})
         self._changed()
@@ -314,6 +322,8 @@ class SecuritySettings:
             key_id = conn.execute(
                 select(trusted_keys.c.id).where(trusted_keys.c.project_id == project_id, trusted_keys.c.name == name)
             ).scalar_one()
+            record(conn, "policy.changed", project=project,
+                   data={"kind": "security", "change": "key_trusted", "name": name, "fingerprint": row["fingerprint"]})
             generations.bump(conn, project)
         self._changed()
         return TrustedKey(key_id, name, row["fingerprint"], row["public_key"], now, by)
@@ -322,6 +332,9 @@ class SecuritySettings:
         with self.db.write() as conn:
             project_id = require_project_id(conn, project)
             gone = conn.execute(delete(trusted_keys).where(trusted_keys.c.project_id == project_id, trusted_keys.c.name == name)).rowcount
+            if gone:
+                record(conn, "policy.changed", project=project,
+                       data={"kind": "security", "change": "key_untrusted", "name": name})
             generations.bump(conn, project)
         if not gone:
             raise NotFound(f"project {project} has no trusted key named {name}", detail={"name": name[:100]})

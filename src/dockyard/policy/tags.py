@@ -26,6 +26,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, func, or_, select
 
 from dockyard.auth.principals import Principal
+from dockyard.domain.events import record
 from dockyard.errors import Denied, InvalidRequest, NotFound, TagInvalid, TagRulesChanged
 from dockyard.metadata.lookups import require_project_id
 from dockyard.metadata.db import Database, aware, utcnow
@@ -345,7 +346,10 @@ class TagPolicy:
                 )
                 .returning(tag_rules.c.id)
             ).scalar_one()
-            return self._get(conn, rule_id)
+            rule = self._get(conn, rule_id)
+            record(conn, "policy.changed", project=project,
+                   data={"kind": "tag_rules", "change": "created", "rule_id": rule_id, "rule": kind})
+            return rule
 
     def delete_rule(self, project: str | None, rule_id: int) -> Rule:
         """Delete a rule of `project` (None: a system rule); NOT_FOUND if it belongs elsewhere."""
@@ -356,6 +360,8 @@ class TagPolicy:
             if owner != project_id:
                 raise NotFound(f"tag rule {rule_id} does not exist", detail={"id": rule_id})  # same answer as a missing one
             conn.execute(delete(tag_rules).where(tag_rules.c.id == rule_id))
+            record(conn, "policy.changed", project=project,
+                   data={"kind": "tag_rules", "change": "deleted", "rule_id": rule_id, "rule": rule.kind})
             return rule
 
     @staticmethod

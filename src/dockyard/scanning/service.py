@@ -284,7 +284,7 @@ class ScanService:
                 # No verdict to keep: record the failure so gates can say why (it follows the unscanned policy).
                 # The details (for the API and the log) lose server paths; refusals show `reason` only.
                 self.reports.save(digest, scanner, status=FAILED, findings=[], error=self._redact(f"{type(exc).__name__}: {exc}")[:2000],
-                                  reason=short_reason(exc))
+                                  reason=short_reason(exc), repository=repository)
             raise  # the job fails visibly and retries; a previous good verdict stays in force
 
     def _builtin(self, repository: str, digest: str, media_type: str, body: bytes) -> ScanReport:
@@ -310,6 +310,7 @@ class ScanService:
             vulndb_updated_at=updated_at,
             match_errors=result.errors,
             unsupported=sorted(result.unsupported),
+            repository=repository,
         )
 
     def _match(self, packages: list[Package]):
@@ -337,7 +338,8 @@ class ScanService:
             mime_type=media_type,
             deadline_seconds=self.scan_timeout,
         )
-        return self.reports.save(digest, scanner.name, status=OK, findings=[f.as_dict() for f in findings])
+        return self.reports.save(digest, scanner.name, status=OK, findings=[f.as_dict() for f in findings],
+                                 repository=repository)
 
     # -- rescans --------------------------------------------------------------------------------
 
@@ -351,7 +353,8 @@ class ScanService:
         for n, digest in enumerate(digests):
             if n % 50 == 0:
                 progress({"done": n, "of": len(digests)})
-            if self._any_repository(digest) is None:  # deleted since it was scanned
+            repository = self._any_repository(digest)
+            if repository is None:  # deleted since it was scanned
                 self.reports.forget(digest, BUILTIN_SCANNER)
                 continue
             stored = self.reports.packages(digest, BUILTIN_SCANNER)
@@ -363,7 +366,7 @@ class ScanService:
             findings = [f.as_dict() for f in result.findings]
             new = self.reports.save(
                 digest, BUILTIN_SCANNER, status=OK, findings=findings, package_count=len(packages), vulndb_updated_at=updated_at,
-                match_errors=result.errors, unsupported=sorted(result.unsupported),
+                match_errors=result.errors, unsupported=sorted(result.unsupported), repository=repository,
             )
             rematched += 1
             changed += new.findings != old.findings or new.match_errors != old.match_errors

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
+from dockyard import request_context
 from dockyard.api.auth import client_ip, management_challenge
 from dockyard.api.http import error_response, on_http_exception
 from dockyard.auth.principals import Principal
@@ -46,6 +47,7 @@ async def current_principal(
             headers=management_challenge(services.settings.token_service),
         )
     request.state.principal = principal
+    request_context.actor.set(principal.name)  # events recorded by this request name their actor
     return principal
 
 
