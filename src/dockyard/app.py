@@ -51,6 +51,8 @@ from dockyard.scanning.service import RESCAN_JOB, SCAN_JOB, SCANNER_SUBJECT, Sca
 from dockyard.scanning.vulndb import VulnDB
 from dockyard.signing.in_registry import RegistrySignatureSource, SignatureChecker
 from dockyard.signing.verify import Limits as SignatureLimits
+from dockyard.jobs import feed_consumers
+from dockyard.jobs.event_prune import PRUNE_JOB, EventPruner
 from dockyard.jobs.feed import Feed
 from dockyard.jobs.gc import GarbageCollector
 from dockyard.jobs.queue import JobQueue
@@ -201,7 +203,7 @@ def build_services(settings: Settings) -> Services:
     ]
     retention = RetentionService(db, manifests, audit, tag_policy=tag_policy, jobs=jobs, scheduler=scheduler)
     worker.register("retention", retention.handle_job)
-    return Services(
+    services = Services(
         settings=settings,
         db=db,
         storage=storage,
@@ -240,6 +242,15 @@ def build_services(settings: Settings) -> Services:
         events=EventLog(db),
         feed=Feed(db, batch=settings.event_batch_size, poll_seconds=settings.event_poll_seconds),
     )
+    wire_feed(services)
+    return services
+
+
+def wire_feed(services: Services) -> None:
+    """The change feed's built-in consumers and the scheduled prune of old events."""
+    feed_consumers.register(services.feed, scans=services.scans, pull_gate=services.pull_gate,
+                            wake_worker=services.worker.wake)
+    services.worker.register(PRUNE_JOB, EventPruner(services.events, services.settings.event_retention_days).handle)
 
 
 async def _flush_pulls(services: Services) -> None:
@@ -288,6 +299,7 @@ def create_app(settings: Settings) -> Starlette:
         if settings.upload_purge_interval_seconds > 0:
             reaper = asyncio.create_task(_housekeeping(services))
         await services.db.run(services.scheduler.set_schedule, "gc", "gc", {"dry_run": False}, settings.gc_schedule)
+        await services.db.run(services.scheduler.set_schedule, PRUNE_JOB, PRUNE_JOB, {}, settings.event_prune_schedule)
         # Off by default (registries are often air-gapped); None also removes a schedule set before.
         await services.db.run(services.scheduler.set_schedule, UPDATE_KIND, UPDATE_KIND, {},
                               settings.vulndb_update_schedule or None)

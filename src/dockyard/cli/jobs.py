@@ -76,7 +76,9 @@ def register(app: typer.Typer, admin: typer.Typer, helpers) -> None:
         configure_logging(settings.log_level)  # untrusted text in log lines is escaped
         services = build_services(settings)
         try:
+            services.feed.start()  # the worker runs the change feed's durable consumers (scan on push, …)
             if once:
+                services.feed.drain()
                 services.scheduler.tick()
                 ran = services.worker.run_pending()
                 err.print(f"ran {ran} job(s)")
@@ -89,11 +91,19 @@ def register(app: typer.Typer, admin: typer.Typer, helpers) -> None:
 
             signal.signal(signal.SIGTERM, stop)
             signal.signal(signal.SIGINT, stop)
+            async def run() -> None:
+                feed = asyncio.create_task(services.feed.run_forever(durable=True))
+                try:
+                    await services.worker.run_forever()
+                finally:
+                    feed.cancel()
+
             try:
-                asyncio.run(services.worker.run_forever())
+                asyncio.run(run())
             except KeyboardInterrupt:
                 pass
         finally:
+            services.feed.stop()
             services.db.dispose()
 
     @app.command("gc")

@@ -95,6 +95,7 @@ def event_from_row(row) -> Event:
 
 
 PENDING_FLAG = "dockyard_events_pending"
+RECORDED = "dockyard_events_recorded"  # this transaction's events, for immediate in-process subscribers
 
 
 def record(
@@ -128,7 +129,12 @@ def record(
     if conn.dialect.name == "postgresql":
         values["txid"] = literal_column("pg_current_xact_id()::text::bigint")
     conn.execute(events.insert().values(**values))
-    conn.info[PENDING_FLAG] = True  # the engine's commit hook wakes local consumers (jobs/feed.py)
+    conn.info[PENDING_FLAG] = True  # the after-commit hook wakes local consumers (jobs/feed.py)
+    conn.info.setdefault(RECORDED, []).append(Event(
+        id=0, key=values["key"], txid=0, occurred_at=values["occurred_at"], type=type, project=project,
+        repository=repository, digest=digest, tag=tag, actor=values["actor"], request_id=values["request_id"],
+        data=data or {},
+    ))
 
 
 def visible_clause(conn: Connection):
