@@ -70,9 +70,15 @@ class Event:
     def position(self) -> tuple[int, int]:
         return (self.txid, self.id)
 
+    @property
+    def cursor(self) -> str:
+        """The position as the API's opaque `after` cursor and the stream's event id."""
+        return format_cursor(self.position)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "cursor": self.cursor,
             "key": self.key,
             "type": self.type,
             "occurred_at": self.occurred_at.isoformat(),
@@ -92,6 +98,22 @@ def event_from_row(row) -> Event:
         project=row.project, repository=row.repository, digest=row.digest, tag=row.tag, actor=row.actor,
         request_id=row.request_id, data=json.loads(row.data) if row.data else {},
     )
+
+
+def format_cursor(position: tuple[int, int]) -> str:
+    return f"{position[0]}-{position[1]}"
+
+
+def parse_cursor(text: str) -> tuple[int, int]:
+    """`txid-id` (what `cursor` gives) or a bare event id (SQLite, where txid is always 0)."""
+    txid, sep, event_id = text.strip().partition("-")
+    try:
+        position = (int(txid), int(event_id)) if sep else (0, int(txid))
+    except ValueError:
+        raise ValueError(f"not an event cursor: {text[:40]!r}") from None
+    if position[0] < 0 or position[1] < 0:
+        raise ValueError(f"not an event cursor: {text[:40]!r}")
+    return position
 
 
 PENDING_FLAG = "dockyard_events_pending"
@@ -185,11 +207,13 @@ class EventLog:
         types: list[str] | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        after: int | None = None,
+        after: tuple[int, int] | None = None,
         limit: int = 100,
     ) -> list[Event]:
-        """Events oldest first, by id. `projects` (None: all) is the caller's visibility; `after` an
-        event id to continue from (a page's last id, or a tail's position)."""
+        """Events in feed order (the order durable consumers see). `projects` (None: all) is the
+        caller's visibility; `after` the position to continue from (a page's last event's cursor, or
+        a tail's). On PostgreSQL only settled events are listed (see visible_clause), so paging
+        or tailing by cursor never skips an event that committed late with a lower id."""
         conditions = []
         if projects is not None:
             if not projects:
@@ -209,9 +233,14 @@ class EventLog:
         if until:
             conditions.append(events.c.occurred_at < until)
         if after is not None:
-            conditions.append(events.c.id > after)
+            conditions.append(after_clause(after))
         with self.db.read() as conn:
-            rows = conn.execute(select(events).where(*conditions).order_by(events.c.id).limit(limit)).all()
+            visible = visible_clause(conn)
+            if visible is not None:
+                conditions.append(visible)
+            rows = conn.execute(
+                select(events).where(*conditions).order_by(events.c.txid, events.c.id).limit(limit)
+            ).all()
         return [event_from_row(r) for r in rows]
 
     def latest_id(self) -> int:
