@@ -362,5 +362,14 @@ def _add_security_commands() -> None:
 _add_security_commands()
 
 
+def _add_events_commands() -> None:
+    from dockyard.cli.events import events
+
+    app.add_typer(events, name="events")  # events tail [--follow]
+
+
+_add_events_commands()
+
+
 def main() -> None:
     app()

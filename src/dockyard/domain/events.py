@@ -23,21 +23,21 @@ from dockyard.metadata.event_tables import event_cursors, events
 
 # Every event type, with what it means. docs/events.md documents each one (tests/unit/test_docs.py).
 EVENT_TYPES: dict[str, str] = {
-    "artifact.pushed": "A manifest was stored in a repository (by a push, promotion, retag, mount or cache fill; see data.via).",
+    "artifact.pushed": "A manifest was stored or (re)tagged in a repository (data.via: push, promotion, retag; data.new: first stored here).",
     "artifact.deleted": "A manifest and the tags on it were deleted (data.via: api, retention).",
     "artifact.pulled": "Manifests were pulled; recorded in batches (data.count) as pull times are flushed.",
     "artifact.promoted": "An artifact was promoted or copied into another repository (data.source).",
     "tag.updated": "A tag was created or moved to another manifest (data.previous_digest when moved).",
     "tag.deleted": "A tag was removed; the manifest stays.",
     "blob.mounted": "A blob was mounted into a repository from another one (data.source).",
-    "retention.completed": "A retention policy run finished (data: policy, deleted, dry_run).",
-    "gc.completed": "A garbage collection sweep finished (data: blobs, bytes, manifests).",
-    "scan.completed": "A vulnerability scan finished (data: scanner, severity counts).",
-    "scan.failed": "A vulnerability scan failed (data.error).",
-    "scan.verdict_changed": "An artifact's pull-gate verdict changed (data: previous, current).",
-    "signature.attached": "A signature (cosign or notation) was stored for an artifact (data.subject).",
-    "quota.warning": "A project's storage use crossed 80% of its quota.",
-    "quota.exceeded": "A write was refused because it would exceed the project's quota.",
+    "retention.completed": "A retention policy run (not a dry run) finished (data: policy, policy_id and the run's counts).",
+    "gc.completed": "A garbage collection run finished (data: blobs and bytes reclaimed, skipped, orphans_reclaimed).",
+    "scan.completed": "A vulnerability scan stored its report (data: scanner, summary of severity counts).",
+    "scan.failed": "A vulnerability scan failed with no earlier good report to keep (data: scanner, error).",
+    "scan.verdict_changed": "A new report changed the artifact's verdict (highest severity, none, failed; previous unscanned for the first).",
+    "signature.attached": "A signature (cosign tag or bundle, Notation) was stored for an artifact (data: format, subject).",
+    "quota.warning": "A write took a project's storage use across 80% of its quota (recorded with that write).",
+    "quota.exceeded": "A write was refused for the project's quota (recorded in its own transaction after the rollback).",
     "project.created": "A project was created.",
     "project.updated": "A project's settings changed.",
     "project.deleted": "A project was deleted.",
@@ -47,7 +47,7 @@ EVENT_TYPES: dict[str, str] = {
     "robot.created": "A robot account was created.",
     "robot.updated": "A robot account was changed (permissions, secret, enabled).",
     "robot.deleted": "A robot account was deleted.",
-    "policy.changed": "A project policy changed (data.kind: tag_rules, retention, security, quota, webhook).",
+    "policy.changed": "A policy changed (data.kind: tag_rules, retention, security, quota; project None: system-wide).",
 }
 
 
@@ -209,6 +209,7 @@ class EventLog:
         until: datetime | None = None,
         after: tuple[int, int] | None = None,
         limit: int = 100,
+        latest: bool = False,
     ) -> list[Event]:
         """Events in feed order (the order durable consumers see). `projects` (None: all) is the
         caller's visibility; `after` the position to continue from (a page's last event's cursor, or
@@ -238,10 +239,10 @@ class EventLog:
             visible = visible_clause(conn)
             if visible is not None:
                 conditions.append(visible)
-            rows = conn.execute(
-                select(events).where(*conditions).order_by(events.c.txid, events.c.id).limit(limit)
-            ).all()
-        return [event_from_row(r) for r in rows]
+            order = (events.c.txid.desc(), events.c.id.desc()) if latest else (events.c.txid, events.c.id)
+            rows = conn.execute(select(events).where(*conditions).order_by(*order).limit(limit)).all()
+        found = [event_from_row(r) for r in rows]
+        return found[::-1] if latest else found  # `latest`: the newest `limit`, still oldest first
 
     def latest_id(self) -> int:
         with self.db.read() as conn:

@@ -98,14 +98,15 @@ def list_events(
     until: UntilQ = None,
     after: AfterQ = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Events per page.")] = 100,
+    latest: Annotated[bool, Query(description="The newest `limit` events (after `after`), still oldest first.")] = False,
 ):
     filters = _filters(caller, project, repository, type, since, until)
     position = _after(after)
-    items = caller.services.events.query(**filters, after=position, limit=limit)
+    items = caller.services.events.query(**filters, after=position, limit=limit, latest=latest)
     # The cursor to continue from: the last event listed, or the one given (nothing new yet).
     cursor = items[-1].cursor if items else (after or "")
     response.headers["Dockyard-Next-Cursor"] = cursor
-    if len(items) == limit:
+    if len(items) == limit and not latest:
         next_url = request.url.include_query_params(after=cursor)
         response.headers["Link"] = f'<{next_url.path}?{next_url.query}>; rel="next"'
     return [EventOut.model_validate(e.to_dict()) for e in items]
