@@ -232,3 +232,16 @@ def _parse_sse(text: str) -> list[dict]:
         if "event" in fields:
             messages.append(fields)
     return messages
+
+
+async def test_gc_records_one_summary_event(env):
+    await env.project("dev")
+    digest, _ = await env.reg.push_image(SRC, "v1", seed=1)
+    assert (await env.api.delete(f"/v2/{SRC}/manifests/{digest}")).status_code == 202
+    env.services.gc.grace_seconds = 0
+    result = env.services.gc.run()
+    (event,) = await events(env, type="gc.completed")
+    assert event["data"]["blobs"] == result["deleted"] + result["resumed"] == 2
+    assert event["data"]["bytes"] == result["bytes_freed"] > 0
+    env.services.gc.run(dry_run=True)
+    assert len(await events(env, type="gc")) == 1  # a dry run changes nothing and records nothing
