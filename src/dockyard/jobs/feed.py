@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, event as sa_event, func, insert, select, update
 
-from dockyard.domain.events import PENDING_FLAG, RECORDED, Event, head, read_after
+from dockyard.domain.events import PENDING_FLAG, RECORDED, Event, after_clause, head, read_after
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.event_tables import event_cursors, events
 
@@ -191,11 +191,16 @@ class Feed:
         return done
 
     def lag(self) -> dict[str, int]:
-        """Events each durable consumer has yet to read (for metrics)."""
+        """Events each durable consumer has yet to read (for metrics). Counted after the cursor's
+        (txid, id) position: on PostgreSQL ids are not commit-ordered, so max(id) - id would lie."""
         with self.db.read() as conn:
-            newest = conn.execute(select(func.max(events.c.id))).scalar() or 0
-            rows = conn.execute(select(event_cursors.c.consumer, event_cursors.c.event_id)).all()
-        return {r.consumer: max(0, newest - r.event_id) for r in rows if r.consumer in self._durable}
+            rows = conn.execute(select(event_cursors.c.consumer, event_cursors.c.txid, event_cursors.c.event_id)).all()
+            return {
+                r.consumer: conn.execute(
+                    select(func.count()).select_from(events).where(after_clause((r.txid, r.event_id)))
+                ).scalar_one()
+                for r in rows if r.consumer in self._durable
+            }
 
     # -- the dispatcher loop ---------------------------------------------------------------
 
