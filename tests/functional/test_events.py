@@ -245,3 +245,35 @@ async def test_gc_records_one_summary_event(env):
     assert event["data"]["bytes"] == result["bytes_freed"] > 0
     env.services.gc.run(dry_run=True)
     assert len(await events(env, type="gc")) == 1  # a dry run changes nothing and records nothing
+
+
+class Crash(BaseException):
+    """The process dies here: nothing handles it, the open transaction rolls back (as with SIGKILL)."""
+
+
+async def test_a_push_that_dies_after_writing_its_event_leaves_neither_change_nor_event(env, monkeypatch):
+    """The crash point the e2e test reaches on PostgreSQL with a lock, here on both databases: the push
+    transaction has stored the manifest, moved the tag and recorded its events, then the process dies."""
+    from dockyard.metadata import generations
+
+    await env.project("dev")
+    body, media_type = await _image_body(env, seed=5)
+    start = (await events(env))[-1]["cursor"]
+
+    def die(conn, repository):
+        seen = conn.exec_driver_sql("SELECT count(*) FROM events WHERE repository = 'dev/app'").scalar()
+        assert seen == 2  # artifact.pushed and tag.updated, uncommitted
+        raise Crash("after the events, before the commit")
+
+    monkeypatch.setattr(generations, "bump_repository", die)
+    try:
+        env.services.manifests.put(SRC, "v1", None, body, media_type)
+    except Crash:
+        pass
+    else:
+        raise AssertionError("the crash point was not reached")
+    monkeypatch.undo()
+    assert await events(env, after=start) == []
+    assert await env.digest_of(SRC, "v1") is None
+    env.services.manifests.put(SRC, "v1", None, body, media_type)  # the same push, alive, records them
+    assert [e["type"] for e in await events(env, after=start)] == ["artifact.pushed", "tag.updated"]
