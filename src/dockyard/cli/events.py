@@ -60,18 +60,21 @@ def tail(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events as they happen.")] = False,
     count: Annotated[Optional[int], typer.Option(
         "--count", min=1, help="With --follow: exit after this many new events.")] = None,
+    after: Annotated[Optional[str], typer.Option(
+        "--after", help="Start after this event cursor (an event's `cursor`) instead of at the latest events.")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Print the most recent events, oldest first; with --follow, then stream new ones."""
     r = remote(ctx)
     as_json = json_output or r.json
     params = _params(project, repository, types)
-    cursor = None
+    cursor = after
     if lines:
-        resp = r.call("GET", "/events", params={**params, "limit": lines, "latest": "true"})
+        window = {"after": after} if after else {}
+        resp = r.call("GET", "/events", params={**params, **window, "limit": lines, "latest": "true"})
         for event in resp.json():
             _print(event, as_json)
-        cursor = resp.headers.get("dockyard-next-cursor") or None
+        cursor = resp.headers.get("dockyard-next-cursor") or after
     if not follow:
         return
     if cursor is None:  # start at the feed's head: what happens from now on
