@@ -85,6 +85,7 @@ CELLS: dict[str, tuple[str, str, int]] = {
     "members-remove-api": ("manage-members", "api", 204),
     "policies-api": ("manage-policies", "api", 200),
     "audit-api": ("read-audit", "api", 200),
+    "events-api": ("read-audit", "api", 200),
 }
 
 
@@ -275,6 +276,8 @@ class World:
             return r, problems
         if cell == "audit-api":
             return await c.get("/api/v1/audit", params={"project": project}, auth=auth), problems
+        if cell == "events-api":
+            return await c.get("/api/v1/events", params={"project": project}, auth=auth), problems
         raise AssertionError(cell)
 
 
