@@ -8,6 +8,7 @@ Usage (from the repository root, with dockyard installed):
     python benchmarks/run.py --out docs/bench-table.md   # also write the table as markdown
     python benchmarks/run.py --reps 5 --workers 4        # more repetitions / Dockyard workers
     python benchmarks/run.py --auth-cost      # Dockyard with token / Basic auth vs auth off (see auth_cost.py)
+    python benchmarks/run.py --feature-cost   # metrics + a webhook on vs off (see feature_cost.py)
 
 Needs on PATH: skopeo, wrk, hey, docker-registry (Debian's Distribution 2.8:
 `apt-get install -y skopeo wrk hey docker-registry`). Everything listens on 127.0.0.1 only.
@@ -31,7 +32,7 @@ Scenarios:
      manifest GET (scenario 3 GET run); lower is better.
 
 Modules: servers.py (servers, CPU accounting), load.py (skopeo/wrk/hey/httpx helpers), scenarios.py (the
-scenarios above), report.py (tables, versions), auth_cost.py (--auth-cost); this file is the command line and the
+scenarios above), report.py (tables, versions), auth_cost.py (--auth-cost), feature_cost.py (--feature-cost); this file is the command line and the
 comparison table. Images are built once (deterministic random tar layers, see images.py) and cached under
 ~/.cache/dockyard-bench.
 """
@@ -158,9 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead of the comparison: Dockyard with bearer-token and Basic auth vs Dockyard with auth off",
     )
+    ap.add_argument(
+        "--feature-cost",
+        action="store_true",
+        help="instead of the comparison: Dockyard with metrics and one webhook on vs the same Dockyard with them off",
+    )
     args = ap.parse_args(argv)
 
-    tools = ("skopeo", "wrk", "hey") if args.auth_cost else ("skopeo", "wrk", "hey", "docker-registry")
+    tools = ("skopeo", "wrk", "hey") if args.auth_cost or args.feature_cost else ("skopeo", "wrk", "hey", "docker-registry")
     for tool in tools:
         if not shutil.which(tool):
             print(f"missing {tool}: apt-get install -y {tool}", file=sys.stderr)
@@ -175,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         from auth_cost import auth_cost
 
         return auth_cost(args, cfg)
+    if args.feature_cost:
+        from feature_cost import feature_cost
+
+        return feature_cost(args, cfg)
     return compare(args, cfg)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,48 +20,55 @@ from dockyard.api.http import (
     on_http_exception,
     on_unexpected,
 )
-from dockyard.api.auth import AccessGate
+from dockyard.api.access_gate import AccessGate
+from dockyard.api.services import Services
 from dockyard.api.surface import HttpSurface
 from dockyard.api.oci.routes import oci_routes
 from dockyard.auth.authenticator import Authenticator
 from dockyard.auth.bootstrap import bootstrap
-from dockyard.auth.keys import open_keystore
+from dockyard.auth.token_keys import open_keystore
 from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
-from dockyard.domain.events import EventLog
+from dockyard.domain.events import EventLog, record as record_event
+from dockyard.domain.project_admission import ProjectAdmission
 from dockyard.domain.projects import ProjectService
 from dockyard.domain.robots import RobotService
 from dockyard.domain.users import UserService
 from dockyard.domain.blobs import BlobService
 from dockyard.domain.listings import ListingService
 from dockyard.domain.manifest_service import ManifestService
-from dockyard.domain.promotion import PromotionGate, PromotionService
+from dockyard.domain.promotion import PromotionService
 from dockyard.domain.uploads import UploadService
 from dockyard.domain.pulls import PullRecorder
 from dockyard.domain.retention_service import RetentionService
 from dockyard.domain.quotas import QuotaService
 from dockyard.domain.scanners import ScannerRegistry
 from dockyard.domain.security_settings import SecuritySettings
-from dockyard.policy.promotion_gates import ScanPromotionGate, SignaturePromotionGate
+from dockyard.policy.promotion_gates import PromotionGate, ScanPromotionGate, SignaturePromotionGate
 from dockyard.policy.pull_gate import PullGate
 from dockyard.scanning.limits import ScanLimits
 from dockyard.scanning.reports import ReportStore
 from dockyard.scanning.service import RESCAN_JOB, SCAN_JOB, SCANNER_SUBJECT, ScanService
+from dockyard.scanning.targets import TargetReader
 from dockyard.scanning.vulndb import VulnDB
-from dockyard.signing.in_registry import RegistrySignatureSource, SignatureChecker
+from dockyard.signing.in_registry import GateSignatures, RegistrySignatureSource, SignatureChecker
+from dockyard.signing.trusted_keys import TrustedKeys
 from dockyard.signing.verify import Limits as SignatureLimits
 from dockyard.jobs import feed_consumers
 from dockyard.jobs.event_prune import PRUNE_JOB, EventPruner
 from dockyard.jobs.feed import Feed
 from dockyard.jobs.gc import GarbageCollector
+from dockyard.jobs.housekeeping import Housekeeping
+from dockyard.jobs.local_tasks import LocalTasks
 from dockyard.jobs.queue import JobQueue
 from dockyard.jobs.scheduler import Scheduler
 from dockyard.jobs.worker import Worker
+from dockyard.metadata import job_kinds
 from dockyard.scanning.updates import UPDATE_KIND, VulnDBUpdater
 from dockyard.errors import DockyardError
 from dockyard.policy.access import AccessPolicy
-from dockyard.policy.tags import TagPolicy
+from dockyard.policy.tag_rules import TagPolicy
 from dockyard.metadata.db import Database
 from dockyard.runtime import limit_malloc_arenas
 from dockyard.safe_text import configure_logging
@@ -72,44 +79,23 @@ from dockyard.storage.permissions import secure_settings_paths
 log = logging.getLogger("dockyard")
 
 
-@dataclass
-class Services:
-    settings: Settings
-    db: Database
-    storage: StorageDriver
-    blobs: BlobService
-    uploads: UploadService
-    manifests: ManifestService
-    listings: ListingService
-    access: AccessPolicy
-    audit: AuditService
-    tokens: TokenService
-    authenticator: Authenticator
-    gate: AccessGate
-    users: UserService
-    projects: ProjectService
-    robots: RobotService
-    quotas: QuotaService
-    jobs: JobQueue
-    scheduler: Scheduler
-    worker: Worker
-    gc: GarbageCollector
-    tag_policy: TagPolicy
-    promotions: PromotionService
-    promotion_gates: list[PromotionGate]
-    pulls: PullRecorder
-    retention: RetentionService
-    security: SecuritySettings
-    scanners: ScannerRegistry
-    reports: ReportStore
-    scans: ScanService
-    signatures: SignatureChecker
-    pull_gate: PullGate
-    events: EventLog
-    feed: Feed
-
-
 def build_services(settings: Settings) -> Services:
+    """Every service, built area by area (each area reads what the earlier ones built).
+
+    A new area is one more `_area(settings, built)` function returning its Services fields."""
+    built: dict[str, Any] = {"settings": settings}
+    built.update(_storage(settings))
+    built.update(_identity(settings, built))
+    built.update(_jobs(settings, built))
+    built.update(_artifacts(settings, built))
+    built.update(_security(settings, built))
+    built.update(_governance(settings, built))
+    built.update(_events(settings, built))
+    return Services(**built)
+
+
+def _storage(settings: Settings) -> dict[str, Any]:
+    """The database, the blob store, and blob bytes with their quotas."""
     secure_settings_paths(settings)  # umask 077 and owner-only modes before anything is written
     db = Database(settings.resolved_database_url)
     if settings.auto_migrate:
@@ -120,6 +106,17 @@ def build_services(settings: Settings) -> Services:
         db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2,
         max_blob_bytes=settings.max_blob_bytes,
     )
+    uploads = UploadService(
+        db, storage, blobs, flush_bytes=settings.upload_flush_bytes, quotas=quotas,
+        max_blob_bytes=settings.max_blob_bytes, max_per_account=settings.max_uploads_per_account,
+        max_per_project=settings.max_uploads_per_project,
+    )
+    return {"db": db, "storage": storage, "quotas": quotas, "blobs": blobs, "uploads": uploads}
+
+
+def _identity(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """Accounts, tokens and the access gate."""
+    db: Database = built["db"]
     keys = open_keystore(db, settings)
     if settings.auto_migrate:
         bootstrap(db, keys, settings.admin_password, settings.data_dir)
@@ -151,28 +148,63 @@ def build_services(settings: Settings) -> Services:
     access = AccessPolicy(db, auto_create_projects=settings.auto_create_projects)
     audit = AuditService(db)
     projects = ProjectService(db)
+    return {
+        "tokens": tokens,
+        "authenticator": authenticator,
+        "access": access,
+        "audit": audit,
+        "projects": projects,
+        "users": UserService(db),
+        "robots": RobotService(db),
+        "gate": AccessGate(
+            settings, tokens, authenticator, access, audit,
+            ProjectAdmission(access, authenticator, projects, audit, enabled=settings.auth_mode != "none"),
+        ),
+    }
+
+
+def _jobs(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """The job queue, its schedules and this process's worker, with the jobs that need nothing else."""
+    db: Database = built["db"]
     jobs = JobQueue(db, lease_seconds=settings.job_lease_seconds)
     scheduler = Scheduler(db, jobs)
     worker = Worker(
         jobs, scheduler=scheduler, poll_seconds=settings.worker_poll_seconds, lanes={SCAN_JOB: settings.scan_concurrency}
     )
-    gc = GarbageCollector(db, storage, grace_seconds=settings.gc_grace_seconds, audit=audit)
-    worker.register("gc", gc.handle)
+    gc = GarbageCollector(db, built["storage"], grace_seconds=settings.gc_grace_seconds, audit=built["audit"])
+    worker.register(job_kinds.GC, gc.handle)
     worker.register(UPDATE_KIND, VulnDBUpdater(db, jobs, base_url=settings.vulndb_url, ecosystems=settings.vulndb_ecosystems).handle)
-    tag_policy = TagPolicy(db, access)
+    worker.register(job_kinds.HOUSEKEEPING, Housekeeping(
+        built["uploads"], built["audit"], built["authenticator"].throttle,
+        upload_max_age_seconds=settings.upload_max_age_seconds, audit_retention_days=settings.audit_retention_days,
+    ).handle)
+    return {"jobs": jobs, "scheduler": scheduler, "worker": worker, "gc": gc}
+
+
+def _artifacts(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """Manifests and tags under the tag rules, listings, and pull times."""
+    db: Database = built["db"]
+    tag_policy = TagPolicy(db, built["access"], record_event=record_event)
     manifests = ManifestService(
         db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy,
-        quotas=quotas,
+        quotas=built["quotas"],
     )
-    listings = ListingService(db)
+    return {"tag_policy": tag_policy, "manifests": manifests, "listings": ListingService(db), "pulls": PullRecorder(db)}
+
+
+def _security(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """Supply-chain security: project policies, scans, signatures, and the pull and promotion gates."""
+    db: Database = built["db"]
+    storage: StorageDriver = built["storage"]
+    worker: Worker = built["worker"]
     security = SecuritySettings(
         db, cache_seconds=settings.security_cache_seconds, auto_scan_default=settings.scan_on_push_default
     )
     scanner_registry = ScannerRegistry(db)
     reports = ReportStore(db)
     scans = ScanService(
-        db, storage, blobs, manifests, jobs, security, scanner_registry, reports, VulnDB(db),
-        tokens=tokens,
+        db, storage, built["blobs"], built["manifests"], built["jobs"], security, scanner_registry, reports, VulnDB(db),
+        tokens=built["tokens"],
         registry_url=settings.scanner_registry_url or settings.public_url or f"http://{settings.host}:{settings.port}",
         syft_path=settings.scan_syft_path,
         scan_timeout=settings.scan_timeout_seconds,
@@ -185,109 +217,69 @@ def build_services(settings: Settings) -> Services:
     worker.register(SCAN_JOB, scans.handle_scan)
     worker.register(RESCAN_JOB, scans.handle_rescan)
     signatures = SignatureChecker(
-        RegistrySignatureSource(db, storage, listings, max_blob_bytes=settings.signature_max_blob_bytes,
+        RegistrySignatureSource(db, storage, max_blob_bytes=settings.signature_max_blob_bytes,
                                 max_referrers=settings.signature_max_referrers),
         limits=SignatureLimits(max_layers=settings.signature_max_layers, max_referrers=settings.signature_max_referrers),
         max_entries=settings.signature_cache_entries,
     )
+    trusted_keys = TrustedKeys(security)
+    targets = TargetReader(db)
+    gate_signatures = GateSignatures(signatures, trusted_keys)
     pull_gate = PullGate(
-        db, security, reports, signatures,
+        db, targets, security, reports, gate_signatures,
         request_scan=scans.request,
         exempt_subjects=frozenset({SCANNER_SUBJECT}),
         cache_seconds=settings.security_cache_seconds,
         incomplete_policy=settings.scan_incomplete_policy,
     )
     promotion_gates: list[PromotionGate] = [
-        ScanPromotionGate(db, security, reports, incomplete_policy=settings.scan_incomplete_policy),
-        SignaturePromotionGate(db, security, signatures),
+        ScanPromotionGate(targets, security, reports, incomplete_policy=settings.scan_incomplete_policy),
+        SignaturePromotionGate(security, gate_signatures),
     ]
-    retention = RetentionService(db, manifests, audit, tag_policy=tag_policy, jobs=jobs, scheduler=scheduler)
-    worker.register("retention", retention.handle_job)
-    services = Services(
-        settings=settings,
-        db=db,
-        storage=storage,
-        blobs=blobs,
-        uploads=UploadService(
-            db, storage, blobs, flush_bytes=settings.upload_flush_bytes, quotas=quotas,
-            max_blob_bytes=settings.max_blob_bytes, max_per_account=settings.max_uploads_per_account,
-            max_per_project=settings.max_uploads_per_project,
-        ),
-        manifests=manifests,
-        listings=listings,
-        access=access,
-        audit=audit,
-        tokens=tokens,
-        authenticator=authenticator,
-        gate=AccessGate(settings, tokens, authenticator, access, audit, projects),
-        users=UserService(db),
-        projects=projects,
-        robots=RobotService(db),
-        quotas=quotas,
-        jobs=jobs,
-        scheduler=scheduler,
-        worker=worker,
-        gc=gc,
-        tag_policy=tag_policy,
-        promotions=PromotionService(db, manifests, tag_policy, promotion_gates, quotas=quotas, pull_gate=pull_gate),
-        promotion_gates=promotion_gates,
-        pulls=PullRecorder(db),
-        retention=retention,
-        security=security,
-        scanners=scanner_registry,
-        reports=reports,
-        scans=scans,
-        signatures=signatures,
-        pull_gate=pull_gate,
-        events=EventLog(db),
-        feed=Feed(db, batch=settings.event_batch_size, poll_seconds=settings.event_poll_seconds),
+    return {
+        "security": security,
+        "trusted_keys": trusted_keys,
+        "scanners": scanner_registry,
+        "scans": scans,
+        "signatures": signatures,
+        "pull_gate": pull_gate,
+        "promotion_gates": promotion_gates,
+    }
+
+
+def _governance(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """Promotion between projects (behind the gates) and retention."""
+    db: Database = built["db"]
+    promotions = PromotionService(
+        db, built["manifests"], built["tag_policy"], built["promotion_gates"], quotas=built["quotas"], pull_gate=built["pull_gate"]
     )
-    wire_feed(services)
-    return services
+    retention = RetentionService(
+        db, built["manifests"], built["audit"], tag_policy=built["tag_policy"], jobs=built["jobs"], scheduler=built["scheduler"]
+    )
+    built["worker"].register(job_kinds.RETENTION, retention.handle_job)
+    return {"promotions": promotions, "retention": retention}
 
 
-def wire_feed(services: Services) -> None:
-    """The change feed's built-in consumers and the scheduled prune of old events."""
-    feed_consumers.register(services.feed, scans=services.scans, pull_gate=services.pull_gate,
-                            wake_worker=services.worker.wake)
-    services.worker.register(PRUNE_JOB, EventPruner(services.events, services.settings.event_retention_days).handle)
+def _events(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """The change feed (domain/events.py) and its consumers (jobs/feed.py)."""
+    db: Database = built["db"]
+    feed = Feed(db, batch=settings.event_batch_size, poll_seconds=settings.event_poll_seconds)
+    events = EventLog(db)
+    # Scan on push (durable) and the pull gate's caches (in-process) follow the feed (jobs/feed_consumers.py).
+    feed_consumers.register(feed, scans=built["scans"], pull_gate=built["pull_gate"], wake_worker=built["worker"].wake)
+    built["worker"].register(PRUNE_JOB, EventPruner(events, settings.event_retention_days).handle)
+    return {"events": events, "feed": feed}
 
 
-async def _flush_pulls(services: Services) -> None:
-    """Write buffered last-pull times every pull_flush_seconds (domain/pulls.py)."""
-    while True:
-        await asyncio.sleep(services.settings.pull_flush_seconds)
-        try:
-            await services.pulls.flush_async()
-        except Exception:  # the times stay buffered; the next tick retries
-            log.exception("flushing pull times failed")
-
-
-async def _refresh_keys(services: Services) -> None:
-    """Re-read signing keys now and then, so a rotation or revocation on another node (or the
-    CLI) reaches this one within KeyStore.REFRESH_SECONDS."""
+def _local_tasks(services: Services) -> LocalTasks:
+    """Per-process periodic work (jobs/local_tasks.py says why these are not job rows)."""
+    local = LocalTasks()
+    # Last-pull times buffered in this process (domain/pulls.py); the final flush makes a clean shutdown keep them.
+    local.every("pull-flush", services.settings.pull_flush_seconds, services.pulls.flush_async, on_stop=services.pulls.flush_async)
+    # Re-read signing keys, so a rotation or revocation on another node (or the CLI) reaches this one.
     keys = services.tokens.keys
-    while True:
-        await asyncio.sleep(keys.REFRESH_SECONDS)
-        try:
-            await services.db.run(keys.reload)
-        except Exception:  # keep the keys we have; the next tick retries
-            log.exception("reloading signing keys failed")
-
-
-async def _housekeeping(services: Services) -> None:
-    """Purge stale uploads and expired audit events. Idempotent, so every worker may run it."""
-    interval = services.settings.upload_purge_interval_seconds
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            purged = await services.db.run(services.uploads.purge_stale, services.settings.upload_max_age_seconds)
-            if purged:
-                log.info("purged %d stale uploads", purged)
-            await services.db.run(services.audit.purge, services.settings.audit_retention_days)
-            await services.db.run(services.authenticator.throttle.purge)
-        except Exception:  # keep going on the next tick; one failure must not kill the server
-            log.exception("housekeeping failed")
+    local.every("key-refresh", keys.REFRESH_SECONDS, lambda: services.db.run(keys.reload))
+    return local
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -295,10 +287,8 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        reaper = None
-        if settings.upload_purge_interval_seconds > 0:
-            reaper = asyncio.create_task(_housekeeping(services))
-        await services.db.run(services.scheduler.set_schedule, "gc", "gc", {"dry_run": False}, settings.gc_schedule)
+        await services.db.run(Housekeeping.schedule, services.scheduler, settings.upload_purge_interval_seconds)
+        await services.db.run(services.scheduler.set_schedule, job_kinds.GC, job_kinds.GC, {"dry_run": False}, settings.gc_schedule)
         await services.db.run(services.scheduler.set_schedule, PRUNE_JOB, PRUNE_JOB, {}, settings.event_prune_schedule)
         # Off by default (registries are often air-gapped); None also removes a schedule set before.
         await services.db.run(services.scheduler.set_schedule, UPDATE_KIND, UPDATE_KIND, {},
@@ -306,19 +296,14 @@ def create_app(settings: Settings) -> Starlette:
         worker = asyncio.create_task(services.worker.run_forever()) if settings.worker_enabled else None
         await services.db.run(services.feed.start)
         feed = asyncio.create_task(services.feed.run_forever(durable=settings.worker_enabled))
-        pull_flusher = asyncio.create_task(_flush_pulls(services))
-        key_refresher = asyncio.create_task(_refresh_keys(services))
+        local = _local_tasks(services)
+        local.start()
         try:
             yield
         finally:
-            pull_flusher.cancel()
             feed.cancel()
             services.feed.stop()
-            key_refresher.cancel()
-            with contextlib.suppress(Exception):
-                await services.pulls.flush_async()  # last pull times survive a clean shutdown
-            if reaper is not None:
-                reaper.cancel()
+            await local.stop()  # flushes the last pull times: they survive a clean shutdown
             if worker is not None:
                 services.worker.stop()  # a long scan releases its job instead of holding shutdown
                 worker.cancel()

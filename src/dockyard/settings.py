@@ -18,6 +18,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
+# Defaults of the vulndb settings; scanning/vulndb.py reads them from here (settings import nothing of dockyard's).
+OSV_BUCKET_URL = "https://osv-vulnerabilities.storage.googleapis.com"
+DEFAULT_ECOSYSTEMS = ("Debian", "Ubuntu", "Alpine", "PyPI", "npm", "Go", "Maven")
 
 
 class Settings(BaseSettings):
@@ -44,7 +47,7 @@ class Settings(BaseSettings):
     delete_enabled: bool = Field(True, description="Allow blob, manifest and tag deletes through /v2.")
     upload_max_age_seconds: int = Field(86400, ge=60, description="Uploads idle for longer than this are purged.")
     upload_purge_interval_seconds: int = Field(
-        600, ge=0, description="How often the in-process reaper purges stale uploads (0 disables it)."
+        600, ge=0, description="How often the scheduled housekeeping job purges stale uploads, old audit events and throttle rows (0 disables it)."
     )
     upload_flush_bytes: int = Field(
         1024 * 1024, ge=4096, description="Upload bytes buffered before one write+hash batch off the event loop."
@@ -55,11 +58,11 @@ class Settings(BaseSettings):
     gc_grace_seconds: int = Field(86400, ge=1, description="Unreferenced blobs younger than this (by last touch) are kept by GC.")
     gc_schedule: str | None = Field(None, description="Cron expression for scheduled garbage collection (UTC); unset: on demand only.")
     vulndb_url: str = Field(
-        default_factory=lambda: _vulndb_defaults()[0], description="Base URL of the OSV exports (<url>/<ECOSYSTEM>/all.zip)."
+        OSV_BUCKET_URL, description="Base URL of the OSV exports (<url>/<ECOSYSTEM>/all.zip)."
     )
     # NoDecode: the env var is a JSON list or a comma-separated string (see _ecosystem_list).
     vulndb_ecosystems: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(_vulndb_defaults()[1]), description="OSV ecosystems that vulndb updates download."
+        default_factory=lambda: list(DEFAULT_ECOSYSTEMS), description="OSV ecosystems that vulndb updates download."
     )
     vulndb_update_schedule: str = Field(
         "", description="Cron expression for scheduled vulnerability database updates (UTC); empty: off."
@@ -346,12 +349,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _vulndb_defaults() -> tuple[str, tuple[str, ...]]:
-    from dockyard.scanning.vulndb import DEFAULT_ECOSYSTEMS, OSV_BUCKET_URL  # heavy: only when needed
-
-    return OSV_BUCKET_URL, DEFAULT_ECOSYSTEMS
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

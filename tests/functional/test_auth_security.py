@@ -164,7 +164,7 @@ async def test_disabled_user_and_robot_are_refused_at_next_token_request(reg):
     assert await token_for(reg, ("alice", ALICE_PASSWORD), "repository:alpha/app:pull")
     assert await token_for(reg, (robot.name, secret), "repository:alpha/app:pull")
     UserService(reg.services.db).update("alice", disabled=True)
-    RobotService(reg.services.db).set_disabled(robot.name, True)
+    RobotService(reg.services.db).update(robot.name, disabled=True)
     for auth in (("alice", ALICE_PASSWORD), (robot.name, secret)):
         r = await reg.get("/token", params={"service": "dockyard", "scope": "repository:alpha/app:pull"}, auth=auth)
         assert r.status_code == 401, auth[0]

@@ -17,7 +17,7 @@ from dockyard.cli import app as cli_app
 from dockyard.cli.security import split_image_ref
 from dockyard.client.credentials import CredentialStore
 from dockyard.scanning.vulndb import VulnDB
-from dockyard.signing.keys import fingerprint, generate_private_key, public_key_pem
+from dockyard.signing.cosign_keys import fingerprint, generate_private_key, public_key_pem
 from tests.support.scan_images import FIXED, LOG4SHELL, VULNERABLE, java_app
 
 from .governance_helpers import route_cli_to_app, ADMIN, env  # noqa: F401

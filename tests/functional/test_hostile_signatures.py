@@ -11,7 +11,7 @@ import json
 
 from dockyard.signing import formats
 from dockyard.signing.in_registry import RegistrySignatureSource, SignatureChecker
-from dockyard.signing.keys import generate_private_key, key_hint, public_key_pem, sign_message
+from dockyard.signing.cosign_keys import generate_private_key, key_hint, public_key_pem, sign_message
 
 from .governance_helpers import PASSWORD, env, error  # noqa: F401
 from .helpers import OCI_MANIFEST, assert_error, sha256
@@ -162,20 +162,20 @@ async def test_item4_concurrent_gated_pulls_evaluate_once_and_stay_cached_until_
     assert (await signature_status(env, "1"))["verified"]
     assert checker.evaluations - before == 1
     # Another process over the same database (no local invalidation reaches it) sees changes too.
-    other = SignatureChecker(RegistrySignatureSource(env.services.db, env.services.storage, env.services.listings))
-    assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
-    assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
+    other = SignatureChecker(RegistrySignatureSource(env.services.db, env.services.storage))
+    assert other.covered(REPO, digest, env.services.trusted_keys.public_keys(PROJECT))[0]
+    assert other.covered(REPO, digest, env.services.trusted_keys.public_keys(PROJECT))[0]
     assert other.evaluations == 1
     # A new referrer is a change: both evaluate again.
     await push_bundle(env, digest, body, junk_bundles(digest)[2][1])
     assert (await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY)).status_code == 200
     assert checker.evaluations - before == 2
-    assert other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0] and other.evaluations == 2
+    assert other.covered(REPO, digest, env.services.trusted_keys.public_keys(PROJECT))[0] and other.evaluations == 2
     # Deleting the signature is a change: the pull is refused at once, on every node.
     r = await env.api.delete(f"/v2/{REPO}/manifests/{formats.signature_tag(digest)}")
     assert r.status_code == 202, r.text
     error(await env.api.get(f"/v2/{REPO}/manifests/1", auth=DEPLOY), 403, "DENIED")
-    assert not other.covered(REPO, digest, env.services.security.public_keys(PROJECT))[0]
+    assert not other.covered(REPO, digest, env.services.trusted_keys.public_keys(PROJECT))[0]
     # A trusted-key change moves the generation too.
     generation = other.generation(REPO)
     r = await env.api.delete(f"/api/v1/projects/{PROJECT}/security/trusted-keys/release", headers={"X-Dockyard-Client": "test"})

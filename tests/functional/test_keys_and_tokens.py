@@ -144,7 +144,7 @@ async def test_finding1_no_plaintext_private_key_in_a_stolen_database(reg, backe
 async def test_finding1_plaintext_keys_of_an_older_version_are_sealed_on_start(tmp_path, backend, database_url_for):
     from alembic import command
 
-    from dockyard.auth.keys import _generate, _pkcs8, jwk_thumbprint
+    from dockyard.auth.token_keys import _generate, _pkcs8, jwk_thumbprint
     from dockyard.metadata.db import Database, _alembic_config
 
     url = database_url_for(backend)
@@ -252,8 +252,7 @@ async def test_finding1_revocation_reaches_another_node(tmp_path, backend, datab
             assert await pull_status(b, tok) == 404
             kid = jwt.get_unverified_header(tok)["kid"]
             assert (await a.post(f"/api/v1/system/keys/{kid}/revoke", auth=ADMIN, headers=CLIENT)).status_code == 200
-            b.services.tokens.keys._loaded_at -= b.services.tokens.keys.REFRESH_SECONDS + 1
-            b.services.tokens.keys.refresh_if_stale()  # what node b's refresher does every 10 s
+            await b.services.db.run(b.services.tokens.keys.reload)  # what node b's refresher (app._refresh_keys) does every 10 s
             assert await pull_status(b, tok) == 401
             assert await pull_status(b, await token(b, ALICE)) == 404  # b signs with a's new key
 
@@ -372,8 +371,8 @@ async def test_finding2_robot_tokens_end_on_rotate_disable_and_delete(reg):
     creds = (robot.name, rotated.json()["secret"])
 
     tok, refresh = await fresh()
-    robots.set_disabled(robot.name, True)  # straight in the database, as another node would
-    robots.set_disabled(robot.name, False)
+    robots.update(robot.name, disabled=True)  # straight in the database, as another node would
+    robots.update(robot.name, disabled=False)
     reg.services.authenticator.forget(robot.name)  # skip the credential_check_seconds wait
     assert await pull_status(reg, tok) == 401
     # The refresh token was not revoked by any hook; its epoch no longer matches.
@@ -525,7 +524,7 @@ async def test_finding1_rotate_kek_interrupted_after_the_database_commit_recover
     opens keys sealed under it, and running rotate-kek again finishes the job."""
     from typer.testing import CliRunner
 
-    from dockyard.auth.keys import open_keystore
+    from dockyard.auth.token_keys import open_keystore
     from dockyard.auth.secret_box import Kek, KeyRing, generate_secret, write_secret_file
     from dockyard.cli import app as cli
     from dockyard.metadata.db import Database

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from dockyard.api.auth import client_address
+from dockyard.api.access_gate import client_address
 from dockyard.app import create_app
 from dockyard.auth import authenticator as authenticator_module
 from dockyard.settings import Settings

@@ -10,7 +10,7 @@ import anyio.to_thread
 from typer.testing import CliRunner
 
 from dockyard.cli import app as cli_app
-from dockyard.domain.promotion import GateVerdict, PromotionGate
+from dockyard.policy.promotion_gates import GateVerdict, PromotionGate
 
 from .governance_helpers import route_cli_to_app, ADMIN, env, error, index_body, push_referrer, storage_snapshot  # noqa: F401
 from .helpers import OCI_INDEX, OCI_MANIFEST, pattern, sha256

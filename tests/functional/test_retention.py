@@ -268,8 +268,8 @@ async def test_schedules_follow_the_policy_and_jobs_run_it(env: Env):
 
     # The schedule fires (scheduler clock moved past 04:00): the job runs as the system account.
     scheduler.clock = lambda: datetime.now(UTC) + timedelta(days=2)
-    fired = await anyio.to_thread.run_sync(scheduler.tick)  # the daily events.prune schedule fires too
-    [job_id] = [j for j in fired if env.services.jobs.get(j)["kind"] == "retention"]
+    ticked = await anyio.to_thread.run_sync(scheduler.tick)  # housekeeping's and events-prune's schedules are due too
+    [job_id] = [i for i in ticked if env.services.jobs.get(i)["kind"] == "retention"]
     job = await wait_for_job(env, job_id)
     assert job["state"] == "succeeded", job
     assert job["result"]["summary"]["deleted"] == 3

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from dockyard.app import create_app
-from dockyard.domain.security_settings import BUILTIN_SCANNER
+from dockyard.policy.security_policy import BUILTIN_SCANNER
 from dockyard.scanning import sbom as sbom_module
 from dockyard.scanning import syft_runner
 from dockyard.scanning.limits import GiB, MiB, ScanLimitExceeded

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from dockyard.app import create_app
 from dockyard.cli import app as cli_app
-from dockyard.domain.security_settings import BUILTIN_SCANNER
+from dockyard.policy.security_policy import BUILTIN_SCANNER
 from dockyard.safe_text import SafeFormatter
 from dockyard.scanning.limits import MiB
 from dockyard.scanning.service import SCAN_JOB

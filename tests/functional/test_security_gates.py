@@ -291,7 +291,7 @@ async def test_registry_wide_scan_on_push_default(tmp_path, database_url_for):
 
 async def test_notation_signature_is_recognized_not_trusted(env, tmp_path):
     """A Notation signature shows up in the signature status, but cannot satisfy require_signature."""
-    from dockyard.signing.keys import generate_private_key, public_key_pem
+    from dockyard.signing.cosign_keys import generate_private_key, public_key_pem
 
     from .governance_helpers import push_referrer
 

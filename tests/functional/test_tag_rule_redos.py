@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from dockyard.errors import DockyardError, TagRulesChanged
 from dockyard.metadata.db import Database
-from dockyard.policy import tags as tag_module
+from dockyard.policy import tag_rules as tag_module
 from dockyard.policy.tag_patterns import GLOB_FLAGS, glob_matches, validate_repository_glob, validate_tag_regex
 
 from .governance_helpers import env  # noqa: F401  (fixture: SQLite and PostgreSQL)

@@ -10,7 +10,7 @@ import pytest
 
 from dockyard.auth.principals import Principal
 from dockyard.errors import Denied
-from dockyard.policy.tags import Override
+from dockyard.policy.tag_rules import Override
 
 from .governance_helpers import env, error, index_body  # noqa: F401  (env is a fixture)
 from .helpers import OCI_INDEX, OCI_MANIFEST, sha256

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from rich.console import Console
 
 from dockyard.cli import remote
-from dockyard.cli.keys import KEY_COLUMNS
+from dockyard.cli.token_keys import KEY_COLUMNS
 
 KID = "s_e93wg1Yy2zWM3CxHj0BK1uGG2nWe9uoRrcYcmDQIQ"
 

@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from dockyard.domain.security_settings import SecurityPolicy
+from dockyard.policy.security_policy import SecurityPolicy
 from dockyard.errors import Denied
 from dockyard.policy.pull_gate import PullGate
 from dockyard.scanning.reports import OK, ScanReport
+from dockyard.scanning.targets import TargetReader
 
 IMAGE = json.dumps({
     "schemaVersion": 2,
@@ -44,9 +45,6 @@ class FakeSecurity:
     def active_allowlist(self, project):
         return self.allow
 
-    def public_keys(self, project):
-        return ()
-
 
 class FakeReports:
     def __init__(self):
@@ -72,7 +70,7 @@ def report(findings):
 
 def gate(policy, reports, scans, clock):
     return PullGate(
-        FakeDb(), FakeSecurity(policy), reports, signatures=None,
+        FakeDb(), TargetReader(FakeDb()), FakeSecurity(policy), reports, signatures=None,
         request_scan=lambda repo, digest, scanner: scans.append(digest), cache_seconds=5, clock=clock,
     )
 

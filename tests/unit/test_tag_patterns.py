@@ -18,7 +18,7 @@ from dockyard.policy.tag_patterns import (
     validate_tag_glob,
     validate_tag_regex,
 )
-from dockyard.policy.tags import Rule, make_override
+from dockyard.policy.tag_rules import Rule, make_override
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -10,7 +10,8 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dockyard.api.auth import AccessGate, parse_basic
+from dockyard.api.services import services_of
+from dockyard.api.access_gate import AccessGate, parse_basic
 from dockyard.api.http import json_response
 from dockyard.auth.authenticator import LOGIN_PASSWORD
 from dockyard.auth.principals import ANONYMOUS, Principal
@@ -67,7 +68,7 @@ async def _respond(gate: AccessGate, principal: Principal, scopes: list[Scope], 
 
 
 async def token_get(request: Request) -> Response:
-    gate: AccessGate = request.app.state.services.gate
+    gate: AccessGate = services_of(request).gate
     if not gate.enabled:
         raise Unsupported("authentication is disabled on this registry")
     query = request.query_params
@@ -84,7 +85,7 @@ async def token_get(request: Request) -> Response:
 
 
 async def token_post(request: Request) -> Response:
-    gate: AccessGate = request.app.state.services.gate
+    gate: AccessGate = services_of(request).gate
     if not gate.enabled:
         raise Unsupported("authentication is disabled on this registry")
     form = await request.form()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from dockyard.auth.keys import KeyStore
+from dockyard.auth.token_keys import KeyStore
 from dockyard.auth.passwords import generate_secret, hash_secret
 from dockyard.metadata.db import Database, insert_ignore, utcnow
 from dockyard.metadata.models import users

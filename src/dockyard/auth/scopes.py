@@ -34,4 +34,5 @@ def parse_scopes(values: list[str]) -> list[Scope]:
 
 
 def challenge_scope(type_: str, name: str, actions: tuple[str, ...]) -> str:
+    """The `scope` of a WWW-Authenticate challenge: what parse_scopes reads back."""
     return f"{type_}:{name}:{','.join(actions)}"

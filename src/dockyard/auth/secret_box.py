@@ -86,10 +86,6 @@ class KeyRing:
         kek_id = sealed.partition(":")[2].partition(":")[0]
         return None if kek_id in self._by_id else kek_id
 
-    def sealed_with_primary(self, sealed: str) -> bool:
-        return sealed.startswith(f"{PREFIX}:{self.primary.id}:")
-
-
 def generate_secret() -> bytes:
     return base64.b64encode(secrets.token_bytes(32))
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 from sqlalchemy import select, update
 
-from dockyard.auth.keys import LEEWAY_SECONDS, KeyStore
+from dockyard.auth.token_keys import LEEWAY_SECONDS, KeyStore
 from dockyard.auth.principals import ROBOT_PREFIX, Principal
 from dockyard.auth.scopes import Scope
 from dockyard.metadata.db import Database, utcnow
@@ -277,10 +277,6 @@ class TokenService:
         if expires <= utcnow():
             return None
         return RefreshGrant(row.subject, row.account_id, row.credential_epoch)
-
-    def refresh_subject(self, token: str) -> str | None:
-        grant = self.refresh_grant(token)
-        return grant.subject if grant else None
 
     def revoke_refresh(self, subject: str) -> int:
         for callback in self.on_account_change:

@@ -78,9 +78,10 @@ def _ensure_port_free(host: str, port: int) -> None:
 
 
 def _add_remote_groups() -> None:
+    from dockyard.cli.audit import audit
     from dockyard.cli.remote import GROUPS
 
-    for name, group in GROUPS.items():
+    for name, group in {**GROUPS, "audit": audit}.items():
         admin.add_typer(group, name=name)
     from dockyard.cli.promote import promote
 
@@ -106,7 +107,7 @@ _add_job_commands()
 
 def _add_key_commands() -> None:
     import dockyard.cli as helpers
-    from dockyard.cli.keys import register
+    from dockyard.cli.token_keys import register
 
     register(admin, helpers)  # admin keys list|rotate|revoke, admin rotate-kek
 
@@ -142,7 +143,7 @@ def serve(
 
     secure_settings_paths(settings)
     from dockyard.auth.bootstrap import bootstrap
-    from dockyard.auth.keys import open_keystore
+    from dockyard.auth.token_keys import open_keystore
     from dockyard.auth.secret_box import KeyEncryptionError
 
     _ensure_port_free(settings.host, settings.port)
@@ -224,7 +225,7 @@ def bootstrap_offline(
 ) -> None:
     """Offline set-up straight against the data directory: migrate, admin password, projects."""
     from dockyard.auth.bootstrap import ADMIN_USERNAME, bootstrap
-    from dockyard.auth.keys import open_keystore
+    from dockyard.auth.token_keys import open_keystore
     from dockyard.domain.projects import ProjectService
     from dockyard.domain.users import UserService
     from dockyard.errors import DockyardError

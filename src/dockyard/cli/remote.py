@@ -1,4 +1,4 @@
-"""`dockyard admin projects|members|users|robots|audit`: a remote client of the management API.
+"""`dockyard admin projects|members|users|robots`: a remote client of the management API.
 
 Every group takes the connection options (`--url`, `--username`, `--password`, `--password-stdin`)
 before its subcommand, or from DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD. Output is a
@@ -186,7 +186,6 @@ PROJECT_COLUMNS = ["name", "public", "created_at"]
 MEMBER_COLUMNS = ["username", "role", "created_at"]
 USER_COLUMNS = ["username", "email", "is_admin", "disabled", "created_at", "password_changed_at"]
 ROBOT_COLUMNS = ["name", "kind", "permissions", "disabled", "expires_at", "description", "created_by"]
-AUDIT_COLUMNS = ["time", "actor", "action", "object", "project", "outcome", "source_ip"]
 
 
 def _list(r: Remote, path: str, page: int | None, page_size: int, params: dict | None = None) -> list[dict]:
@@ -472,33 +471,5 @@ def robots_delete(ctx: typer.Context, name: str, yes: YesOpt = False) -> None:
     err.print(f"deleted robot {name}")
 
 
-# -- audit ------------------------------------------------------------------------------------
-
-audit = _group("audit", "The audit log (via /api/v1; administrators, or read-audit with --project).")
-
-
-@audit.command("list")
-def audit_list(
-    ctx: typer.Context,
-    actor: Annotated[Optional[str], typer.Option("--actor")] = None,
-    action: Annotated[Optional[str], typer.Option("--action", help="e.g. member.add, or a prefix like member.")] = None,
-    project: Annotated[Optional[str], typer.Option("--project")] = None,
-    since: Annotated[Optional[str], typer.Option("--since", help="ISO 8601 time (inclusive).")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="ISO 8601 time (exclusive).")] = None,
-    outcome: Annotated[Optional[str], typer.Option("--outcome", help="success or failure.")] = None,
-    page: Annotated[int, typer.Option("--page")] = 1,
-    page_size: PageSizeOpt = 50,
-    json_output: JsonOpt = False,
-) -> None:
-    """List audit events, newest first (one page)."""
-    params = {k: v for k, v in {"actor": actor, "action": action, "project": project, "since": since,
-                                "until": until, "outcome": outcome}.items() if v is not None}
-    resp = remote(ctx).call("GET", "/audit", params={**params, "page": page, "page_size": page_size})
-    events = resp.json()
-    show(ctx, events, AUDIT_COLUMNS, json_output, title=None)
-    if not (json_output or remote(ctx).json):
-        err.print(f"page {page}: {len(events)} of {resp.headers.get('x-total-count', '?')} events")
-
-
-GROUPS = {"projects": projects, "members": members, "users": users, "robots": robots, "audit": audit}
-"""Name -> Typer app; app.py/cli wiring adds each with `admin.add_typer(app, name=name)`."""
+GROUPS = {"projects": projects, "members": members, "users": users, "robots": robots}
+"""Name -> Typer app; cli/__init__.py adds each (and cli/audit.py's) with `admin.add_typer(app, name=name)`."""

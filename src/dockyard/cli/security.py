@@ -41,8 +41,7 @@ from dockyard.cli.remote import (
     seg,
     show,
 )
-from dockyard.domain.security_settings import SEVERITIES, THRESHOLDS, UNSCANNED_POLICIES, severity_rank
-from dockyard.scanning.reports import display_id
+from dockyard.policy.security_policy import SEVERITIES, THRESHOLDS, UNSCANNED_POLICIES, display_id, severity_rank
 
 RegistryOpt = Annotated[
     str,
@@ -235,7 +234,7 @@ def security_trust_key(
     json_output: JsonOpt = False,
 ) -> None:
     """Trust a cosign public key for the project's signature gates (manage-policies)."""
-    from dockyard.signing.keys import KeyFileError, load_public_key
+    from dockyard.signing.cosign_keys import KeyFileError, load_public_key
 
     try:
         pem = key.read_bytes()

@@ -86,7 +86,7 @@ def generate_key_pair(
 ) -> None:
     """Generate an ECDSA P-256 key pair as cosign does: PREFIX.key (encrypted with COSIGN_PASSWORD
     or a prompted password) and PREFIX.pub."""
-    from dockyard.signing.keys import encrypt_private_key, generate_private_key, public_key_pem
+    from dockyard.signing.cosign_keys import encrypt_private_key, generate_private_key, public_key_pem
 
     key_path, pub_path = Path(f"{output_key_prefix}.key"), Path(f"{output_key_prefix}.pub")
     for path in (key_path, pub_path):
@@ -114,7 +114,7 @@ def sign(
     plain_http: PlainHttpOpt = None,
 ) -> None:
     """Sign an image in a registry with a cosign key (no transparency log)."""
-    from dockyard.signing.keys import KeyFileError, decrypt_private_key
+    from dockyard.signing.cosign_keys import KeyFileError, decrypt_private_key
     from dockyard.signing.registry import RegistryError
     from dockyard.signing.sign import sign_image
     from dockyard.signing.verify import Layout
@@ -149,7 +149,7 @@ def verify(
 ) -> None:
     """Verify an image's cosign signatures (tag and bundle layouts) against public keys.
     Exits 0 when a trusted key signed this image's digest, 1 otherwise."""
-    from dockyard.signing.keys import KeyFileError, load_public_key
+    from dockyard.signing.cosign_keys import KeyFileError, load_public_key
     from dockyard.signing.registry import RegistryError
     from dockyard.signing.sign import resolve
     from dockyard.signing.verify import verify as verify_signatures

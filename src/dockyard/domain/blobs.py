@@ -1,13 +1,10 @@
 """Blobs: stat and read within a repository, publish verified uploads, mount, unlink.
 
-Online GC safety (design.md section 2) lives partly here. Every writer that makes a blob
-reachable writes the blob's own row in the same transaction: publish and mount refresh
-`touched_at` with `WHERE state = 'present'`, so they serialize with GC's mark on that row.
-A blob GC has marked (`deleting`) is never linked; publishing it again revives the row onto a
-fresh generation key while holding the row, and GC's sweeper (jobs/gc.py) deletes bytes only
-under the same row lock and only while the row is still `deleting` at the marked generation.
-Storage moves and deletes therefore happen inside the row's transaction: the row, not a
-timing window, decides which key is live.
+Every statement on the blob rows goes through domain/blob_refs.py, whose docstring is the GC
+protocol. Here: publish and mount touch the blob's row in the transaction that links it, a blob
+GC has marked is never linked but revived onto a fresh generation key, and storage moves and
+deletes happen inside the row's transaction, so the row, not a timing window, decides which key
+is live.
 """
 
 from __future__ import annotations
@@ -17,23 +14,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection
 
+from dockyard.domain import blob_refs
 from dockyard.domain.events import record
 from dockyard.domain.intents import claim_intent, forget_intent, record_intent
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
 from dockyard.errors import BlobTooLarge, BlobUnknown, Unavailable, Unsupported
-from dockyard.metadata.db import Database, insert_ignore, utcnow
-from dockyard.metadata.models import blobs, repositories, repository_blobs
+from dockyard.metadata.db import Database, utcnow
 from dockyard.storage import StorageDriver
 from dockyard.storage.paths import blob_key
 
-_STAT_SQL = (
-    "SELECT b.size, b.storage_key, b.id, b.touched_at FROM repositories r"
-    " JOIN repository_blobs rb ON rb.repository_id = r.id"
-    " JOIN blobs b ON b.id = rb.blob_id"
-    " WHERE r.name = ? AND b.digest = ? AND b.state = 'present'"
-)
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLite
 PUBLISH_ATTEMPTS = 5
 
@@ -67,7 +58,7 @@ class BlobService:
         self.clock = clock
 
     async def stat(self, repository: str, digest: str) -> BlobInfo:
-        row = await self.db.run_fast(self.db.fetchone, _STAT_SQL, (repository, digest))
+        row = await self.db.run_fast(self.db.fetchone, blob_refs.STAT_SQL, (repository, digest))
         if row is None:
             raise BlobUnknown(f"blob {digest} is not in repository {repository}", detail={"digest": digest})
         if self._stale(row[3]):
@@ -85,7 +76,7 @@ class BlobService:
 
     def _touch(self, blob_id: int) -> None:
         with self.db.write() as conn:
-            conn.execute(update(blobs).where(blobs.c.id == blob_id, blobs.c.state == "present").values(touched_at=self.clock()))
+            blob_refs.touch_id(conn, blob_id, self.clock())
 
     def local_path(self, info: BlobInfo) -> str | None:
         return self.storage.local_path(info.storage_key)
@@ -122,8 +113,8 @@ class BlobService:
     def _next_generation(self, digest: str) -> tuple[int, bool]:
         """(the generation a new key would get, whether the blob is present now)."""
         with self.db.read() as conn:
-            row = conn.execute(select(blobs.c.generation, blobs.c.state).where(blobs.c.digest == digest)).first()
-        return (1, False) if row is None else (int(row.generation) + 1, row.state == "present")
+            row = blob_refs.generation_state(conn, digest)
+        return (1, False) if row is None else (row[0] + 1, row[1] == blob_refs.PRESENT)
 
     def _publish_once(
         self, conn: Connection, repository: str, digest: str, staging_key: str, size: int, generation: int, nonce: str,
@@ -134,13 +125,11 @@ class BlobService:
         key = blob_key(digest, generation, nonce)
         repo_id = ensure_repository_id(conn, repository)
         # 1. The blob exists: touch its row (this is what serializes us with GC's mark) and link it.
-        blob_id = conn.execute(
-            update(blobs).where(blobs.c.digest == digest, blobs.c.state == "present").values(touched_at=now).returning(blobs.c.id)
-        ).scalar()
-        if blob_id is not None:
+        present = blob_refs.touch_one(conn, digest, now)
+        if present is not None:
             if self.quotas is not None:
                 self.quotas.check(conn, repository, [digest])
-            self._insert_link(conn, repo_id, blob_id, now)
+            blob_refs.link(conn, repo_id, present.id, now)
             if intent is not None:
                 claim_intent(conn, intent)  # `key` is never written
             return "linked"
@@ -150,44 +139,24 @@ class BlobService:
             self.quotas.check_new_blob(conn, repository, size)
         # 2. No row: our (uncommitted) insert claims the digest, then the bytes move under it.
         if generation == 1:
-            row = {"digest": digest, "size": size, "storage_key": key, "generation": 1, "state": "present",
-                   "ref_count": 0, "created_at": now, "touched_at": now}
-            if insert_ignore(conn, blobs, row, ["digest"]):
+            new_id = blob_refs.insert_blob(conn, digest, size, key, now)
+            if new_id is not None:
                 if not claim_intent(conn, intent):
                     raise Unavailable(f"blob {digest} could not be published; retry the upload")
                 self.storage.move(staging_key, key)
-                self._insert_link(conn, repo_id, self._id(conn, digest), now)
+                blob_refs.link(conn, repo_id, new_id, now)
                 return "moved"
         # 3. GC marked the blob: lock the row, revive it onto the next generation, drop the old key.
-        query = select(blobs.c.id, blobs.c.generation, blobs.c.storage_key).where(
-            blobs.c.digest == digest, blobs.c.state != "present"
-        )
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        marked = conn.execute(query).first()
+        marked = blob_refs.lock_marked(conn, digest)
         if marked is None or generation != marked.generation + 1:
             return "retry"  # it became present, or the sweeper removed it, or the generation moved, while we looked
         if not claim_intent(conn, intent):
             return "retry"
         self.storage.move(staging_key, key)
         self.storage.delete(marked.storage_key)  # a `deleting` row's key is read by nobody
-        conn.execute(
-            update(blobs)
-            .where(blobs.c.id == marked.id)
-            .values(state="present", storage_key=key, generation=marked.generation + 1, size=size, touched_at=now)
-        )
-        self._insert_link(conn, repo_id, marked.id, now)
+        blob_refs.revive(conn, marked.id, key, marked.generation + 1, size, now)
+        blob_refs.link(conn, repo_id, marked.id, now)
         return "moved"
-
-    @staticmethod
-    def _id(conn: Connection, digest: str) -> int:
-        return conn.execute(select(blobs.c.id).where(blobs.c.digest == digest)).scalar_one()
-
-    @staticmethod
-    def _insert_link(conn: Connection, repo_id: int, blob_id: int, now: datetime) -> None:
-        insert_ignore(
-            conn, repository_blobs, {"repository_id": repo_id, "blob_id": blob_id, "created_at": now}, ["repository_id", "blob_id"]
-        )
 
     def mount(self, target: str, digest: str, source: str | None, may_read=lambda repository: True) -> bool:
         """Link a blob into `target` without moving bytes; False means "upload it instead".
@@ -195,28 +164,13 @@ class BlobService:
         With `source`, only that repository is considered; without it (automatic content
         discovery) any repository holding the blob that the caller `may_read` will do."""
         with self.db.write() as conn:
-            query = (
-                select(repositories.c.name)
-                .join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
-                .join(blobs, blobs.c.id == repository_blobs.c.blob_id)
-                .where(blobs.c.digest == digest, blobs.c.state == "present")
-            )
-            if source is not None:
-                query = query.where(repositories.c.name == source)
-            holders = conn.execute(query.order_by(repositories.c.name).limit(100)).scalars()
-            mounted_from = next((name for name in holders if may_read(name)), None)
+            mounted_from = next((name for name in blob_refs.holders(conn, digest, source) if may_read(name)), None)
             if mounted_from is None:
                 return False
             # Writing the blob's row serializes with GC's mark; a marked blob is uploaded again instead.
-            row = conn.execute(
-                update(blobs)
-                .where(blobs.c.digest == digest, blobs.c.state == "present")
-                .values(touched_at=self.clock())
-                .returning(blobs.c.id, blobs.c.size)
-            ).first()
+            row = blob_refs.touch_one(conn, digest, self.clock())
             if row is None:
                 return False
-            blob_id = row.id
             if self.max_blob_bytes is not None and row.size > self.max_blob_bytes:
                 raise BlobTooLarge(
                     f"blob {digest} is {row.size} bytes, over max_blob_bytes ({self.max_blob_bytes})",
@@ -224,7 +178,7 @@ class BlobService:
                 )
             if self.quotas is not None:
                 self.quotas.check(conn, target, [digest])
-            self._insert_link(conn, ensure_repository_id(conn, target), blob_id, self.clock())
+            blob_refs.link(conn, ensure_repository_id(conn, target), row.id, self.clock())
             record(conn, "blob.mounted", repository=target, digest=digest, data={"source": mounted_from, "size": row.size})
             return True
 
@@ -234,13 +188,7 @@ class BlobService:
             raise Unsupported("deletes are disabled on this registry")
         with self.db.write() as conn:
             repo_id = find_repository_id(conn, repository)
-            blob_id = conn.execute(select(blobs.c.id).where(blobs.c.digest == digest)).scalar()
-            removed = 0
-            if repo_id is not None and blob_id is not None:
-                removed = conn.execute(
-                    delete(repository_blobs).where(
-                        repository_blobs.c.repository_id == repo_id, repository_blobs.c.blob_id == blob_id
-                    )
-                ).rowcount
+            blob_id = blob_refs.blob_id(conn, digest)
+            removed = repo_id is not None and blob_id is not None and blob_refs.unlink(conn, repo_id, blob_id)
             if not removed:
                 raise BlobUnknown(f"blob {digest} is not in repository {repository}", detail={"digest": digest})

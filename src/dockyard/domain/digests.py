@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import rehashes
-
-
-def compute(algorithm: str, data: bytes) -> str:
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
 class ResumableSha256:

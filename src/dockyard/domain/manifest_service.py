@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, delete, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from dockyard.domain import artifact_events
+from dockyard.domain import blob_refs as blob_rows
 from dockyard.domain.manifests import ParsedManifest, parse_manifest
 from dockyard.domain.names import validate_tag
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
@@ -23,9 +24,10 @@ from dockyard.errors import (
     Unsupported,
 )
 from dockyard.metadata import generations
+from dockyard.policy.access import project_of
 from dockyard.metadata.db import Database, insert_ignore, utcnow
-from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs, tags
-from dockyard.policy.tags import Override, TagPolicy, TagVerdicts
+from dockyard.metadata.models import manifest_references, manifests, tags
+from dockyard.policy.tag_rules import Override, TagPolicy, TagVerdicts
 
 _BY_TAG_SQL = (
     "SELECT m.digest, m.media_type, m.payload FROM repositories r"
@@ -123,7 +125,7 @@ class ManifestService:
                 conn, repository, digest=parsed.digest, media_type=parsed.media_type, size=len(parsed.payload), via=via,
                 tags=previous, payload=parsed.payload, artifact_type=parsed.artifact_type, subject=parsed.subject, new=new,
             )
-            generations.bump_repository(conn, repository)  # cached signature verdicts of the project expire
+            generations.bump(conn, project_of(repository))  # cached signature verdicts of the project expire
         return parsed
 
     def store(self, conn: Connection, repo_id: int, parsed: ParsedManifest) -> int:
@@ -165,11 +167,7 @@ class ManifestService:
             conn.execute(manifest_references.insert(), refs)
         if blob_refs:
             # Writing each referenced blob's own row is what serializes us against GC marking it.
-            touched = conn.execute(
-                update(blobs)
-                .where(blobs.c.digest.in_(blob_refs), blobs.c.state == "present")
-                .values(ref_count=blobs.c.ref_count + 1, touched_at=utcnow())
-            ).rowcount
+            touched = blob_rows.add_refs(conn, blob_refs, utcnow())
             if touched != len(blob_refs):
                 raise ManifestBlobUnknown("a referenced blob was deleted while the manifest was pushed; push it again")
         return manifest_id
@@ -184,13 +182,7 @@ class ManifestService:
     def _check_references(conn: Connection, repo_id: int, blob_refs: list[str], manifest_refs: list[str]) -> None:
         missing: list[ManifestBlobUnknown] = []
         if blob_refs:
-            known = set(
-                conn.execute(
-                    select(blobs.c.digest)
-                    .join(repository_blobs, and_(repository_blobs.c.blob_id == blobs.c.id, repository_blobs.c.repository_id == repo_id))
-                    .where(blobs.c.digest.in_(blob_refs), blobs.c.state == "present")
-                ).scalars()
-            )
+            known = blob_rows.linked_present(conn, repo_id, blob_refs)
             missing += [
                 ManifestBlobUnknown(f"blob {d} is not in this repository", detail={"digest": d}) for d in blob_refs if d not in known
             ]
@@ -226,7 +218,7 @@ class ManifestService:
             if tag is not None:
                 was = remove_tag(conn, self.tag_policy, repository, repo_id, tag, override=override, verdicts=verdicts)
                 artifact_events.tag_deleted(conn, repository, tag, was, via=via)
-                generations.bump_repository(conn, repository)
+                generations.bump(conn, project_of(repository))
                 return
             # Lock the manifest row (PostgreSQL) before reading its tags: a concurrent tag write on it
             # (its foreign key takes a share lock on this row) then either committed before we look, or waits.
@@ -272,12 +264,8 @@ class ManifestService:
             conn.execute(delete(manifest_references).where(manifest_references.c.manifest_id == manifest_id))
             conn.execute(delete(manifests).where(manifests.c.id == manifest_id))
             if blob_refs:
-                conn.execute(
-                    update(blobs)
-                    .where(blobs.c.digest.in_(blob_refs))
-                    .values(ref_count=blobs.c.ref_count - 1, touched_at=utcnow())
-                )
-            generations.bump_repository(conn, repository)  # e.g. a deleted signature no longer counts
+                blob_rows.drop_refs(conn, blob_refs, utcnow())
+            generations.bump(conn, project_of(repository))  # e.g. a deleted signature no longer counts
 
     def _held_tags(self, repository: str, digest: str | None) -> list[str]:
         """The tags a manifest delete will judge, read before its write transaction (see TagVerdicts)."""

@@ -10,7 +10,8 @@ from sqlalchemy import Connection, delete, exists, false, func, or_, select, upd
 
 from dockyard.auth.principals import Principal
 from dockyard.domain.events import record
-from dockyard.domain.identity import Conflict, InvalidRequest, Page, page_bounds
+from dockyard.errors import Conflict, InvalidRequest
+from dockyard.paging import Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import project_members, projects, repositories, robot_permissions, users
@@ -155,11 +156,6 @@ class ProjectService:
                 .order_by(users.c.username)
             ).all()
         return [Member(r.username, r.role, aware(r.created_at)) for r in rows]
-
-    def get_member(self, project: str, username: str) -> Member:
-        with self.db.read() as conn:
-            project_id = self._require(conn, project).id
-            return self._require_member(conn, project_id, project, self._user_id(conn, username), username)
 
     def add_member(self, project: str, username: str, role: str) -> Member:
         validate_role(role)

@@ -16,39 +16,26 @@ bytes, so an image the caller may not pull cannot be promoted somewhere it could
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 
 from dockyard.domain import artifact_events
 from dockyard.domain.events import record
+from dockyard.domain import blob_refs
 from dockyard.domain.manifest_service import MAX_TAGS_PER_PUT, ManifestService, move_tag, tag_digest
 from dockyard.domain.manifests import parse_manifest
 from dockyard.domain.names import validate_digest, validate_name, validate_tag
 from dockyard.domain.repositories import ensure_repository_id, require_repository_id
 from dockyard.errors import Denied, InvalidRequest, ManifestBlobUnknown, ManifestUnknown
 from dockyard.metadata import generations
-from dockyard.metadata.db import Database, insert_ignore, utcnow
-from dockyard.metadata.models import blobs, manifest_references, manifests, repository_blobs
-from dockyard.policy.tags import Override, TagPolicy
+from dockyard.policy.access import project_of
+from dockyard.metadata.db import Database, utcnow
+from dockyard.metadata.models import manifest_references, manifests
+from dockyard.policy.promotion_gates import PromotionGate
+from dockyard.policy.tag_rules import Override, TagPolicy
 
 # Bounds a pathological graph (referrers of referrers of …); real images stay far below this.
 MAX_PROMOTED_MANIFESTS = 1000
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    allowed: bool
-    reason: str = ""
-
-
-@runtime_checkable
-class PromotionGate(Protocol):
-    """A check the source must pass before it is promoted (e.g. no critical vulnerabilities, signed)."""
-
-    name: str
-
-    def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict: ...
 
 
 @dataclass(frozen=True)
@@ -162,7 +149,7 @@ class PromotionService:
                     conn, self.tag_policy, destination, dest_id, tag, manifest_id, digest, override=override, verdicts=verdicts
                 )
             self._record_events(conn, dest_id, result)
-            generations.bump_repository(conn, destination)  # copied signatures count at once
+            generations.bump(conn, project_of(destination))  # copied signatures count at once
         return result
 
     @staticmethod
@@ -282,17 +269,9 @@ class PromotionService:
         if not digests:
             return 0
         now = utcnow()
-        touched = conn.execute(
-            update(blobs).where(blobs.c.digest.in_(digests), blobs.c.state == "present").values(touched_at=now)
-        ).rowcount
-        if touched != len(digests):
+        if blob_refs.touch_present(conn, digests, now) != len(digests):
             raise ManifestBlobUnknown("a blob of the source image is missing or being garbage-collected; push it again")
-        linked = 0
-        for blob_id in conn.execute(select(blobs.c.id).where(blobs.c.digest.in_(digests))).scalars():
-            linked += insert_ignore(
-                conn, repository_blobs, {"repository_id": dest_id, "blob_id": blob_id, "created_at": now}, ["repository_id", "blob_id"]
-            )
-        return linked
+        return blob_refs.link_digests(conn, dest_id, digests, now)
 
     @staticmethod
     def _manifest_id(conn: Connection, repo_id: int, digest: str) -> int | None:

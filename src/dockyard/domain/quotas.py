@@ -4,7 +4,7 @@ them, a pusher could store any amount as manifests with large annotations in a p
 
 Open uploads count too, while they are written: every append checks that the project's linked
 bytes, plus the bytes of its other open uploads, plus this upload's new size fit the quota, so no
-upload can park data beyond the quota until the reaper finds it (issue 9, finding 6).
+upload can park data beyond the quota until housekeeping purges it (issue 9, finding 6).
 
 A blob counts once per project however many of its repositories hold it, and a blob shared
 with other projects counts in each (each project would need it on its own). The check runs
@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
+from dockyard.domain import blob_refs
 from dockyard.domain.events import record
 from dockyard.errors import InvalidRequest, NotFound, QuotaExceeded
 from dockyard.metadata.db import AFTER_ROLLBACK, Database
-from dockyard.metadata.models import blobs, manifests, projects, repositories, repository_blobs, uploads
+from dockyard.metadata.models import manifests, projects, repositories, uploads
 from dockyard.policy.access import project_of
 
 
@@ -60,14 +61,7 @@ class QuotaService:
         self.db = db
 
     def usage(self, conn: Connection, project: str) -> int:
-        linked = (
-            select(repository_blobs.c.blob_id)
-            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-            .where(_in_project(project))
-        )
-        blob_bytes = conn.execute(
-            select(func.coalesce(func.sum(blobs.c.size), 0)).where(blobs.c.id.in_(linked), blobs.c.state == "present")
-        ).scalar_one()
+        blob_bytes = blob_refs.linked_bytes(conn, _in_project(project))
         manifest_bytes = conn.execute(
             select(func.coalesce(func.sum(manifests.c.size), 0))
             .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id))
@@ -102,19 +96,7 @@ class QuotaService:
         quota = conn.execute(query).scalar()
         if quota is None:
             return
-        wanted = list(dict.fromkeys(digests))
-        in_project = exists(
-            select(repository_blobs.c.blob_id)
-            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-            .where(repository_blobs.c.blob_id == blobs.c.id, _in_project(project))
-        )
-        new_bytes = int(
-            conn.execute(
-                select(func.coalesce(func.sum(blobs.c.size), 0)).where(
-                    blobs.c.digest.in_(wanted), blobs.c.state == "present", ~in_project
-                )
-            ).scalar_one()
-        )
+        new_bytes = blob_refs.unlinked_bytes(conn, digests, _in_project(project))
         self.require_room(conn, project, quota, new_bytes)
 
     def check_new_blob(self, conn: Connection, repository: str, size: int) -> None:
@@ -144,15 +126,7 @@ class QuotaService:
         """Size of `digest` if the project already holds it (re-uploading it costs nothing), else 0."""
         if digest is None:
             return 0
-        in_project = exists(
-            select(repository_blobs.c.blob_id)
-            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-            .where(repository_blobs.c.blob_id == blobs.c.id, _in_project(project))
-        )
-        size = conn.execute(
-            select(blobs.c.size).where(blobs.c.digest == digest, blobs.c.state == "present", in_project)
-        ).scalar()
-        return int(size or 0)
+        return blob_refs.held_size(conn, digest, _in_project(project))
 
     def upload_room(self, conn: Connection, project: str, upload_id: str, digest: str | None = None) -> int | None:
         """How large upload `upload_id` may grow before the project is over quota (None: no quota).

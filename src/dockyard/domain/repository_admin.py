@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from dockyard.domain.identity import Page, page_bounds
+from dockyard.paging import Page, page_bounds
 from dockyard.domain.names import validate_name
 from dockyard.domain.repositories import require_repository_id
 from dockyard.metadata.db import Database

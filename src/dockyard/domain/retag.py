@@ -13,9 +13,10 @@ from dockyard.domain.names import validate_digest, validate_name, validate_tag
 from dockyard.domain.repositories import require_repository_id
 from dockyard.errors import ManifestUnknown
 from dockyard.metadata import generations
+from dockyard.policy.access import project_of
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import manifests
-from dockyard.policy.tags import Override, TagPolicy
+from dockyard.policy.tag_rules import Override, TagPolicy
 
 
 def point_tag(
@@ -48,5 +49,5 @@ def point_tag(
             conn, repository, digest=digest, media_type=row.media_type, size=row.size, via="retag", tags={tag: previous},
             payload=bytes(row.payload), artifact_type=row.artifact_type, subject=row.subject_digest, new=False,
         )
-        generations.bump_repository(conn, repository)  # a moved .sig tag changes signature verdicts
+        generations.bump(conn, project_of(repository))  # a moved .sig tag changes signature verdicts
         return previous

@@ -23,6 +23,7 @@ from dockyard import request_context
 from dockyard.auth.principals import Principal
 from dockyard.domain.events import record
 from dockyard.errors import Conflict, DockyardError, InvalidRequest, ManifestUnknown, NotFound, Unavailable
+from dockyard.metadata import job_kinds
 from dockyard.metadata.lookups import require_project_id
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import manifest_references, manifests, projects, repositories, retention_policies, tags
@@ -32,7 +33,7 @@ from dockyard.policy.tag_patterns import glob_matches, validate_repository_glob
 
 log = logging.getLogger("dockyard.retention")
 
-JOB_KIND = "retention"
+JOB_KIND = job_kinds.RETENTION
 SYSTEM = Principal("system", "system:retention")  # type: ignore[arg-type]  # audit actor of scheduled runs
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,99}")
 MAX_JOB_DELETIONS_LISTED = 1000
@@ -90,14 +91,6 @@ class RetentionService:
         self.jobs = jobs
         self.scheduler = scheduler
         self.clock = clock
-
-    def attach(self, *, tag_policy: Any = None, jobs: Any = None, scheduler: Any = None, worker: Any = None) -> None:
-        """Late wiring from the composition root: use whichever of these services exist."""
-        self.tag_policy = tag_policy or self.tag_policy
-        self.jobs = jobs or self.jobs
-        self.scheduler = scheduler or self.scheduler
-        if worker is not None:
-            worker.register(JOB_KIND, self.handle_job)
 
     # -- policies ---------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ from sqlalchemy import Connection, delete, func, select, update
 from dockyard.auth.passwords import generate_secret, hash_secret
 from dockyard.auth.principals import ROBOT_PREFIX, Principal
 from dockyard.domain.events import record
-from dockyard.domain.identity import Conflict, InvalidRequest, Page, page_bounds
+from dockyard.errors import Conflict, InvalidRequest
+from dockyard.paging import Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import new_epoch, projects, robot_permissions, robots
@@ -178,9 +179,6 @@ class RobotService:
                 conn.execute(update(robots).where(robots.c.id == robot.id).values(**values))
                 _robot_event(conn, "robot.updated", robot, change=sorted(k for k in values if k != "credential_epoch"))
             return self._require(conn, name)
-
-    def set_disabled(self, name: str, disabled: bool) -> Robot:
-        return self.update(name, disabled=disabled)
 
     def delete(self, name: str) -> Robot:
         with self.db.write() as conn:

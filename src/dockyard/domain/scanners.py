@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import delete, func, select
 
-from dockyard.domain.security_settings import BUILTIN_SCANNER
+from dockyard.policy.security_policy import BUILTIN_SCANNER
 from dockyard.errors import Conflict, InvalidRequest, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import project_security, scanners

@@ -15,12 +15,19 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, delete, select
 
 from dockyard.domain.events import record
-from dockyard.errors import Conflict, InvalidRequest, NotFound
+from dockyard.errors import InvalidRequest, NotFound
 from dockyard.metadata import generations
-from dockyard.metadata.db import Database, aware, insert_ignore, upsert, utcnow
+from dockyard.metadata.db import Database, aware, upsert, utcnow
 from dockyard.metadata.lookups import require_project_id
-from dockyard.metadata.models import cve_allowlist, project_security, scanners, trusted_keys
-from dockyard.signing.keys import KeyFileError, PublicKey, fingerprint, load_public_key
+from dockyard.metadata.models import cve_allowlist, project_security, scanners
+from dockyard.policy.security_policy import (
+    BUILTIN_SCANNER,
+    MAX_WAIT_SECONDS,
+    MISSING,
+    UNSCANNED_POLICIES,
+    SecurityPolicy,
+    validate_threshold,
+)
 
 _POLICY_SQL = (
     "SELECT p.id, s.project_id, s.auto_scan, sc.name, s.block_severity, s.unscanned, s.unscanned_wait_seconds,"
@@ -28,61 +35,6 @@ _POLICY_SQL = (
     " FROM projects p LEFT JOIN project_security s ON s.project_id = p.id"
     " LEFT JOIN scanners sc ON sc.id = s.scanner_id WHERE p.name = ?"
 )
-
-# Harbor's scale, lowest first. Gates take one of the last four as a threshold.
-SEVERITIES = ("Unknown", "Negligible", "Low", "Medium", "High", "Critical")
-THRESHOLDS = ("low", "medium", "high", "critical")
-UNSCANNED_POLICIES = ("allow", "block", "wait")
-MAX_WAIT_SECONDS = 600
-BUILTIN_SCANNER = "builtin"
-MISSING = object()  # "not cached", distinct from a cached None (no such project)
-
-
-def severity_rank(severity: str) -> int:
-    """Rank on the Harbor scale; anything unrecognised ranks as Unknown."""
-    name = (severity or "").capitalize()
-    return SEVERITIES.index(name) if name in SEVERITIES else 0
-
-
-def validate_threshold(value: str | None, field: str) -> str | None:
-    if value is None or value == "":
-        return None
-    value = value.lower()
-    if value not in THRESHOLDS:
-        raise InvalidRequest(f"{field} must be one of {', '.join(THRESHOLDS)} (or null for none)", detail={field: value})
-    return value
-
-
-@dataclass(frozen=True)
-class SecurityPolicy:
-    project_id: int
-    project: str
-    auto_scan: bool = False  # like Harbor and ECR: scanning every push is opted into per project
-    scanner: str = BUILTIN_SCANNER  # "builtin" or a registered scanner's name
-    block_severity: str | None = None  # pull gate threshold; None: no vulnerability gate
-    unscanned: str = "allow"  # allow | block | wait (only with a vulnerability gate)
-    unscanned_wait_seconds: int = 0
-    require_signature: bool = False
-    promotion_max_severity: str | None = None  # promotion into this project: refuse findings at/above
-    promotion_require_signature: bool = False
-
-    @property
-    def gates_pulls(self) -> bool:
-        return self.block_severity is not None or self.require_signature
-
-    def as_dict(self) -> dict:
-        return {
-            "project": self.project,
-            "auto_scan": self.auto_scan,
-            "scanner": self.scanner,
-            "block_severity": self.block_severity,
-            "unscanned": self.unscanned,
-            "unscanned_wait_seconds": self.unscanned_wait_seconds,
-            "require_signature": self.require_signature,
-            "promotion_max_severity": self.promotion_max_severity,
-            "promotion_require_signature": self.promotion_require_signature,
-        }
-
 
 @dataclass(frozen=True)
 class AllowlistEntry:
@@ -96,16 +48,6 @@ class AllowlistEntry:
         return self.expires_at is None or self.expires_at > now
 
 
-@dataclass(frozen=True)
-class TrustedKey:
-    id: int
-    name: str
-    fingerprint: str
-    public_key: str
-    created_at: datetime
-    created_by: str | None
-
-
 class SecuritySettings:
     def __init__(self, db: Database, *, cache_seconds: float = 2.0, auto_scan_default: bool = False, clock=time.monotonic):
         self.db = db
@@ -115,6 +57,14 @@ class SecuritySettings:
         self.generation = 0  # bumped by every write on this node
         self._cache: dict[str, tuple[float, int, object]] = {}
         self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        """Forget this node's cached policies and verdicts (signing.trusted_keys calls it after a key change)."""
+        self._changed()
+
+    def remember(self, key: str, load):
+        """`load()`, cached like the policy and dropped on every change (for signing.trusted_keys)."""
+        return self._cached(key, load)
 
     def _changed(self) -> None:
         with self._lock:
@@ -291,51 +241,4 @@ class SecuritySettings:
                        data={"kind": "security", "change": "allowlist_removed", "vulnerability": vulnerability})
         if not gone:
             raise NotFound(f"{vulnerability} is not on the allowlist of project {project}", detail={"vulnerability": vulnerability[:100]})
-        self._changed()
-
-    # -- trusted keys -----------------------------------------------------------------------------
-
-    def trusted_keys(self, project: str) -> list[TrustedKey]:
-        with self.db.read() as conn:
-            project_id = require_project_id(conn, project)
-            rows = conn.execute(select(trusted_keys).where(trusted_keys.c.project_id == project_id).order_by(trusted_keys.c.name)).all()
-        return [TrustedKey(r.id, r.name, r.fingerprint, r.public_key, aware(r.created_at), r.created_by) for r in rows]
-
-    def public_keys(self, project: str) -> tuple[PublicKey, ...]:
-        """Parsed keys, cached: verification runs on the pull path."""
-        return self._cached("keys:" + project, lambda: tuple(load_public_key(k.public_key.encode()) for k in self.trusted_keys(project)))
-
-    def trust(self, project: str, name: str, public_key_pem: str, *, by: str | None) -> TrustedKey:
-        name = name.strip()
-        if not name or len(name) > 100:
-            raise InvalidRequest("a trusted key needs a name of 1 to 100 characters")
-        try:
-            key = load_public_key(public_key_pem.encode())
-        except (KeyFileError, ValueError) as exc:
-            raise InvalidRequest(f"not a PEM public key (as cosign.pub): {exc}") from exc
-        now = utcnow()
-        row = {"name": name, "public_key": public_key_pem.strip() + "\n", "fingerprint": fingerprint(key), "created_at": now, "created_by": by}
-        with self.db.write() as conn:
-            project_id = require_project_id(conn, project)
-            if not insert_ignore(conn, trusted_keys, {"project_id": project_id, **row}, ["project_id", "name"]):
-                raise Conflict(f"project {project} already has a trusted key named {name}", detail={"name": name})
-            key_id = conn.execute(
-                select(trusted_keys.c.id).where(trusted_keys.c.project_id == project_id, trusted_keys.c.name == name)
-            ).scalar_one()
-            record(conn, "policy.changed", project=project,
-                   data={"kind": "security", "change": "key_trusted", "name": name, "fingerprint": row["fingerprint"]})
-            generations.bump(conn, project)
-        self._changed()
-        return TrustedKey(key_id, name, row["fingerprint"], row["public_key"], now, by)
-
-    def untrust(self, project: str, name: str) -> None:
-        with self.db.write() as conn:
-            project_id = require_project_id(conn, project)
-            gone = conn.execute(delete(trusted_keys).where(trusted_keys.c.project_id == project_id, trusted_keys.c.name == name)).rowcount
-            if gone:
-                record(conn, "policy.changed", project=project,
-                       data={"kind": "security", "change": "key_untrusted", "name": name})
-            generations.bump(conn, project)
-        if not gone:
-            raise NotFound(f"project {project} has no trusted key named {name}", detail={"name": name[:100]})
         self._changed()

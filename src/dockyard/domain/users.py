@@ -10,7 +10,8 @@ from sqlalchemy import Connection, delete, func, select, update
 
 from dockyard.auth.passwords import hash_secret, verify_secret
 from dockyard.auth.principals import ROBOT_PREFIX, Principal
-from dockyard.domain.identity import Conflict, InvalidRequest, Page, page_bounds
+from dockyard.errors import Conflict, InvalidRequest
+from dockyard.paging import Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import new_epoch, users

@@ -1,4 +1,4 @@
-"""The scheduled prune of the change feed (`event_prune_schedule`, kind "events.prune").
+"""The scheduled prune of the change feed (`event_prune_schedule`, kind "events-prune").
 
 Events older than `event_retention_days` go, but never one a durable consumer has yet to read
 (EventLog.prune), so a stopped worker delays pruning instead of losing deliveries."""
@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dockyard.domain.events import EventLog
+from dockyard.metadata import job_kinds
 
-PRUNE_JOB = "events.prune"
+PRUNE_JOB = job_kinds.EVENTS_PRUNE
 
 
 class EventPruner:

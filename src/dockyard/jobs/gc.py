@@ -5,25 +5,13 @@ GC never lists the storage tree: candidates come from one indexed range scan
 garbage, not to the registry. It reclaims blobs only; untagged manifests are retention's
 business, and a manifest referenced by an index keeps its blobs through its own ref_count.
 
-The protocol, per batch of candidates:
-
-1. Mark, in one statement whose conditions are all on the blob's own row:
-   `UPDATE blobs SET state='deleting' WHERE id IN (…) AND state='present' AND ref_count=0
-   AND touched_at < cutoff`. A writer that references the blob (manifest PUT, mount,
-   publish, HEAD) writes that same row, so the two serialize on the row lock and PostgreSQL
-   re-checks the row's new values; a `NOT EXISTS` over reference tables would not be safe.
-   The blob's repository links go in the same transaction.
-2. Sweep, in a second transaction that locks the still-`deleting` rows: delete each row's
-   storage object, then the rows. A publisher reviving the blob (domain/blobs.py) takes the
-   same row lock and moves the row to a new generation key, so the sweeper can only ever
-   delete the key of a row that is still marked, and never a revived row.
-
-A run interrupted between the two steps leaves `deleting` rows; the next run sweeps them
-first. Objects a crash left without a row (written before the row's transaction committed) are
-found through their storage intents (domain/intents.py), not by listing storage: each run
-deletes, under the intent's row lock, the object of every intent older than the grace period
-that no blob or upload row owns. Uploads in progress are not blobs yet (their bytes live under uploads/), so GC
-cannot touch them; stale uploads are purged by housekeeping.
+The protocol (mark, sweep, generations, why each statement is safe) is written down once, in
+domain/blob_refs.py, which owns every statement on the blob rows; this module only drives it:
+per run it reclaims orphans through storage intents (domain/intents.py, deleting under the
+intent's row lock every object older than the grace period that no blob or upload row owns),
+sweeps what an interrupted run left marked, then marks and sweeps new garbage batch by batch.
+Uploads in progress are not blobs yet (their bytes live under uploads/), so GC cannot touch
+them; stale uploads are purged by housekeeping.
 """
 
 from __future__ import annotations
@@ -33,11 +21,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select
 
+from dockyard.domain import blob_refs
 from dockyard.domain.events import record
 from dockyard.metadata.db import Database, utcnow
-from dockyard.metadata.models import blobs, repository_blobs, storage_intents, uploads
+from dockyard.metadata.models import storage_intents, uploads
 from dockyard.storage import StorageDriver
 
 log = logging.getLogger("dockyard.gc")
@@ -62,9 +51,6 @@ class GarbageCollector:
         self.clock = clock
         self.audit = audit
 
-    def _candidates(self, cutoff: datetime):
-        return (blobs.c.state == "present", blobs.c.ref_count == 0, blobs.c.touched_at < cutoff)
-
     def handle(self, payload: dict, progress: Callable[[dict], None]) -> dict:
         """Job handler for kind "gc"; payload {"dry_run": bool}."""
         result = self.run(dry_run=bool(payload.get("dry_run", False)), progress=progress)
@@ -80,10 +66,7 @@ class GarbageCollector:
         cutoff = self.clock() - timedelta(seconds=self.grace_seconds)
         report = progress or (lambda data: None)
         with self.db.read() as conn:
-            count, size = conn.execute(
-                select(func.count(), func.coalesce(func.sum(blobs.c.size), 0)).where(*self._candidates(cutoff))
-            ).one()
-            stale = conn.execute(select(func.count()).where(blobs.c.state == "deleting")).scalar_one()
+            count, size, stale = blob_refs.garbage_stats(conn, cutoff)
         result = {
             "dry_run": dry_run,
             "grace_seconds": self.grace_seconds,
@@ -108,7 +91,7 @@ class GarbageCollector:
         # 1. Finish what an interrupted run marked.
         for _ in range(MAX_BATCHES):
             with self.db.read() as conn:
-                ids = list(conn.execute(select(blobs.c.id).where(blobs.c.state == "deleting").limit(self.batch_size)).scalars())
+                ids = blob_refs.marked_ids(conn, self.batch_size)
             if not ids:
                 break
             deleted, freed = self._sweep(ids)
@@ -122,7 +105,7 @@ class GarbageCollector:
         # 2. Mark and sweep new garbage, one batch at a time.
         for _ in range(MAX_BATCHES):
             with self.db.read() as conn:
-                ids = list(conn.execute(select(blobs.c.id).where(*self._candidates(cutoff)).limit(self.batch_size)).scalars())
+                ids = blob_refs.candidate_ids(conn, cutoff, self.batch_size)
             if not ids:
                 break
             marked = self._mark(ids, cutoff)
@@ -170,37 +153,14 @@ class GarbageCollector:
     def _owned(conn, key: str) -> bool:
         parts = key.split("/")
         if parts[0] == "blobs" and len(parts) == 5:  # blobs/<alg>/<xx>/<hex>/g<n>-<nonce>: look up by digest (indexed)
-            query = select(blobs.c.id).where(blobs.c.digest == f"{parts[1]}:{parts[3]}", blobs.c.storage_key == key)
-        else:
-            query = select(uploads.c.id).where(uploads.c.storage_key == key)
+            return blob_refs.owns_key(conn, f"{parts[1]}:{parts[3]}", key)
+        query = select(uploads.c.id).where(uploads.c.storage_key == key)
         return conn.execute(query.limit(1)).first() is not None
 
     def _mark(self, ids: list[int], cutoff: datetime) -> list[int]:
         with self.db.write() as conn:
-            target = blobs.c.id.in_(ids)
-            if conn.dialect.name == "postgresql":
-                # Lock only rows no writer holds right now (a writer holding one is referencing it):
-                # GC never waits on a row lock, so it can never deadlock with a manifest PUT.
-                free = select(blobs.c.id).where(target, *self._candidates(cutoff)).with_for_update(skip_locked=True)
-                target = blobs.c.id.in_(free)
-            marked = list(
-                conn.execute(
-                    update(blobs).where(target, *self._candidates(cutoff)).values(state="deleting").returning(blobs.c.id)
-                ).scalars()
-            )
-            if marked:
-                conn.execute(delete(repository_blobs).where(repository_blobs.c.blob_id.in_(marked)))
-        return marked
+            return blob_refs.mark(conn, ids, cutoff)
 
     def _sweep(self, ids: list[int]) -> tuple[int, int]:
-        """Delete the objects of rows that are still marked, then the rows, under the rows' locks."""
         with self.db.write() as conn:
-            query = select(blobs.c.id, blobs.c.storage_key, blobs.c.size).where(blobs.c.id.in_(ids), blobs.c.state == "deleting")
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)  # a publisher reviving a row holds it
-            rows = conn.execute(query).all()
-            for row in rows:
-                self.storage.delete(row.storage_key)
-            if rows:
-                conn.execute(delete(blobs).where(blobs.c.id.in_([r.id for r in rows]), blobs.c.state == "deleting"))
-        return len(rows), sum(int(r.size) for r in rows)
+            return blob_refs.sweep(conn, ids, self.storage)

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
-from dockyard.domain.identity import Page, page_bounds
+from dockyard.paging import Page, page_bounds
 from dockyard.errors import NotFound
 from dockyard.metadata.db import Database, aware, upsert, utcnow
 from dockyard.metadata.models import job_turns, jobs

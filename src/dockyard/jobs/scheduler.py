@@ -4,13 +4,17 @@ Exactly-once across workers without a leader: a tick moves a due schedule's `nex
 forward with a conditional UPDATE (`WHERE next_run_at = <the value we read>`), and only the
 worker whose UPDATE matched enqueues the job, in the same transaction. A missed window (all
 workers down) yields one catch-up run, not one per missed slot.
+
+A schedule is a five-field cron expression, or (set by the server itself, for settings given in
+seconds such as upload_purge_interval_seconds) an interval written `@every <n>s` (see `every`).
+Users only ever give cron expressions (`validate_cron`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from croniter import croniter
 from sqlalchemy import delete, select, update
@@ -27,7 +31,26 @@ def validate_cron(cron: str) -> str:
     return cron
 
 
+_EVERY = "@every "
+
+
+def every(seconds: int) -> str:
+    """The schedule expression for "every `seconds` seconds" (stored in the same cron column)."""
+    if seconds < 1:
+        raise InvalidRequest("an interval schedule needs at least 1 second", detail={"seconds": seconds})
+    return f"{_EVERY}{int(seconds)}s"
+
+
+def _interval(cron: str) -> int | None:
+    if not cron.startswith(_EVERY) or not cron.endswith("s") or not cron[len(_EVERY):-1].isdigit():
+        return None
+    return int(cron[len(_EVERY):-1]) or None
+
+
 def next_run(cron: str, after: datetime) -> datetime:
+    seconds = _interval(cron)
+    if seconds is not None:
+        return after + timedelta(seconds=seconds)
     return croniter(cron, after).get_next(datetime)
 
 
@@ -44,7 +67,8 @@ class Scheduler:
             if cron is None:
                 conn.execute(delete(schedules).where(schedules.c.name == name))
                 return
-            validate_cron(cron)
+            if _interval(cron) is None:
+                validate_cron(cron)
             first = next_run(cron, self.clock())
             values = {"name": name, "kind": kind, "payload": json.dumps(payload), "cron": cron, "next_run_at": first, "enabled": True}
             if insert_ignore(conn, schedules, values, ["name"]):

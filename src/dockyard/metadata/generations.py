@@ -12,26 +12,12 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from dockyard.metadata.db import upsert
-from dockyard.metadata.models import repositories, security_generations
-
-
-def project_of(repository: str) -> str:
-    return repository.split("/", 1)[0]
+from dockyard.metadata.models import security_generations
 
 
 def bump(conn: Connection, project: str) -> None:
     upsert(conn, security_generations, {"project": project, "generation": 1}, ["project"],
            {"generation": security_generations.c.generation + 1})
-
-
-def bump_repository(conn: Connection, repository: str) -> None:
-    bump(conn, project_of(repository))
-
-
-def bump_repository_id(conn: Connection, repository_id: int) -> None:
-    name = conn.execute(select(repositories.c.name).where(repositories.c.id == repository_id)).scalar()
-    if name is not None:
-        bump_repository(conn, name)
 
 
 def current(conn: Connection, project: str) -> int:

@@ -4,7 +4,7 @@ docs/access.md shows and tests/functional/test_role_matrix.py walks) applied to 
 
 from __future__ import annotations
 
-from sqlalchemy import exists, false, or_
+from sqlalchemy import case, exists, false, func, or_
 
 from dockyard.auth.principals import Principal
 from dockyard.metadata.db import Database
@@ -18,7 +18,7 @@ from dockyard.policy.access_matrix import (
     ROLES,
 )
 
-__all__ = ["ALL_PROJECT_ACTIONS", "REPOSITORY_ACTIONS", "ROBOT_ACTIONS", "ROLE_ACTIONS", "ROLES", "AccessPolicy", "project_of"]
+__all__ = ["ALL_PROJECT_ACTIONS", "REPOSITORY_ACTIONS", "ROBOT_ACTIONS", "ROLE_ACTIONS", "ROLES", "AccessPolicy", "project_of", "project_of_sql"]
 
 # The actions tokens carry (repository scope).
 REPOSITORY_ACTIONS = frozenset({"pull", "push", "delete"})
@@ -35,7 +35,16 @@ _PROJECT_SQL = "SELECT public FROM projects WHERE name = ?"
 
 
 def project_of(repository: str) -> str:
+    """The project a repository belongs to: its first path component. Every layer asks here."""
     return repository.split("/", 1)[0]
+
+
+def project_of_sql(dialect: str, name):
+    """`project_of` as a SQL expression over a repository-name column (for joins on `projects`)."""
+    if dialect == "postgresql":
+        return func.split_part(name, "/", 1)
+    slash = func.instr(name, "/")
+    return case((slash > 0, func.substr(name, 1, slash - 1)), else_=name)
 
 
 class AccessPolicy:

@@ -4,29 +4,40 @@ unsigned source is refused with the reason."""
 
 from __future__ import annotations
 
-from dockyard.domain.promotion import GateVerdict
-from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
-from dockyard.metadata.db import Database
-from dockyard.scanning.reports import OK, ReportStore, blocking, display_id, list_ids
-from dockyard.scanning.targets import OTHER, TargetReader
-from dockyard.signing.in_registry import SignatureChecker, describe
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from dockyard.policy.access import project_of
+from dockyard.policy.lookups import OK, OTHER, ReportLookup, SecurityLookup, SignatureLookup, TargetLookup
+from dockyard.policy.security_policy import BUILTIN_SCANNER, blocking, display_id, list_ids
 
 
-def _project(repository: str) -> str:
-    return repository.split("/", 1)[0]
+@dataclass(frozen=True)
+class GateVerdict:
+    allowed: bool
+    reason: str = ""
+
+
+@runtime_checkable
+class PromotionGate(Protocol):
+    """A check the source must pass before it is promoted (e.g. no critical vulnerabilities, signed)."""
+
+    name: str
+
+    def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict: ...
 
 
 class ScanPromotionGate:
     name = "scan"
 
-    def __init__(self, db: Database, security: SecuritySettings, reports: ReportStore, *, incomplete_policy: str = "block"):
-        self.reader = TargetReader(db)
+    def __init__(self, targets: TargetLookup, security: SecurityLookup, reports: ReportLookup, *, incomplete_policy: str = "block"):
+        self.reader = targets
         self.security = security
         self.reports = reports
         self.incomplete_policy = incomplete_policy  # scan_incomplete_policy
 
     def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict:
-        policy = self.security.policy_for(_project(destination))
+        policy = self.security.policy_for(project_of(destination))
         if policy is None or policy.promotion_max_severity is None:
             return GateVerdict(True)
         kind, images = self.reader.images(source_repository, digest)
@@ -59,18 +70,18 @@ class ScanPromotionGate:
 class SignaturePromotionGate:
     name = "signature"
 
-    def __init__(self, db: Database, security: SecuritySettings, signatures: SignatureChecker):
+    def __init__(self, security: SecurityLookup, signatures: SignatureLookup):
         self.security = security
         self.signatures = signatures
 
     def check(self, source_repository: str, digest: str, manifest_media_type: str, destination: str) -> GateVerdict:
-        policy = self.security.policy_for(_project(destination))
+        policy = self.security.policy_for(project_of(destination))
         if policy is None or not policy.promotion_require_signature:
             return GateVerdict(True)
-        keys = self.security.public_keys(policy.project)
+        keys = self.signatures.public_keys(policy.project)
         if not keys:
             return GateVerdict(False, f"project {policy.project} requires signatures but trusts no public key")
         verified, own = self.signatures.covered(source_repository, digest, keys)
         if verified:
             return GateVerdict(True)
-        return GateVerdict(False, f"{describe(own)}; project {policy.project} requires a signature by a key it trusts")
+        return GateVerdict(False, f"{self.signatures.describe(own)}; project {policy.project} requires a signature by a key it trusts")

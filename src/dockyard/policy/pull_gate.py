@@ -16,12 +16,11 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from dockyard.domain.security_settings import MISSING, SecurityPolicy, SecuritySettings, severity_rank
 from dockyard.errors import Denied
 from dockyard.metadata.db import Database
-from dockyard.scanning.reports import FAILED, ReportStore, blocking, display_id, list_ids
-from dockyard.scanning.targets import INDEX, OTHER, TargetReader, classify
-from dockyard.signing.in_registry import SignatureChecker, describe
+from dockyard.policy.access import project_of
+from dockyard.policy.lookups import FAILED, INDEX, OTHER, ReportLookup, SecurityLookup, SignatureLookup, TargetLookup
+from dockyard.policy.security_policy import MISSING, SecurityPolicy, blocking, display_id, list_ids, severity_rank
 
 WAIT_POLL_SECONDS = 0.25
 FINAL, TRANSIENT, WAIT = "final", "transient", "wait"
@@ -38,9 +37,10 @@ class PullGate:
     def __init__(
         self,
         db: Database,
-        security: SecuritySettings,
-        reports: ReportStore,
-        signatures: SignatureChecker,
+        targets: TargetLookup,
+        security: SecurityLookup,
+        reports: ReportLookup,
+        signatures: SignatureLookup,
         *,
         request_scan,
         exempt_subjects: frozenset[str] = frozenset(),
@@ -49,7 +49,7 @@ class PullGate:
         incomplete_policy: str = "block",
     ):
         self.db = db
-        self.targets = TargetReader(db)
+        self.targets = targets
         self.security = security
         self.reports = reports
         self.signatures = signatures
@@ -80,7 +80,7 @@ class PullGate:
 
         Both may read the database (the policy every `cache_seconds`, `pusher` per refusal), so
         they go through `run_fast`: inline on SQLite, off the event loop on PostgreSQL."""
-        project = repository.split("/", 1)[0]
+        project = project_of(repository)
         policy = self.security.cached_policy(project)
         if policy is MISSING:
             policy = await self.db.run_fast(self.security.policy_for, project)
@@ -106,7 +106,7 @@ class PullGate:
 
     def gates(self, repository: str) -> bool:
         """Whether `repository`'s project gates pulls at all (blocking: may read the policy)."""
-        policy = self.security.policy_for(repository.split("/", 1)[0])
+        policy = self.security.policy_for(project_of(repository))
         return policy is not None and policy.gates_pulls
 
     def check_copy(self, repository: str, digest: str, media_type: str, payload: bytes, subject: str | None) -> None:
@@ -115,7 +115,7 @@ class PullGate:
         source's gate as it would for `docker pull`. Blocking, and it never waits: an image the policy
         would wait for is refused until its scan lands. Callers skip this for accounts that may push to
         the source (the same exemption a pull has)."""
-        project = repository.split("/", 1)[0]
+        project = project_of(repository)
         policy = self.security.policy_for(project)
         if policy is None or not policy.gates_pulls or subject in self.exempt_subjects:
             return
@@ -133,7 +133,7 @@ class PullGate:
     def _evaluate(self, policy: SecurityPolicy, repository: str, digest: str, media_type: str, payload: bytes):
         """(denial message or None, outcome): FINAL verdicts are cached, TRANSIENT ones (about an
         unscanned image) are not, WAIT means "unscanned, and the policy says wait"."""
-        kind = classify(media_type, payload)
+        kind = self.targets.kind(media_type, payload)
         if kind == OTHER:
             return None, FINAL
         if policy.require_signature:
@@ -172,7 +172,7 @@ class PullGate:
         return None, FINAL
 
     def _signature_denial(self, policy: SecurityPolicy, repository: str, digest: str, kind: str) -> str | None:
-        keys = self.security.public_keys(policy.project)
+        keys = self.signatures.public_keys(policy.project)
         if not keys:
             return (
                 f"{_noun(kind)} {digest} cannot be verified: project {policy.project} requires signatures "
@@ -182,7 +182,7 @@ class PullGate:
         if verified:
             return None
         return (
-            f"{_noun(kind)} {digest} is not signed by a key trusted by project {policy.project}: {describe(own)}; "
+            f"{_noun(kind)} {digest} is not signed by a key trusted by project {policy.project}: {self.signatures.describe(own)}; "
             f"policy require-signature of project {policy.project}"
         )
 

@@ -14,12 +14,11 @@ from datetime import datetime
 from sqlalchemy import delete, select
 
 from dockyard.domain.events import record
-from dockyard.domain.security_settings import SEVERITIES, severity_rank
+from dockyard.policy.lookups import FAILED, OK  # noqa: F401 (the statuses, named once for the gates too)
+from dockyard.policy.security_policy import SEVERITIES, severity_rank
 from dockyard.metadata.db import Database, aware, upsert, utcnow
 from dockyard.metadata.models import scan_reports
 
-OK = "ok"
-FAILED = "failed"
 MAX_MATCH_ERRORS = 200  # kept per report (each up to 500 characters); the count is kept beyond that
 
 
@@ -82,35 +81,6 @@ def verdict_of(status: str | None, summary: dict[str, int] | None) -> str:
 def summarize(findings: list[dict]) -> dict[str, int]:
     counts = Counter(f.get("severity") or "Unknown" for f in findings)
     return {s: counts.get(s, 0) for s in reversed(SEVERITIES)}
-
-
-def display_id(finding: dict) -> str:
-    """The id people search for: the CVE when the advisory (DSA-…, GHSA-…) names one."""
-    if finding["id"].startswith("CVE-"):
-        return finding["id"]
-    for alias in list(finding.get("aliases") or ()) + list(finding.get("related") or ()):
-        if alias.startswith("CVE-"):
-            return alias
-    return finding["id"]
-
-
-def list_ids(ids: list[str], limit: int = 5) -> str:
-    """`CVE-1, CVE-2, and 3 more`: what a refusal message names."""
-    return ", ".join(ids[:limit]) + (f", and {len(ids) - limit} more" if len(ids) > limit else "")
-
-
-def blocking(findings: list[dict], threshold: str, allowlist: frozenset[str]) -> list[dict]:
-    """Findings at or above `threshold` that no active allowlist entry covers (by id or alias)."""
-    floor = severity_rank(threshold)
-    out = []
-    for f in findings:
-        if severity_rank(f.get("severity") or "Unknown") < floor:
-            continue
-        names = {f["id"].upper(), *(a.upper() for a in f.get("aliases") or ()), *(r.upper() for r in f.get("related") or ())}
-        if names & allowlist:
-            continue
-        out.append(f)
-    return out
 
 
 class ReportStore:

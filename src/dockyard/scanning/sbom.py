@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from dockyard.domain.manifests import INDEX_TYPES, OCI_INDEX, ParsedManifest, parse_manifest
+from dockyard.domain.manifests import IMAGE_CONFIG_TYPES, INDEX_TYPES, OCI_INDEX, ParsedManifest, parse_manifest
 from dockyard.errors import ManifestInvalid
 from dockyard.scanning.limits import SbomError, ScanLimitExceeded, ScanLimits  # noqa: F401  (re-exported)
 from dockyard.scanning.matcher import Package
@@ -34,10 +34,6 @@ from dockyard.scanning.matcher import Package
 log = logging.getLogger(__name__)
 
 SPDX_MEDIA_TYPE = "application/spdx+json"
-IMAGE_CONFIG_TYPES = {
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-}
 STDERR_TAIL = 2000  # characters of syft's stderr kept in an error message
 
 # syft artifact type -> OSV ecosystem, for ecosystems that do not depend on the distro.

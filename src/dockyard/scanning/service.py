@@ -24,15 +24,19 @@ from sqlalchemy import Connection, func, select
 
 from dockyard.auth.principals import Principal
 from dockyard.auth.scopes import Scope
+from dockyard.domain import blob_refs
 from dockyard.domain.manifest_service import ManifestService
-from dockyard.domain.manifests import OCI_MANIFEST
+from dockyard.domain.manifests import OCI_EMPTY, OCI_MANIFEST
 from dockyard.domain.scanners import ScannerRegistry
-from dockyard.domain.security_settings import BUILTIN_SCANNER, SecuritySettings
+from dockyard.domain.security_settings import SecuritySettings
 from dockyard.errors import NotFound
 from dockyard.jobs.queue import PENDING, Children, JobQueue
 from dockyard.jobs.worker import JobReleased
+from dockyard.metadata import job_kinds
 from dockyard.metadata.db import Database, aware
-from dockyard.metadata.models import blobs, jobs, manifests, repositories, vuln_sources
+from dockyard.metadata.models import jobs, manifests, repositories, vuln_sources
+from dockyard.policy.access import project_of
+from dockyard.policy.security_policy import BUILTIN_SCANNER
 from dockyard.scanning import sbom as sbom_module
 from dockyard.scanning.harbor import HarborScannerClient
 from dockyard.scanning.limits import ScanLimitExceeded, ScanLimits, ScanTimedOut
@@ -48,11 +52,10 @@ from dockyard.domain.intents import forget_intent, record_intent
 
 log = logging.getLogger(__name__)
 
-SCAN_JOB = "scan"
-RESCAN_JOB = "rescan"
+SCAN_JOB = job_kinds.SCAN
+RESCAN_JOB = job_kinds.RESCAN
 SCANNER_SUBJECT = "scanner$dockyard"  # token subject of external scanners' pulls; gates let it through
 EMPTY_CONFIG = b"{}"
-EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 SBOM_GENERATOR_ANNOTATION = "dev.dockyard.sbom.generator"
 
 
@@ -128,7 +131,7 @@ class ScanService:
         the consumer's transaction, so the job commits exactly when the feed cursor moves past it."""
         if classify(media_type, payload) not in (IMAGE, INDEX):
             return None
-        policy = self.security.policy_for(repository.split("/", 1)[0])
+        policy = self.security.policy_for(project_of(repository))
         if policy is None or not policy.auto_scan:
             return None
         return self.request_in(conn, repository, digest, policy.scanner)
@@ -136,7 +139,7 @@ class ScanService:
     def request(self, repository: str, digest: str, scanner: str | None = None, *, force: bool = False) -> int:
         """Queue a scan (joining an identical queued one). `force` rescans what already has a report."""
         if scanner is None:
-            policy = self.security.get(repository.split("/", 1)[0])
+            policy = self.security.get(project_of(repository))
             scanner = policy.scanner
         with self.db.write() as conn:
             job_id = self.request_in(conn, repository, digest, scanner, force=force)
@@ -150,7 +153,7 @@ class ScanService:
             return pending["id"]
         return self.jobs.enqueue_in(
             conn, SCAN_JOB, {"repository": repository, "digest": digest, "scanner": scanner, "force": force},
-            max_attempts=2, fair_key=repository.split("/", 1)[0],  # claims go round-robin over projects
+            max_attempts=2, fair_key=project_of(repository),  # claims go round-robin over projects
         )
 
     def pending_job(self, digest: str, scanner: str) -> dict | None:
@@ -212,9 +215,7 @@ class ScanService:
         if layer is None:
             return None
         with self.db.read() as conn:
-            row = conn.execute(
-                select(blobs.c.storage_key, blobs.c.size).where(blobs.c.digest == layer, blobs.c.state == "present")
-            ).first()
+            row = blob_refs.present_blob(conn, layer)
         if row is None:
             return None
         if row.size > self.limits.max_sbom_bytes:
@@ -420,9 +421,8 @@ class ScanService:
 
             def blob_path(digest: str) -> Path:
                 with self.db.read() as conn:
-                    key = conn.execute(
-                        select(blobs.c.storage_key).where(blobs.c.digest == digest, blobs.c.state == "present")
-                    ).scalar()
+                    stored = blob_refs.present_blob(conn, digest)
+                key = None if stored is None else stored.storage_key
                 if key is None:
                     raise NotFound(f"blob {digest} of {repository} is not stored")
                 local = self.storage.local_path(key)
@@ -450,7 +450,7 @@ class ScanService:
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "artifactType": sbom_module.SPDX_MEDIA_TYPE,
-            "config": {"mediaType": EMPTY_CONFIG_TYPE, "digest": config_digest, "size": len(EMPTY_CONFIG)},
+            "config": {"mediaType": OCI_EMPTY, "digest": config_digest, "size": len(EMPTY_CONFIG)},
             "layers": [
                 {
                     "mediaType": sbom_module.SPDX_MEDIA_TYPE,

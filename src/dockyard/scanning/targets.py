@@ -10,16 +10,13 @@ import json
 
 from sqlalchemy import select
 
-from dockyard.domain.manifests import IMAGE_TYPES, INDEX_TYPES
+from dockyard.domain.manifests import IMAGE_CONFIG_TYPES, IMAGE_TYPES, INDEX_TYPES
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import manifests, repositories
+from dockyard.policy.lookups import IMAGE, INDEX, OTHER  # the kinds, named once for the gates too
 
-IMAGE_CONFIG_TYPES = {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
 _LAYER_PREFIXES = ("application/vnd.oci.image.layer.", "application/vnd.docker.image.rootfs.")
 
-IMAGE = "image"
-INDEX = "index"
-OTHER = "other"
 
 
 def classify(media_type: str, payload: bytes) -> str:
@@ -65,6 +62,11 @@ class TargetReader:
 
     def __init__(self, db: Database):
         self.db = db
+
+    @staticmethod
+    def kind(media_type: str, payload: bytes) -> str:
+        """`classify`, for the gates (policy.lookups.TargetLookup)."""
+        return classify(media_type, payload)
 
     def manifest(self, repository: str, digest: str) -> tuple[str, bytes] | None:
         """(media type, exact bytes) of `digest` in `repository`, or None."""

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from dockyard.jobs.queue import JobQueue
 from dockyard.metadata.db import Database
+from dockyard.metadata import job_kinds
 from dockyard.metadata.models import jobs as jobs_table
 from dockyard.scanning.service import RESCAN_JOB
 from dockyard.scanning.vulndb import (
@@ -39,7 +40,7 @@ from dockyard.scanning.vulndb import (
 
 log = logging.getLogger("dockyard.vulndb")
 
-UPDATE_KIND = "vulndb-update"
+UPDATE_KIND = job_kinds.VULNDB_UPDATE
 RESCAN_KIND = RESCAN_JOB  # handled by ScanService.handle_rescan
 RESCAN_PAYLOAD = {"reason": UPDATE_KIND}
 DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=15.0)  # per read: exports are large, but must keep flowing

@@ -37,11 +37,10 @@ from dockyard.metadata.db import Database, aware, upsert, utcnow
 from dockyard.metadata.models import vuln_advisories, vuln_affected, vuln_aliases, vuln_sources
 from dockyard.scanning.osv import Advisory, OSVError, parse_advisory
 from dockyard.scanning.versions import ecosystem_base
+from dockyard.settings import DEFAULT_ECOSYSTEMS, OSV_BUCKET_URL
 
 log = logging.getLogger(__name__)
 
-OSV_BUCKET_URL = "https://osv-vulnerabilities.storage.googleapis.com"
-DEFAULT_ECOSYSTEMS = ("Debian", "Ubuntu", "Alpine", "PyPI", "npm", "Go", "Maven")
 BATCH = 500
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # one advisory; the largest real ones are a few MiB
 

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+# OCI media types come from the registry's one list; this module adds only the signature formats'.
+from dockyard.domain.manifests import OCI_EMPTY, OCI_IMAGE_CONFIG, OCI_INDEX, OCI_MANIFEST  # noqa: F401 (re-exported)
+
 EMPTY_JSON = b"{}"
 EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 
@@ -378,5 +377,6 @@ def is_cosign_legacy_referrer(manifest_or_descriptor: dict) -> bool:
     return artifact_type(manifest_or_descriptor) == COSIGN_ARTIFACT_SIG
 
 
-def parse_manifest(raw: bytes) -> dict:
+def manifest_json(raw: bytes) -> dict:
+    """The manifest as a JSON object, or FormatError (no registry-side validation: see domain.manifests)."""
     return _obj(_json(raw, "manifest"), "manifest")

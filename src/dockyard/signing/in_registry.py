@@ -20,12 +20,14 @@ from concurrent.futures import Future
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from dockyard.domain.listings import ListingService
+from dockyard.domain import blob_refs
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database
-from dockyard.metadata.models import blobs, manifest_references, manifests, repositories, tags
+from dockyard.metadata.models import manifest_references, manifests, repositories, tags
+from dockyard.policy.access import project_of
 from dockyard.signing import formats
-from dockyard.signing.keys import PublicKey, fingerprint
+from dockyard.signing.cosign_keys import PublicKey, fingerprint
+from dockyard.signing.trusted_keys import TrustedKeys
 from dockyard.signing.verify import Layout, Limits, Verdict, verify
 from dockyard.storage import StorageDriver
 
@@ -39,11 +41,10 @@ SIGNATURE_ARTIFACT_TYPES = tuple(sorted(
 class RegistrySignatureSource:
     """`SignatureSource` over the registry's own tables and blob store (read-only)."""
 
-    def __init__(self, db: Database, storage: StorageDriver, listings: ListingService, *,
+    def __init__(self, db: Database, storage: StorageDriver, *,
                  max_blob_bytes: int = MAX_SIGNATURE_BLOB, max_referrers: int = Limits.max_referrers):
         self.db = db
         self.storage = storage
-        self.listings = listings
         self.max_blob_bytes = max_blob_bytes
         self.max_referrers = max_referrers
 
@@ -74,9 +75,7 @@ class RegistrySignatureSource:
 
     def blob(self, repo: str, digest: str) -> bytes | None:
         with self.db.read() as conn:
-            row = conn.execute(
-                select(blobs.c.storage_key, blobs.c.size).where(blobs.c.digest == digest, blobs.c.state == "present")
-            ).first()
+            row = blob_refs.present_blob(conn, digest)
         if row is None:
             return None
         if row.size > self.max_blob_bytes:
@@ -110,7 +109,7 @@ class SignatureChecker:
 
     def generation(self, repository: str) -> int:
         with self.source.db.read() as conn:
-            return generations.current(conn, generations.project_of(repository))
+            return generations.current(conn, project_of(repository))
 
     def verdict(self, repository: str, digest: str, keys: Iterable[PublicKey], *, generation: int | None = None) -> Verdict:
         keys = tuple(keys)
@@ -195,3 +194,24 @@ def describe(verdict: Verdict) -> str:
         return "it has only a Notation signature, which Dockyard recognizes but cannot verify"
     reason = verdict.reasons[0] if verdict.reasons else "no trusted key verified it"
     return f"its {layouts} signature(s) did not verify with a trusted key ({reason})"
+
+
+class GateSignatures:
+    """What the pull and promotion gates ask about signatures (policy.lookups.SignatureLookup):
+    a project's trusted keys, and the cached checker's verdict."""
+
+    def __init__(self, checker: SignatureChecker, keys: TrustedKeys):
+        self.checker = checker
+        self.keys = keys
+
+    def public_keys(self, project: str) -> tuple[PublicKey, ...]:
+        return self.keys.public_keys(project)
+
+    def covered(self, repository: str, digest: str, keys: Iterable[PublicKey]) -> tuple[bool, Verdict]:
+        return self.checker.covered(repository, digest, keys)
+
+    def describe(self, verdict: Verdict) -> str:
+        return describe(verdict)
+
+    def invalidate(self, repository: str) -> None:
+        self.checker.invalidate(repository)

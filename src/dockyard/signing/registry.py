@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from dockyard.signing.formats import OCI_INDEX, OCI_MANIFEST, FormatError, TooLarge, parse_manifest, sha256_digest
+from dockyard.domain.manifests import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from dockyard.signing.formats import FormatError, TooLarge, manifest_json, sha256_digest
 
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
 MAX_DOCUMENT = 4 * 1024 * 1024  # signatures, bundles and manifests are small; refuse anything huge
 
@@ -192,12 +191,12 @@ class RegistryClient:
         r = self._request("GET", f"/v2/{repo}/referrers/{digest}", self._scope(repo), params=params)
         if r.status_code == 200:
             try:
-                index = parse_manifest(r.content)
+                index = manifest_json(r.content)
             except FormatError as exc:
                 raise RegistryError(f"GET referrers of {repo}@{digest}: {exc}") from exc
         elif r.status_code in (404, 405):
             fallback = self.manifest(repo, digest.replace(":", "-"))
-            index = parse_manifest(fallback) if fallback else {}
+            index = manifest_json(fallback) if fallback else {}
         else:
             raise RegistryError(f"GET referrers of {repo}@{digest}: {_error_text(r)}")
         manifests = index.get("manifests")
@@ -238,6 +237,6 @@ class RegistryClient:
 
 def _embedded_media_type(raw: bytes) -> str:
     try:
-        return parse_manifest(raw).get("mediaType") or ""
+        return manifest_json(raw).get("mediaType") or ""
     except FormatError:
         return ""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard.signing import formats
-from dockyard.signing.keys import PrivateKey, key_hint, sign_message
+from dockyard.signing.cosign_keys import PrivateKey, key_hint, sign_message
 from dockyard.signing.registry import ImageRef, RegistryClient, RegistryError
 from dockyard.signing.verify import Layout
 
@@ -67,7 +67,7 @@ def _sign_tag(client: RegistryClient, ref: ImageRef, image_digest: str, key: Pri
     layers, payloads = [], []
     existing = client.manifest(repo, tag)
     if existing is not None:  # keep the signatures already there (cosign appends)
-        for old in formats.parse_manifest(existing).get("layers") or []:
+        for old in formats.manifest_json(existing).get("layers") or []:
             if old == layer:
                 continue
             data = client.blob(repo, old["digest"])

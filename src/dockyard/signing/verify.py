@@ -19,7 +19,7 @@ from typing import Iterable, Protocol
 
 from dockyard.signing import formats
 from dockyard.signing.formats import FormatError
-from dockyard.signing.keys import PublicKey, fingerprint, verify_message
+from dockyard.signing.cosign_keys import PublicKey, fingerprint, verify_message
 
 
 class Layout(str, enum.Enum):
@@ -163,7 +163,7 @@ def _legacy_signatures(source: SignatureSource, repo: str, raw: bytes,
                        layout: Layout = Layout.TAG, *, limits: Limits) -> list[Signature]:
     digest = formats.sha256_digest(raw)
     try:
-        entries = formats.parse_legacy_manifest(formats.parse_manifest(raw), limits.max_layers)
+        entries = formats.parse_legacy_manifest(formats.manifest_json(raw), limits.max_layers)
     except _PARSE_ERRORS as exc:
         return [Signature(layout, digest, error=_message(exc))]
     if not entries:
@@ -193,7 +193,7 @@ def _bundle_signature(source: SignatureSource, repo: str, digest: str) -> Signat
         if raw is None:
             sig.error = "referrer manifest is missing"
             return sig
-        layers = formats.parse_manifest(raw).get("layers")
+        layers = formats.manifest_json(raw).get("layers")
         if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict) \
                 or layers[0].get("mediaType") not in formats.BUNDLE_MEDIA_TYPES:
             raise FormatError("expected exactly one Sigstore bundle layer")

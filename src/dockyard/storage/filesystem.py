@@ -190,9 +190,6 @@ class FilesystemDriver:
     def local_path(self, key: str) -> str | None:
         return str(self._path(key))
 
-    def signed_url(self, key: str, expires_in: int = 300) -> str | None:
-        return None
-
     @staticmethod
     def _fsync_dir(path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)

@@ -92,6 +92,3 @@ class MemoryDriver:
 
     def local_path(self, key: str) -> str | None:
         return None
-
-    def signed_url(self, key: str, expires_in: int = 300) -> str | None:
-        return None

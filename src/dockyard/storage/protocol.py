@@ -65,9 +65,6 @@ class StorageDriver(Protocol):
     def local_path(self, key: str) -> str | None:
         """A filesystem path for zero-copy sends, when the driver has one."""
 
-    def signed_url(self, key: str, expires_in: int = 300) -> str | None:
-        """A URL a client may fetch directly, when the backend supports it."""
-
 
 def open_driver(settings: Settings) -> StorageDriver:
     """Build the configured driver; an unknown name is a start-up error, never a silent fallback."""

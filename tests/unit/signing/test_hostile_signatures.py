@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dockyard.signing import formats
-from dockyard.signing.keys import fingerprint, generate_private_key, key_hint, sign_message
+from dockyard.signing.cosign_keys import fingerprint, generate_private_key, key_hint, sign_message
 from dockyard.signing.verify import Layout, Limits, check_signatures, find_signatures, verify
 from signing_fakes import MemoryRegistry
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dockyard.signing.keys import (
+from dockyard.signing.cosign_keys import (
     KeyFileError, WrongPasswordError, decrypt_private_key, encrypt_private_key, fingerprint,
     generate_private_key, key_hint, load_public_key, public_key_pem, sign_message, verify_message,
 )

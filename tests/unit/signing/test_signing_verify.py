@@ -10,7 +10,7 @@ import json
 import pytest
 
 from dockyard.signing import formats
-from dockyard.signing.keys import fingerprint, generate_private_key, key_hint, sign_message
+from dockyard.signing.cosign_keys import fingerprint, generate_private_key, key_hint, sign_message
 from dockyard.signing.registry import RegistryClient, RegistryError, parse_reference
 from dockyard.signing.sign import sign_image
 from dockyard.signing.verify import Layout, check_signatures, find_signatures, verify

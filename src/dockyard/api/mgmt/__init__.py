@@ -6,7 +6,6 @@ Handlers are thin: authenticate (common.current_caller), authorize, call a domai
 
 from __future__ import annotations
 
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +13,8 @@ from starlette.exceptions import HTTPException
 
 from dockyard import __version__
 from dockyard.api.http import on_unexpected
-from dockyard.api.mgmt import audit, auth, keys, projects, promotions, repositories, robots, tag_rules, users
+from dockyard.api.services import Services
+from dockyard.api.mgmt import audit, login, projects, promotions, repositories, robots, tag_rules, token_keys, users
 from dockyard.api.mgmt import quotas, system  # jobs, GC, quotas
 from dockyard.api.mgmt import retention  # retention policies, dry runs, runs
 from dockyard.api.mgmt import security  # scans, SBOMs, pull gates, allowlist, trusted keys, scanners
@@ -23,7 +23,7 @@ from dockyard.api.mgmt.docs import add_docs
 from dockyard.api.mgmt.common import (
     ERROR_RESPONSES,
     current_principal,
-    on_dockyard_error,
+    on_mgmt_error,
     on_starlette_http_exception,
     on_validation_error,
 )
@@ -32,7 +32,7 @@ from dockyard.errors import DockyardError
 __all__ = ["create_mgmt_api", "current_principal"]
 
 
-def create_mgmt_api(services: Any) -> FastAPI:
+def create_mgmt_api(services: Services) -> FastAPI:
     api = FastAPI(
         title="Dockyard management API",
         version=__version__,
@@ -43,14 +43,14 @@ def create_mgmt_api(services: Any) -> FastAPI:
         redoc_url=None,
         responses=ERROR_RESPONSES,
         exception_handlers={
-            DockyardError: on_dockyard_error,
+            DockyardError: on_mgmt_error,
             RequestValidationError: on_validation_error,
             HTTPException: on_starlette_http_exception,
             Exception: on_unexpected,
         },
     )
     api.state.services = services
-    for module in (auth, users, projects, robots, audit, keys, repositories, tag_rules, promotions):
+    for module in (login, users, projects, robots, audit, token_keys, repositories, tag_rules, promotions):
         api.include_router(module.router)
     for module in (system, quotas):
         api.include_router(module.router)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import field_validator
 
 from dockyard.api.mgmt.common import CallerDep, Model, PagingDep, paged
-from dockyard.domain.identity import Page
+from dockyard.paging import Page
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from dockyard import request_context
-from dockyard.api.auth import client_ip, management_challenge
-from dockyard.api.http import error_response, on_http_exception
+from dockyard.api.services import Services, services_of
+from dockyard.api.access_gate import client_ip, management_challenge
+from dockyard.api.http import error_response, on_dockyard_error, on_http_exception
 from dockyard.auth.principals import Principal
-from dockyard.domain.identity import MAX_PAGE_SIZE, Page
+from dockyard.paging import MAX_PAGE_SIZE, Page
 from dockyard.errors import Denied, DockyardError, InvalidRequest, NotFound, Unauthorized
 
 # Declared only so /docs offers an "Authorize" button; the gate reads the header itself.
@@ -39,7 +40,7 @@ async def current_principal(
     _bearer_creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> Principal:
     """The authenticated caller; anonymous callers get 401."""
-    services = request.app.state.services
+    services = services_of(request)
     principal: Principal = await services.gate.principal_from_request(request)
     if principal.is_anonymous:
         raise Unauthorized(
@@ -56,7 +57,7 @@ class Caller:
     """The authenticated principal plus what handlers need to authorize and audit its request."""
 
     principal: Principal
-    services: Any
+    services: Services
     source_ip: str | None
     user_agent: str | None
 
@@ -102,7 +103,7 @@ class Caller:
 async def current_caller(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Caller:
     return Caller(
         principal=principal,
-        services=request.app.state.services,
+        services=services_of(request),
         source_ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
     )
@@ -148,16 +149,16 @@ def slice_page(items: list, paging: Paging) -> Page:
 # -- errors: everything leaves as {"errors": [{"code", "message", "detail"}]} --------------------
 
 
-async def on_dockyard_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, DockyardError)
+async def on_mgmt_error(request: Request, exc: Exception) -> Response:
+    """api.http.on_dockyard_error, after putting a refused state change on the audit record."""
     principal = getattr(request.state, "principal", None)
     if isinstance(exc, Denied) and principal is not None and request.method not in ("GET", "HEAD"):
         await _audit_denial(request, principal, exc)
-    return error_response(exc, request.method)
+    return await on_dockyard_error(request, exc)
 
 
 async def _audit_denial(request: Request, principal: Principal, exc: DockyardError) -> None:
-    audit = request.app.state.services.audit
+    audit = services_of(request).audit
     path = request.url.path
     await anyio.to_thread.run_sync(
         lambda: audit.record(

@@ -9,7 +9,7 @@ from dockyard.api.mgmt.common import CallerDep, Input, Model
 from dockyard.domain.promotion import parse_reference
 from dockyard.domain.names import validate_name
 from dockyard.policy.access import project_of
-from dockyard.policy.tags import make_override
+from dockyard.policy.tag_rules import make_override
 
 router = APIRouter(prefix="/promotions", tags=["promotions"])
 

@@ -15,7 +15,7 @@ from dockyard.domain.names import validate_name, validate_tag
 from dockyard.domain.repository_admin import list_tags
 from dockyard.domain.retag import point_tag
 from dockyard.policy.access import project_of
-from dockyard.policy.tags import make_override
+from dockyard.policy.tag_rules import make_override
 
 router = APIRouter(prefix="/repositories", tags=["repositories"])
 

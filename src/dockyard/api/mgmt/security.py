@@ -172,13 +172,13 @@ def delete_allowlist(project: str, vulnerability: str, caller: CallerDep):
 @router.get("/projects/{project}/security/trusted-keys", response_model=list[KeyOut], summary="Trusted signing keys (read-scan)")
 def list_keys(project: str, caller: CallerDep):
     caller.require_project(project, "read-scan")
-    return [k.__dict__ for k in caller.services.security.trusted_keys(project)]
+    return [k.__dict__ for k in caller.services.trusted_keys.trusted_keys(project)]
 
 
 @router.post("/projects/{project}/security/trusted-keys", response_model=KeyOut, status_code=201, summary="Trust a public key (manage-policies)")
 def add_key(project: str, body: KeyIn, caller: CallerDep):
     caller.require_project(project, "manage-policies")
-    key = caller.services.security.trust(project, body.name, body.public_key, by=caller.principal.name)
+    key = caller.services.trusted_keys.trust(project, body.name, body.public_key, by=caller.principal.name)
     caller.audit("security.key.add", f"project/{project} key {key.name}", project=project, detail={"fingerprint": key.fingerprint})
     return key.__dict__
 
@@ -186,7 +186,7 @@ def add_key(project: str, body: KeyIn, caller: CallerDep):
 @router.delete("/projects/{project}/security/trusted-keys/{name}", status_code=204, summary="Stop trusting a key (manage-policies)")
 def delete_key(project: str, name: str, caller: CallerDep):
     caller.require_project(project, "manage-policies")
-    caller.services.security.untrust(project, name)
+    caller.services.trusted_keys.untrust(project, name)
     caller.audit("security.key.remove", f"project/{project} key {name}", project=project)
     return Response(status_code=204)
 
@@ -233,7 +233,7 @@ def get_sbom(name: str, reference: str, caller: CallerDep):
 def signature_status(name: str, reference: str, caller: CallerDep):
     digest = _resolve(caller, name, reference, "read-scan")
     services = caller.services
-    keys = services.security.public_keys(project_of(name))
+    keys = services.trusted_keys.public_keys(project_of(name))
     verified, verdict = services.signatures.covered(name, digest, keys)
     return {
         "digest": digest,

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import Field
 
 from dockyard.api.mgmt.common import CallerDep, Input, Model, PagingDep, paged
+from dockyard.metadata import job_kinds
 
 router = APIRouter(prefix="/system", tags=["system"])
 
@@ -41,7 +42,7 @@ class GcRequest(Input):
 def start_gc(body: GcRequest, caller: CallerDep):
     caller.require_admin()
     services = caller.services
-    job_id = services.jobs.enqueue("gc", {"dry_run": body.dry_run}, max_attempts=3)
+    job_id = services.jobs.enqueue(job_kinds.GC, {"dry_run": body.dry_run}, max_attempts=3)
     services.worker.wake()
     caller.audit("gc.start", f"job {job_id}", detail={"dry_run": body.dry_run})
     return services.jobs.get(job_id)
@@ -50,7 +51,7 @@ def start_gc(body: GcRequest, caller: CallerDep):
 @router.get("/gc", response_model=list[JobOut], summary="Garbage collection runs, newest first (admin)")
 def list_gc(caller: CallerDep, paging: PagingDep, request: Request, response: Response):
     caller.require_admin()
-    return paged(request, response, caller.services.jobs.list("gc", paging.page, paging.page_size), JobOut)
+    return paged(request, response, caller.services.jobs.list(job_kinds.GC, paging.page, paging.page_size), JobOut)
 
 
 class VulnSourceOut(Model):

@@ -8,6 +8,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
+from dockyard.api.services import services_of
 from dockyard.domain.names import validate_digest, validate_name
 from dockyard.domain.numbers import MAX_DIGITS, parse_count
 from dockyard.errors import RangeInvalid
@@ -36,7 +37,7 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
 
 
 async def blob(request: Request) -> Response:
-    services = request.app.state.services
+    services = services_of(request)
     name = validate_name(request.path_params["name"])
     digest = validate_digest(request.path_params["digest"])
     if request.method == "DELETE":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api.services import services_of
 from dockyard.api.http import content_length, json_response
 from dockyard.api.oci.base import link_header
 from dockyard.domain.listings import parse_page_size
@@ -14,7 +15,7 @@ from dockyard.errors import ManifestUnknown
 
 
 async def manifest(request: Request) -> Response:
-    services = request.app.state.services
+    services = services_of(request)
     name = validate_name(request.path_params["name"])
     reference = request.path_params["reference"]
     method = request.method
@@ -70,7 +71,7 @@ async def _read_limited(request: Request, manifests) -> bytes:
 
 
 async def tags_list(request: Request) -> Response:
-    services = request.app.state.services
+    services = services_of(request)
     name = validate_name(request.path_params["name"])
     n = parse_page_size(request.query_params.get("n"))
     page = await services.db.run(services.listings.tags, name, n, request.query_params.get("last"))
@@ -78,7 +79,7 @@ async def tags_list(request: Request) -> Response:
 
 
 async def referrers(request: Request) -> Response:
-    services = request.app.state.services
+    services = services_of(request)
     name = validate_name(request.path_params["name"])
     subject = validate_digest(request.path_params["digest"])
     artifact_type = request.query_params.get("artifactType")

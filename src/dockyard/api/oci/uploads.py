@@ -7,6 +7,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api.services import services_of
 from dockyard.api.http import content_length
 from dockyard.domain.names import validate_digest, validate_name
 from dockyard.domain.uploads import owner_key
@@ -26,7 +27,7 @@ def _created(name: str, digest: str) -> Response:
 
 
 async def start(request: Request) -> Response:
-    services = request.app.state.services
+    services = services_of(request)
     name = validate_name(request.path_params["name"])
     query = request.query_params
     if "mount" in query:
@@ -81,7 +82,7 @@ def _parse_content_range(request: Request) -> tuple[int | None, int | None]:
 
 
 async def session(request: Request) -> Response:
-    services = request.app.state.services
+    services = services_of(request)
     name = validate_name(request.path_params["name"])
     # Only the account that opened a session may see or touch it; to anyone else it does not exist.
     owner = owner_key(request.state.principal)

@@ -1,7 +1,7 @@
 """keys, tokens and file permissions (issue 9 items 1, 2)
 
 Signing keys get a sealed (encrypted) private key and a revocation time; the plaintext column
-becomes nullable and is emptied on start by auth/keys.py, which holds the key-encryption key
+becomes nullable and is emptied on start by auth/token_keys.py, which holds the key-encryption key
 (a migration cannot: the KEK is a setting). Users and robots get a random credential epoch that
 login passwords, tokens and refresh tokens carry.
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path
 from pydantic import Field
 
 from dockyard.api.mgmt.common import CallerDep, Model
-from dockyard.auth.keys import SigningKey
+from dockyard.auth.token_keys import SigningKey
 from dockyard.errors import KeyNotFound
 
 router = APIRouter(prefix="/system/keys", tags=["system"])

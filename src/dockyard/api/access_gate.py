@@ -10,26 +10,30 @@ import asyncio
 import base64
 import binascii
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api.services import services_of
 from dockyard.api.http import quote_param
 from dockyard.auth.authenticator import Authenticator, LoginFailed
 from dockyard import request_context
 from dockyard.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal
+from dockyard.auth.scopes import challenge_scope
 from dockyard.auth.throttle import ThrottleBusy
 from dockyard.auth.tokens import InvalidToken, TokenService, VerifiedToken
 from dockyard.domain.audit import AuditService
-from dockyard.domain.projects import ProjectService
+from dockyard.domain.project_admission import ProjectAdmission
 from dockyard.domain.names import validate_name
-from dockyard.errors import Conflict, CredentialsTooLarge, Denied, NameUnknown, Unauthorized
+from dockyard.errors import CredentialsTooLarge, Denied, NameUnknown, Unauthorized
 from dockyard.policy.access import AccessPolicy, project_of
 from dockyard.settings import Settings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+# A route's audit actions by method: a name, or a function of the path parameters choosing one.
+AuditActions = dict[str, str | Callable[[Mapping[str, str]], str]]
 _BUSY_RETRIES = 50
 _BUSY_WAIT_SECONDS = 0.1
 
@@ -39,24 +43,6 @@ def management_challenge(realm: str) -> dict[str, str]:
     sending them with every later (cross-site) request. Clients send `Authorization: Basic` unprompted."""
     return {"WWW-Authenticate": f"Dockyard realm={quote_param(realm)}"}
 
-
-
-def audit_event(method: str, path: str, audit_pulls: bool) -> str | None:
-    """The audit action for a successful /v2 request, or None if it is not audited."""
-    if "/blobs/uploads" in path:
-        return None
-    if "/manifests/" in path:
-        reference = path.rsplit("/", 1)[-1]
-        kind = "manifest" if ":" in reference else "tag"
-        if method == "PUT":
-            return "manifest.push"
-        if method == "DELETE":
-            return f"{kind}.delete"
-        if method == "GET" and audit_pulls:
-            return "manifest.pull"
-    elif "/blobs/" in path and method == "DELETE":
-        return "blob.delete"
-    return None
 
 
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -91,7 +77,7 @@ def _within(address: str, networks: Networks) -> bool:
 
 
 def client_ip(request: Request) -> str | None:
-    return client_address(request, request.app.state.services.gate.trusted_proxies)
+    return client_address(request, services_of(request).gate.trusted_proxies)
 
 
 def parse_basic(header: str) -> tuple[str, str] | None:
@@ -119,9 +105,9 @@ class AccessGate:
         authenticator: Authenticator,
         access: AccessPolicy,
         audit: AuditService,
-        projects: ProjectService,
+        admission: ProjectAdmission,
     ):
-        self.projects = projects
+        self.admission = admission  # auto-created projects on push, the catalog's filter
         self.db = access.db
         self.settings = settings
         self.tokens = tokens
@@ -267,7 +253,7 @@ class AccessGate:
         if type_ is None:
             return None
         asked = ("pull", "push") if action == "push" else (action,)
-        return f"{type_}:{name}:{','.join(asked)}"
+        return challenge_scope(type_, name or "", asked)
 
     def _unauthorized(self, request, type_, name, action, message: str, error: str | None = None) -> Unauthorized:
         detail = [{"Type": type_, "Name": name, "Action": action}] if type_ else None
@@ -330,40 +316,9 @@ class AccessGate:
             return Denied(self.access.explain_denial(principal, name, action), detail=detail)
         return Denied(f"{principal.name} may not access {type_}:{name}", detail=detail)
 
-    def create_project_on_push(self, principal: Principal, repository: str) -> None:
-        """auto_create_projects: the first push into a missing project creates it, pusher as admin.
-
-        When the project exists, the caller's push right is read from the database: a token granted push on
-        a then-missing project (the auto-create grant) must not push into the project someone else created
-        meanwhile. The auto-create grant of pull on a missing project is not re-checked (pulls stay a cache
-        lookup); it lasts the token's lifetime (token_ttl_seconds) at most."""
-        project = project_of(repository)
-        account = self.authenticator.account(principal.name) if principal.name else None
-        if self.access.project_exists(project):
-            if account is None or "push" not in self.access.repository_actions(account, repository):
-                raise Denied(f"project {project} does not exist, or you may not push in it",
-                             detail=[{"Type": "repository", "Name": repository, "Action": "push"}])
-            return
-        if account is None or account.kind != "user":
-            raise Denied(self.access.explain_denial(principal, repository, "push"))
-        try:
-            self.projects.create(project, public=False, creator=account)
-        except Conflict:
-            return  # a concurrent first push created it
-        self.audit.record(actor=account, action="project.create", object=f"project {project}", project=project,
-                          detail={"reason": "auto-created on first push"})
-
-    def catalog_condition(self, principal: Principal):
-        """For the catalog: a SQL condition over `projects` the caller may pull from (None: sees everything)."""
-        if not self.enabled:
-            return None
-        account = self.authenticator.account(principal.name) if principal.name else ANONYMOUS
-        return self.access.pull_condition(account)
-
-    async def after(self, request: Request, principal: Principal, action: str | None, name: str | None, status: int) -> None:
-        """Audit a /v2 write (and pulls when enabled) once it has succeeded."""
-        event = audit_event(request.method, request.url.path, self.settings.audit_pulls)
-        if event is None or status >= 400:
+    async def after(self, request: Request, principal: Principal, event: str, name: str | None, status: int) -> None:
+        """Record the audit action `event` of a /v2 request once it has succeeded."""
+        if status >= 400:
             return
         await anyio.to_thread.run_sync(
             lambda: self.audit.record(
@@ -377,12 +332,13 @@ class AccessGate:
         )
 
 
-def guarded(endpoint: Endpoint, access: dict[str, str] | None, resource: str) -> Endpoint:
-    """Wrap a /v2 endpoint with its declared access: `access` maps method → action;
-    resource is "repository" (name from the path), "catalog", or "base" (/v2/ itself)."""
+def guarded(endpoint: Endpoint, access: dict[str, str] | None, resource: str, audit: AuditActions | None = None) -> Endpoint:
+    """Wrap a /v2 endpoint with its declared access and audit: `access` maps method → action;
+    resource is "repository" (name from the path), "catalog", or "base" (/v2/ itself); `audit`
+    maps method → the audit action of a success (pulls are recorded only with audit_pulls)."""
 
     async def wrapped(request: Request) -> Response:
-        gate: AccessGate = request.app.state.services.gate
+        gate: AccessGate = services_of(request).gate
         if not gate.enabled:
             request.state.principal = ANONYMOUS
             request.state.can = lambda t, n, a: True
@@ -401,12 +357,13 @@ def guarded(endpoint: Endpoint, access: dict[str, str] | None, resource: str) ->
         actor = request_context.actor.set(principal.name)  # events of this request name their actor
         try:
             if action == "push" and gate.settings.auto_create_projects:
-                await anyio.to_thread.run_sync(gate.create_project_on_push, principal, name)
+                await anyio.to_thread.run_sync(gate.admission.create_project_on_push, principal, name)
             response = await endpoint(request)
         finally:
             request_context.actor.reset(actor)
-        if resource == "repository" and action in ("push", "delete") or gate.settings.audit_pulls:
-            await gate.after(request, principal, action, name, response.status_code)
+        event = audit.get(request.method) if audit else None
+        if event is not None and (action != "pull" or gate.settings.audit_pulls):
+            await gate.after(request, principal, event(request.path_params) if callable(event) else event, name, response.status_code)
         return response
 
     return wrapped

@@ -75,12 +75,6 @@ def jwk_thumbprint(public_key) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
 
 
-def public_jwk(key: SigningKey) -> dict:
-    algo = ECAlgorithm if key.algorithm == "ES256" else RSAAlgorithm
-    jwk = algo.to_jwk(key.public_key, as_dict=True)
-    return {**jwk, "kid": key.kid, "alg": key.algorithm, "use": "sig"}
-
-
 def _generate(algorithm: str):
     if algorithm == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
@@ -262,10 +256,6 @@ class KeyStore:
         self._loaded_at = time.monotonic()
         if self._signer is not None and not keys.get(self._signer.kid, _INACTIVE).active:
             self._signer = None
-
-    def refresh_if_stale(self) -> None:
-        if time.monotonic() - self._loaded_at > self.REFRESH_SECONDS:
-            self.reload()
 
     def signer(self) -> PrivateKey:
         """The active key's private half, decrypted once per key and process."""

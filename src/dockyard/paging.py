@@ -1,15 +1,19 @@
-"""Shared pieces of the identity services (users, projects, robots): paging."""
+"""Offset paging (page, page_size, total) for management listings: users, projects, robots, jobs, audit.
+
+A neutral module so domain services, jobs and api share ONE `Page` type. The OCI /v2 listings
+page by cursor (`n`, `last`) instead: that is `domain.listings.CursorPage`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from dockyard.errors import Conflict, InvalidRequest
+from dockyard.errors import InvalidRequest
 
 MAX_PAGE_SIZE = 100
 T = TypeVar("T")
-__all__ = ["Conflict", "InvalidRequest", "Page", "page_bounds", "MAX_PAGE_SIZE"]
+__all__ = ["Page", "page_bounds", "MAX_PAGE_SIZE"]
 
 
 @dataclass(frozen=True)

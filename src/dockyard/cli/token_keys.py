@@ -53,7 +53,7 @@ def rotate_kek(
     after the database commit it replaces the old file. A crash in between leaves both files, and
     start-up (and a second run) open keys sealed under either. With `secret_key` set, the new secret
     must be given and the setting changed on every node afterwards."""
-    from dockyard.auth.keys import open_keystore
+    from dockyard.auth.token_keys import open_keystore
     from dockyard.auth.secret_box import (
         PENDING_SUFFIX, Kek, KeyEncryptionError, KeyRing, generate_secret, read_secret_file, write_secret_file,
     )

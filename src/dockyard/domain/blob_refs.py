@@ -1,0 +1,322 @@
+"""Blob references: the one owner of every statement on `blobs` and `repository_blobs`.
+
+The GC protocol (design.md section 2) lives in these operations, so it can be read here in one
+place. The invariant: **no blob is ever deleted while something references it or is about to**,
+and that is decided by the blob's own row, not by a timing window.
+
+- **add ref / touch.** Every transaction that creates a reference to a blob (manifest PUT:
+  `add_refs`; mount, publish, promotion: `touch_present`, `touch_one`) writes the blob's own row,
+  `UPDATE blobs SET touched_at = now() [, ref_count = ref_count + 1] WHERE … AND state = 'present'`.
+  If the row is not `present`, the writer fails cleanly (MANIFEST_BLOB_UNKNOWN, so the client
+  uploads again) or retries.
+- **drop ref.** A manifest delete decrements `ref_count` and touches the row (`drop_refs`); a
+  blob DELETE only removes the repository link (`unlink`). Neither deletes bytes: GC does.
+- **refresh.** Blob HEAD/GET refreshes `touched_at` at most once per half grace period
+  (`touch_id`, called by domain/blobs.py), so the usual HEAD → skip upload → PUT manifest
+  sequence is covered by the grace period, and the row check above closes the remaining race.
+- **mark.** GC marks in ONE statement whose conditions are all on that same row (`mark`):
+  `UPDATE blobs SET state = 'deleting' WHERE id IN (…) AND state = 'present' AND ref_count = 0
+  AND touched_at < cutoff`. Writer and GC then serialize on the row lock, and PostgreSQL
+  re-checks the row's *new* values under READ COMMITTED. A `NOT EXISTS (SELECT … FROM refs)`
+  sub-query would NOT be safe: its re-check does not see references committed after the
+  statement began. SQLite serializes writers anyway. On PostgreSQL GC skips rows a writer holds
+  (`SKIP LOCKED`): a held row is being referenced, and GC never waits, so it cannot deadlock.
+  The marked blobs' repository links go in the same transaction.
+- **sweep.** A second transaction locks the still-`deleting` rows, deletes each row's storage
+  object, then the rows (`sweep`). A run interrupted between mark and sweep leaves `deleting`
+  rows; the next run sweeps them first (`marked_ids`).
+- **generations.** Storage keys carry a generation (storage/paths.py). Publishing a blob GC has
+  marked revives the row onto the next generation's key while holding the row (`lock_marked`,
+  `revive`), so the sweeper, which deletes only under the same lock and only rows still
+  `deleting`, never deletes a revived blob's bytes.
+
+Objects a crash left without a row are tracked by storage intents (domain/intents.py), not by
+listing storage; GC asks `owns_key` before reclaiming one. Candidates come from one indexed
+range scan (`ix_blobs_gc` on state, ref_count, touched_at), so a GC run costs in proportion to
+the garbage, not to the registry.
+
+Functions take the caller's connection: the reference and the caller's own writes (manifest
+rows, quota check, storage move) commit or roll back together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, delete, exists, func, select, update
+
+from dockyard.metadata.db import insert_ignore
+from dockyard.metadata.models import blobs, repositories, repository_blobs
+from dockyard.storage import StorageDriver
+
+PRESENT = "present"
+DELETING = "deleting"
+
+# The blob-stat hot path (HEAD/GET of a blob) runs on a raw cursor, off the ORM (design.md section 5).
+STAT_SQL = (
+    "SELECT b.size, b.storage_key, b.id, b.touched_at FROM repositories r"
+    " JOIN repository_blobs rb ON rb.repository_id = r.id"
+    " JOIN blobs b ON b.id = rb.blob_id"
+    " WHERE r.name = ? AND b.digest = ? AND b.state = 'present'"
+)
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    id: int
+    size: int
+    storage_key: str
+
+
+# -- reads --------------------------------------------------------------------------------
+
+
+def present_blob(conn: Connection, digest: str) -> StoredBlob | None:
+    """The present blob `digest` (in any repository), or None."""
+    row = conn.execute(
+        select(blobs.c.id, blobs.c.size, blobs.c.storage_key).where(blobs.c.digest == digest, blobs.c.state == PRESENT)
+    ).first()
+    return None if row is None else StoredBlob(int(row.id), int(row.size), row.storage_key)
+
+
+def blob_id(conn: Connection, digest: str) -> int | None:
+    """The row id of `digest` in any state, or None."""
+    return conn.execute(select(blobs.c.id).where(blobs.c.digest == digest)).scalar()
+
+
+def generation_state(conn: Connection, digest: str) -> tuple[int, str] | None:
+    """(generation, state) of `digest`'s row, or None if there is no row."""
+    row = conn.execute(select(blobs.c.generation, blobs.c.state).where(blobs.c.digest == digest)).first()
+    return None if row is None else (int(row.generation), row.state)
+
+
+def linked_present(conn: Connection, repo_id: int, digests: Sequence[str]) -> set[str]:
+    """The `digests` that are present and linked into the repository `repo_id`."""
+    return set(
+        conn.execute(
+            select(blobs.c.digest)
+            .join(repository_blobs, and_(repository_blobs.c.blob_id == blobs.c.id, repository_blobs.c.repository_id == repo_id))
+            .where(blobs.c.digest.in_(digests), blobs.c.state == PRESENT)
+        ).scalars()
+    )
+
+
+def holders(conn: Connection, digest: str, source: str | None = None, limit: int = 100) -> list[str]:
+    """Names of repositories (only `source`, if given) holding the present blob `digest`, in name order."""
+    query = (
+        select(repositories.c.name)
+        .join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
+        .join(blobs, blobs.c.id == repository_blobs.c.blob_id)
+        .where(blobs.c.digest == digest, blobs.c.state == PRESENT)
+    )
+    if source is not None:
+        query = query.where(repositories.c.name == source)
+    return list(conn.execute(query.order_by(repositories.c.name).limit(limit)).scalars())
+
+
+def owns_key(conn: Connection, digest: str, key: str) -> bool:
+    """Whether a blob row (any state) owns storage `key` of `digest`."""
+    query = select(blobs.c.id).where(blobs.c.digest == digest, blobs.c.storage_key == key)
+    return conn.execute(query.limit(1)).first() is not None
+
+
+# -- quota reads: bytes of present blobs linked into a set of repositories ----------------
+
+
+def _linked_into(repo_filter) -> exists:
+    return exists(
+        select(repository_blobs.c.blob_id)
+        .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+        .where(repository_blobs.c.blob_id == blobs.c.id, repo_filter)
+    )
+
+
+def linked_bytes(conn: Connection, repo_filter) -> int:
+    """Bytes of distinct present blobs linked into the repositories matching `repo_filter`."""
+    linked = (
+        select(repository_blobs.c.blob_id)
+        .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+        .where(repo_filter)
+    )
+    return int(
+        conn.execute(
+            select(func.coalesce(func.sum(blobs.c.size), 0)).where(blobs.c.id.in_(linked), blobs.c.state == PRESENT)
+        ).scalar_one()
+    )
+
+
+def unlinked_bytes(conn: Connection, digests: Iterable[str], repo_filter) -> int:
+    """Bytes of the present `digests` NOT yet linked into any repository matching `repo_filter`."""
+    wanted = list(dict.fromkeys(digests))
+    return int(
+        conn.execute(
+            select(func.coalesce(func.sum(blobs.c.size), 0)).where(
+                blobs.c.digest.in_(wanted), blobs.c.state == PRESENT, ~_linked_into(repo_filter)
+            )
+        ).scalar_one()
+    )
+
+
+def held_size(conn: Connection, digest: str, repo_filter) -> int:
+    """Size of the present `digest` if a repository matching `repo_filter` holds it, else 0."""
+    size = conn.execute(
+        select(blobs.c.size).where(blobs.c.digest == digest, blobs.c.state == PRESENT, _linked_into(repo_filter))
+    ).scalar()
+    return int(size or 0)
+
+
+# -- references: add, drop, touch, link ----------------------------------------------------
+
+
+def add_refs(conn: Connection, digests: Sequence[str], now: datetime) -> int:
+    """A new manifest references `digests`: ref_count + 1 and touch, on present rows only.
+    Returns how many rows were written; fewer than len(digests) means one is gone or marked."""
+    return conn.execute(
+        update(blobs)
+        .where(blobs.c.digest.in_(digests), blobs.c.state == PRESENT)
+        .values(ref_count=blobs.c.ref_count + 1, touched_at=now)
+    ).rowcount
+
+
+def drop_refs(conn: Connection, digests: Sequence[str], now: datetime) -> None:
+    """A deleted manifest no longer references `digests`: ref_count - 1, and touch (the grace
+    period then starts from the delete)."""
+    conn.execute(
+        update(blobs).where(blobs.c.digest.in_(digests)).values(ref_count=blobs.c.ref_count - 1, touched_at=now)
+    )
+
+
+def touch_present(conn: Connection, digests: Sequence[str], now: datetime) -> int:
+    """Touch the present rows of `digests` (a writer about to link them); returns how many."""
+    return conn.execute(
+        update(blobs).where(blobs.c.digest.in_(digests), blobs.c.state == PRESENT).values(touched_at=now)
+    ).rowcount
+
+
+def touch_one(conn: Connection, digest: str, now: datetime) -> StoredBlob | None:
+    """Touch the present row of `digest` and return it; None if it is absent or marked."""
+    row = conn.execute(
+        update(blobs)
+        .where(blobs.c.digest == digest, blobs.c.state == PRESENT)
+        .values(touched_at=now)
+        .returning(blobs.c.id, blobs.c.size, blobs.c.storage_key)
+    ).first()
+    return None if row is None else StoredBlob(int(row.id), int(row.size), row.storage_key)
+
+
+def touch_id(conn: Connection, blob_id: int, now: datetime) -> None:
+    """Refresh a present blob's touched_at (a HEAD: a client may reference it soon)."""
+    conn.execute(update(blobs).where(blobs.c.id == blob_id, blobs.c.state == PRESENT).values(touched_at=now))
+
+
+def link(conn: Connection, repo_id: int, blob_id: int, now: datetime) -> bool:
+    """Link a blob into a repository (idempotent); True if the link is new."""
+    return bool(
+        insert_ignore(
+            conn, repository_blobs, {"repository_id": repo_id, "blob_id": blob_id, "created_at": now}, ["repository_id", "blob_id"]
+        )
+    )
+
+
+def link_digests(conn: Connection, repo_id: int, digests: Sequence[str], now: datetime) -> int:
+    """Link every row of `digests` into a repository; returns how many links are new.
+    Call after `touch_present` confirmed they are all present, in the same transaction."""
+    ids = list(conn.execute(select(blobs.c.id).where(blobs.c.digest.in_(digests))).scalars())
+    return sum(link(conn, repo_id, i, now) for i in ids)
+
+
+def unlink(conn: Connection, repo_id: int, blob_id: int) -> bool:
+    """Remove a blob's link from one repository (bytes stay for GC); False if there was none."""
+    return bool(
+        conn.execute(
+            delete(repository_blobs).where(repository_blobs.c.repository_id == repo_id, repository_blobs.c.blob_id == blob_id)
+        ).rowcount
+    )
+
+
+# -- publishing: create or revive a blob's row ----------------------------------------------
+
+
+def insert_blob(conn: Connection, digest: str, size: int, key: str, now: datetime) -> int | None:
+    """Claim `digest` with a new present row at generation 1 (uncommitted until the caller commits).
+    Returns the new row's id, or None if a row already exists."""
+    row = {"digest": digest, "size": size, "storage_key": key, "generation": 1, "state": PRESENT,
+           "ref_count": 0, "created_at": now, "touched_at": now}
+    if not insert_ignore(conn, blobs, row, ["digest"]):
+        return None
+    return conn.execute(select(blobs.c.id).where(blobs.c.digest == digest)).scalar_one()
+
+
+def lock_marked(conn: Connection, digest: str):
+    """Lock (PostgreSQL) and return `digest`'s row if it is not present (marked by GC): id,
+    generation, storage_key. The sweeper takes the same lock, so it cannot delete while we revive."""
+    query = select(blobs.c.id, blobs.c.generation, blobs.c.storage_key).where(blobs.c.digest == digest, blobs.c.state != PRESENT)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+def revive(conn: Connection, blob_id: int, key: str, generation: int, size: int, now: datetime) -> None:
+    """Bring a locked, marked row back as present on a new generation's key."""
+    conn.execute(
+        update(blobs)
+        .where(blobs.c.id == blob_id)
+        .values(state=PRESENT, storage_key=key, generation=generation, size=size, touched_at=now)
+    )
+
+
+# -- GC: mark and sweep --------------------------------------------------------------------
+
+
+def _candidates(cutoff: datetime):
+    return (blobs.c.state == PRESENT, blobs.c.ref_count == 0, blobs.c.touched_at < cutoff)
+
+
+def garbage_stats(conn: Connection, cutoff: datetime) -> tuple[int, int, int]:
+    """(candidates, their bytes, rows left marked by an interrupted run)."""
+    count, size = conn.execute(select(func.count(), func.coalesce(func.sum(blobs.c.size), 0)).where(*_candidates(cutoff))).one()
+    stale = conn.execute(select(func.count()).where(blobs.c.state == DELETING)).scalar_one()
+    return int(count), int(size), int(stale)
+
+
+def candidate_ids(conn: Connection, cutoff: datetime, limit: int) -> list[int]:
+    """Unreferenced present blobs untouched since `cutoff` (an index range scan)."""
+    return list(conn.execute(select(blobs.c.id).where(*_candidates(cutoff)).limit(limit)).scalars())
+
+
+def marked_ids(conn: Connection, limit: int) -> list[int]:
+    """Blobs marked `deleting` and not swept yet."""
+    return list(conn.execute(select(blobs.c.id).where(blobs.c.state == DELETING).limit(limit)).scalars())
+
+
+def mark(conn: Connection, ids: Sequence[int], cutoff: datetime) -> list[int]:
+    """Mark the candidates among `ids` `deleting`, re-checking every condition on the row itself,
+    and drop their repository links; returns the ids marked."""
+    target = blobs.c.id.in_(ids)
+    if conn.dialect.name == "postgresql":
+        # Lock only rows no writer holds right now (a writer holding one is referencing it):
+        # GC never waits on a row lock, so it can never deadlock with a manifest PUT.
+        free = select(blobs.c.id).where(target, *_candidates(cutoff)).with_for_update(skip_locked=True)
+        target = blobs.c.id.in_(free)
+    marked = list(
+        conn.execute(update(blobs).where(target, *_candidates(cutoff)).values(state=DELETING).returning(blobs.c.id)).scalars()
+    )
+    if marked:
+        conn.execute(delete(repository_blobs).where(repository_blobs.c.blob_id.in_(marked)))
+    return marked
+
+
+def sweep(conn: Connection, ids: Sequence[int], storage: StorageDriver) -> tuple[int, int]:
+    """Delete the objects of the rows among `ids` still marked, then the rows, under the rows'
+    locks; returns (rows deleted, bytes freed)."""
+    query = select(blobs.c.id, blobs.c.storage_key, blobs.c.size).where(blobs.c.id.in_(ids), blobs.c.state == DELETING)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)  # a publisher reviving a row holds it
+    rows = conn.execute(query).all()
+    for row in rows:
+        storage.delete(row.storage_key)
+    if rows:
+        conn.execute(delete(blobs).where(blobs.c.id.in_([r.id for r in rows]), blobs.c.state == DELETING))
+    return len(rows), sum(int(r.size) for r in rows)
