@@ -260,12 +260,12 @@ async def test_a_push_that_dies_after_writing_its_event_leaves_neither_change_no
     body, media_type = await _image_body(env, seed=5)
     start = (await events(env))[-1]["cursor"]
 
-    def die(conn, repository):
+    def die(conn, project):
         seen = conn.exec_driver_sql("SELECT count(*) FROM events WHERE repository = 'dev/app'").scalar()
         assert seen == 2  # artifact.pushed and tag.updated, uncommitted
         raise Crash("after the events, before the commit")
 
-    monkeypatch.setattr(generations, "bump_repository", die)
+    monkeypatch.setattr(generations, "bump", die)
     try:
         env.services.manifests.put(SRC, "v1", None, body, media_type)
     except Crash:
