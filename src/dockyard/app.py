@@ -33,7 +33,7 @@ from dockyard.auth.token_keys import open_keystore
 from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
-from dockyard.domain.events import EventLog
+from dockyard.domain.events import EventLog, record as record_event
 from dockyard.domain.project_admission import ProjectAdmission
 from dockyard.webhooks.delivery import CONSUMER as WEBHOOK_CONSUMER, WebhookDispatcher
 from dockyard.webhooks.lanes import WEBHOOK_JOB
@@ -61,6 +61,8 @@ from dockyard.scanning.vulndb import VulnDB
 from dockyard.signing.in_registry import GateSignatures, RegistrySignatureSource, SignatureChecker
 from dockyard.signing.trusted_keys import TrustedKeys
 from dockyard.signing.verify import Limits as SignatureLimits
+from dockyard.jobs import feed_consumers
+from dockyard.jobs.event_prune import PRUNE_JOB, EventPruner
 from dockyard.jobs.feed import Feed
 from dockyard.jobs.gc import GarbageCollector
 from dockyard.jobs.housekeeping import Housekeeping
@@ -200,7 +202,7 @@ def _jobs(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
 def _artifacts(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     """Manifests and tags under the tag rules, listings, and pull times."""
     db: Database = built["db"]
-    tag_policy = TagPolicy(db, built["access"])
+    tag_policy = TagPolicy(db, built["access"], record_event=record_event)
     manifests = ManifestService(
         db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy,
         quotas=built["quotas"],
@@ -280,7 +282,11 @@ def _events(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     """The change feed (domain/events.py) and its consumers (jobs/feed.py)."""
     db: Database = built["db"]
     feed = Feed(db, batch=settings.event_batch_size, poll_seconds=settings.event_poll_seconds)
-    return {"events": EventLog(db), "feed": feed}
+    events = EventLog(db)
+    # Scan on push (durable) and the pull gate's caches (in-process) follow the feed (jobs/feed_consumers.py).
+    feed_consumers.register(feed, scans=built["scans"], pull_gate=built["pull_gate"], wake_worker=built["worker"].wake)
+    built["worker"].register(PRUNE_JOB, EventPruner(events, settings.event_retention_days).handle)
+    return {"events": events, "feed": feed}
 
 
 def _webhooks(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
@@ -351,6 +357,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette):
         await services.db.run(Housekeeping.schedule, services.scheduler, settings.upload_purge_interval_seconds)
         await services.db.run(services.scheduler.set_schedule, job_kinds.GC, job_kinds.GC, {"dry_run": False}, settings.gc_schedule)
+        await services.db.run(services.scheduler.set_schedule, PRUNE_JOB, PRUNE_JOB, {}, settings.event_prune_schedule)
         # Off by default (registries are often air-gapped); None also removes a schedule set before.
         await services.db.run(services.scheduler.set_schedule, UPDATE_KIND, UPDATE_KIND, {},
                               settings.vulndb_update_schedule or None)

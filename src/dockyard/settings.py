@@ -207,6 +207,9 @@ class Settings(BaseSettings):
         description="How often each process looks for events written by other processes (its own wake it at once).",
     )
     event_batch_size: int = Field(200, ge=1, le=10_000, description="Events a consumer reads per transaction.")
+    event_prune_schedule: str | None = Field(
+        "17 4 * * *", description="Cron expression (UTC) of the job that prunes events past event_retention_days; unset: never.",
+    )
 
     # -- webhooks (issue 10 part 2) --
     webhook_timeout_seconds: float = Field(
@@ -255,6 +258,17 @@ class Settings(BaseSettings):
         return self
 
     # -- architecture (issue 10 part 4) --
+
+    @field_validator("event_prune_schedule")
+    @classmethod
+    def _valid_prune_cron(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if not value:
+            return None
+        if not croniter.is_valid(value):
+            raise ValueError(f"event_prune_schedule {value!r} is not a valid cron expression (five fields)")
+        return value
 
     @field_validator("gc_schedule")
     @classmethod

@@ -218,9 +218,9 @@ async def test_gc_api_lists_runs_and_jobs_and_needs_an_admin(reg):
 
 
 async def test_scheduled_gc_runs_from_the_gc_schedule_setting(tmp_path):
-    # No housekeeping schedule: its 600 s interval could fall due with the moved clock.
+    # No housekeeping or events-prune schedule: its 600 s interval could fall due with the moved clock.
     async with open_registry(tmp_path / "data", "filesystem", gc_schedule="*/10 * * * *", worker_enabled=False,
-                             upload_purge_interval_seconds=0) as reg:
+                             upload_purge_interval_seconds=0, event_prune_schedule=None) as reg:
         services = reg.services
         schedule = services.scheduler.get("gc")
         assert schedule["cron"] == "*/10 * * * *" and schedule["payload"] == {"dry_run": False}

@@ -270,7 +270,7 @@ async def test_schedules_follow_the_policy_and_jobs_run_it(env: Env):
 
     # The schedule fires (scheduler clock moved past 04:00): the job runs as the system account.
     scheduler.clock = lambda: datetime.now(UTC) + timedelta(days=2)
-    ticked = await anyio.to_thread.run_sync(scheduler.tick)  # housekeeping's interval schedule is due too
+    ticked = await anyio.to_thread.run_sync(scheduler.tick)  # housekeeping's and events-prune's schedules are due too
     [job_id] = [i for i in ticked if env.services.jobs.get(i)["kind"] == "retention"]
     job = await wait_for_job(env, job_id)
     assert job["state"] == "succeeded", job

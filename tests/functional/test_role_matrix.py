@@ -86,6 +86,7 @@ CELLS: dict[str, tuple[str, str, int]] = {
     "policies-api": ("manage-policies", "api", 200),
     "webhooks-api": ("manage-webhooks", "api", 200),
     "audit-api": ("read-audit", "api", 200),
+    "events-api": ("read-audit", "api", 200),
 }
 
 
@@ -277,6 +278,8 @@ class World:
             return r, problems
         if cell == "audit-api":
             return await c.get("/api/v1/audit", params={"project": project}, auth=auth), problems
+        if cell == "events-api":
+            return await c.get("/api/v1/events", params={"project": project}, auth=auth), problems
         raise AssertionError(cell)
 
 

@@ -286,6 +286,7 @@ async def test_registry_wide_scan_on_push_default(tmp_path, database_url_for):
             await push_built(env, "team/app", "1", java_app(tmp_path / "a", FIXED))
             await push_built(env, "quiet/app", "1", java_app(tmp_path / "b", FIXED, marker="quiet"))  # another digest
             assert (await wait_scanned(env, "team/app", "1"))["images"][0]["report"]["sbom_digest"]
+            env.services.feed.drain()  # quiet/app's artifact.pushed has been judged too
             status = await scan_status(env, "quiet/app", "1")
             assert not status["scanned"] and not status["in_progress"]
 
@@ -315,3 +316,33 @@ async def test_notation_signature_is_recognized_not_trusted(env, tmp_path):
         f"image {digest} is not signed by a key trusted by project signed: it has only a Notation signature, "
         "which Dockyard recognizes but cannot verify; policy require-signature of project signed"
     )
+
+
+async def test_promotion_and_retag_scan_like_a_push(env, tmp_path):
+    """Acceptance 3 of issue 10: scan on push follows the change feed, so an image promoted into a
+    project with auto-scan gets a report, and so does one retagged there, though neither was pushed."""
+    await env.project("dev")
+    await env.project("prod")
+    import_fixtures(env)
+    await policy(env, "prod", auto_scan=True)
+    digest = await push_built(env, "dev/app", "1", java_app(tmp_path / "img", VULNERABLE))
+    env.services.feed.drain()  # dev does not scan on push: its artifact.pushed queued nothing
+    status = await scan_status(env, "dev/app", "1")
+    assert not status["scanned"] and not status["in_progress"]
+    r = await env.api.post("/api/v1/promotions", json={"source": "dev/app:1", "destination": "prod/app"})
+    assert r.status_code == 201, r.text
+    status = await wait_scanned(env, "prod/app", "1")
+    assert status["summary"]["Critical"] == 1
+    r = await env.api.get("/api/v1/events", params={"repository": "prod/app", "type": "scan"})
+    assert [(e["type"], e["digest"]) for e in r.json()] == [
+        ("scan.completed", digest), ("scan.verdict_changed", digest)]
+    assert r.json()[1]["data"] == {"scanner": "builtin", "previous": "unscanned", "current": "critical"}
+
+    await env.project("qa")
+    fixed = await push_built(env, "qa/app", "1", java_app(tmp_path / "fixed", FIXED, marker="qa"))
+    env.services.feed.drain()
+    assert not (await scan_status(env, "qa/app", "1"))["scanned"]
+    await policy(env, "qa", auto_scan=True)
+    r = await env.api.put("/api/v1/repositories/qa/app/tags/stable", json={"digest": fixed})
+    assert r.status_code == 200, r.text
+    assert (await wait_scanned(env, "qa/app", "stable"))["summary"]["Critical"] == 0

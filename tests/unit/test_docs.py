@@ -62,6 +62,8 @@ def test_webhooks_doc_covers_every_format_header_and_setting():
         if name.startswith("webhook_"):
             assert f"`{name}`" in text, f"setting {name} missing from docs/webhooks.md"
     assert "from standardwebhooks import Webhook" in text
+
+
 def test_every_metric_is_documented():
     """Every metric family Dockyard exposes (docs/metrics.md), by its exposed name (counters end in _total)."""
     import inspect
@@ -77,3 +79,24 @@ def test_every_metric_is_documented():
     text = (DOCS / "metrics.md").read_text()
     for name in names:
         assert f"`{name}`" in text, f"metric {name} missing from docs/metrics.md"
+
+
+def test_every_event_type_is_documented_with_a_json_example():
+    """docs/events.md has a section per EVENT_TYPES entry, each with a JSON example of that type."""
+    import json
+    import re
+
+    from dockyard.domain.events import EVENT_TYPES
+
+    text = (DOCS / "events.md").read_text()
+    sections = dict(re.findall(r"^### `([a-z_.]+)`\n(.*?)(?=^### |\Z)", text, flags=re.M | re.S))
+    for name in EVENT_TYPES:
+        assert name in sections, f"event type {name} missing from docs/events.md"
+        blocks = re.findall(r"```json\n(.*?)```", sections[name], flags=re.S)
+        assert blocks, f"event type {name} has no JSON example in docs/events.md"
+        for block in blocks:
+            example = json.loads(block)
+            assert example["type"] == name and set(example) >= {"id", "cursor", "key", "occurred_at", "data"}
+    assert set(sections) <= set(EVENT_TYPES), f"docs/events.md documents unknown types {set(sections) - set(EVENT_TYPES)}"
+    for block in re.findall(r"```json\n(.*?)```", text, flags=re.S):
+        json.loads(block)  # every example parses

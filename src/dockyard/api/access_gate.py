@@ -19,6 +19,7 @@ from starlette.responses import Response
 from dockyard.api.services import services_of
 from dockyard.api.http import quote_param
 from dockyard.auth.authenticator import Authenticator, LoginFailed
+from dockyard import request_context
 from dockyard.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal
 from dockyard.auth.scopes import challenge_scope
 from dockyard.auth.throttle import ThrottleBusy
@@ -353,9 +354,13 @@ def guarded(endpoint: Endpoint, access: dict[str, str] | None, resource: str, au
             name = None
             principal = await gate.authorize(request, None, None, None)
         request.state.principal = principal
-        if action == "push" and gate.settings.auto_create_projects:
-            await anyio.to_thread.run_sync(gate.admission.create_project_on_push, principal, name)
-        response = await endpoint(request)
+        actor = request_context.actor.set(principal.name)  # events of this request name their actor
+        try:
+            if action == "push" and gate.settings.auto_create_projects:
+                await anyio.to_thread.run_sync(gate.admission.create_project_on_push, principal, name)
+            response = await endpoint(request)
+        finally:
+            request_context.actor.reset(actor)
         event = audit.get(request.method) if audit else None
         if event is not None and (action != "pull" or gate.settings.audit_pulls):
             await gate.after(request, principal, event(request.path_params) if callable(event) else event, name, response.status_code)

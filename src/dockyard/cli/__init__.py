@@ -30,5 +30,14 @@ for module in (server, login, jobs, promote, policy, webhooks, admin_groups, aud
     module.register(app, admin)
 
 
+def _add_events_commands() -> None:
+    from dockyard.cli.events import events
+
+    app.add_typer(events, name="events")  # events tail [--follow]
+
+
+_add_events_commands()
+
+
 def main() -> None:
     app()

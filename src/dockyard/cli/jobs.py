@@ -79,7 +79,9 @@ def worker(
     configure_logging(settings.log_level, settings.log_format)  # untrusted text in log lines is escaped
     services = build_services(settings)
     try:
+        services.feed.start()  # the worker runs the change feed's durable consumers (scan on push, …)
         if once:
+            services.feed.drain()
             services.scheduler.tick()
             ran = services.worker.run_pending()
             err.print(f"ran {ran} job(s)")
@@ -92,11 +94,20 @@ def worker(
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+
+        async def run() -> None:
+            feed = asyncio.create_task(services.feed.run_forever(durable=True))
+            try:
+                await services.worker.run_forever()
+            finally:
+                feed.cancel()
+
         try:
-            asyncio.run(services.worker.run_forever())
+            asyncio.run(run())
         except KeyboardInterrupt:
             pass
     finally:
+        services.feed.stop()
         services.db.dispose()
 
 

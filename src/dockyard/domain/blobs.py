@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from dockyard.domain import blob_refs
+from dockyard.domain.events import record
 from dockyard.domain.intents import claim_intent, forget_intent, record_intent
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
 from dockyard.errors import BlobTooLarge, BlobUnknown, Unavailable, Unsupported
@@ -163,7 +164,8 @@ class BlobService:
         With `source`, only that repository is considered; without it (automatic content
         discovery) any repository holding the blob that the caller `may_read` will do."""
         with self.db.write() as conn:
-            if not any(may_read(name) for name in blob_refs.holders(conn, digest, source)):
+            mounted_from = next((name for name in blob_refs.holders(conn, digest, source) if may_read(name)), None)
+            if mounted_from is None:
                 return False
             # Writing the blob's row serializes with GC's mark; a marked blob is uploaded again instead.
             row = blob_refs.touch_one(conn, digest, self.clock())
@@ -177,6 +179,7 @@ class BlobService:
             if self.quotas is not None:
                 self.quotas.check(conn, target, [digest])
             blob_refs.link(conn, ensure_repository_id(conn, target), row.id, self.clock())
+            record(conn, "blob.mounted", repository=target, digest=digest, data={"source": mounted_from, "size": row.size})
             return True
 
     def unlink(self, repository: str, digest: str) -> None:

@@ -23,21 +23,21 @@ from dockyard.metadata.event_tables import event_cursors, events
 
 # Every event type, with what it means. docs/events.md documents each one (tests/unit/test_docs.py).
 EVENT_TYPES: dict[str, str] = {
-    "artifact.pushed": "A manifest was stored in a repository (by a push, promotion, retag, mount or cache fill; see data.via).",
+    "artifact.pushed": "A manifest was stored or (re)tagged in a repository (data.via: push, promotion, retag; data.new: first stored here).",
     "artifact.deleted": "A manifest and the tags on it were deleted (data.via: api, retention).",
     "artifact.pulled": "Manifests were pulled; recorded in batches (data.count) as pull times are flushed.",
     "artifact.promoted": "An artifact was promoted or copied into another repository (data.source).",
     "tag.updated": "A tag was created or moved to another manifest (data.previous_digest when moved).",
     "tag.deleted": "A tag was removed; the manifest stays.",
     "blob.mounted": "A blob was mounted into a repository from another one (data.source).",
-    "retention.completed": "A retention policy run finished (data: policy, deleted, dry_run).",
-    "gc.completed": "A garbage collection sweep finished (data: blobs, bytes, manifests).",
-    "scan.completed": "A vulnerability scan finished (data: scanner, severity counts).",
-    "scan.failed": "A vulnerability scan failed (data.error).",
-    "scan.verdict_changed": "An artifact's pull-gate verdict changed (data: previous, current).",
-    "signature.attached": "A signature (cosign or notation) was stored for an artifact (data.subject).",
-    "quota.warning": "A project's storage use crossed 80% of its quota.",
-    "quota.exceeded": "A write was refused because it would exceed the project's quota.",
+    "retention.completed": "A retention policy run (not a dry run) finished (data: policy, policy_id and the run's counts).",
+    "gc.completed": "A garbage collection run finished (data: blobs and bytes reclaimed, skipped, orphans_reclaimed).",
+    "scan.completed": "A vulnerability scan stored its report (data: scanner, summary of severity counts).",
+    "scan.failed": "A vulnerability scan failed with no earlier good report to keep (data: scanner, error).",
+    "scan.verdict_changed": "A new report changed the artifact's verdict (highest severity, none, failed; previous unscanned for the first).",
+    "signature.attached": "A signature (cosign tag or bundle, Notation) was stored for an artifact (data: format, subject).",
+    "quota.warning": "A write took a project's storage use across 80% of its quota (recorded with that write).",
+    "quota.exceeded": "A write was refused for the project's quota (recorded in its own transaction after the rollback).",
     "project.created": "A project was created.",
     "project.updated": "A project's settings changed.",
     "project.deleted": "A project was deleted.",
@@ -47,7 +47,7 @@ EVENT_TYPES: dict[str, str] = {
     "robot.created": "A robot account was created.",
     "robot.updated": "A robot account was changed (permissions, secret, enabled).",
     "robot.deleted": "A robot account was deleted.",
-    "policy.changed": "A project policy changed (data.kind: tag_rules, retention, security, quota, webhook).",
+    "policy.changed": "A policy changed (data.kind: tag_rules, retention, security, quota, webhook; project None: system-wide).",
     "webhook.disabled": "A webhook endpoint was disabled after too many consecutive dead deliveries (data: webhook, name).",
 }
 
@@ -71,9 +71,15 @@ class Event:
     def position(self) -> tuple[int, int]:
         return (self.txid, self.id)
 
+    @property
+    def cursor(self) -> str:
+        """The position as the API's opaque `after` cursor and the stream's event id."""
+        return format_cursor(self.position)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "cursor": self.cursor,
             "key": self.key,
             "type": self.type,
             "occurred_at": self.occurred_at.isoformat(),
@@ -95,7 +101,24 @@ def event_from_row(row) -> Event:
     )
 
 
+def format_cursor(position: tuple[int, int]) -> str:
+    return f"{position[0]}-{position[1]}"
+
+
+def parse_cursor(text: str) -> tuple[int, int]:
+    """`txid-id` (what `cursor` gives) or a bare event id (SQLite, where txid is always 0)."""
+    txid, sep, event_id = text.strip().partition("-")
+    try:
+        position = (int(txid), int(event_id)) if sep else (0, int(txid))
+    except ValueError:
+        raise ValueError(f"not an event cursor: {text[:40]!r}") from None
+    if position[0] < 0 or position[1] < 0:
+        raise ValueError(f"not an event cursor: {text[:40]!r}")
+    return position
+
+
 PENDING_FLAG = "dockyard_events_pending"
+RECORDED = "dockyard_events_recorded"  # this transaction's events, for immediate in-process subscribers
 
 
 def record(
@@ -129,7 +152,12 @@ def record(
     if conn.dialect.name == "postgresql":
         values["txid"] = literal_column("pg_current_xact_id()::text::bigint")
     conn.execute(events.insert().values(**values))
-    conn.info[PENDING_FLAG] = True  # the engine's commit hook wakes local consumers (jobs/feed.py)
+    conn.info[PENDING_FLAG] = True  # the after-commit hook wakes local consumers (jobs/feed.py)
+    conn.info.setdefault(RECORDED, []).append(Event(
+        id=0, key=values["key"], txid=0, occurred_at=values["occurred_at"], type=type, project=project,
+        repository=repository, digest=digest, tag=tag, actor=values["actor"], request_id=values["request_id"],
+        data=data or {},
+    ))
 
 
 def visible_clause(conn: Connection):
@@ -180,11 +208,14 @@ class EventLog:
         types: list[str] | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        after: int | None = None,
+        after: tuple[int, int] | None = None,
         limit: int = 100,
+        latest: bool = False,
     ) -> list[Event]:
-        """Events oldest first, by id. `projects` (None: all) is the caller's visibility; `after` an
-        event id to continue from (a page's last id, or a tail's position)."""
+        """Events in feed order (the order durable consumers see). `projects` (None: all) is the
+        caller's visibility; `after` the position to continue from (a page's last event's cursor, or
+        a tail's). On PostgreSQL only settled events are listed (see visible_clause), so paging
+        or tailing by cursor never skips an event that committed late with a lower id."""
         conditions = []
         if projects is not None:
             if not projects:
@@ -204,10 +235,15 @@ class EventLog:
         if until:
             conditions.append(events.c.occurred_at < until)
         if after is not None:
-            conditions.append(events.c.id > after)
+            conditions.append(after_clause(after))
         with self.db.read() as conn:
-            rows = conn.execute(select(events).where(*conditions).order_by(events.c.id).limit(limit)).all()
-        return [event_from_row(r) for r in rows]
+            visible = visible_clause(conn)
+            if visible is not None:
+                conditions.append(visible)
+            order = (events.c.txid.desc(), events.c.id.desc()) if latest else (events.c.txid, events.c.id)
+            rows = conn.execute(select(events).where(*conditions).order_by(*order).limit(limit)).all()
+        found = [event_from_row(r) for r in rows]
+        return found[::-1] if latest else found  # `latest`: the newest `limit`, still oldest first
 
     def latest_id(self) -> int:
         with self.db.read() as conn:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, select, update
 
+from dockyard.domain import artifact_events
 from dockyard.domain import blob_refs as blob_rows
 from dockyard.domain.manifests import ParsedManifest, parse_manifest
 from dockyard.domain.names import validate_tag
@@ -90,6 +91,8 @@ class ManifestService:
         payload: bytes,
         content_type: str | None,
         extra_tags: tuple[str, ...] = (),
+        *,
+        via: str = "push",
     ) -> ParsedManifest:
         """Store a manifest and point `tag` plus any `extra_tags` (?tag= on a by-digest PUT) at it, atomically."""
         self.check_size(len(payload))
@@ -111,9 +114,17 @@ class ManifestService:
                     self.tag_policy.check_tag_change(
                         conn, repository, tag, tag_digest(conn, repo_id, tag), parsed.digest, verdicts=verdicts
                     )
+            new = self._manifest_id(conn, repo_id, parsed.digest) is None
             manifest_id = self._store(conn, repo_id, parsed)
+            previous: dict[str, str | None] = {}
             for tag in new_tags:  # any refusal rolls back the manifest and every tag: all or nothing
-                move_tag(conn, self.tag_policy, repository, repo_id, tag, manifest_id, parsed.digest, verdicts=verdicts)
+                previous[tag] = move_tag(
+                    conn, self.tag_policy, repository, repo_id, tag, manifest_id, parsed.digest, verdicts=verdicts
+                )
+            artifact_events.manifest_written(
+                conn, repository, digest=parsed.digest, media_type=parsed.media_type, size=len(parsed.payload), via=via,
+                tags=previous, payload=parsed.payload, artifact_type=parsed.artifact_type, subject=parsed.subject, new=new,
+            )
             generations.bump(conn, project_of(repository))  # cached signature verdicts of the project expire
         return parsed
 
@@ -191,7 +202,10 @@ class ManifestService:
 
     # -- deletes --------------------------------------------------------------------------
 
-    def delete(self, repository: str, tag: str | None, digest: str | None, *, override: Override | None = None) -> None:
+    def delete(
+        self, repository: str, tag: str | None, digest: str | None, *, override: Override | None = None,
+        via: str = "api", reason: dict | None = None,
+    ) -> None:
         """Delete a tag, or a manifest with every tag on it. TagPolicy sees each tag that would go,
         so immutable tags survive /v2 deletes, API deletes and retention alike (unless overridden)."""
         if not self.delete_enabled:
@@ -202,16 +216,18 @@ class ManifestService:
             if repo_id is None:
                 raise NameUnknown(f"repository {repository} is not known to this registry", detail={"name": repository})
             if tag is not None:
-                remove_tag(conn, self.tag_policy, repository, repo_id, tag, override=override, verdicts=verdicts)
+                was = remove_tag(conn, self.tag_policy, repository, repo_id, tag, override=override, verdicts=verdicts)
+                artifact_events.tag_deleted(conn, repository, tag, was, via=via)
                 generations.bump(conn, project_of(repository))
                 return
             # Lock the manifest row (PostgreSQL) before reading its tags: a concurrent tag write on it
             # (its foreign key takes a share lock on this row) then either committed before we look, or waits.
-            manifest_id = conn.execute(
-                select(manifests.c.id)
+            row = conn.execute(
+                select(manifests.c.id, manifests.c.media_type)
                 .where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
                 .with_for_update()
-            ).scalar()
+            ).first()
+            manifest_id = row.id if row is not None else None
             if manifest_id is None:
                 raise ManifestUnknown(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
             for held_tag, held_digest in self._tags_holding(conn, repo_id, digest):
@@ -242,7 +258,9 @@ class ManifestService:
                     )
                 ).scalars()
             )
+            held = list(conn.execute(select(tags.c.name).where(tags.c.manifest_id == manifest_id)).scalars())
             conn.execute(delete(tags).where(tags.c.manifest_id == manifest_id))
+            artifact_events.manifest_deleted(conn, repository, digest, row.media_type, held, via=via, reason=reason)
             conn.execute(delete(manifest_references).where(manifest_references.c.manifest_id == manifest_id))
             conn.execute(delete(manifests).where(manifests.c.id == manifest_id))
             if blob_refs:

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, exists, false, func, or_, select, update
 
 from dockyard.auth.principals import Principal
+from dockyard.domain.events import record
 from dockyard.errors import Conflict, InvalidRequest
 from dockyard.paging import Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
@@ -75,6 +76,7 @@ class ProjectService:
                         project_id=project.id, user_id=creator.id, role="admin", created_at=now
                     )
                 )
+            record(conn, "project.created", project=name, data={"public": public})
             return project
 
     def get(self, name: str) -> Project:
@@ -112,7 +114,10 @@ class ProjectService:
             project = self._require(conn, name)
             if public is not None:
                 conn.execute(update(projects).where(projects.c.id == project.id).values(public=public))
-            return self._require(conn, name)
+            after = self._require(conn, name)
+            if after.public != project.public:
+                record(conn, "project.updated", project=name, data={"public": after.public})
+            return after
 
     def delete(self, name: str) -> None:
         """Delete an empty project (its members, robots and robot permissions go with it)."""
@@ -129,6 +134,7 @@ class ProjectService:
                     detail={"name": name, "repositories": held},
                 )
             conn.execute(delete(projects).where(projects.c.id == project.id))
+            record(conn, "project.deleted", project=name)
 
     def repository_count(self, name: str) -> int:
         with self.db.read() as conn:
@@ -167,6 +173,7 @@ class ProjectService:
                     f"{username} is already a member of project {project}; change the role instead",
                     detail={"project": project, "username": username},
                 )
+            record(conn, "member.added", project=project, data={"username": username, "role": role})
             return self._require_member(conn, project_id, project, user_id, username)
 
     def set_member_role(self, project: str, username: str, role: str) -> tuple[Member, str]:
@@ -183,6 +190,9 @@ class ProjectService:
                 .where(project_members.c.project_id == project_id, project_members.c.user_id == user_id)
                 .values(role=role)
             )
+            if before.role != role:
+                record(conn, "member.updated", project=project,
+                       data={"username": username, "role": role, "previous_role": before.role})
             return self._require_member(conn, project_id, project, user_id, username), before.role
 
     def remove_member(self, project: str, username: str) -> Member:
@@ -197,6 +207,7 @@ class ProjectService:
                     project_members.c.project_id == project_id, project_members.c.user_id == user_id
                 )
             )
+            record(conn, "member.removed", project=project, data={"username": username, "role": before.role})
             return before
 
     # -- helpers ----------------------------------------------------------------------------

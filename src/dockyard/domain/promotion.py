@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
+from dockyard.domain import artifact_events
+from dockyard.domain.events import record
 from dockyard.domain import blob_refs
 from dockyard.domain.manifest_service import MAX_TAGS_PER_PUT, ManifestService, move_tag, tag_digest
 from dockyard.domain.manifests import parse_manifest
@@ -146,8 +148,35 @@ class PromotionService:
                 result.tags[tag] = move_tag(
                     conn, self.tag_policy, destination, dest_id, tag, manifest_id, digest, override=override, verdicts=verdicts
                 )
+            self._record_events(conn, dest_id, result)
             generations.bump(conn, project_of(destination))  # copied signatures count at once
         return result
+
+    @staticmethod
+    def _record_events(conn: Connection, dest_id: int, result: PromotionResult) -> None:
+        """artifact.pushed (via promotion) for each manifest now in the destination, with the tag and
+        signature events of a push, and one artifact.promoted: consumers react as to a push."""
+        items = [d for d in result.copied if d != result.source_digest] + [result.source_digest]
+        rows = {
+            r.digest: r for r in conn.execute(
+                select(manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.payload,
+                       manifests.c.artifact_type, manifests.c.subject_digest)
+                .where(manifests.c.repository_id == dest_id, manifests.c.digest.in_(items))
+            )
+        }
+        source = f"{result.source_repository}@{result.source_digest}"
+        for item in items:
+            row = rows[item]
+            artifact_events.manifest_written(
+                conn, result.destination, digest=item, media_type=row.media_type, size=row.size, via="promotion",
+                tags=result.tags if item == result.source_digest else {}, payload=bytes(row.payload),
+                artifact_type=row.artifact_type, subject=row.subject_digest, new=item in result.copied,
+                extra={"source": source},
+            )
+        record(conn, "artifact.promoted", repository=result.destination, digest=result.source_digest, data={
+            "source": source, "source_repository": result.source_repository, "tags": sorted(result.tags),
+            "copied": len(result.copied), "referrers": len(result.referrers), "blobs_linked": result.blobs_linked,
+        })
 
     def _check_source_gate(self, repository: str, digest: str, include_referrers: bool, caller: str | None) -> None:
         """The source's pull gate for everything the copy takes that a pull would judge on its own: the image,

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import DateTime, bindparam, or_, select, update
 
+from dockyard.domain.events import record as record_event
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.models import manifests, repositories
 
@@ -26,10 +27,14 @@ class PullRecorder:
         self.db = db
         self.clock = clock
         self._pending: dict[tuple[str, str], datetime] = {}
+        self._counts: dict[tuple[str, str], int] = {}  # pulls since the last flush, for artifact.pulled
+        self._taken: dict[tuple[str, str], int] = {}  # counts of the batch being written
 
     def record(self, repository: str, digest: str) -> None:
         """Hot path: remember the latest pull of (repository, digest). No I/O, no lock."""
-        self._pending[(repository, digest)] = self.clock()
+        key = (repository, digest)
+        self._pending[key] = self.clock()
+        self._counts[key] = self._counts.get(key, 0) + 1
 
     @property
     def pending(self) -> int:
@@ -43,6 +48,7 @@ class PullRecorder:
             when = self._pending.pop(key, None)
             if when is not None:
                 batch.append((key[0], key[1], when))
+                self._taken[key] = self._taken.get(key, 0) + self._counts.pop(key, 0)
         return batch
 
     def write(self, batch: list[tuple[str, str, datetime]]) -> int:
@@ -62,6 +68,12 @@ class PullRecorder:
         )
         with self.db.write() as conn:
             conn.execute(stmt, [{"b_repo": r, "b_digest": d, "b_when": t} for r, d, t in batch])
+            for repository, digest, when in batch:  # artifact.pulled: one event per manifest per flush
+                count = self._taken.get((repository, digest), 1)
+                record_event(conn, "artifact.pulled", repository=repository, digest=digest,
+                             data={"count": count, "last_pulled_at": when.isoformat()})
+        for repository, digest, _when in batch:
+            self._taken.pop((repository, digest), None)
         return len(batch)
 
     def flush(self) -> int:
@@ -75,6 +87,8 @@ class PullRecorder:
                 current = self._pending.get((repository, digest))
                 if current is None or current < when:
                     self._pending[(repository, digest)] = when
+                key = (repository, digest)
+                self._counts[key] = self._counts.get(key, 0) + self._taken.pop(key, 0)
             raise
 
     async def flush_async(self) -> int:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, func, or_, select, update
 
 from dockyard.domain import blob_refs
+from dockyard.domain.events import record
 from dockyard.errors import InvalidRequest, NotFound, QuotaExceeded
-from dockyard.metadata.db import Database
+from dockyard.metadata.db import AFTER_ROLLBACK, Database
 from dockyard.metadata.models import manifests, projects, repositories, uploads
 from dockyard.policy.access import project_of
 
@@ -52,6 +53,9 @@ def _in_project(project: str):
     )
 
 
+WARNING_RATIO = 0.8  # quota.warning when a write takes a project's use across 80% of its quota
+
+
 class QuotaService:
     def __init__(self, db: Database):
         self.db = db
@@ -78,6 +82,7 @@ class QuotaService:
         with self.db.write() as conn:
             if not conn.execute(update(projects).where(projects.c.name == project).values(quota_bytes=quota_bytes)).rowcount:
                 raise NotFound(f"project {project} does not exist", detail={"project": project[:100]})
+            record(conn, "policy.changed", project=project, data={"kind": "quota", "quota_bytes": quota_bytes})
         return self.get(project)
 
     def check(self, conn: Connection, repository: str, digests: Iterable[str]) -> None:
@@ -148,12 +153,12 @@ class QuotaService:
         pending = self.uploading(conn, project, upload_id)
         if used + pending + new_size > quota:
             others = f" and {human_bytes(pending)} in other open uploads" if pending else ""
-            raise QuotaExceeded(
+            raise self._exceeded(project, QuotaExceeded(
                 f"quota of project {project} exceeded: {human_bytes(used)} used{others} of {human_bytes(quota)}; "
                 f"this blob needs {human_bytes(new_size)}",
                 detail={"project": project, "quota_bytes": quota, "used_bytes": used, "uploading_bytes": pending,
                         "needed_bytes": new_size},
-            )
+            ), "upload")
 
     def check_manifest(self, conn: Connection, repository_id: int, size: int) -> None:
         """A new manifest row of `size` bytes in the repository: refuse (DENIED) past the project's quota.
@@ -173,8 +178,26 @@ class QuotaService:
             return
         used = self.usage(conn, project)
         if used + new_bytes > quota:
-            raise QuotaExceeded(
+            raise self._exceeded(project, QuotaExceeded(
                 f"quota of project {project} exceeded: {human_bytes(used)} used of {human_bytes(quota)}; "
                 f"this {what} needs {human_bytes(new_bytes)}",
                 detail={"project": project, "quota_bytes": quota, "used_bytes": used, "needed_bytes": new_bytes},
-            )
+            ), what)
+        threshold = quota * WARNING_RATIO
+        if used < threshold <= used + new_bytes:  # this write crosses 80%: commits (or not) with it
+            record(conn, "quota.warning", project=project, data={
+                "quota_bytes": quota, "used_bytes": used + new_bytes, "percent": round(100 * (used + new_bytes) / quota, 1),
+            })
+
+    def _exceeded(self, project: str, exc: QuotaExceeded, what: str) -> QuotaExceeded:
+        """The refused write rolls back, and its events with it: quota.exceeded is recorded in a
+        transaction of its own once that rollback is done (metadata/db.py AFTER_ROLLBACK)."""
+        data = {**exc.detail, "what": what}
+        data.pop("project", None)
+
+        def record_exceeded() -> None:
+            with self.db.write() as conn:
+                record(conn, "quota.exceeded", project=project, data=data)
+
+        setattr(exc, AFTER_ROLLBACK, record_exceeded)
+        return exc

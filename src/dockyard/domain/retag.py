@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from dockyard.domain import artifact_events
 from dockyard.domain.manifest_service import move_tag
 from dockyard.domain.names import validate_digest, validate_name, validate_tag
 from dockyard.domain.repositories import require_repository_id
@@ -35,11 +36,18 @@ def point_tag(
     verdicts = policy.prepare(repository, [tag])  # pattern matching, before the write lock
     with db.write() as conn:
         repo_id = require_repository_id(conn, repository)
-        manifest_id = conn.execute(
-            select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
-        ).scalar()
+        row = conn.execute(
+            select(manifests.c.id, manifests.c.media_type, manifests.c.size, manifests.c.payload, manifests.c.artifact_type,
+                   manifests.c.subject_digest)
+            .where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+        ).first()
+        manifest_id = row.id if row is not None else None
         if manifest_id is None:
             raise ManifestUnknown(f"manifest {digest} is not in repository {repository}", detail={"digest": digest})
         previous = move_tag(conn, policy, repository, repo_id, tag, manifest_id, digest, override=override, verdicts=verdicts)
+        artifact_events.manifest_written(
+            conn, repository, digest=digest, media_type=row.media_type, size=row.size, via="retag", tags={tag: previous},
+            payload=bytes(row.payload), artifact_type=row.artifact_type, subject=row.subject_digest, new=False,
+        )
         generations.bump(conn, project_of(repository))  # a moved .sig tag changes signature verdicts
         return previous

@@ -19,7 +19,9 @@ from typing import Any
 from croniter import croniter
 from sqlalchemy import Connection, and_, delete, or_, select, update
 
+from dockyard import request_context
 from dockyard.auth.principals import Principal
+from dockyard.domain.events import record
 from dockyard.errors import Conflict, DockyardError, InvalidRequest, ManifestUnknown, NotFound, Unavailable
 from dockyard.metadata import job_kinds
 from dockyard.metadata.lookups import require_project_id
@@ -50,6 +52,11 @@ class RetentionPolicy:
     created_at: datetime
     updated_at: datetime
     last_run_at: datetime | None
+
+
+def _policy_changed(conn: Connection, policy: RetentionPolicy, change: str) -> None:
+    record(conn, "policy.changed", project=policy.project,
+           data={"kind": "retention", "change": change, "policy_id": policy.id, "name": policy.name})
 
 
 def schedule_name(policy_id: int) -> str:
@@ -116,6 +123,7 @@ class RetentionService:
                     retention_policies.c.project_id == project_id, retention_policies.c.name == name)
             ).scalar_one()
             policy = self._load(conn, policy_id)
+            _policy_changed(conn, policy, "created")
         self._sync_schedule(policy)
         return policy
 
@@ -138,6 +146,7 @@ class RetentionService:
                     schedule=cron, enabled=enabled, updated_at=self.clock())
             )
             policy = self._load(conn, current.id)
+            _policy_changed(conn, policy, "updated")
         self._sync_schedule(policy)
         return policy
 
@@ -145,6 +154,7 @@ class RetentionService:
         with self.db.write() as conn:
             policy = self._require(conn, project, policy_id)
             conn.execute(delete(retention_policies).where(retention_policies.c.id == policy.id))
+            _policy_changed(conn, policy, "deleted")
         if self.scheduler is not None:
             self.scheduler.set_schedule(schedule_name(policy.id), JOB_KIND, {"policy_id": policy.id}, None)
         return policy
@@ -259,9 +269,14 @@ class RetentionService:
         policy = self.get_by_id(policy_id)
         if policy is None:
             raise NotFound(f"retention policy {policy_id} does not exist", detail={"policy_id": policy_id})
+        actor = actor or SYSTEM
+        with request_context.acting_as(actor.name):
+            return self._run(policy, dry_run=dry_run, actor=actor, progress=progress)
+
+    def _run(self, policy: RetentionPolicy, *, dry_run: bool, actor: Principal,
+             progress: Callable[[dict], None] | None) -> dict:
         rules = parse_policy(policy.format, policy.document)
         now = self.clock()
-        actor = actor or SYSTEM
         summary = {"repositories": 0, "artifacts": 0, "kept": 0, "expired": 0, "protected": 0,
                    "deleted": 0, "skipped": 0, "failed": 0}
         report_repos = []
@@ -290,6 +305,8 @@ class RetentionService:
         if not dry_run:
             with self.db.write() as conn:
                 conn.execute(update(retention_policies).where(retention_policies.c.id == policy.id).values(last_run_at=now))
+                record(conn, "retention.completed", project=policy.project,
+                       data={"policy": policy.name, "policy_id": policy.id, **summary})
         return {
             "policy": {"id": policy.id, "project": policy.project, "name": policy.name, "format": policy.format},
             "dry_run": dry_run,
@@ -322,7 +339,8 @@ class RetentionService:
         if not self._still_expirable(repository, a, expired):
             return "skipped: changed since evaluation"
         try:
-            self.manifests.delete(repository, None, a.digest)
+            self.manifests.delete(repository, None, a.digest, via="retention",
+                                  reason={"policy": policy.name, "policy_id": policy.id, "rule": d.rule})
         except ManifestUnknown:
             return "skipped: already deleted"
         except DockyardError as exc:  # e.g. DENIED from the tag policy: nothing was deleted

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, delete, func, select, update
 
 from dockyard.auth.passwords import generate_secret, hash_secret
 from dockyard.auth.principals import ROBOT_PREFIX, Principal
+from dockyard.domain.events import record
 from dockyard.errors import Conflict, InvalidRequest
 from dockyard.paging import Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
@@ -48,6 +49,13 @@ class Robot:
 
     def principal(self) -> Principal:
         return Principal("robot", self.name, self.id, False)
+
+
+def _robot_event(conn, type: str, robot: Robot, change: list[str] | None = None) -> None:
+    data: dict = {"name": robot.name, "kind": robot.kind}
+    if change is not None:
+        data["changed"] = change
+    record(conn, type, project=robot.project, data=data)
 
 
 def full_robot_name(name: str, project: str | None) -> str:
@@ -138,7 +146,9 @@ class RobotService:
                 robot_permissions.insert(),
                 [{"robot_id": robot_id, "project_id": project_ids[p], "actions": ",".join(a)} for p, a in grants.items()],
             )
-            return self._require(conn, full_name), secret
+            robot = self._require(conn, full_name)
+            _robot_event(conn, "robot.created", robot)
+            return robot, secret
 
     def rotate(self, name: str) -> tuple[Robot, str]:
         secret = generate_secret()
@@ -148,6 +158,7 @@ class RobotService:
             conn.execute(
                 update(robots).where(robots.c.id == robot.id).values(secret_hash=secret_hash, credential_epoch=new_epoch())
             )
+            _robot_event(conn, "robot.updated", robot, change=["secret"])
             return robot, secret
 
     def update(
@@ -166,12 +177,14 @@ class RobotService:
                 values["credential_epoch"] = new_epoch()  # tokens and refresh tokens issued before end
             if values:
                 conn.execute(update(robots).where(robots.c.id == robot.id).values(**values))
+                _robot_event(conn, "robot.updated", robot, change=sorted(k for k in values if k != "credential_epoch"))
             return self._require(conn, name)
 
     def delete(self, name: str) -> Robot:
         with self.db.write() as conn:
             robot = self._require(conn, name)
             conn.execute(delete(robots).where(robots.c.id == robot.id))
+            _robot_event(conn, "robot.deleted", robot)
             return robot
 
     # -- reads ------------------------------------------------------------------------------

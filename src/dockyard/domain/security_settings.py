@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, select
 
+from dockyard.domain.events import record
 from dockyard.errors import InvalidRequest, NotFound
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database, aware, upsert, utcnow
@@ -184,6 +185,8 @@ class SecuritySettings:
                 "updated_at": utcnow(),
             }
             upsert(conn, project_security, {"project_id": project_id, **row}, ["project_id"], row)
+            record(conn, "policy.changed", project=project,
+                   data={"kind": "security", "change": "updated", "fields": sorted(changes)})
             generations.bump(conn, project)
         self._changed()
         return policy
@@ -222,6 +225,8 @@ class SecuritySettings:
             project_id = require_project_id(conn, project)
             upsert(conn, cve_allowlist, {"project_id": project_id, "vulnerability": vulnerability, **values},
                    ["project_id", "vulnerability"], values)
+            record(conn, "policy.changed", project=project,
+                   data={"kind": "security", "change": "allowlist_added", "vulnerability": vulnerability})
         self._changed()
         return AllowlistEntry(vulnerability, expires_at, reason, now, by)
 
@@ -231,6 +236,9 @@ class SecuritySettings:
             gone = conn.execute(
                 delete(cve_allowlist).where(cve_allowlist.c.project_id == project_id, cve_allowlist.c.vulnerability == vulnerability)
             ).rowcount
+            if gone:
+                record(conn, "policy.changed", project=project,
+                       data={"kind": "security", "change": "allowlist_removed", "vulnerability": vulnerability})
         if not gone:
             raise NotFound(f"{vulnerability} is not on the allowlist of project {project}", detail={"vulnerability": vulnerability[:100]})
         self._changed()

@@ -9,8 +9,11 @@ Handlers must therefore be short database work; slow work (HTTP deliveries, scan
 
 In-process subscribers (per-process caches such as the pull gate's verdicts) keep their position
 in memory, starting at the feed's head when the process starts: every process sees every event.
+An `immediate` subscriber also gets this process's own events synchronously right after their
+transaction commits (before the writer returns), so a cache is never stale after a write made
+through the same process; it later sees them again through the feed, so it must be idempotent.
 
-The dispatcher wakes when this process commits an event (the engine's commit hook) and otherwise
+The dispatcher wakes when this process commits an event (Database.after_commit) and otherwise
 polls every `event_poll_seconds`, which bounds the delay for events written by other processes.
 """
 
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, event as sa_event, func, insert, select, update
 
-from dockyard.domain.events import PENDING_FLAG, Event, head, read_after
+from dockyard.domain.events import PENDING_FLAG, RECORDED, Event, after_clause, head, read_after
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.event_tables import event_cursors, events
 
@@ -38,6 +41,7 @@ class _Durable:
     name: str
     handler: DurableHandler
     types: frozenset[str] | None
+    after_commit: Callable[[], None] | None = None
 
 
 @dataclass
@@ -46,6 +50,7 @@ class _Local:
     handler: LocalHandler
     types: frozenset[str] | None
     position: tuple[int, int] | None = None
+    immediate: bool = False
 
 
 def _dialect_insert(conn: Connection):
@@ -74,13 +79,19 @@ class Feed:
 
     # -- registration ------------------------------------------------------------------------
 
-    def consume(self, name: str, handler: DurableHandler, types: Collection[str] | None = None) -> None:
-        """Register a durable consumer. Its cursor starts at the feed's head when first created."""
-        self._durable[name] = _Durable(name, handler, frozenset(types) if types is not None else None)
+    def consume(
+        self, name: str, handler: DurableHandler, types: Collection[str] | None = None, *,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """Register a durable consumer. Its cursor starts at the feed's head when first created.
+        `after_commit` runs once a batch the handler saw has committed (e.g. wake the job worker)."""
+        self._durable[name] = _Durable(name, handler, frozenset(types) if types is not None else None, after_commit)
 
-    def subscribe(self, name: str, handler: LocalHandler, types: Collection[str] | None = None) -> None:
-        """Register an in-process subscriber (every process runs its own)."""
-        self._local[name] = _Local(name, handler, frozenset(types) if types is not None else None)
+    def subscribe(
+        self, name: str, handler: LocalHandler, types: Collection[str] | None = None, *, immediate: bool = False
+    ) -> None:
+        """Register an in-process subscriber (every process runs its own); see `immediate` above."""
+        self._local[name] = _Local(name, handler, frozenset(types) if types is not None else None, immediate=immediate)
 
     def start(self) -> None:
         """Create missing cursors at the head and hook commits; call once the schema exists."""
@@ -94,13 +105,13 @@ class Feed:
         for sub in self._local.values():
             sub.position = position
         if not self._listening:
-            sa_event.listen(self.db.engine, "commit", self._on_commit)
+            self.db.after_commit.append(self._on_commit)
             sa_event.listen(self.db.engine, "rollback", self._on_rollback)
             self._listening = True
 
     def stop(self) -> None:
         if self._listening:
-            sa_event.remove(self.db.engine, "commit", self._on_commit)
+            self.db.after_commit.remove(self._on_commit)
             sa_event.remove(self.db.engine, "rollback", self._on_rollback)
             self._listening = False
 
@@ -131,7 +142,9 @@ class Feed:
                 update(event_cursors).where(event_cursors.c.consumer == name)
                 .values(txid=last[0], event_id=last[1], updated_at=utcnow())
             )
-            return len(batch)
+        if wanted and consumer.after_commit is not None:
+            consumer.after_commit()
+        return len(batch)
 
     @staticmethod
     def _cursor_exists(conn: Connection, name: str) -> bool:
@@ -178,11 +191,16 @@ class Feed:
         return done
 
     def lag(self) -> dict[str, int]:
-        """Events each durable consumer has yet to read (for metrics)."""
+        """Events each durable consumer has yet to read (for metrics). Counted after the cursor's
+        (txid, id) position: on PostgreSQL ids are not commit-ordered, so max(id) - id would lie."""
         with self.db.read() as conn:
-            newest = conn.execute(select(func.max(events.c.id))).scalar() or 0
-            rows = conn.execute(select(event_cursors.c.consumer, event_cursors.c.event_id)).all()
-        return {r.consumer: max(0, newest - r.event_id) for r in rows if r.consumer in self._durable}
+            rows = conn.execute(select(event_cursors.c.consumer, event_cursors.c.txid, event_cursors.c.event_id)).all()
+            return {
+                r.consumer: conn.execute(
+                    select(func.count()).select_from(events).where(after_clause((r.txid, r.event_id)))
+                ).scalar_one()
+                for r in rows if r.consumer in self._durable
+            }
 
     # -- the dispatcher loop ---------------------------------------------------------------
 
@@ -191,12 +209,21 @@ class Feed:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def _on_commit(self, conn: Connection) -> None:
+        recorded = conn.info.pop(RECORDED, None)
         if conn.info.pop(PENDING_FLAG, False):
             self.wake()
+        for sub in self._local.values():
+            wanted = _wanted(sub.types, recorded) if sub.immediate and recorded else []
+            if wanted:
+                try:
+                    sub.handler(wanted)
+                except Exception:  # the feed delivers them again; a cache handler must not fail the writer
+                    log.exception("immediate subscriber %s failed", sub.name)
 
     @staticmethod
     def _on_rollback(conn: Connection) -> None:
         conn.info.pop(PENDING_FLAG, None)
+        conn.info.pop(RECORDED, None)
 
     async def run_forever(self, *, durable: bool = True) -> None:
         self._loop = asyncio.get_running_loop()

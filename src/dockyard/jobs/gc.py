@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 
 from dockyard.domain import blob_refs
+from dockyard.domain.events import record
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.models import storage_intents, uploads
 from dockyard.storage import StorageDriver
@@ -117,6 +118,11 @@ class GarbageCollector:
                 state["bytes_freed"] = result["bytes_freed"]
                 report(dict(state))
         result["seconds"] = round(time.monotonic() - started, 3)
+        with self.db.write() as conn:  # the sweeps committed batch by batch; the summary is its own transaction
+            record(conn, "gc.completed", data={
+                "blobs": result["deleted"] + result["resumed"], "bytes": result["bytes_freed"],
+                **{k: result[k] for k in ("deleted", "resumed", "skipped", "orphans_reclaimed", "seconds")},
+            })
         log.info("gc: deleted %d blobs (%d bytes) in %.2fs", result["deleted"] + result["resumed"], result["bytes_freed"], result["seconds"])
         return result
 

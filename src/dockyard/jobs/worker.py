@@ -111,7 +111,9 @@ class Worker:
             self.queue.heartbeat(job, self.worker_id, data)
 
         try:
-            result = handler(job.payload, progress)
+            # Events a job records name who asked for it (payload "actor") or the job kind itself.
+            with request_context.acting_as(str(job.payload.get("actor") or f"job:{job.kind}")):
+                result = handler(job.payload, progress)
         except JobReleased as exc:
             self.queue.release(job, self.worker_id)
             log.info("job %s (%s) released: %s", job.id, job.kind, exc)

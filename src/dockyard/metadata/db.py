@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import make_url
+
+
+log = logging.getLogger("dockyard.db")
+
+# An exception raised out of a write transaction may carry a callable under this attribute: it runs
+# once the transaction has rolled back (outside any write transaction of this thread), e.g. to
+# record a quota.exceeded event that must survive the refused write's rollback.
+AFTER_ROLLBACK = "dockyard_after_rollback"
 
 
 def utcnow() -> datetime:
@@ -42,15 +51,38 @@ class Database:
             db_path = make_url(url).database
             if db_path and db_path != ":memory:":
                 self._sqlite_path = db_path
+        # Called with the connection after each write transaction commits (the event feed wakes here).
+        self.after_commit: list[Callable[[Connection], None]] = []
+        self._writing = threading.local()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE),
         so two writers queue instead of failing on a read-to-write lock upgrade."""
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(dockyard_immediate=True)
-            with conn.begin():
-                yield conn
+        depth = getattr(self._writing, "depth", 0)
+        self._writing.depth = depth + 1
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(dockyard_immediate=True)
+                with conn.begin():
+                    yield conn
+                for hook in self.after_commit:
+                    try:
+                        hook(conn)
+                    except Exception:  # the change is committed; a hook must not turn it into an error
+                        log.exception("after-commit hook failed")
+        except BaseException as exc:
+            hook = getattr(exc, AFTER_ROLLBACK, None)
+            if hook is not None and depth == 0:
+                setattr(exc, AFTER_ROLLBACK, None)
+                self._writing.depth = 0
+                try:
+                    hook()
+                except Exception:
+                    log.exception("after-rollback hook failed")
+            raise
+        finally:
+            self._writing.depth = depth
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

@@ -15,6 +15,7 @@ RESCAN = "rescan"
 VULNDB_UPDATE = "vulndb-update"
 HOUSEKEEPING = "housekeeping"
 WEBHOOK_DELIVERY = "webhook-delivery"
+EVENTS_PRUNE = "events-prune"
 
 # kind -> what one job of it does (docs/api.md "Job kinds" lists the same).
 KINDS: dict[str, str] = {
@@ -25,4 +26,5 @@ KINDS: dict[str, str] = {
     VULNDB_UPDATE: "download the vulnerability database exports from vulndb_url",
     HOUSEKEEPING: "purge stale uploads, expired audit events and old login-throttle rows",
     WEBHOOK_DELIVERY: "send one webhook delivery, then the next ones of its lane (payload {delivery, turn})",
+    EVENTS_PRUNE: "delete change-feed events past event_retention_days that every durable consumer has read",
 }

@@ -91,7 +91,8 @@ MATRIX: tuple[Permission, ...] = (
     ),
     Permission(
         "read-audit", "read audit log",
-        "`GET /api/v1/audit?project={project}`",
+        "`GET /api/v1/audit?project={project}`; the change feed, `GET /api/v1/events?project={project}` "
+        "and `GET /api/v1/events/stream?project={project}`",
         _ADMIN, system_admin="✓ (also across projects)",
     ),
 )

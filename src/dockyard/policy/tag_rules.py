@@ -159,9 +159,12 @@ _RULE_COLUMNS = (
 
 
 class TagPolicy:
-    def __init__(self, db: Database, access: AccessPolicy | None = None):
+    def __init__(self, db: Database, access: AccessPolicy | None = None, *, record_event=None):
         self.db = db
         self.access = access or AccessPolicy(db)
+        # domain/events.py `record`, given by the composition root (policy sits below domain): rule
+        # changes go on the change feed in the same transaction.
+        self.record_event = record_event or (lambda conn, type, **fields: None)
 
     # -- reading the rules that apply ------------------------------------------------------
 
@@ -345,7 +348,10 @@ class TagPolicy:
                 )
                 .returning(tag_rules.c.id)
             ).scalar_one()
-            return self._get(conn, rule_id)
+            rule = self._get(conn, rule_id)
+            self.record_event(conn, "policy.changed", project=project,
+                              data={"kind": "tag_rules", "change": "created", "rule_id": rule_id, "rule": kind})
+            return rule
 
     def delete_rule(self, project: str | None, rule_id: int) -> Rule:
         """Delete a rule of `project` (None: a system rule); NOT_FOUND if it belongs elsewhere."""
@@ -356,6 +362,8 @@ class TagPolicy:
             if owner != project_id:
                 raise NotFound(f"tag rule {rule_id} does not exist", detail={"id": rule_id})  # same answer as a missing one
             conn.execute(delete(tag_rules).where(tag_rules.c.id == rule_id))
+            self.record_event(conn, "policy.changed", project=project,
+                              data={"kind": "tag_rules", "change": "deleted", "rule_id": rule_id, "rule": rule.kind})
             return rule
 
     @staticmethod

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
+from dockyard.domain.events import record
 from dockyard.policy.lookups import FAILED, OK  # noqa: F401 (the statuses, named once for the gates too)
 from dockyard.policy.security_policy import SEVERITIES, severity_rank
 from dockyard.metadata.db import Database, aware, upsert, utcnow
@@ -65,6 +66,18 @@ class ScanReport:
         return out
 
 
+def verdict_of(status: str | None, summary: dict[str, int] | None) -> str:
+    """A report's verdict for scan.verdict_changed: "unscanned" (no report), "failed", or the highest
+    severity found ("critical" … "unknown"), or "none" for a clean image. The pull gate judges it
+    against each project's threshold; when this value changes, a gate's answer may change."""
+    if status is None:
+        return "unscanned"
+    if status == FAILED:
+        return "failed"
+    found = [s for s, n in (summary or {}).items() if n]
+    return max(found, key=severity_rank).lower() if found else "none"
+
+
 def summarize(findings: list[dict]) -> dict[str, int]:
     counts = Counter(f.get("severity") or "Unknown" for f in findings)
     return {s: counts.get(s, 0) for s in reversed(SEVERITIES)}
@@ -90,6 +103,7 @@ class ReportStore:
         reason: str | None = None,
         match_errors: list[str] | None = None,
         unsupported: list[str] | None = None,
+        repository: str | None = None,
     ) -> ScanReport:
         now = utcnow()
         match_errors = list(match_errors or [])
@@ -113,9 +127,30 @@ class ReportStore:
         if sbom_digest is not None:
             row["sbom_digest"] = sbom_digest
         with self.db.write() as conn:
+            before = conn.execute(
+                select(scan_reports.c.status, scan_reports.c.summary)
+                .where(scan_reports.c.digest == digest, scan_reports.c.scanner == scanner)
+            ).first()
             upsert(conn, scan_reports, {"digest": digest, "scanner": scanner, **row}, ["digest", "scanner"], row)
+            self._record(conn, repository, digest, scanner, before, status, summarize(findings), reason or error)
         self.generation += 1
         return self.get(digest, scanner)
+
+    @staticmethod
+    def _record(conn, repository, digest, scanner, before, status, summary, reason) -> None:
+        """scan.completed or scan.failed, and scan.verdict_changed when the verdict moved (see verdict_of)."""
+        if status == FAILED:
+            record(conn, "scan.failed", repository=repository, digest=digest,
+                   data={"scanner": scanner, "error": (reason or "")[:200]})
+        else:
+            record(conn, "scan.completed", repository=repository, digest=digest,
+                   data={"scanner": scanner, "summary": summary})
+        previous = verdict_of(before.status, json.loads(before.summary) if before and before.summary else None) \
+            if before is not None else "unscanned"
+        current = verdict_of(status, summary)
+        if previous != current:
+            record(conn, "scan.verdict_changed", repository=repository, digest=digest,
+                   data={"scanner": scanner, "previous": previous, "current": current})
 
     def get(self, digest: str, scanner: str) -> ScanReport | None:
         with self.db.read() as conn:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from dockyard.auth.principals import Principal
 from dockyard.auth.scopes import Scope
@@ -125,38 +125,49 @@ class ScanService:
 
     # -- producers ------------------------------------------------------------------------------
 
-    def on_push(self, repository: str, digest: str, media_type: str, payload: bytes) -> int | None:
-        """Queue a scan of a freshly pushed image or index when its project scans on push."""
+    def on_pushed(self, conn: Connection, repository: str, digest: str, media_type: str, payload: bytes) -> int | None:
+        """Scan on push, as the feed's durable consumer (jobs/feed_consumers.py) calls it for each
+        artifact.pushed: queue a scan of an image or index when its project scans on push, inside
+        the consumer's transaction, so the job commits exactly when the feed cursor moves past it."""
         if classify(media_type, payload) not in (IMAGE, INDEX):
             return None
         policy = self.security.policy_for(project_of(repository))
         if policy is None or not policy.auto_scan:
             return None
-        return self.request(repository, digest, policy.scanner)
+        return self.request_in(conn, repository, digest, policy.scanner)
 
     def request(self, repository: str, digest: str, scanner: str | None = None, *, force: bool = False) -> int:
         """Queue a scan (joining an identical queued one). `force` rescans what already has a report."""
         if scanner is None:
             policy = self.security.get(project_of(repository))
             scanner = policy.scanner
-        pending = self.pending_job(digest, scanner)
-        if pending is not None and pending["state"] == "queued":
-            return pending["id"]
-        job_id = self.jobs.enqueue(
-            SCAN_JOB, {"repository": repository, "digest": digest, "scanner": scanner, "force": force}, max_attempts=2,
-            fair_key=project_of(repository),  # claims go round-robin over projects
-        )
+        with self.db.write() as conn:
+            job_id = self.request_in(conn, repository, digest, scanner, force=force)
         self.wake()
         return job_id
+
+    def request_in(self, conn: Connection, repository: str, digest: str, scanner: str, *, force: bool = False) -> int:
+        """`request` inside the caller's write transaction (the caller wakes the worker after commit)."""
+        pending = self._pending_job(conn, digest, scanner)
+        if pending is not None and pending["state"] == "queued":
+            return pending["id"]
+        return self.jobs.enqueue_in(
+            conn, SCAN_JOB, {"repository": repository, "digest": digest, "scanner": scanner, "force": force},
+            max_attempts=2, fair_key=project_of(repository),  # claims go round-robin over projects
+        )
 
     def pending_job(self, digest: str, scanner: str) -> dict | None:
         """The queued, running or waiting (an index's) scan of `digest` with `scanner`, if any."""
         with self.db.read() as conn:
-            rows = conn.execute(
-                select(jobs.c.id, jobs.c.state, jobs.c.payload, jobs.c.parent_id)
-                .where(jobs.c.kind == SCAN_JOB, jobs.c.state.in_(PENDING), jobs.c.payload.contains(digest))
-                .order_by(jobs.c.id)
-            ).all()
+            return self._pending_job(conn, digest, scanner)
+
+    @staticmethod
+    def _pending_job(conn: Connection, digest: str, scanner: str) -> dict | None:
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.state, jobs.c.payload, jobs.c.parent_id)
+            .where(jobs.c.kind == SCAN_JOB, jobs.c.state.in_(PENDING), jobs.c.payload.contains(digest))
+            .order_by(jobs.c.id)
+        ).all()
         for row in rows:
             payload = json.loads(row.payload)
             if payload.get("digest") == digest and payload.get("scanner") == scanner:
@@ -285,7 +296,7 @@ class ScanService:
                 # No verdict to keep: record the failure so gates can say why (it follows the unscanned policy).
                 # The details (for the API and the log) lose server paths; refusals show `reason` only.
                 self.reports.save(digest, scanner, status=FAILED, findings=[], error=self._redact(f"{type(exc).__name__}: {exc}")[:2000],
-                                  reason=short_reason(exc))
+                                  reason=short_reason(exc), repository=repository)
             raise  # the job fails visibly and retries; a previous good verdict stays in force
 
     def _builtin(self, repository: str, digest: str, media_type: str, body: bytes) -> ScanReport:
@@ -311,6 +322,7 @@ class ScanService:
             vulndb_updated_at=updated_at,
             match_errors=result.errors,
             unsupported=sorted(result.unsupported),
+            repository=repository,
         )
 
     def _match(self, packages: list[Package]):
@@ -338,7 +350,8 @@ class ScanService:
             mime_type=media_type,
             deadline_seconds=self.scan_timeout,
         )
-        return self.reports.save(digest, scanner.name, status=OK, findings=[f.as_dict() for f in findings])
+        return self.reports.save(digest, scanner.name, status=OK, findings=[f.as_dict() for f in findings],
+                                 repository=repository)
 
     # -- rescans --------------------------------------------------------------------------------
 
@@ -352,7 +365,8 @@ class ScanService:
         for n, digest in enumerate(digests):
             if n % 50 == 0:
                 progress({"done": n, "of": len(digests)})
-            if self._any_repository(digest) is None:  # deleted since it was scanned
+            repository = self._any_repository(digest)
+            if repository is None:  # deleted since it was scanned
                 self.reports.forget(digest, BUILTIN_SCANNER)
                 continue
             stored = self.reports.packages(digest, BUILTIN_SCANNER)
@@ -364,7 +378,7 @@ class ScanService:
             findings = [f.as_dict() for f in result.findings]
             new = self.reports.save(
                 digest, BUILTIN_SCANNER, status=OK, findings=findings, package_count=len(packages), vulndb_updated_at=updated_at,
-                match_errors=result.errors, unsupported=sorted(result.unsupported),
+                match_errors=result.errors, unsupported=sorted(result.unsupported), repository=repository,
             )
             rematched += 1
             changed += new.findings != old.findings or new.match_errors != old.match_errors

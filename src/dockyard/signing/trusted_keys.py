@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
+from dockyard.domain.events import record
 from dockyard.domain.security_settings import SecuritySettings
 from dockyard.errors import Conflict, InvalidRequest, NotFound
 from dockyard.metadata import generations
@@ -63,6 +64,8 @@ class TrustedKeys:
             key_id = conn.execute(
                 select(trusted_keys.c.id).where(trusted_keys.c.project_id == project_id, trusted_keys.c.name == name)
             ).scalar_one()
+            record(conn, "policy.changed", project=project,
+                   data={"kind": "security", "change": "key_trusted", "name": name, "fingerprint": row["fingerprint"]})
             generations.bump(conn, project)
         self.security.invalidate()
         return TrustedKey(key_id, name, row["fingerprint"], row["public_key"], now, by)
@@ -71,6 +74,9 @@ class TrustedKeys:
         with self.db.write() as conn:
             project_id = require_project_id(conn, project)
             gone = conn.execute(delete(trusted_keys).where(trusted_keys.c.project_id == project_id, trusted_keys.c.name == name)).rowcount
+            if gone:
+                record(conn, "policy.changed", project=project,
+                       data={"kind": "security", "change": "key_untrusted", "name": name})
             generations.bump(conn, project)
         if not gone:
             raise NotFound(f"project {project} has no trusted key named {name}", detail={"name": name[:100]})

@@ -19,6 +19,7 @@ from dockyard.api.mgmt import quotas, system  # jobs, GC, quotas
 from dockyard.api.mgmt import retention  # retention policies, dry runs, runs
 from dockyard.api.mgmt import security  # scans, SBOMs, pull gates, allowlist, trusted keys, scanners
 from dockyard.api.mgmt import webhooks  # project and system webhooks, deliveries
+from dockyard.api.mgmt import events  # the change feed (list and server-sent events)
 from dockyard.api.mgmt.docs import add_docs
 from dockyard.api.mgmt.common import (
     ERROR_RESPONSES,
@@ -57,5 +58,6 @@ def create_mgmt_api(services: Services) -> FastAPI:
     api.include_router(retention.router)
     api.include_router(security.router)
     api.include_router(webhooks.router)
+    api.include_router(events.router)
     add_docs(api)
     return api

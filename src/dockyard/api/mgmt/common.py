@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
+from dockyard import request_context
 from dockyard.api.services import Services, services_of
 from dockyard.api.access_gate import client_ip, management_challenge
 from dockyard.api.http import error_response, on_dockyard_error, on_http_exception
@@ -47,6 +48,7 @@ async def current_principal(
             headers=management_challenge(services.settings.token_service),
         )
     request.state.principal = principal
+    request_context.actor.set(principal.name)  # events recorded by this request name their actor
     return principal
 
 

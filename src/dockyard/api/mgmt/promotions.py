@@ -56,7 +56,6 @@ def promote(body: PromotionIn, caller: CallerDep):
         source, destination, tags, include_referrers=body.include_referrers, override=override,
         caller=caller.principal.name, source_pull_gate=not may_push_source,
     )
-    caller.services.pull_gate.on_push(destination)  # copied signatures count here at once
     caller.audit(
         "image.promote",
         f"{source} -> {destination}",

@@ -64,7 +64,6 @@ def delete_tag(
     caller.require_project(project, "delete")
     override = make_override(caller.principal, override_reason, caller.source_ip, caller.user_agent)
     caller.services.manifests.delete(name, tag, None, override=override)
-    caller.services.pull_gate.on_push(name)  # a deleted .sig tag stops counting here at once
     caller.audit("tag.delete", f"{name}:{tag}", project=project, detail={"override_reason": override_reason} if override else None)
     return Response(status_code=204)
 
@@ -77,7 +76,6 @@ def retag(name: str, tag: str, body: Retag, caller: CallerDep):
     override = make_override(caller.principal, body.override_reason, caller.source_ip, caller.user_agent)
     services = caller.services
     previous = point_tag(services.db, name, tag, body.digest, tag_policy=services.tag_policy, override=override)
-    services.pull_gate.on_push(name)  # a moved .sig tag changes verdicts here at once
     detail = {"digest": body.digest, "previous": previous}
     if override:
         detail["override_reason"] = override.reason

@@ -38,7 +38,6 @@ async def manifest(request: Request) -> Response:
         return Response(stored.payload, 200, headers=headers, media_type=stored.media_type)
     if method == "DELETE":
         await services.db.run(services.manifests.delete, name, tag, digest)
-        services.pull_gate.on_push(name)  # a deleted signature stops counting here at once
         return Response(status_code=202, headers={"Content-Length": "0"})
     declared = content_length(request)
     if declared is not None:
@@ -48,8 +47,7 @@ async def manifest(request: Request) -> Response:
     parsed = await services.db.run(
         services.manifests.put, name, tag, digest, payload, request.headers.get("content-type"), extra_tags
     )
-    services.pull_gate.on_push(name)  # a new signature may change this repository's verdicts
-    await services.db.run(services.scans.on_push, name, parsed.digest, parsed.media_type, parsed.payload)
+    # Scan on push and the pull gate's cache react to the change feed (jobs/feed_consumers.py).
     headers = {
         "Location": f"/v2/{name}/manifests/{parsed.digest}",
         "Docker-Content-Digest": parsed.digest,
