@@ -1,7 +1,7 @@
 """`dockyard events tail [--follow]`: the change feed of a running registry (via /api/v1/events).
 
-Connects like the other remote groups (`--url`, `-u`, `-p`/`--password-stdin` before the subcommand,
-or DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD). `--follow` reads the server-sent event
+Connects like the other remote groups (cli/remote.py `remote_group`: `--url`/`--registry`, `-u`,
+`-p`/`--password-stdin` before the subcommand, DOCKYARD_* or what `dockyard login` saved). `--follow` reads the server-sent event
 stream (`/api/v1/events/stream`) and, when the connection drops, reconnects with Last-Event-ID, so
 no event is skipped or shown twice. Visibility is the audit log's: administrators, or --project.
 """
@@ -16,10 +16,15 @@ import httpx
 import typer
 from rich.markup import escape
 
-from dockyard.cli.remote import JsonOpt, Remote, _group, describe_error, fail, out, remote
+from dockyard.cli.options import JsonOpt
+from dockyard.cli.remote import Remote, describe_error, fail, out, remote, remote_group
 from dockyard.safe_text import one_line
 
-events = _group("events", "The change feed of a running registry (via /api/v1/events).")
+events = remote_group("events", "The change feed of a running registry (via /api/v1/events).")
+
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    app.add_typer(events, name="events")  # events tail [--follow]
 
 RECONNECT_ATTEMPTS = 5
 

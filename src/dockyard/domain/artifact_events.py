@@ -74,7 +74,8 @@ def manifest_written(
     data = {"media_type": media_type, "size": size, "via": via, "tags": sorted(tags), "new": new}
     if extra:
         data.update(extra)
-    record(conn, "artifact.pushed", repository=repository, digest=digest, data=data)
+    # `tag`: the first tag the write named (webhook tag globs match it); data.tags has them all.
+    record(conn, "artifact.pushed", repository=repository, digest=digest, tag=next(iter(tags), None), data=data)
     for tag, previous in tags.items():
         if previous == digest:
             continue  # the tag already pointed here: nothing moved
