@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from dockyard.cli import admin as admin_groups
-from dockyard.cli import audit, jobs, login, policy, promote, security, server, signing, token_keys, vulndb, webhooks
+from dockyard.cli import audit, events, jobs, login, policy, promote, security, server, signing, token_keys, vulndb, webhooks
 
 app = typer.Typer(
     help="Dockyard: a self-hosted private OCI registry.",
@@ -25,18 +25,9 @@ admin = typer.Typer(
 app.add_typer(admin, name="admin")
 
 # In the order `dockyard --help` lists them.
-for module in (server, login, jobs, promote, policy, webhooks, admin_groups, audit, token_keys, vulndb, signing,
+for module in (server, login, jobs, promote, policy, webhooks, events, admin_groups, audit, token_keys, vulndb, signing,
                security):
     module.register(app, admin)
-
-
-def _add_events_commands() -> None:
-    from dockyard.cli.events import events
-
-    app.add_typer(events, name="events")  # events tail [--follow]
-
-
-_add_events_commands()
 
 
 def main() -> None:

@@ -16,10 +16,11 @@ import httpx
 import typer
 from rich.markup import escape
 
-from dockyard.cli.remote import JsonOpt, Remote, _group, describe_error, fail, out, remote
+from dockyard.cli.options import JsonOpt
+from dockyard.cli.remote import Remote, describe_error, fail, out, remote, remote_group
 from dockyard.safe_text import one_line
 
-events = _group("events", "The change feed of a running registry (via /api/v1/events).")
+events = remote_group("events", "The change feed of a running registry (via /api/v1/events).")
 
 RECONNECT_ATTEMPTS = 5
 
@@ -128,3 +129,7 @@ def _messages(lines):
         fields[name] = value[1:] if value.startswith(" ") else value
     if fields:
         yield fields
+
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    app.add_typer(events, name="events")  # events tail [--follow]
