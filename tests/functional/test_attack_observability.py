@@ -1,0 +1,77 @@
+"""Attack review of issue 10 (metrics, request ids, readiness, multiprocess dir): findings as tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from dockyard.safe_text import JsonFormatter
+
+from .conftest import open_registry
+from .test_metrics_health import scrape, value
+
+
+@pytest.fixture
+async def reg(tmp_path: Path):
+    async with open_registry(tmp_path / "data", "filesystem", metrics_access="open", worker_enabled=False) as r:
+        yield r
+
+
+async def test_an_unhandled_error_is_counted_as_500_and_carries_the_request_id(reg, monkeypatch, caplog):
+    """An unexpected exception is answered by Starlette's ServerErrorMiddleware, which sits outside the
+    user middleware: the metrics must not count the 500 as a client disconnect (499), the response must
+    still echo X-Request-Id, and the error's log line must carry that request id."""
+    await reg.push_image("team/app", "v1", seed=1)
+
+    async def broken_stat(*_a, **_k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(reg.app.state.services.blobs, "stat", broken_stat)
+    digest = "sha256:" + hashlib.sha256(b"x").hexdigest()
+    records: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            records.append(JsonFormatter().format(record))
+
+    handler = Capture(level=logging.ERROR)
+    logging.getLogger().addHandler(handler)
+    try:
+        r = await reg.client.get(f"/v2/team/app/blobs/{digest}", headers={"X-Request-Id": "boom-req-1"})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert r.status_code == 500
+    assert r.headers.get("x-request-id") == "boom-req-1"
+    assert any(json.loads(line).get("request_id") == "boom-req-1" for line in records), records
+    found = await scrape(reg)
+    assert value(found, "registry_http_requests_total", handler="blob", method="GET", code="500") == 1
+    assert value(found, "registry_http_requests_total", handler="blob", method="GET", code="499") == 0
+
+
+async def test_concurrent_readyz_probes_share_one_check(reg, monkeypatch):
+    """/readyz is unauthenticated and each probe costs a database round trip and a storage stat on the
+    default thread pool (a handful of threads): a flood of probes must not queue one check each, or the
+    load balancer's own probe waits behind them, times out, and the instance is taken out of rotation."""
+    import asyncio
+    import threading
+    import time
+
+    storage = reg.services.storage.inner
+    real_stat = storage.stat
+    calls = []
+    lock = threading.Lock()
+
+    def slow_stat(key):
+        with lock:
+            calls.append(key)
+        time.sleep(0.2)  # an object store's round trip
+        return real_stat(key)
+
+    monkeypatch.setattr(storage, "stat", slow_stat)
+    answers = await asyncio.gather(*(reg.client.get("/readyz") for _ in range(30)))
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    assert len(calls) <= 2, len(calls)
