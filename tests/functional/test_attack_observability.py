@@ -75,3 +75,19 @@ async def test_concurrent_readyz_probes_share_one_check(reg, monkeypatch):
     answers = await asyncio.gather(*(reg.client.get("/readyz") for _ in range(30)))
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
     assert len(calls) <= 2, len(calls)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_an_event_recorded_under_the_longest_accepted_request_id_is_stored(tmp_path, database_url_for, backend):
+    """X-Request-Id is accepted up to 128 characters (api/request_id.py) and events.record stores it with
+    every event; events.request_id was VARCHAR(64), which PostgreSQL enforces: the write failed."""
+    from dockyard import request_context
+    from dockyard.api.request_id import MAX_LENGTH
+    from dockyard.domain.events import record
+
+    rid = "r" * MAX_LENGTH
+    async with open_registry(tmp_path / "data", "memory", database_url=database_url_for(backend),
+                             worker_enabled=False) as reg:
+        with request_context.acting_as("alice", rid), reg.services.db.write() as conn:
+            record(conn, "artifact.pushed", repository="team/app")
+        assert reg.scalar("SELECT request_id FROM events WHERE type = 'artifact.pushed'") == rid
