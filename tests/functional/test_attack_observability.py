@@ -91,3 +91,18 @@ async def test_an_event_recorded_under_the_longest_accepted_request_id_is_stored
         with request_context.acting_as("alice", rid), reg.services.db.write() as conn:
             record(conn, "artifact.pushed", repository="team/app")
         assert reg.scalar("SELECT request_id FROM events WHERE type = 'artifact.pushed'") == rid
+
+
+@pytest.mark.xfail(strict=True, reason="open question for the lead: metrics_access=open names private projects "
+                   "to anonymous clients (docs now warn; a code fix would drop or aggregate per-project labels)")
+async def test_open_metrics_do_not_name_a_private_project_to_an_anonymous_client(tmp_path):
+    """docs/security.md's threat model: an anonymous client must not get anything of a private project,
+    even its name (the /v2 gate answers NAME_UNKNOWN alike for missing and private projects). With
+    metrics_access = "open", /metrics has per-project labels (quota, pushed/pulled bytes, pushes)."""
+    async with open_registry(tmp_path / "data", "memory", auth_mode="token", admin_password="admin-password-1",
+                             metrics_access="open", worker_enabled=False) as reg:
+        reg.services.projects.create("secret-merger-2027", public=False)
+        reg.services.quotas.set("secret-merger-2027", 10_000_000)
+        r = await reg.client.get("/metrics")  # no credentials
+        assert r.status_code == 200
+        assert "secret-merger-2027" not in r.text
