@@ -106,3 +106,19 @@ async def test_open_metrics_do_not_name_a_private_project_to_an_anonymous_client
         r = await reg.client.get("/metrics")  # no credentials
         assert r.status_code == 200
         assert "secret-merger-2027" not in r.text
+
+
+@pytest.mark.parametrize("schedule", ["* * * * * *", "*/1 * * * * */1", "@every 1s"])
+async def test_a_retention_schedule_cannot_run_every_second(tmp_path, schedule):
+    """A project admin sets a retention policy's schedule, and the threat model keeps the server's resources
+    from a project admin. croniter also accepts six fields (the sixth is seconds): a per-second schedule would
+    enqueue a retention run of the project every second. The message already says five fields."""
+    from dockyard.errors import InvalidRequest
+
+    from .test_retention import SEED_ECR
+
+    async with open_registry(tmp_path / "data", "memory", worker_enabled=False) as reg:
+        reg.services.projects.create("acme")
+        with pytest.raises(InvalidRequest):
+            reg.services.retention.create("acme", name="fast", format="ecr", document=SEED_ECR, schedule=schedule)
+        assert reg.sql("SELECT name FROM schedules WHERE kind = 'retention'") == []
