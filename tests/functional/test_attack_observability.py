@@ -122,3 +122,28 @@ async def test_a_retention_schedule_cannot_run_every_second(tmp_path, schedule):
         with pytest.raises(InvalidRequest):
             reg.services.retention.create("acme", name="fast", format="ecr", document=SEED_ECR, schedule=schedule)
         assert reg.sql("SELECT name FROM schedules WHERE kind = 'retention'") == []
+
+
+async def test_concurrent_scrapes_share_one_exposition(reg, monkeypatch):
+    """A scrape runs the database collectors (quota use is one query per project with a quota, up to 500)
+    on the default thread pool; with metrics_access = "open" anyone can send scrapes. Concurrent scrapes
+    must share one exposition instead of each running the collectors."""
+    import asyncio
+    import threading
+    import time
+
+    metrics = reg.services.metrics
+    real = metrics.exposition
+    calls = []
+    lock = threading.Lock()
+
+    def slow_exposition():
+        with lock:
+            calls.append(1)
+        time.sleep(0.2)  # the collectors' queries
+        return real()
+
+    monkeypatch.setattr(metrics, "exposition", slow_exposition)
+    answers = await asyncio.gather(*(reg.client.get("/metrics") for _ in range(30)))
+    assert all(r.status_code == 200 and "registry_http_requests_total" in r.text for r in answers)
+    assert len(calls) <= 2, len(calls)
