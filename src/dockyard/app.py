@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from dockyard.api.http import (
     ApiVersionHeader,
+    UnexpectedErrors,
     on_client_disconnect,
     on_dockyard_error,
     on_http_exception,
@@ -396,6 +397,7 @@ def create_app(settings: Settings) -> Starlette:
             *([Middleware(HttpMetrics, metrics=services.metrics)] if settings.metrics_access != "off" else []),
             Middleware(HttpSurface, settings=settings),
             Middleware(ApiVersionHeader),
+            Middleware(UnexpectedErrors),  # innermost: a 500 keeps its request id and is counted as a 500
         ],
         exception_handlers={
             DockyardError: on_dockyard_error,
