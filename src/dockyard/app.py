@@ -322,6 +322,8 @@ def _observe(services: Services) -> None:
     services.uploads.on_committed = metrics.blob_committed
     services.pull_gate.on_denied = metrics.pull_denied
     metrics.watch_pool(db.engine)
+    if services.settings.metrics_access == "open":
+        metrics.private_projects = services.projects.private_names
     for collector in (UploadsCollector(db), JobQueueCollector(db), FeedLagCollector(services.feed.lag),
                       QuotaCollector(db, services.quotas.usage), WebhookCollector(db)):
         metrics.add_scrape_collector(collector)

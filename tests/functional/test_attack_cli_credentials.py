@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import typer
 
 from dockyard.cli.remote import connect
 from dockyard.client.credentials import CredentialStore
@@ -18,9 +19,10 @@ def test_saved_credentials_go_to_their_own_host_only(url):
     assert remote.password is None and remote.username is None
 
 
-@pytest.mark.xfail(strict=True, reason="open question for the lead: the store keys by host:port only (as docker "
-                   "does), so a secret saved over https is sent in clear text to http://<same host>")
 def test_saved_credentials_are_not_sent_in_clear_text_to_a_remote_host():
     CredentialStore().put("reg.example.com", "alice", "long-lived-secret")
-    remote = connect("http://reg.example.com")
-    assert not (remote.url.startswith("http://") and remote.password == "long-lived-secret")
+    with pytest.raises(typer.Exit):
+        connect("http://reg.example.com")
+    assert connect("https://reg.example.com").password == "long-lived-secret"
+    CredentialStore().put("127.0.0.1:5000", "alice", "local-secret")
+    assert connect("http://127.0.0.1:5000").password == "local-secret"  # plain HTTP on loopback stays local

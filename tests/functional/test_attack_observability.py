@@ -93,8 +93,6 @@ async def test_an_event_recorded_under_the_longest_accepted_request_id_is_stored
         assert reg.scalar("SELECT request_id FROM events WHERE type = 'artifact.pushed'") == rid
 
 
-@pytest.mark.xfail(strict=True, reason="open question for the lead: metrics_access=open names private projects "
-                   "to anonymous clients (docs now warn; a code fix would drop or aggregate per-project labels)")
 async def test_open_metrics_do_not_name_a_private_project_to_an_anonymous_client(tmp_path):
     """docs/security.md's threat model: an anonymous client must not get anything of a private project,
     even its name (the /v2 gate answers NAME_UNKNOWN alike for missing and private projects). With
@@ -103,9 +101,13 @@ async def test_open_metrics_do_not_name_a_private_project_to_an_anonymous_client
                              metrics_access="open", worker_enabled=False) as reg:
         reg.services.projects.create("secret-merger-2027", public=False)
         reg.services.quotas.set("secret-merger-2027", 10_000_000)
+        reg.services.projects.create("open-source", public=True)
+        reg.services.quotas.set("open-source", 20_000_000)
         r = await reg.client.get("/metrics")  # no credentials
         assert r.status_code == 200
         assert "secret-merger-2027" not in r.text
+        assert 'dockyard_quota_limit_bytes{project="(private)"} 1e+07' in r.text
+        assert 'dockyard_quota_limit_bytes{project="open-source"} 2e+07' in r.text
 
 
 @pytest.mark.parametrize("schedule", ["* * * * * *", "*/1 * * * * */1", "@every 1s"])
