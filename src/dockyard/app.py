@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from dockyard.api.http import (
     ApiVersionHeader,
+    UnexpectedErrors,
     on_client_disconnect,
     on_dockyard_error,
     on_http_exception,
@@ -321,6 +322,8 @@ def _observe(services: Services) -> None:
     services.uploads.on_committed = metrics.blob_committed
     services.pull_gate.on_denied = metrics.pull_denied
     metrics.watch_pool(db.engine)
+    if services.settings.metrics_access == "open":
+        metrics.private_projects = services.projects.private_names
     for collector in (UploadsCollector(db), JobQueueCollector(db), FeedLagCollector(services.feed.lag),
                       QuotaCollector(db, services.quotas.usage), WebhookCollector(db)):
         metrics.add_scrape_collector(collector)
@@ -396,6 +399,7 @@ def create_app(settings: Settings) -> Starlette:
             *([Middleware(HttpMetrics, metrics=services.metrics)] if settings.metrics_access != "off" else []),
             Middleware(HttpSurface, settings=settings),
             Middleware(ApiVersionHeader),
+            Middleware(UnexpectedErrors),  # innermost: a 500 keeps its request id and is counted as a 500
         ],
         exception_handlers={
             DockyardError: on_dockyard_error,

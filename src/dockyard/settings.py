@@ -45,9 +45,9 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(True, description="Apply database migrations when the app starts.")
     max_manifest_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest manifest accepted on PUT.")
     delete_enabled: bool = Field(True, description="Allow blob, manifest and tag deletes through /v2.")
-    upload_max_age_seconds: int = Field(86400, ge=60, description="Uploads idle for longer than this are purged.")
+    upload_max_age_seconds: int = Field(86400, ge=60, le=10 * 365 * 86400, description="Uploads idle for longer than this are purged.")
     upload_purge_interval_seconds: int = Field(
-        600, ge=0, description="How often the scheduled housekeeping job purges stale uploads, old audit events and throttle rows (0 disables it)."
+        600, ge=0, le=365 * 86400, description="How often the scheduled housekeeping job purges stale uploads, old audit events and throttle rows (0 disables it)."
     )
     upload_flush_bytes: int = Field(
         1024 * 1024, ge=4096, description="Upload bytes buffered before one write+hash batch off the event loop."
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = Field(300, ge=1, description="How long a locked account or IP is refused.")
     login_failure_window_seconds: int = Field(900, ge=60, description="Failures older than this are forgotten.")
     audit_pulls: bool = Field(False, description="Also record pulls (manifest GETs) in the audit log.")
-    audit_retention_days: int = Field(90, ge=1, description="Audit events older than this are deleted.")
+    audit_retention_days: int = Field(90, ge=1, le=36500, description="Audit events older than this are deleted.")
     pull_flush_seconds: int = Field(
         60, ge=1, le=3600, description="How often buffered last-pull times are written to the database (and at shutdown)."
     )

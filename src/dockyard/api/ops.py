@@ -35,9 +35,19 @@ def ops_routes(settings: Settings, metrics: Metrics, readiness: Readiness) -> li
                     {"errors": [{"code": "UNAUTHORIZED", "message": "a metrics bearer token is required"}]}, 401,
                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
-        metrics.flush()  # this process's batched numbers (on the loop, where they are kept)
-        body = await asyncio.to_thread(metrics.exposition)  # collectors read the database
-        return Response(body, media_type=CONTENT_TYPE, headers=_NO_STORE)
+        return Response(await exposition(), media_type=CONTENT_TYPE, headers=_NO_STORE)
+
+    running: list[asyncio.Future] = []  # the exposition being made, shared by scrapes that arrive meanwhile
+
+    async def exposition() -> bytes:
+        """One exposition at a time (single flight): a scrape runs the database collectors, and with
+        metrics_access open anyone may send scrapes; those that arrive while one is made share it."""
+        if not running:
+            metrics.flush()  # this process's batched numbers (on the loop, where they are kept)
+            future = asyncio.ensure_future(asyncio.to_thread(metrics.exposition))  # collectors read the database
+            running.append(future)
+            future.add_done_callback(lambda _f: running.clear())
+        return await asyncio.shield(running[0])
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers=_NO_STORE)

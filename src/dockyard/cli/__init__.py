@@ -25,7 +25,7 @@ admin = typer.Typer(
 app.add_typer(admin, name="admin")
 
 # In the order `dockyard --help` lists them.
-for module in (server, login, jobs, promote, policy, webhooks, admin_groups, audit, events, token_keys, vulndb, signing,
+for module in (server, login, jobs, promote, policy, webhooks, events, admin_groups, audit, token_keys, vulndb, signing,
                security):
     module.register(app, admin)
 

@@ -1,7 +1,7 @@
 """`dockyard events tail [--follow]`: the change feed of a running registry (via /api/v1/events).
 
-Connects like the other remote groups (cli/remote.py `remote_group`: `--url`/`--registry`, `-u`,
-`-p`/`--password-stdin` before the subcommand, DOCKYARD_* or what `dockyard login` saved). `--follow` reads the server-sent event
+Connects like the other remote groups (`--url`, `-u`, `-p`/`--password-stdin` before the subcommand,
+or DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD). `--follow` reads the server-sent event
 stream (`/api/v1/events/stream`) and, when the connection drops, reconnects with Last-Event-ID, so
 no event is skipped or shown twice. Visibility is the audit log's: administrators, or --project.
 """
@@ -21,10 +21,6 @@ from dockyard.cli.remote import Remote, describe_error, fail, out, remote, remot
 from dockyard.safe_text import one_line
 
 events = remote_group("events", "The change feed of a running registry (via /api/v1/events).")
-
-
-def register(app: typer.Typer, admin: typer.Typer) -> None:
-    app.add_typer(events, name="events")  # events tail [--follow]
 
 RECONNECT_ATTEMPTS = 5
 
@@ -133,3 +129,7 @@ def _messages(lines):
         fields[name] = value[1:] if value.startswith(" ") else value
     if fields:
         yield fields
+
+
+def register(app: typer.Typer, admin: typer.Typer) -> None:
+    app.add_typer(events, name="events")  # events tail [--follow]

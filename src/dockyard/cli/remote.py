@@ -155,10 +155,16 @@ def credentials(server: str, username: str | None, password: str | None, passwor
 def connect(server: str, username: str | None = None, password: str | None = None, password_stdin: bool = False,
             plain_http: bool | None = None, json_output: bool = False) -> Remote:
     """The management-API client for `server` (host[:port] or URL), with `credentials()`."""
-    from dockyard.client.credentials import base_url, server_key
+    from dockyard.client.credentials import base_url, is_loopback, server_key
 
     login = credentials(server, username, password, password_stdin)
-    return Remote(base_url(server, plain_http), login.username, login.password, json_output,
+    url = base_url(server, plain_http)
+    if login.saved and url.startswith("http://") and not is_loopback(server_key(server)):
+        # A saved secret (stored by host:port, as docker does) must not cross the network in clear text
+        # because one command named http://; an explicit --password is the user's own choice.
+        fail(f"not sending the credentials saved for {server_key(server)} over plain HTTP; use https, or give "
+             "--password, --password-stdin or DOCKYARD_PASSWORD")
+    return Remote(url, login.username, login.password, json_output,
                   saved_for=server_key(server) if login.saved else None)
 
 

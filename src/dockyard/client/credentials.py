@@ -35,6 +35,11 @@ def server_key(server: str) -> str:
     return server.split("/", 1)[0]
 
 
+def is_loopback(host: str) -> bool:
+    """localhost / 127.x / [::1], with or without a port: where plain HTTP never leaves the machine."""
+    return bool(_LOOPBACK.fullmatch(host))
+
+
 def base_url(server: str, plain_http: bool | None = None) -> str:
     if re.match(r"^https?://", server.strip()):
         return server.strip().rstrip("/")

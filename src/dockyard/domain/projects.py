@@ -109,6 +109,11 @@ class ProjectService:
             )
         return projects.c.public.is_(True) if principal.is_anonymous else false()
 
+    def private_names(self) -> list[str]:
+        """Names an anonymous client must not learn (metrics masks them when anyone may scrape)."""
+        with self.db.read() as conn:
+            return list(conn.execute(select(projects.c.name).where(projects.c.public.is_(False))).scalars())
+
     def update(self, name: str, *, public: bool | None = None) -> Project:
         with self.db.write() as conn:
             project = self._require(conn, name)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from croniter import croniter
 from sqlalchemy import Connection, and_, delete, or_, select, update
 
 from dockyard import request_context
 from dockyard.auth.principals import Principal
+from dockyard.cron import is_cron
 from dockyard.domain.events import record
 from dockyard.errors import Conflict, DockyardError, InvalidRequest, ManifestUnknown, NotFound, Unavailable
 from dockyard.metadata import job_kinds
@@ -66,7 +66,7 @@ def schedule_name(policy_id: int) -> str:
 def validate_schedule(cron: str | None) -> str | None:
     if cron is None or cron == "":
         return None
-    if not isinstance(cron, str) or len(cron) > 100 or not croniter.is_valid(cron):
+    if not isinstance(cron, str) or len(cron) > 100 or not is_cron(cron):
         raise InvalidRequest(f"schedule {str(cron)[:100]!r} is not a valid cron expression (e.g. `0 3 * * *`)",
                              detail={"field": "schedule"})
     return cron

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from croniter import croniter
 from sqlalchemy import delete, select, update
 
+from dockyard.cron import is_cron
 from dockyard.errors import InvalidRequest
 from dockyard.jobs.queue import JobQueue
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
@@ -26,7 +27,7 @@ from dockyard.metadata.models import schedules
 
 
 def validate_cron(cron: str) -> str:
-    if not isinstance(cron, str) or not croniter.is_valid(cron):
+    if not is_cron(cron):
         raise InvalidRequest(f"invalid cron expression {cron!r}; expected five fields like '0 3 * * *'", detail={"cron": str(cron)[:100]})
     return cron
 

@@ -30,7 +30,7 @@ events = Table(
     Column("digest", String(100)),
     Column("tag", String(255)),
     Column("actor", String(255)),
-    Column("request_id", String(64)),
+    Column("request_id", String(128)),  # api/request_id.py MAX_LENGTH
     Column("data", Text),  # JSON
     Index("ix_events_order", "txid", "id"),
     Index("ix_events_project", "project", "id"),

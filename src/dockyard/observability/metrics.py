@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
@@ -72,6 +72,8 @@ class Metrics:
         self.multiprocess_dir = (os.environ.get(MULTIPROC_ENV) or None) if in_files else None
         self.registry = CollectorRegistry(auto_describe=True)
         self._scrape_collectors: list[Any] = []
+        # Set when anyone may scrape (metrics_access = open): names of private projects to mask.
+        self.private_projects: Callable[[], Collection[str]] | None = None
         self._job_observers: dict[str, Callable[[str, float, Any], None]] = {}
         r = self.registry
         # -- HTTP, with Distribution's names so its dashboards work --------------------------------
@@ -216,6 +218,8 @@ class Metrics:
             scrape.register(_Forward(self.registry))
         for collector in self._scrape_collectors:
             scrape.register(collector)
+        if self.private_projects is not None:
+            return generate_latest(_MaskProjects(scrape, frozenset(self.private_projects())))
         return generate_latest(scrape)
 
     def defined_names(self) -> list[str]:
@@ -230,6 +234,32 @@ class Metrics:
         self.flush()
         if self.multiprocess_dir:
             mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+
+PRIVATE_PROJECTS_LABEL = "(private)"
+
+
+class _MaskProjects:
+    """Series of private projects summed under project="(private)": with metrics_access = open anyone
+    may scrape, and an anonymous client must not learn a private project's name (docs/security.md)."""
+
+    def __init__(self, inner: Any, private: frozenset[str]):
+        self.inner, self.private = inner, private
+
+    def collect(self):
+        for family in self.inner.collect():
+            if not any(s.labels.get("project") in self.private for s in family.samples):
+                yield family
+                continue
+            merged: dict[tuple, Any] = {}
+            for sample in family.samples:
+                if sample.labels.get("project") in self.private:
+                    sample = sample._replace(labels={**sample.labels, "project": PRIVATE_PROJECTS_LABEL})
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                seen = merged.get(key)
+                merged[key] = sample if seen is None else seen._replace(value=seen.value + sample.value)
+            family.samples = list(merged.values())
+            yield family
 
 
 class _Forward:

@@ -36,6 +36,7 @@ class Readiness:
 
     def __post_init__(self) -> None:
         self.heads = migration_heads()  # read once: the code does not change while it runs
+        self._running: asyncio.Future | None = None
 
     def check_database(self) -> str | None:
         with self.db.engine.connect() as conn:
@@ -62,6 +63,18 @@ class Readiness:
             return f"failed ({type(exc).__name__})"
 
     async def check(self) -> dict[str, str]:
-        """{check: "ok" | why it failed} for database and storage."""
+        """{check: "ok" | why it failed} for database and storage. Probes that arrive while a check runs
+        share its answer (single flight): /readyz is unauthenticated, and a flood of probes must not queue
+        a check each on the small default thread pool, where the load balancer's probe would time out."""
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._check())
+            self._running.add_done_callback(self._finished)
+        return dict(await asyncio.shield(self._running))
+
+    def _finished(self, future: asyncio.Future) -> None:
+        if self._running is future:
+            self._running = None
+
+    async def _check(self) -> dict[str, str]:
         database, storage = await asyncio.gather(self._run(self.check_database), self._run(self.check_storage))
         return {"database": database or "ok", "storage": storage or "ok"}
