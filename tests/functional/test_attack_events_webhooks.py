@@ -1,0 +1,34 @@
+"""Attack review of the change feed and webhooks (issue 10): what lies between projects that share a
+name over time, and how much a project admin can make the registry store or send."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from dockyard.metadata.webhook_tables import webhooks
+
+from .test_webhooks import PASSWORD, Env, _open
+
+
+async def test_a_deleted_projects_webhook_does_not_receive_the_events_of_a_project_recreated_with_its_name(tmp_path: Path):
+    """Alice's hook on `acme` must go with `acme`: when someone else's project later takes the name,
+    its pushes must not be POSTed to Alice's URL, nor her hook show up as the new owner's."""
+    async with await _open(tmp_path) as env:
+        await env.project("acme")
+        alice = await env.user("alice", acme="admin")
+        await env.hook("acme", url="https://hooks.example/alice", auth=alice)
+        r = await env.api.delete("/api/v1/projects/acme")
+        assert r.status_code == 204, r.text
+        # The name is free again: another tenant's project takes it.
+        await env.project("acme")
+        bob = await env.user("bob", acme="admin")
+        r = await env.api.get("/api/v1/projects/acme/webhooks", auth=bob)
+        assert r.status_code == 200 and r.json() == [], "the former project's hook shows up in the new one"
+        env.event("artifact.pushed", "acme/secret-app")
+        await env.pump(lambda: True)
+        assert [str(req.url) for req in env.receiver.requests] == [], "bob's push was sent to alice's webhook"
+        with env.services.db.read() as conn:
+            assert conn.execute(select(webhooks.c.id)).all() == []
