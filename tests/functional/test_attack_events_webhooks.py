@@ -32,3 +32,28 @@ async def test_a_deleted_projects_webhook_does_not_receive_the_events_of_a_proje
         assert [str(req.url) for req in env.receiver.requests] == [], "bob's push was sent to alice's webhook"
         with env.services.db.read() as conn:
             assert conn.execute(select(webhooks.c.id)).all() == []
+
+
+async def test_the_admin_of_a_project_recreated_with_a_deleted_ones_name_does_not_read_its_former_events(tmp_path: Path):
+    """Events name their project; a new `acme` (another tenant's, e.g. auto-created on a first push)
+    must not open the old `acme`'s history (repositories, tags, members, robots) to its admin."""
+    async with await _open(tmp_path) as env:
+        await env.project("acme")
+        await env.user("alice", acme="admin")
+        env.event("artifact.pushed", "acme/old-secret-app", tag="internal-2024")
+        r = await env.api.delete("/api/v1/projects/acme")
+        assert r.status_code == 204, r.text
+        await env.project("acme")
+        bob = await env.user("bob", acme="admin")
+        r = await env.api.get("/api/v1/events", params={"project": "acme"}, auth=bob)
+        assert r.status_code == 200, r.text
+        leaked = [(e["type"], e["repository"], e["data"]) for e in r.json()
+                  if e["type"] in ("artifact.pushed", "project.deleted") or e["data"].get("username") == "alice"]
+        assert leaked == [], leaked
+        r = await env.api.get("/api/v1/events", params={"repository": "acme/old-secret-app"}, auth=bob)
+        assert r.status_code == 200 and r.json() == [], r.text
+        # His own project's events he does see; an administrator still sees all of them.
+        r = await env.api.get("/api/v1/events", params={"project": "acme"}, auth=bob)
+        assert [e["type"] for e in r.json()][0] == "project.created"
+        r = await env.api.get("/api/v1/events", params={"project": "acme"})
+        assert sum(e["type"] == "project.created" for e in r.json()) == 2

@@ -64,8 +64,11 @@ def _filters(caller: Caller, project: str | None, repository: str | None, types:
     for t in wanted:
         if t not in EVENT_TYPES and not any(k.startswith(t + ".") for k in EVENT_TYPES):
             raise InvalidRequest(f"unknown event type {t[:64]!r}", detail={"type": t[:64]})
+    # A project deleted and created again keeps its name: members of the new one (not administrators)
+    # read only the events from its creation on, not the former project's.
+    start = caller.services.events.incarnation(project) if project is not None and not caller.is_admin else None
     return {"project": project, "repository": repository, "types": wanted or None, "since": _utc(since),
-            "until": _utc(until)}
+            "until": _utc(until), "start": start}
 
 
 def _after(value: str | None) -> tuple[int, int] | None:
