@@ -57,3 +57,17 @@ async def test_the_admin_of_a_project_recreated_with_a_deleted_ones_name_does_no
         assert [e["type"] for e in r.json()][0] == "project.created"
         r = await env.api.get("/api/v1/events", params={"project": "acme"})
         assert sum(e["type"] == "project.created" for e in r.json()) == 2
+
+
+async def test_a_project_admin_cannot_create_webhooks_without_bound(tmp_path: Path):
+    """Every hook is a delivery row and a POST per event: 1000 hooks on one project turn one push
+    into 1000 outbound requests (an amplifier aimed at any external URL)."""
+    async with await _open(tmp_path) as env:
+        await env.project("acme")
+        pa = await env.user("pa", acme="admin")
+        statuses = []
+        for i in range(25):
+            r = await env.api.post("/api/v1/projects/acme/webhooks", json={"url": f"https://hooks.example/{i}"}, auth=pa)
+            statuses.append(r.status_code)
+        assert statuses[:20] == [201] * 20
+        assert set(statuses[20:]) == {400}, statuses

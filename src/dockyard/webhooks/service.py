@@ -26,6 +26,9 @@ from dockyard.metadata.webhook_tables import webhook_attempts, webhook_deliverie
 from dockyard.policy.tag_patterns import glob_matches, validate_repository_glob, validate_tag_glob
 
 MAX_EVENT_TYPES = 64
+# Each hook is one delivery row and one outbound POST per matching event: without a cap a project
+# admin turns every push into thousands of requests (to a third party's URL, too).
+MAX_WEBHOOKS_PER_SCOPE = 20
 SYSTEM = None  # the `project` of a system-wide hook
 
 
@@ -183,6 +186,10 @@ class WebhookService:
         secret = new_secret()
         now = utcnow()
         with self.db.write() as conn:
+            scope = webhooks.c.project.is_(None) if project is None else webhooks.c.project == project
+            if conn.execute(select(func.count()).select_from(webhooks).where(scope)).scalar_one() >= MAX_WEBHOOKS_PER_SCOPE:
+                raise InvalidRequest(f"at most {MAX_WEBHOOKS_PER_SCOPE} webhooks per project (and system-wide)",
+                                     detail={"limit": MAX_WEBHOOKS_PER_SCOPE})
             webhook_id = conn.execute(
                 insert(webhooks).values(
                     project=project, url=url, enabled=enabled, secret_sealed="", private_target=private,
