@@ -71,3 +71,25 @@ async def test_a_project_admin_cannot_create_webhooks_without_bound(tmp_path: Pa
             statuses.append(r.status_code)
         assert statuses[:20] == [201] * 20
         assert set(statuses[20:]) == {400}, statuses
+
+
+async def test_an_open_event_stream_stops_once_its_reader_loses_read_audit(tmp_path: Path):
+    """Authorization was checked once, at connect: a project admin removed from the project (or a
+    disabled user, or a demoted administrator) kept receiving the project's events for as long as
+    the stream stayed open."""
+    import asyncio
+
+    async with await _open(tmp_path) as env:
+        await env.project("acme")
+        alice = await env.user("alice", acme="admin")
+        stream = asyncio.create_task(env.api.get(
+            "/api/v1/events/stream", params={"project": "acme", "max_events": 3}, auth=alice, timeout=30))
+        await asyncio.sleep(0.5)
+        env.event("artifact.pushed", "acme/before-removal")
+        await asyncio.sleep(1.5)
+        r = await env.api.delete("/api/v1/projects/acme/members/alice")
+        assert r.status_code == 204, r.text
+        env.event("artifact.pushed", "acme/after-removal")
+        r = await asyncio.wait_for(stream, 20)
+        assert "acme/before-removal" in r.text
+        assert "acme/after-removal" not in r.text, "alice still reads acme's events after her removal"

@@ -18,7 +18,7 @@ from starlette.responses import StreamingResponse
 from dockyard.api.mgmt.common import Caller, CallerDep, Model
 from dockyard.domain.events import EVENT_TYPES, Event, head, parse_cursor
 from dockyard.domain.names import validate_name
-from dockyard.errors import InvalidRequest
+from dockyard.errors import InvalidRequest, NotFound
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -132,6 +132,7 @@ async def stream_events(
     max_events: Annotated[int | None, Query(ge=1, le=100_000, description="Close the stream after this many.")] = None,
 ):
     filters = _filters(caller, project, repository, type, None, None)
+    project_name = filters["project"]
     services = caller.services
     start = _after(request.headers.get("last-event-id") or after)
     if start is None:
@@ -142,6 +143,11 @@ async def stream_events(
         position, sent, idle = start, 0, 0.0
         yield f"retry: {int(poll * 1000)}\n: dockyard events from {position[0]}-{position[1]}\n\n"
         while max_events is None or sent < max_events:
+            # Checked again before every read, not only at connect: a reader removed from the
+            # project, disabled, deleted or no longer an administrator stops receiving at once.
+            if not await anyio.to_thread.run_sync(_still_allowed, caller, project_name):
+                yield ": access revoked\n\n"
+                return
             batch: list[Event] = await anyio.to_thread.run_sync(
                 lambda: services.events.query(**filters, after=position, limit=200))
             for event in batch:
@@ -162,6 +168,23 @@ async def stream_events(
 
     return StreamingResponse(messages(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _still_allowed(caller: Caller, project: str | None) -> bool:
+    """Whether the stream's reader may still read what it asked for (as `_filters` decided at connect)."""
+    principal = caller.principal
+    if principal.kind != "user":
+        return bool(project) and "read-audit" in caller.services.access.project_actions(principal, project)
+    try:
+        user = caller.services.users.get(principal.name)
+    except NotFound:
+        return False
+    if user.disabled or user.id != principal.id:
+        return False
+    fresh = user.principal()
+    if project is None:
+        return fresh.is_admin
+    return "read-audit" in caller.services.access.project_actions(fresh, project)
 
 
 def _head(services) -> tuple[int, int]:
