@@ -93,3 +93,33 @@ async def test_an_open_event_stream_stops_once_its_reader_loses_read_audit(tmp_p
         r = await asyncio.wait_for(stream, 20)
         assert "acme/before-removal" in r.text
         assert "acme/after-removal" not in r.text, "alice still reads acme's events after her removal"
+
+
+async def test_pings_to_a_receiver_that_never_answers_cannot_hold_every_server_thread(tmp_path: Path):
+    """A ping is sent inside the request: a project admin firing many at a receiver that hangs for
+    webhook_timeout_seconds would occupy the whole thread pool (every sync endpoint stalls)."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    async with await _open(tmp_path) as env:
+        await env.project("acme")
+        pa = await env.user("pa", acme="admin")
+        hook = await env.hook("acme", auth=pa)
+        release, inside = threading.Event(), []
+
+        def hang(request: httpx.Request) -> httpx.Response:
+            inside.append(request)
+            release.wait(10)
+            return httpx.Response(200)
+
+        env.services.webhook_dispatcher.transport = httpx.MockTransport(hang)
+        pings = [asyncio.create_task(env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping", auth=pa, timeout=30))
+                 for _ in range(12)]
+        await asyncio.sleep(1.0)
+        hanging = len(inside)
+        release.set()
+        statuses = sorted(r.status_code for r in await asyncio.gather(*pings))
+        assert hanging <= 4, f"{hanging} pings hung on the receiver at once"
+        assert 429 in statuses and statuses.count(200) >= 1, statuses
