@@ -60,7 +60,8 @@ def _filters(caller: Caller, project: str | None, repository: str | None, types:
         caller.require_admin()
     else:
         caller.require_project(project, "read-audit")
-    wanted = [t.strip() for value in (types or []) for t in value.split(",") if t.strip()]
+    # Each distinct type once: repeats would only lengthen the query's OR (SQLite caps its depth).
+    wanted = list(dict.fromkeys(t.strip() for value in (types or []) for t in value.split(",") if t.strip()))
     for t in wanted:
         if t not in EVENT_TYPES and not any(k.startswith(t + ".") for k in EVENT_TYPES):
             raise InvalidRequest(f"unknown event type {t[:64]!r}", detail={"type": t[:64]})
