@@ -82,11 +82,12 @@ async def test_an_open_event_stream_stops_once_its_reader_loses_read_audit(tmp_p
     async with await _open(tmp_path) as env:
         await env.project("acme")
         alice = await env.user("alice", acme="admin")
-        stream = asyncio.create_task(env.api.get(
-            "/api/v1/events/stream", params={"project": "acme", "max_events": 3}, auth=alice, timeout=30))
-        await asyncio.sleep(0.5)
+        r = await env.api.get("/api/v1/events", params={"project": "acme", "latest": True, "limit": 1}, auth=alice)
+        start = r.json()[-1]["cursor"]
         env.event("artifact.pushed", "acme/before-removal")
-        await asyncio.sleep(1.5)
+        stream = asyncio.create_task(env.api.get(  # the first read (at once) sends that event
+            "/api/v1/events/stream", params={"project": "acme", "max_events": 3, "after": start}, auth=alice, timeout=30))
+        await asyncio.sleep(0.5)
         r = await env.api.delete("/api/v1/projects/acme/members/alice")
         assert r.status_code == 204, r.text
         env.event("artifact.pushed", "acme/after-removal")
@@ -133,3 +134,31 @@ async def test_a_type_filter_repeated_many_times_is_not_a_server_error(tmp_path:
         r = await env.api.get("/api/v1/events", params={"project": "acme", "type": ",".join(["artifact.pushed"] * 3000)},
                               auth=pa)
         assert r.status_code == 200, r.text[:300]
+
+
+async def test_one_reader_cannot_open_event_streams_without_bound(tmp_path: Path):
+    """Every open stream polls the database each event_poll_seconds on the shared thread pool."""
+    import asyncio
+
+    from dockyard.api.mgmt import events as events_api
+    from dockyard.api.mgmt.events import MAX_STREAMS_PER_READER
+
+    async with await _open(tmp_path) as env:
+        await env.project("acme")
+        pa = await env.user("pa", acme="admin")
+        streams = [asyncio.create_task(env.api.get(
+            "/api/v1/events/stream", params={"project": "acme", "max_events": 1}, auth=pa, timeout=30))
+            for _ in range(MAX_STREAMS_PER_READER)]
+        for _ in range(200):  # until every one of them is open
+            if events_api._streams.get("user:pa") == MAX_STREAMS_PER_READER:
+                break
+            await asyncio.sleep(0.05)
+        r = await asyncio.wait_for(env.api.get(
+            "/api/v1/events/stream", params={"project": "acme", "max_events": 1}, auth=pa), 5)
+        assert r.status_code == 429, r.status_code
+        r = await env.api.get("/api/v1/events/stream", params={"project": "acme", "max_events": 1, "after": "0"})
+        assert r.status_code == 200  # another reader is not affected
+        env.event("artifact.pushed", "acme/app")
+        assert all(r.status_code == 200 for r in await asyncio.wait_for(asyncio.gather(*streams), 20))
+        r = await env.api.get("/api/v1/events/stream", params={"project": "acme", "max_events": 1, "after": "0"}, auth=pa)
+        assert r.status_code == 200  # closed streams are counted off

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,12 +19,17 @@ from starlette.responses import StreamingResponse
 from dockyard.api.mgmt.common import Caller, CallerDep, Model
 from dockyard.domain.events import EVENT_TYPES, Event, head, parse_cursor
 from dockyard.domain.names import validate_name
-from dockyard.errors import InvalidRequest, NotFound
+from dockyard.errors import InvalidRequest, NotFound, TooManyRequests
 
 router = APIRouter(prefix="/events", tags=["events"])
 
 MAX_LIMIT = 1000
 KEEPALIVE_SECONDS = 15.0
+# Each open stream polls the database every event_poll_seconds from the shared thread pool: one
+# reader must not be able to open them by the thousand.
+MAX_STREAMS_PER_READER = 8
+_streams: dict[str, int] = {}  # open streams per reader, in this process
+_streams_lock = threading.Lock()
 
 
 class EventOut(Model):
@@ -134,6 +140,9 @@ async def stream_events(
 ):
     filters = _filters(caller, project, repository, type, None, None)
     project_name = filters["project"]
+    reader = f"{caller.principal.kind}:{caller.principal.name}"
+    if _streams.get(reader, 0) >= MAX_STREAMS_PER_READER:
+        raise TooManyRequests(f"at most {MAX_STREAMS_PER_READER} open event streams per account; close one first")
     services = caller.services
     start = _after(request.headers.get("last-event-id") or after)
     if start is None:
@@ -141,6 +150,18 @@ async def stream_events(
     poll = services.settings.event_poll_seconds
 
     async def messages():
+        with _streams_lock:
+            _streams[reader] = _streams.get(reader, 0) + 1
+        try:
+            async for message in _messages():
+                yield message
+        finally:
+            with _streams_lock:
+                _streams[reader] -= 1
+                if not _streams[reader]:
+                    del _streams[reader]
+
+    async def _messages():
         position, sent, idle = start, 0, 0.0
         yield f"retry: {int(poll * 1000)}\n: dockyard events from {position[0]}-{position[1]}\n\n"
         while max_events is None or sent < max_events:
