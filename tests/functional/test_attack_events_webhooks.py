@@ -162,3 +162,29 @@ async def test_one_reader_cannot_open_event_streams_without_bound(tmp_path: Path
         assert all(r.status_code == 200 for r in await asyncio.wait_for(asyncio.gather(*streams), 20))
         r = await env.api.get("/api/v1/events/stream", params={"project": "acme", "max_events": 1, "after": "0"}, auth=pa)
         assert r.status_code == 200  # closed streams are counted off
+
+
+async def test_pulls_flushed_by_another_projects_request_are_not_attributed_to_its_caller(tmp_path: Path):
+    """The pull buffer is process-wide; a retention dry run (any project admin) flushes it inside its
+    request, and every artifact.pulled of every project took that admin's name and request id:
+    project B's admins (and webhooks) were told that A's admin pulled B's images."""
+    from sqlalchemy import select as sa_select
+
+    from dockyard.metadata.event_tables import events as events_table
+
+    from .test_retention import SEED_ECR
+
+    async with await _open(tmp_path) as env:
+        await env.project("acme")
+        await env.project("other")
+        mallory = await env.user("mallory", other="admin")
+        env.services.pulls.record("acme/app", "sha256:" + "b" * 64)  # a pull in acme, not yet flushed
+        r = await env.api.post("/api/v1/projects/other/retention-policies",
+                               json={"name": "p", "format": "ecr", "document": SEED_ECR}, auth=mallory)
+        assert r.status_code == 201, r.text
+        r = await env.api.post(f"/api/v1/projects/other/retention-policies/{r.json()['id']}/dry-run", auth=mallory)
+        assert r.status_code == 200, r.text
+        with env.services.db.read() as conn:
+            pulled = conn.execute(sa_select(events_table.c.actor, events_table.c.request_id)
+                                  .where(events_table.c.type == "artifact.pulled")).all()
+        assert len(pulled) == 1 and pulled[0].actor != "mallory" and pulled[0].request_id is None, pulled
