@@ -188,3 +188,22 @@ async def test_pulls_flushed_by_another_projects_request_are_not_attributed_to_i
             pulled = conn.execute(sa_select(events_table.c.actor, events_table.c.request_id)
                                   .where(events_table.c.type == "artifact.pulled")).all()
         assert len(pulled) == 1 and pulled[0].actor != "mallory" and pulled[0].request_id is None, pulled
+
+
+async def test_a_project_admin_cannot_re_enable_a_hook_an_administrator_disabled(tmp_path: Path):
+    """An administrator switching off a project's hook (aimed at a third party, say) was undone by
+    the project admin's next PATCH {"enabled": true}."""
+    async with await _open(tmp_path) as env:
+        await env.project("acme")
+        pa = await env.user("pa", acme="admin")
+        hook = await env.hook("acme", auth=pa)
+        path = f"/api/v1/projects/acme/webhooks/{hook['id']}"
+        r = await env.api.patch(path, json={"enabled": False})  # the administrator
+        assert r.status_code == 200 and r.json()["disabled_reason"] == "disabled by an administrator", r.text
+        r = await env.api.patch(path, json={"enabled": True}, auth=pa)
+        assert r.status_code == 403, r.text
+        r = await env.api.patch(path, json={"enabled": True})
+        assert r.status_code == 200 and r.json()["enabled"] is True
+        # Their own switch-off (or a disabling after dead deliveries) a project admin undoes.
+        assert (await env.api.patch(path, json={"enabled": False}, auth=pa)).status_code == 200
+        assert (await env.api.patch(path, json={"enabled": True}, auth=pa)).status_code == 200
