@@ -117,6 +117,11 @@ def parse_cursor(text: str) -> tuple[int, int]:
     return position
 
 
+# Built once: every write records events, and a statement with bound parameters is compiled once
+# per dialect instead of once per call.
+_INSERT = events.insert()
+_INSERT_PG = events.insert().values(txid=literal_column("pg_current_xact_id()::text::bigint"))
+
 PENDING_FLAG = "dockyard_events_pending"
 RECORDED = "dockyard_events_recorded"  # this transaction's events, for immediate in-process subscribers
 
@@ -149,9 +154,7 @@ def record(
         "request_id": request_context.request_id.get(),
         "data": json.dumps(data, default=str, sort_keys=True) if data else None,
     }
-    if conn.dialect.name == "postgresql":
-        values["txid"] = literal_column("pg_current_xact_id()::text::bigint")
-    conn.execute(events.insert().values(**values))
+    conn.execute(_INSERT_PG if conn.dialect.name == "postgresql" else _INSERT, values)
     conn.info[PENDING_FLAG] = True  # the after-commit hook wakes local consumers (jobs/feed.py)
     conn.info.setdefault(RECORDED, []).append(Event(
         id=0, key=values["key"], txid=0, occurred_at=values["occurred_at"], type=type, project=project,

@@ -66,6 +66,7 @@ def _wanted(types: frozenset[str] | None, events: list[Event]) -> list[Event]:
 
 
 class Feed:
+    COALESCE_SECONDS = 0.05  # at most one dispatch per this interval; bounds the added delivery delay
     def __init__(self, db: Database, *, batch: int = 200, poll_seconds: float = 1.0):
         self.db = db
         self.batch = batch
@@ -243,8 +244,14 @@ class Feed:
         self._wake = asyncio.Event()
         while True:
             self._wake.clear()
+            started = self._loop.time()
             await self.db.run(lambda: self.drain(durable=durable))
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             except TimeoutError:
                 pass
+            # Coalesce a burst of commits: each consumer then reads them in one transaction instead of
+            # one transaction per commit, which on SQLite would queue every push behind the consumers.
+            rest = self.COALESCE_SECONDS - (self._loop.time() - started)
+            if rest > 0:
+                await asyncio.sleep(rest)

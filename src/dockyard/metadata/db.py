@@ -54,6 +54,7 @@ class Database:
         # Called with the connection after each write transaction commits (the event feed wakes here).
         self.after_commit: list[Callable[[Connection], None]] = []
         self._writing = threading.local()
+        self._write_mutex = threading.Lock() if self.is_sqlite else None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -62,7 +63,7 @@ class Database:
         depth = getattr(self._writing, "depth", 0)
         self._writing.depth = depth + 1
         try:
-            with self.engine.connect() as conn:
+            with self._queue(depth), self.engine.connect() as conn:
                 conn = conn.execution_options(dockyard_immediate=True)
                 with conn.begin():
                     yield conn
@@ -83,6 +84,14 @@ class Database:
             raise
         finally:
             self._writing.depth = depth
+
+    def _queue(self, depth: int):
+        """SQLite: this process's writers queue on a mutex. Waiting in SQLite's busy handler instead
+        sleeps in steps of up to 100 ms, so a short consumer transaction could stall a push far longer
+        than it ran. Other processes still meet on the database's own lock."""
+        if self._write_mutex is None or depth:
+            return contextlib.nullcontext()
+        return self._write_mutex
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
