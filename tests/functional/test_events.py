@@ -39,10 +39,10 @@ async def test_push_tag_move_retag_promotion_and_deletes_record_their_events(env
 
     items = await events(env, after=start, type="artifact,tag")
     assert summary(items) == [
-        ("artifact.pushed", SRC, None, "push"), ("tag.updated", SRC, "v1", "push"),
-        ("artifact.pushed", SRC, None, "push"), ("tag.updated", SRC, "v1", "push"),
-        ("artifact.pushed", SRC, None, "retag"), ("tag.updated", SRC, "old", "retag"),
-        ("artifact.pushed", DEST, None, "promotion"), ("tag.updated", DEST, "1.0", "promotion"),
+        ("artifact.pushed", SRC, "v1", "push"), ("tag.updated", SRC, "v1", "push"),
+        ("artifact.pushed", SRC, "v1", "push"), ("tag.updated", SRC, "v1", "push"),
+        ("artifact.pushed", SRC, "old", "retag"), ("tag.updated", SRC, "old", "retag"),
+        ("artifact.pushed", DEST, "1.0", "promotion"), ("tag.updated", DEST, "1.0", "promotion"),
         ("artifact.promoted", DEST, None, None),
         ("tag.deleted", SRC, "old", "api"),
         ("artifact.deleted", SRC, None, "api"),

@@ -415,3 +415,22 @@ async def test_outcome_listeners_see_every_attempt(tmp_path: Path):
         env.event("artifact.pushed", "acme/b")  # 500, then 200
         await env.pump(lambda: [d.state for d in env.deliveries()] == ["dead", "succeeded"])
         assert seen == ["failed", "dead", "failed", "succeeded"]
+
+
+async def test_a_tag_filter_fires_on_a_real_push_by_tag(env: Env):
+    """docs/webhooks.md's example: --event artifact.pushed --repository 'app/**' --tag 'v*'."""
+    from .helpers import Registry
+
+    await env.project("acme")
+    await env.hook("acme", format="harbor", event_types=["artifact.pushed"], repository_pattern="app/**",
+                   tag_pattern="v*")
+    reg = Registry(app=env.app, client=env.api, driver="filesystem", data_dir=Path())
+    digest, _ = await reg.push_image("acme/app/web", "v1.2.0", seed=1)
+    await reg.push_image("acme/app/web", "latest", seed=2)  # tag glob: no
+    await env.pump(lambda: len(env.receiver.requests) == 1 and all(d.state == "succeeded" for d in env.deliveries()))
+    assert len(env.deliveries()) == 1
+    [body] = env.receiver.bodies()
+    assert body["event_data"]["resources"] == [
+        {"digest": digest, "tag": "v1.2.0", "resource_url": "127.0.0.1:5000/acme/app/web:v1.2.0"}]  # the default registry_url
+    r = await env.api.get("/api/v1/events", params={"project": "acme", "type": "artifact.pushed"})
+    assert [(e["tag"], e["data"]["tags"]) for e in r.json()] == [("v1.2.0", ["v1.2.0"]), ("latest", ["latest"])]

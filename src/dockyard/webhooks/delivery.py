@@ -126,7 +126,8 @@ class WebhookDispatcher:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         for event in events:
             for hook in hooks:
-                if not matches(hook, event.type, event.project, event.repository, event.tag):
+                if not matches(hook, event.type, event.project, event.repository, event.tag,
+                               event.data.get("tags") if isinstance(event.data.get("tags"), list) else None):
                     continue
                 repository = event.repository or ""
                 delivery_id = conn.execute(
