@@ -153,6 +153,8 @@ async def test_three_500s_then_200_is_one_success_with_four_logged_attempts_and_
     body = env.receiver.bodies()[0]
     assert body["type"] == "io.dockyard.artifact.pushed" and body["id"] == key and body["specversion"] == "1.0"
     assert body["subject"] == "acme/app:v1" and body["data"]["via"] == "push"
+    listed = (await env.api.get("/api/v1/events", params={"project": "acme", "type": "artifact.pushed"})).json()
+    assert body["time"] == listed[-1]["occurred_at"] and body["time"].endswith("Z")  # one time format
 
     r = await env.api.get(f"/api/v1/projects/acme/webhooks/{hook['id']}/deliveries")
     assert r.status_code == 200, r.text
