@@ -108,9 +108,9 @@ def webhooks_ping(ctx: typer.Context, webhook_id: int, project: ProjectOpt = Non
     data = remote(ctx).call("POST", _path(project, webhook_id, "/ping")).json()
     if json_output or remote(ctx).json:
         out.print_json(json.dumps(data, default=str))
-        return
-    show(ctx, data["log"], ATTEMPT_COLUMNS, False)
-    if data["state"] != "succeeded":
+    else:
+        show(ctx, data["log"], ATTEMPT_COLUMNS, False)
+    if data["state"] != "succeeded":  # the same exit code with or without --json
         raise typer.Exit(1)
 
 

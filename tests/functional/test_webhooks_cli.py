@@ -1,0 +1,51 @@
+"""`dockyard webhooks …` and `dockyard events …` against the in-process app (the CLI's client is
+routed to the ASGI app; the webhook receiver is test_webhooks' mock). SQLite only: the API is
+covered on both databases by test_webhooks.py and test_events.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio.to_thread
+import pytest
+from typer.testing import CliRunner
+
+from dockyard.cli import app as cli_app
+
+from .governance_helpers import route_cli_to_app
+from .test_webhooks import ADMIN, Env, _open
+
+
+@pytest.fixture
+async def env(tmp_path: Path):
+    async with await _open(tmp_path) as e:
+        yield e
+
+
+@pytest.fixture
+def cli(env: Env, monkeypatch, tmp_path):
+    """`await cli("webhooks", "list")` → click Result, as admin."""
+    route_cli_to_app(monkeypatch, env.app)
+    runner = CliRunner()
+    environ = {"COLUMNS": "200", "NO_COLOR": "1", "DOCKYARD_URL": "http://registry.test",
+               "DOCKYARD_USERNAME": ADMIN[0], "DOCKYARD_PASSWORD": ADMIN[1],
+               "DOCKYARD_CREDENTIALS_FILE": str(tmp_path / "credentials.json"), "DOCKER_CONFIG": str(tmp_path / "docker")}
+
+    async def run(*args: str):
+        return await anyio.to_thread.run_sync(lambda: runner.invoke(cli_app, list(args), env=environ))
+
+    return run
+
+
+async def test_ping_exits_1_when_the_receiver_failed_with_and_without_json(env: Env, cli):
+    await env.project("acme")
+    hook = await env.hook("acme")
+    env.receiver.statuses = [500, 500]
+    plain = await cli("webhooks", "ping", str(hook["id"]), "--project", "acme")
+    assert plain.exit_code == 1, plain.output
+    as_json = await cli("webhooks", "ping", str(hook["id"]), "--project", "acme", "--json")
+    assert as_json.exit_code == 1, as_json.output
+    assert json.loads(as_json.stdout)["state"] != "succeeded"
+    good = await cli("webhooks", "ping", str(hook["id"]), "--project", "acme", "--json")
+    assert good.exit_code == 0 and json.loads(good.stdout)["state"] == "succeeded", good.output
