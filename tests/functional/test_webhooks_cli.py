@@ -49,3 +49,20 @@ async def test_ping_exits_1_when_the_receiver_failed_with_and_without_json(env: 
     assert json.loads(as_json.stdout)["state"] != "succeeded"
     good = await cli("webhooks", "ping", str(hook["id"]), "--project", "acme", "--json")
     assert good.exit_code == 0 and json.loads(good.stdout)["state"] == "succeeded", good.output
+
+
+async def test_bad_enumerated_options_exit_2_before_anything_is_sent(env: Env, cli):
+    await env.project("acme")
+    for args in (
+        ("webhooks", "create", "https://hooks.example/in", "--project", "acme", "--format", "teams"),
+        ("webhooks", "create", "https://hooks.example/in", "--project", "acme", "--event", "artifact.exploded"),
+        ("webhooks", "deliveries", "1", "--project", "acme", "--state", "lost"),
+        ("events", "tail", "--project", "acme", "--type", "artefact"),
+    ):
+        result = await cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+    r = await env.api.get("/api/v1/projects/acme/webhooks")
+    assert r.json() == []  # nothing was created
+    created = await cli("webhooks", "create", "https://hooks.example/in", "--project", "acme", "--format", "slack",
+                        "--event", "artifact", "--json")
+    assert created.exit_code == 0 and json.loads(created.stdout)["format"] == "slack", created.output
