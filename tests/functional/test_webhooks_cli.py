@@ -66,3 +66,17 @@ async def test_bad_enumerated_options_exit_2_before_anything_is_sent(env: Env, c
     created = await cli("webhooks", "create", "https://hooks.example/in", "--project", "acme", "--format", "slack",
                         "--event", "artifact", "--json")
     assert created.exit_code == 0 and json.loads(created.stdout)["format"] == "slack", created.output
+
+
+async def test_deliveries_with_attempts_labels_each_table_on_stdout(env: Env, cli):
+    await env.project("acme")
+    hook = await env.hook("acme")
+    env.event("artifact.pushed", "acme/app")
+    env.event("artifact.pushed", "acme/lib")
+    await env.pump(lambda: len(env.deliveries()) == 2 and all(d.state == "succeeded" for d in env.deliveries()))
+    result = await cli("webhooks", "deliveries", str(hook["id"]), "--project", "acme", "--attempts")
+    assert result.exit_code == 0, result.output
+    ids = [d.id for d in env.deliveries()]
+    labels = [line for line in result.stdout.splitlines() if line.startswith("delivery ")]
+    assert labels == [f"delivery {i}:" for i in sorted(ids, reverse=True)]
+    assert "delivery " not in result.stderr

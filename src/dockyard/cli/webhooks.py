@@ -112,7 +112,7 @@ def webhooks_deliveries(
     show(ctx, items, DELIVERY_COLUMNS, False)
     if attempts:
         for item in items:
-            err.print(f"delivery {item['id']}:")
+            out.print(f"delivery {item['id']}:", markup=False, highlight=False)  # with its table, on stdout
             show(ctx, item["log"], ATTEMPT_COLUMNS, False)
 
 
