@@ -131,7 +131,9 @@ async def test_visibility_follows_the_audit_log(env):
     assert r.status_code == 200 and {e["project"] for e in r.json()} == {"dev"} and r.json()
     r = await env.api.get("/api/v1/events", params={"repository": SRC}, auth=padmin)
     assert r.status_code == 200 and {e["repository"] for e in r.json()} == {SRC}
-    error(await env.api.get("/api/v1/events", auth=padmin), 403, "DENIED")  # all projects: administrators only
+    r = await env.api.get("/api/v1/events", auth=padmin)
+    error(r, 403, "DENIED")  # all projects: administrators only; the message says how a project admin asks
+    assert r.json()["errors"][0]["message"].endswith("; project admins: name the project (--project / ?project=)")
     error(await env.api.get("/api/v1/events", params={"project": "prod"}, auth=padmin), 404, "NOT_FOUND")
     error(await env.api.get("/api/v1/events", params={"project": "dev"}, auth=dev_guest), 403, "DENIED")
     error(await env.api.get("/api/v1/events/stream", params={"project": "dev"}, auth=dev_guest), 403, "DENIED")

@@ -270,6 +270,8 @@ async def test_project_admins_cannot_target_internal_addresses_and_see_only_thei
     for url in INTERNAL:
         r = await env.api.post("/api/v1/projects/acme/webhooks", json={"url": url}, auth=pa)
         assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", (url, r.text)
+    r = await env.api.get("/api/v1/system/webhooks", auth=pa)
+    assert r.status_code == 403 and "project admins: name the project (--project" in r.json()["errors"][0]["message"]
     mine = await env.hook("acme", auth=pa)
     r = await env.api.patch(f"/api/v1/projects/acme/webhooks/{mine['id']}", json={"url": "http://127.0.0.1/"}, auth=pa)
     assert r.status_code == 403

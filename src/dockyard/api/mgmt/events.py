@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from starlette.responses import StreamingResponse
 
-from dockyard.api.mgmt.common import Caller, CallerDep, Model
+from dockyard.api.mgmt.common import PROJECT_HINT, Caller, CallerDep, Model
 from dockyard.domain.events import EVENT_TYPES, Event, head, parse_cursor
 from dockyard.domain.names import validate_name
 from dockyard.errors import InvalidRequest
@@ -57,7 +57,7 @@ def _filters(caller: Caller, project: str | None, repository: str | None, types:
             raise InvalidRequest(f"repository {repository} is not in project {project}")
         project = owner
     if project is None:
-        caller.require_admin()
+        caller.require_admin(PROJECT_HINT)
     else:
         caller.require_project(project, "read-audit")
     wanted = [t.strip() for value in (types or []) for t in value.split(",") if t.strip()]
