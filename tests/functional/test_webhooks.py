@@ -438,3 +438,30 @@ async def test_a_tag_filter_fires_on_a_real_push_by_tag(env: Env):
         {"digest": digest, "tag": "v1.2.0", "resource_url": "127.0.0.1:5000/acme/app/web:v1.2.0"}]  # the default registry_url
     r = await env.api.get("/api/v1/events", params={"project": "acme", "type": "artifact.pushed"})
     assert [(e["tag"], e["data"]["tags"]) for e in r.json()] == [("v1.2.0", ["v1.2.0"]), ("latest", ["latest"])]
+
+
+async def test_webhook_urls_never_reach_the_log(env: Env, caplog):
+    """A Slack incoming-webhook URL's path is its secret: httpx's INFO "HTTP Request: POST <url>" is
+    quieted (configure_logging), and Dockyard's own lines name no URL."""
+    import logging
+
+    await env.project("acme")
+    hook = await env.hook("acme", url="https://hooks.example/services/T0/B0/SeCrEtPaTh", format="slack")
+    env.receiver.statuses = [500] * 5  # every attempt fails: the dead delivery disables the hook's count
+    from dockyard.safe_text import QUIET_LOGGERS, configure_logging
+
+    names = ("", *QUIET_LOGGERS)
+    saved = {n: logging.getLogger(n).level for n in names}
+    try:
+        configure_logging("debug")  # what `dockyard serve` / `worker` do, at the most verbose level
+        with caplog.at_level(logging.DEBUG):
+            env.event("artifact.pushed", "acme/app")
+            await env.pump(lambda: env.deliveries() and env.deliveries()[0].state == "dead")
+            r = await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping")
+            assert r.status_code == 200, r.text
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+    assert len(env.receiver.requests) == 6
+    assert "SeCrEtPaTh" not in caplog.text
+    assert not [r for r in caplog.records if r.name.startswith(("httpx", "httpcore"))]

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 import httpx
 from sqlalchemy import Connection, event as sa_event, insert, select, update
 
-from dockyard.domain.events import Event, record
+from dockyard.domain.events import Event, record, rfc3339
 from dockyard.webhooks import lanes, targets
 from dockyard.webhooks.formats import PING_TYPE, Context, render
 from dockyard.webhooks.service import WebhookConfig, WebhookService, matches, webhook_of
@@ -326,7 +326,7 @@ class WebhookDispatcher:
         self.service.get(webhook_id, project)
         now = utcnow()
         event = {
-            "id": 0, "key": str(uuid.uuid4()), "type": PING_TYPE, "occurred_at": now.isoformat(), "project": project,
+            "id": 0, "key": str(uuid.uuid4()), "type": PING_TYPE, "occurred_at": rfc3339(now), "project": project,
             "repository": None, "digest": None, "tag": None, "actor": None, "request_id": None,
             "data": {"webhook": webhook_id, "message": "ping from Dockyard"},
         }
