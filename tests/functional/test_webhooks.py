@@ -465,3 +465,28 @@ async def test_webhook_urls_never_reach_the_log(env: Env, caplog):
     assert len(env.receiver.requests) == 6
     assert "SeCrEtPaTh" not in caplog.text
     assert not [r for r in caplog.records if r.name.startswith(("httpx", "httpcore"))]
+
+
+async def test_a_push_request_id_is_carried_into_its_delivery_jobs(env: Env, caplog):
+    """docs/metrics.md: the request id is carried into the jobs a request causes, webhook deliveries too."""
+    import logging
+
+    from dockyard.metadata.models import jobs
+    from dockyard.webhooks.lanes import WEBHOOK_JOB
+
+    from .helpers import Registry
+
+    await env.project("acme")
+    await env.hook("acme")
+    reg = Registry(app=env.app, client=env.api, driver="filesystem", data_dir=Path())
+    env.api.headers["X-Request-Id"] = "push-request-42"
+    try:
+        await reg.push_image("acme/app", "v1", seed=3)
+    finally:
+        del env.api.headers["X-Request-Id"]
+    with caplog.at_level(logging.INFO, logger="dockyard"):
+        await env.pump(lambda: env.deliveries() and env.deliveries()[0].state == "succeeded")
+    with env.services.db.read() as conn:
+        rids = conn.execute(select(jobs.c.request_id).where(jobs.c.kind == WEBHOOK_JOB)).scalars().all()
+    assert rids == ["push-request-42"]
+    assert any("started for request push-request-42" in r.getMessage() for r in caplog.records)

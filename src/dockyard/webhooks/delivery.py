@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 import httpx
 from sqlalchemy import Connection, event as sa_event, insert, select, update
 
+from dockyard import request_context
 from dockyard.domain.events import Event, record, rfc3339
 from dockyard.webhooks import lanes, targets
 from dockyard.webhooks.formats import PING_TYPE, Context, render
@@ -137,7 +138,11 @@ class WebhookDispatcher:
                         attempts=0, max_attempts=self.config.max_attempts, turn=0, created_at=now,
                     ).on_conflict_do_nothing().returning(d.c.id)
                 ).scalar()
-                if delivery_id is not None and lanes.place(conn, self.jobs, delivery_id, hook.id, repository, now):
+                # The job carries the event's request id (jobs.request_id), so the worker runs and logs
+                # the delivery under the request that pushed.
+                with request_context.acting_as(request_context.actor.get(), event.request_id):
+                    placed = delivery_id is not None and lanes.place(conn, self.jobs, delivery_id, hook.id, repository, now)
+                if placed:
                     conn.info[_JOBS_FLAG] = True
 
     # -- one attempt: the job handler ------------------------------------------------------------
@@ -179,8 +184,10 @@ class WebhookDispatcher:
                 if current is not None and current.state == "queued" and current.turn == turn:
                     lanes.park(conn, delivery_id, reason)
             return {"parked": reason or f"waits for delivery {older}"}
-        result = self._send(hook_row, event, public)
-        outcome = self._settle(delivery_id, turn, result, now)
+        # A job may send several deliveries of a lane: each runs (and logs) under its own event's request id.
+        with request_context.acting_as(request_context.actor.get(), event.get("request_id")):
+            result = self._send(hook_row, event, public)
+            outcome = self._settle(delivery_id, turn, result, now)
         # The delivery's new state says what this attempt was: queued again means it failed.
         self._notify({"succeeded": "succeeded", "dead": "dead", "queued": "failed"}.get(outcome.get("state", "")))
         return outcome
