@@ -32,8 +32,9 @@ def cli(env: Env, monkeypatch, tmp_path):
                "DOCKYARD_USERNAME": ADMIN[0], "DOCKYARD_PASSWORD": ADMIN[1],
                "DOCKYARD_CREDENTIALS_FILE": str(tmp_path / "credentials.json"), "DOCKER_CONFIG": str(tmp_path / "docker")}
 
-    async def run(*args: str):
-        return await anyio.to_thread.run_sync(lambda: runner.invoke(cli_app, list(args), env=environ))
+    async def run(*args: str, anonymous: bool = False):
+        variables = {**environ, "DOCKYARD_USERNAME": None, "DOCKYARD_PASSWORD": None} if anonymous else environ
+        return await anyio.to_thread.run_sync(lambda: runner.invoke(cli_app, list(args), env=variables))
 
     return run
 
@@ -80,3 +81,20 @@ async def test_deliveries_with_attempts_labels_each_table_on_stdout(env: Env, cl
     labels = [line for line in result.stdout.splitlines() if line.startswith("delivery ")]
     assert labels == [f"delivery {i}:" for i in sorted(ids, reverse=True)]
     assert "delivery " not in result.stderr
+
+
+async def test_connection_options_are_taken_after_the_subcommand_too(env: Env, cli):
+    """`dockyard events tail -r HOST -u USER …` (docs/cli.md): moved before the subcommand."""
+    await env.project("acme")
+    anonymous = await cli("events", "tail", "--project", "acme", "--json", anonymous=True)
+    assert anonymous.exit_code == 1 and "401" in anonymous.output
+    after = await cli("events", "tail", "--project", "acme", "-r", "registry.test", "-u", ADMIN[0], "-p", ADMIN[1],
+                      "--json", anonymous=True)
+    assert after.exit_code == 0, after.output
+    assert [json.loads(line)["type"] for line in after.stdout.splitlines()] == ["project.created"]
+    listed = await cli("webhooks", "list", "--username", ADMIN[0], "--project", "acme", f"--password={ADMIN[1]}",
+                       "--json", anonymous=True)
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == [], listed.output
+    # Before the subcommand, as ever.
+    before = await cli("webhooks", "-u", ADMIN[0], "-p", ADMIN[1], "list", "--project", "acme", anonymous=True)
+    assert before.exit_code == 0, before.output
