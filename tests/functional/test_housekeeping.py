@@ -4,7 +4,6 @@ row, what one housekeeping job removes, and the per-process pull flush at shutdo
 from __future__ import annotations
 
 import json
-
 from datetime import timedelta
 
 from sqlalchemy import update
