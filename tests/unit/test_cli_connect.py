@@ -36,6 +36,7 @@ COMMANDS = [
     ["admin", "users", "--registry", HOST, "show"],
     ["admin", "keys", "--url", HOST, "list"],
     ["admin", "audit", "-r", HOST, "list"],
+    ["events", "-r", HOST, "tail"],
     ["policy", "retention", "-r", HOST, "list", "team"],
     ["security", "-r", HOST, "show", "team"],
     ["gc", "--no-wait", "-r", HOST],
