@@ -26,3 +26,15 @@ def acting_as(name: str | None, rid: str | None = None) -> Iterator[None]:
     finally:
         for var, token in zip((actor, request_id), tokens):
             var.reset(token)
+
+
+@contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """Run a block on behalf of no one and of no request: work for many clients (a batch of their
+    pulls) that happens to run inside one request must not be attributed to that request's caller."""
+    tokens = (actor.set(None), request_id.set(None))
+    try:
+        yield
+    finally:
+        request_id.reset(tokens[1])
+        actor.reset(tokens[0])

@@ -118,7 +118,7 @@ async def test_open_uploads_and_job_queue_are_read_at_scrape_time(reg):
 
 
 async def test_quota_use_per_project(reg):
-    reg.services.projects.create("quota")
+    reg.services.projects.create("quota", public=True)  # open metrics name public projects only
     await reg.push_image("quota/app", "v1")
     reg.services.quotas.set("quota", 10_000_000)
     found = await scrape(reg)

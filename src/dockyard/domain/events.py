@@ -215,6 +215,7 @@ class EventLog:
         since: datetime | None = None,
         until: datetime | None = None,
         after: tuple[int, int] | None = None,
+        start: tuple[int, int] | None = None,
         limit: int = 100,
         latest: bool = False,
     ) -> list[Event]:
@@ -242,6 +243,8 @@ class EventLog:
             conditions.append(events.c.occurred_at < until)
         if after is not None:
             conditions.append(after_clause(after))
+        if start is not None:  # this position and later (see `incarnation`)
+            conditions.append(after_clause((start[0], start[1] - 1)))
         with self.db.read() as conn:
             visible = visible_clause(conn)
             if visible is not None:
@@ -250,6 +253,18 @@ class EventLog:
             rows = conn.execute(select(events).where(*conditions).order_by(*order).limit(limit)).all()
         found = [event_from_row(r) for r in rows]
         return found[::-1] if latest else found  # `latest`: the newest `limit`, still oldest first
+
+    def incarnation(self, project: str) -> tuple[int, int] | None:
+        """The position of the project's latest `project.created`: events name their project, so a
+        project deleted and created again (by anyone) shares its name with the former one, whose
+        events its members must not read from there on. None: created before the feed existed."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(events.c.txid, events.c.id)
+                .where(events.c.project == project, events.c.type == "project.created")
+                .order_by(events.c.txid.desc(), events.c.id.desc()).limit(1)
+            ).first()
+        return (row.txid, row.id) if row else None
 
     def latest_id(self) -> int:
         with self.db.read() as conn:

@@ -15,6 +15,7 @@ from dockyard.paging import Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import project_members, projects, repositories, robot_permissions, users
+from dockyard.metadata.webhook_tables import webhook_attempts, webhook_deliveries, webhooks
 from dockyard.policy.access import ROLES
 
 PROJECT_NAME_MAX = 64
@@ -125,7 +126,7 @@ class ProjectService:
             return after
 
     def delete(self, name: str) -> None:
-        """Delete an empty project (its members, robots and robot permissions go with it)."""
+        """Delete an empty project (its members, robots, robot permissions and webhooks go with it)."""
         with self.db.write() as conn:
             project = self._require(conn, name)
             held = conn.execute(
@@ -139,6 +140,13 @@ class ProjectService:
                     detail={"name": name, "repositories": held},
                 )
             conn.execute(delete(projects).where(projects.c.id == project.id))
+            # Its webhooks go with it: they name the project, and a project later created with the
+            # same name (by anyone) must not have its events POSTed to the former admins' URLs.
+            hooks = select(webhooks.c.id).where(webhooks.c.project == name)
+            sent = select(webhook_deliveries.c.id).where(webhook_deliveries.c.webhook_id.in_(hooks))
+            conn.execute(delete(webhook_attempts).where(webhook_attempts.c.delivery_id.in_(sent)))
+            conn.execute(delete(webhook_deliveries).where(webhook_deliveries.c.webhook_id.in_(hooks)))
+            conn.execute(delete(webhooks).where(webhooks.c.project == name))
             record(conn, "project.deleted", project=name)
 
     def repository_count(self, name: str) -> int:

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import DateTime, bindparam, or_, select, update
 
+from dockyard import request_context
 from dockyard.domain.events import record as record_event, rfc3339
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.models import manifests, repositories
@@ -66,7 +67,9 @@ class PullRecorder:
             )
             .values(last_pulled_at=when)
         )
-        with self.db.write() as conn:
+        # The buffer holds every client's pulls: whichever request happens to flush it (a retention
+        # dry run by any project admin) is neither their actor nor their request.
+        with request_context.detached(), self.db.write() as conn:
             conn.execute(stmt, [{"b_repo": r, "b_digest": d, "b_when": t} for r, d, t in batch])
             for repository, digest, when in batch:  # artifact.pulled: one event per manifest per flush
                 count = self._taken.get((repository, digest), 1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from dockyard.webhooks import lanes, targets
 from dockyard.webhooks.formats import PING_TYPE, Context, render
 from dockyard.webhooks.service import WebhookConfig, WebhookService, matches, webhook_of
 from dockyard.webhooks.signing import signature_headers
-from dockyard.errors import DockyardError, InvalidRequest
+from dockyard.errors import DockyardError, InvalidRequest, TooManyRequests
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.models import projects
 from dockyard.metadata.webhook_tables import webhook_attempts, webhook_deliveries as d, webhooks
@@ -42,6 +43,9 @@ CONSUMER = "webhooks"  # the durable feed consumer's name
 CHAIN_MAX = 100  # deliveries one job sends from its lane before handing the rest to a new job
 CHAIN_SECONDS = 10.0
 RESPONSE_BODY_LIMIT = 1024  # bytes of a receiver's answer kept in the log
+# Pings are sent inside the request, on the server's thread pool: a project admin pinging a receiver
+# that never answers must not hold every thread for `webhook_timeout_seconds`.
+PING_CONCURRENCY = 4
 USER_AGENT = "Dockyard-Webhooks/1"
 _JOBS_FLAG = "dockyard_webhook_jobs"
 
@@ -83,6 +87,7 @@ class WebhookDispatcher:
         # attempt of a queued delivery, in the process that made it: metrics count with these.
         self.outcome_listeners: list[Callable[[str], None]] = []
         self._client_transport: httpx.BaseTransport | None = None
+        self._pings = threading.BoundedSemaphore(PING_CONCURRENCY)
 
     # -- waking the worker once fan-out's jobs are committed --------------------------------
 
@@ -331,6 +336,14 @@ class WebhookDispatcher:
         """Send a `webhook.ping` now, in the request, and log it as a delivery (it never counts
         towards disabling the endpoint, and takes no lane)."""
         self.service.get(webhook_id, project)
+        if not self._pings.acquire(blocking=False):
+            raise TooManyRequests(f"{PING_CONCURRENCY} webhook pings are already in progress; retry shortly")
+        try:
+            return self._ping(webhook_id, project)
+        finally:
+            self._pings.release()
+
+    def _ping(self, webhook_id: int, project: str | None) -> dict:
         now = utcnow()
         event = {
             "id": 0, "key": str(uuid.uuid4()), "type": PING_TYPE, "occurred_at": rfc3339(now), "project": project,

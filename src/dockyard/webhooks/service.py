@@ -20,13 +20,18 @@ from dockyard.paging import Page, page_bounds
 from dockyard.webhooks import lanes, targets
 from dockyard.webhooks.formats import FORMATS
 from dockyard.webhooks.signing import new_secret
-from dockyard.errors import InvalidRequest, NotFound
+from dockyard.errors import Denied, InvalidRequest, NotFound
 from dockyard.metadata.db import Database, aware, utcnow
 from dockyard.metadata.webhook_tables import webhook_attempts, webhook_deliveries, webhooks
 from dockyard.policy.tag_patterns import glob_matches, validate_repository_glob, validate_tag_glob
 
 MAX_EVENT_TYPES = 64
+# Each hook is one delivery row and one outbound POST per matching event: without a cap a project
+# admin turns every push into thousands of requests (to a third party's URL, too).
+MAX_WEBHOOKS_PER_SCOPE = 20
 SYSTEM = None  # the `project` of a system-wide hook
+# An administrator's switch-off (say, of a hook aimed at someone else's server) is not the project's to undo.
+ADMIN_DISABLED = "disabled by an administrator"
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,10 @@ class WebhookService:
         secret = new_secret()
         now = utcnow()
         with self.db.write() as conn:
+            scope = webhooks.c.project.is_(None) if project is None else webhooks.c.project == project
+            if conn.execute(select(func.count()).select_from(webhooks).where(scope)).scalar_one() >= MAX_WEBHOOKS_PER_SCOPE:
+                raise InvalidRequest(f"at most {MAX_WEBHOOKS_PER_SCOPE} webhooks per project (and system-wide)",
+                                     detail={"limit": MAX_WEBHOOKS_PER_SCOPE})
             webhook_id = conn.execute(
                 insert(webhooks).values(
                     project=project, url=url, enabled=enabled, secret_sealed="", private_target=private,
@@ -216,9 +225,12 @@ class WebhookService:
             if "enabled" in changes and changes["enabled"] is not None:
                 values["enabled"] = bool(changes["enabled"])
                 if values["enabled"] and not row.enabled:
+                    if row.disabled_reason == ADMIN_DISABLED and not caller_is_admin:
+                        raise Denied("an administrator disabled this webhook; only an administrator may enable it again",
+                                     detail={"webhook": webhook_id})
                     values.update(consecutive_failures=0, disabled_reason=None)
                 elif not values["enabled"]:
-                    values["disabled_reason"] = "disabled by " + ("an administrator" if caller_is_admin else "a project admin")
+                    values["disabled_reason"] = ADMIN_DISABLED if caller_is_admin else "disabled by a project admin"
             if values:
                 conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(updated_at=now, **values))
                 self._changed(conn, project, webhook_id, "updated", fields=sorted(values))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,12 +19,17 @@ from starlette.responses import StreamingResponse
 from dockyard.api.mgmt.common import PROJECT_HINT, Caller, CallerDep, Model
 from dockyard.domain.events import EVENT_TYPES, Event, head, parse_cursor
 from dockyard.domain.names import validate_name
-from dockyard.errors import InvalidRequest
+from dockyard.errors import InvalidRequest, NotFound, TooManyRequests
 
 router = APIRouter(prefix="/events", tags=["events"])
 
 MAX_LIMIT = 1000
 KEEPALIVE_SECONDS = 15.0
+# Each open stream polls the database every event_poll_seconds from the shared thread pool: one
+# reader must not be able to open them by the thousand.
+MAX_STREAMS_PER_READER = 8
+_streams: dict[str, int] = {}  # open streams per reader, in this process
+_streams_lock = threading.Lock()
 
 
 class EventOut(Model):
@@ -60,12 +66,16 @@ def _filters(caller: Caller, project: str | None, repository: str | None, types:
         caller.require_admin(PROJECT_HINT)
     else:
         caller.require_project(project, "read-audit")
-    wanted = [t.strip() for value in (types or []) for t in value.split(",") if t.strip()]
+    # Each distinct type once: repeats would only lengthen the query's OR (SQLite caps its depth).
+    wanted = list(dict.fromkeys(t.strip() for value in (types or []) for t in value.split(",") if t.strip()))
     for t in wanted:
         if t not in EVENT_TYPES and not any(k.startswith(t + ".") for k in EVENT_TYPES):
             raise InvalidRequest(f"unknown event type {t[:64]!r}", detail={"type": t[:64]})
+    # A project deleted and created again keeps its name: members of the new one (not administrators)
+    # read only the events from its creation on, not the former project's.
+    start = caller.services.events.incarnation(project) if project is not None and not caller.is_admin else None
     return {"project": project, "repository": repository, "types": wanted or None, "since": _utc(since),
-            "until": _utc(until)}
+            "until": _utc(until), "start": start}
 
 
 def _after(value: str | None) -> tuple[int, int] | None:
@@ -129,6 +139,10 @@ async def stream_events(
     max_events: Annotated[int | None, Query(ge=1, le=100_000, description="Close the stream after this many.")] = None,
 ):
     filters = _filters(caller, project, repository, type, None, None)
+    project_name = filters["project"]
+    reader = f"{caller.principal.kind}:{caller.principal.name}"
+    if _streams.get(reader, 0) >= MAX_STREAMS_PER_READER:
+        raise TooManyRequests(f"at most {MAX_STREAMS_PER_READER} open event streams per account; close one first")
     services = caller.services
     start = _after(request.headers.get("last-event-id") or after)
     if start is None:
@@ -136,9 +150,26 @@ async def stream_events(
     poll = services.settings.event_poll_seconds
 
     async def messages():
+        with _streams_lock:
+            _streams[reader] = _streams.get(reader, 0) + 1
+        try:
+            async for message in _messages():
+                yield message
+        finally:
+            with _streams_lock:
+                _streams[reader] -= 1
+                if not _streams[reader]:
+                    del _streams[reader]
+
+    async def _messages():
         position, sent, idle = start, 0, 0.0
         yield f"retry: {int(poll * 1000)}\n: dockyard events from {position[0]}-{position[1]}\n\n"
         while max_events is None or sent < max_events:
+            # Checked again before every read, not only at connect: a reader removed from the
+            # project, disabled, deleted or no longer an administrator stops receiving at once.
+            if not await anyio.to_thread.run_sync(_still_allowed, caller, project_name):
+                yield ": access revoked\n\n"
+                return
             batch: list[Event] = await anyio.to_thread.run_sync(
                 lambda: services.events.query(**filters, after=position, limit=200))
             for event in batch:
@@ -159,6 +190,23 @@ async def stream_events(
 
     return StreamingResponse(messages(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _still_allowed(caller: Caller, project: str | None) -> bool:
+    """Whether the stream's reader may still read what it asked for (as `_filters` decided at connect)."""
+    principal = caller.principal
+    if principal.kind != "user":
+        return bool(project) and "read-audit" in caller.services.access.project_actions(principal, project)
+    try:
+        user = caller.services.users.get(principal.name)
+    except NotFound:
+        return False
+    if user.disabled or user.id != principal.id:
+        return False
+    fresh = user.principal()
+    if project is None:
+        return fresh.is_admin
+    return "read-audit" in caller.services.access.project_actions(fresh, project)
 
 
 def _head(services) -> tuple[int, int]:
