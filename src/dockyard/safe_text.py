@@ -137,6 +137,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=True, default=str)
 
 
+# httpx logs "HTTP Request: POST <full URL>" at INFO and httpcore every connection step at DEBUG;
+# webhook URLs hold secrets (a Slack incoming webhook's path is its credential).
+QUIET_LOGGERS = ("httpx", "httpcore")
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Set the log level and make every handler escape control characters: the root's, and those
     the ASGI server installed on its own loggers (granian's access log prints request paths). A
@@ -144,6 +149,8 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     write JSON lines instead (JsonFormatter)."""
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     logging.getLogger().setLevel(level.upper())
+    for name in QUIET_LOGGERS:  # whatever the level: they log full request URLs (Slack's carry a secret)
+        logging.getLogger(name).setLevel(logging.WARNING)
     loggers = [logging.getLogger()] + [
         logger for logger in list(logging.Logger.manager.loggerDict.values()) if isinstance(logger, logging.Logger)
     ]

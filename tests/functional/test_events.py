@@ -131,7 +131,9 @@ async def test_visibility_follows_the_audit_log(env):
     assert r.status_code == 200 and {e["project"] for e in r.json()} == {"dev"} and r.json()
     r = await env.api.get("/api/v1/events", params={"repository": SRC}, auth=padmin)
     assert r.status_code == 200 and {e["repository"] for e in r.json()} == {SRC}
-    error(await env.api.get("/api/v1/events", auth=padmin), 403, "DENIED")  # all projects: administrators only
+    r = await env.api.get("/api/v1/events", auth=padmin)
+    error(r, 403, "DENIED")  # all projects: administrators only; the message says how a project admin asks
+    assert r.json()["errors"][0]["message"].endswith("; project admins: name the project (--project / ?project=)")
     error(await env.api.get("/api/v1/events", params={"project": "prod"}, auth=padmin), 404, "NOT_FOUND")
     error(await env.api.get("/api/v1/events", params={"project": "dev"}, auth=dev_guest), 403, "DENIED")
     error(await env.api.get("/api/v1/events/stream", params={"project": "dev"}, auth=dev_guest), 403, "DENIED")
@@ -169,6 +171,10 @@ async def test_stream_sends_server_sent_events_and_resumes_from_last_event_id(en
     messages = _parse_sse(r.text)
     assert [m["event"] for m in messages] == ["project.created", "artifact.pushed", "tag.updated"]
     assert all(json.loads(m["data"])["cursor"] == m["id"] for m in messages)
+    # One time format: the stream spells occurred_at as the REST API does (RFC 3339, Z).
+    listed = {e["cursor"]: e["occurred_at"] for e in await events(env, project="dev")}
+    streamed = {m["id"]: json.loads(m["data"])["occurred_at"] for m in messages}
+    assert streamed == {c: listed[c] for c in streamed} and all(t.endswith("Z") for t in streamed.values())
     r = await env.api.get("/api/v1/events/stream", params={"project": "dev", "type": "tag", "max_events": 1},
                           headers={"Last-Event-ID": messages[-1]["id"]})
     (resumed,) = _parse_sse(r.text)

@@ -3,6 +3,7 @@ row, what one housekeeping job removes, and the per-process pull flush at shutdo
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -58,3 +59,5 @@ async def test_clean_shutdown_flushes_buffered_pull_times(registry_factory):
         assert reg.scalar("SELECT count(*) FROM manifests WHERE last_pulled_at IS NOT NULL") == 0
     async with registry_factory() as reg:
         assert reg.sql("SELECT digest FROM manifests WHERE last_pulled_at IS NOT NULL") == [(digest,)]
+        [(data,)] = reg.sql("SELECT data FROM events WHERE type = 'artifact.pulled'")
+        assert json.loads(data)["last_pulled_at"].endswith("Z")  # RFC 3339 with Z, as occurred_at

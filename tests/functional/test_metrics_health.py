@@ -186,7 +186,9 @@ async def test_readyz_503_when_migrations_are_not_current(reg):
 async def test_metrics_access_token(tmp_path):
     async with open_registry(tmp_path / "data", "memory", metrics_access="token", metrics_token=TOKEN) as reg:
         assert (await reg.client.get("/metrics")).status_code == 401
-        assert (await reg.client.get("/metrics", headers={"Authorization": "Bearer wrong-token-0123456789"})).status_code == 401
+        wrong = await reg.client.get("/metrics", headers={"Authorization": "Bearer wrong-token-0123456789"})
+        assert wrong.status_code == 401
+        assert wrong.json()["errors"][0]["message"] == "a valid metrics bearer token is required"
         assert (await reg.client.get("/metrics", headers={"Authorization": f"Basic {TOKEN}"})).status_code == 401
         found = await scrape(reg, Authorization=f"Bearer {TOKEN}")
         assert value(found, "registry_http_requests_total", handler="metrics", method="GET", code="401") == 3

@@ -153,6 +153,8 @@ async def test_three_500s_then_200_is_one_success_with_four_logged_attempts_and_
     body = env.receiver.bodies()[0]
     assert body["type"] == "io.dockyard.artifact.pushed" and body["id"] == key and body["specversion"] == "1.0"
     assert body["subject"] == "acme/app:v1" and body["data"]["via"] == "push"
+    listed = (await env.api.get("/api/v1/events", params={"project": "acme", "type": "artifact.pushed"})).json()
+    assert body["time"] == listed[-1]["occurred_at"] and body["time"].endswith("Z")  # one time format
 
     r = await env.api.get(f"/api/v1/projects/acme/webhooks/{hook['id']}/deliveries")
     assert r.status_code == 200, r.text
@@ -268,6 +270,8 @@ async def test_project_admins_cannot_target_internal_addresses_and_see_only_thei
     for url in INTERNAL:
         r = await env.api.post("/api/v1/projects/acme/webhooks", json={"url": url}, auth=pa)
         assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", (url, r.text)
+    r = await env.api.get("/api/v1/system/webhooks", auth=pa)
+    assert r.status_code == 403 and "project admins: name the project (--project" in r.json()["errors"][0]["message"]
     mine = await env.hook("acme", auth=pa)
     r = await env.api.patch(f"/api/v1/projects/acme/webhooks/{mine['id']}", json={"url": "http://127.0.0.1/"}, auth=pa)
     assert r.status_code == 403
@@ -415,3 +419,74 @@ async def test_outcome_listeners_see_every_attempt(tmp_path: Path):
         env.event("artifact.pushed", "acme/b")  # 500, then 200
         await env.pump(lambda: [d.state for d in env.deliveries()] == ["dead", "succeeded"])
         assert seen == ["failed", "dead", "failed", "succeeded"]
+
+
+async def test_a_tag_filter_fires_on_a_real_push_by_tag(env: Env):
+    """docs/webhooks.md's example: --event artifact.pushed --repository 'app/**' --tag 'v*'."""
+    from .helpers import Registry
+
+    await env.project("acme")
+    await env.hook("acme", format="harbor", event_types=["artifact.pushed"], repository_pattern="app/**",
+                   tag_pattern="v*")
+    reg = Registry(app=env.app, client=env.api, driver="filesystem", data_dir=Path())
+    digest, _ = await reg.push_image("acme/app/web", "v1.2.0", seed=1)
+    await reg.push_image("acme/app/web", "latest", seed=2)  # tag glob: no
+    await env.pump(lambda: len(env.receiver.requests) == 1 and all(d.state == "succeeded" for d in env.deliveries()))
+    assert len(env.deliveries()) == 1
+    [body] = env.receiver.bodies()
+    assert body["event_data"]["resources"] == [
+        {"digest": digest, "tag": "v1.2.0", "resource_url": "127.0.0.1:5000/acme/app/web:v1.2.0"}]  # the default registry_url
+    r = await env.api.get("/api/v1/events", params={"project": "acme", "type": "artifact.pushed"})
+    assert [(e["tag"], e["data"]["tags"]) for e in r.json()] == [("v1.2.0", ["v1.2.0"]), ("latest", ["latest"])]
+
+
+async def test_webhook_urls_never_reach_the_log(env: Env, caplog):
+    """A Slack incoming-webhook URL's path is its secret: httpx's INFO "HTTP Request: POST <url>" is
+    quieted (configure_logging), and Dockyard's own lines name no URL."""
+    import logging
+
+    await env.project("acme")
+    hook = await env.hook("acme", url="https://hooks.example/services/T0/B0/SeCrEtPaTh", format="slack")
+    env.receiver.statuses = [500] * 5  # every attempt fails: the dead delivery disables the hook's count
+    from dockyard.safe_text import QUIET_LOGGERS, configure_logging
+
+    names = ("", *QUIET_LOGGERS)
+    saved = {n: logging.getLogger(n).level for n in names}
+    try:
+        configure_logging("debug")  # what `dockyard serve` / `worker` do, at the most verbose level
+        with caplog.at_level(logging.DEBUG):
+            env.event("artifact.pushed", "acme/app")
+            await env.pump(lambda: env.deliveries() and env.deliveries()[0].state == "dead")
+            r = await env.api.post(f"/api/v1/projects/acme/webhooks/{hook['id']}/ping")
+            assert r.status_code == 200, r.text
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+    assert len(env.receiver.requests) == 6
+    assert "SeCrEtPaTh" not in caplog.text
+    assert not [r for r in caplog.records if r.name.startswith(("httpx", "httpcore"))]
+
+
+async def test_a_push_request_id_is_carried_into_its_delivery_jobs(env: Env, caplog):
+    """docs/metrics.md: the request id is carried into the jobs a request causes, webhook deliveries too."""
+    import logging
+
+    from dockyard.metadata.models import jobs
+    from dockyard.webhooks.lanes import WEBHOOK_JOB
+
+    from .helpers import Registry
+
+    await env.project("acme")
+    await env.hook("acme")
+    reg = Registry(app=env.app, client=env.api, driver="filesystem", data_dir=Path())
+    env.api.headers["X-Request-Id"] = "push-request-42"
+    try:
+        await reg.push_image("acme/app", "v1", seed=3)
+    finally:
+        del env.api.headers["X-Request-Id"]
+    with caplog.at_level(logging.INFO, logger="dockyard"):
+        await env.pump(lambda: env.deliveries() and env.deliveries()[0].state == "succeeded")
+    with env.services.db.read() as conn:
+        rids = conn.execute(select(jobs.c.request_id).where(jobs.c.kind == WEBHOOK_JOB)).scalars().all()
+    assert rids == ["push-request-42"]
+    assert any("started for request push-request-42" in r.getMessage() for r in caplog.records)

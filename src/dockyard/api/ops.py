@@ -31,8 +31,10 @@ def ops_routes(settings: Settings, metrics: Metrics, readiness: Readiness) -> li
         if access == "token":
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(given.strip().encode(), expected):
+                sent = scheme.lower() == "bearer" and given.strip()
+                message = "a valid metrics bearer token is required" + ("" if sent else " (send Authorization: Bearer TOKEN)")
                 return JSONResponse(
-                    {"errors": [{"code": "UNAUTHORIZED", "message": "a metrics bearer token is required"}]}, 401,
+                    {"errors": [{"code": "UNAUTHORIZED", "message": message}]}, 401,
                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
         return Response(await exposition(), media_type=CONTENT_TYPE, headers=_NO_STORE)

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from dockyard.cli.options import JsonOpt
 from dockyard.cli.remote import Remote, describe_error, fail, out, remote, remote_group
+from dockyard.cli.webhooks import check_event_types
 from dockyard.safe_text import one_line
 
 events = remote_group("events", "The change feed of a running registry (via /api/v1/events).")
@@ -56,7 +57,7 @@ def tail(
     project: Annotated[Optional[str], typer.Option("--project", help="Only this project (required unless admin).")] = None,
     repository: Annotated[Optional[str], typer.Option("--repository", help="Only this repository.")] = None,
     types: Annotated[Optional[list[str]], typer.Option(
-        "--type", help="Event type, or a family such as artifact; repeatable.")] = None,
+        "--type", callback=check_event_types, help="Event type, or a family such as artifact; repeatable.")] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, max=1000, help="Recent events to show first.")] = 20,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events as they happen.")] = False,
     count: Annotated[Optional[int], typer.Option(

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import httpx
 import typer
+from typer.core import TyperGroup
 from rich.markup import escape
 from rich.table import Column, Table
 
@@ -168,10 +169,55 @@ def connect(server: str, username: str | None = None, password: str | None = Non
                   saved_for=server_key(server) if login.saved else None)
 
 
+class RemoteGroup(TyperGroup):
+    """Connection options are taken after the subcommand too (`dockyard events tail -r HOST`): they
+    are moved before it, unless the subcommand has an option of that name itself (`--json`)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._hoist(ctx, list(args)))
+
+    def _hoist(self, ctx, args: list[str]) -> list[str]:
+        mine = _option_names(self.params)
+        i = 0
+        while i < len(args) and args[i] != "--" and args[i].startswith("-"):  # the group's own options
+            i += 2 if args[i] in mine and mine[args[i]] else 1
+        command = self.get_command(ctx, args[i]) if i < len(args) and args[i] != "--" else None
+        if command is None:
+            return args
+        theirs = _option_names(command.params)
+        moved, kept, j = [], [], i + 1
+        while j < len(args):
+            arg = args[j]
+            if arg == "--":
+                kept += args[j:]
+                break
+            name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2] if arg.startswith("-") else None
+            if name in theirs or name not in mine:
+                takes = name in theirs and theirs[name] and name == arg  # its value is the next argument
+                kept += args[j : j + 1 + bool(takes)]
+                j += 1 + bool(takes)
+                continue
+            takes = mine[name] and name == arg
+            moved += args[j : j + 1 + bool(takes)]
+            j += 1 + bool(takes)
+        return args[:i] + moved + [args[i]] + kept
+
+
+def _option_names(params) -> dict[str, bool]:
+    """Option name -> whether it takes a value."""
+    names: dict[str, bool] = {}
+    for param in params:
+        if getattr(param, "param_type_name", "") == "option":  # typer vendors its own click
+            for opt in (*param.opts, *param.secondary_opts):
+                names[opt] = not getattr(param, "is_flag", False) and not getattr(param, "count", False)
+    return names
+
+
 def remote_group(name: str, help_text: str) -> typer.Typer:
-    """A sub-app whose connection options come before the subcommand; its commands get the client
-    with `remote(ctx)`."""
+    """A sub-app whose connection options come before the subcommand (or after it: RemoteGroup);
+    its commands get the client with `remote(ctx)`."""
     sub = group(name, help_text)
+    sub.info.cls = RemoteGroup
 
     @sub.callback()
     def connection(

@@ -3,18 +3,40 @@ which work straight on the data directory (no running server needed)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from dockyard import __version__
 from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, console, load_settings
 from dockyard.settings import settings_to_env
 
 
-def _ensure_port_free(host: str, port: int) -> None:
+class _Say:
+    """`serve`'s own lines: on the console as text, or through logging (JSON lines) with log_format=json."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.log = logging.getLogger("dockyard.serve")
+
+    def info(self, message: str) -> None:
+        if self.as_json:
+            self.log.info(message)
+        else:
+            console.print(message, soft_wrap=True, markup=False, highlight=False)  # one line, whatever the width
+
+    def error(self, message: str) -> None:
+        if self.as_json:
+            self.log.error(message)
+        else:
+            console.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
+
+
+def _ensure_port_free(host: str, port: int, say: _Say | None = None) -> None:
     """The server binds with SO_REUSEPORT (for its workers), which would let a second registry
     silently share a port with a running one; bind once without it to refuse that."""
     import socket
@@ -26,7 +48,7 @@ def _ensure_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            console.print(f"[red]cannot listen on {host}:{port}: {exc.strerror}[/red]")
+            (say or _Say(False)).error(f"cannot listen on {host}:{port}: {exc.strerror}")
             raise typer.Exit(2) from exc
 
 
@@ -52,26 +74,30 @@ def serve(
         server=server,
     )
     from dockyard.metadata.db import Database
+    from dockyard.safe_text import configure_logging
 
     from dockyard.storage.permissions import secure_settings_paths
 
+    # Before anything logs (bootstrap's "created user 'admin'"): with log_format=json every line is JSON.
+    configure_logging(settings.log_level, settings.log_format)
+    say = _Say(settings.log_format == "json")
     secure_settings_paths(settings)
     from dockyard.auth.bootstrap import bootstrap
     from dockyard.auth.token_keys import open_keystore
     from dockyard.auth.secret_box import KeyEncryptionError
 
-    _ensure_port_free(settings.host, settings.port)
+    _ensure_port_free(settings.host, settings.port, say)
     db = Database(settings.resolved_database_url)
     db.migrate()  # once here, so workers never race on it
     try:
         bootstrap(db, open_keystore(db, settings), settings.admin_password, settings.data_dir)
     except KeyEncryptionError as exc:
-        console.print(f"[red]cannot open the token-signing keys: {exc}[/red]")
+        say.error(f"cannot open the token-signing keys: {exc}")
         raise typer.Exit(2) from exc
     db.dispose()
     if settings.storage_driver == "memory" and settings.workers > 1:
         if workers is not None:
-            console.print("[red]the memory storage driver cannot be shared by several workers[/red]")
+            say.error("the memory storage driver cannot be shared by several workers")
             raise typer.Exit(2)
         settings = settings.model_copy(update={"workers": 1})
     os.environ.update(settings_to_env(settings))
@@ -82,11 +108,10 @@ def serve(
     from dockyard.runtime import limit_malloc_arenas
 
     limit_malloc_arenas(settings.malloc_arena_max)  # this process and the workers it starts
-    console.print(
+    say.info(
         f"Dockyard {__version__} serving on http://{settings.host}:{settings.port} "
         f"(data: {settings.data_dir}, database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
-        f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})",
-        soft_wrap=True,  # one line in logs, whatever the width
+        f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})"
     )
     if settings.server == "uvicorn":
         import uvicorn

@@ -10,12 +10,33 @@ from __future__ import annotations
 import json
 from typing import Annotated, Optional
 
+from enum import Enum
+
 import typer
 
 from dockyard.cli.options import JsonOpt, YesOpt
 from dockyard.cli.remote import confirm, err, out, remote, remote_group, seg, show
+from dockyard.webhooks.formats import FORMATS
 
 webhooks = remote_group("webhooks", "Webhooks: list, create, delete, deliveries, redeliver, ping, rotate-secret.")
+
+# Enums so that typer checks the choice (exit 2) before anything is sent.
+Format = Enum("Format", {f: f for f in FORMATS}, type=str)
+DeliveryState = Enum("DeliveryState", {s: s for s in ("queued", "succeeded", "dead", "failed")}, type=str)
+
+
+def check_event_types(values: list[str] | None) -> list[str] | None:
+    """Unknown event types are a usage error (exit 2) before anything is sent."""
+    from dockyard.domain.events import EVENT_TYPES
+
+    for value in values or []:
+        for t in (p.strip() for p in value.split(",")):
+            if t and t not in EVENT_TYPES and not any(k.startswith(t + ".") for k in EVENT_TYPES):
+                families = sorted({k.split(".", 1)[0] for k in EVENT_TYPES})
+                raise typer.BadParameter(f"unknown event type {t!r}: a type from docs/events.md "
+                                         f"or a family: {', '.join(families)}")
+    return values
+
 
 ProjectOpt = Annotated[Optional[str], typer.Option("--project", help="The project's hooks; omit for system-wide hooks.")]
 HOOK_COLUMNS = ["id", "name", "enabled", "format", "url", "event_types", "repository_pattern", "tag_pattern",
@@ -54,15 +75,16 @@ def webhooks_create(
     url: str,
     project: ProjectOpt = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Defaults to the URL's host.")] = None,
-    format: Annotated[str, typer.Option("--format", help="cloudevents, harbor or slack.")] = "cloudevents",
-    event: Annotated[Optional[list[str]], typer.Option("--event", help="An event type or prefix (repeat); default: all.")] = None,
+    format: Annotated[Format, typer.Option("--format", help="cloudevents, harbor or slack.")] = Format.cloudevents,
+    event: Annotated[Optional[list[str]], typer.Option("--event", callback=check_event_types,
+                                                       help="An event type or prefix (repeat); default: all.")] = None,
     repository: Annotated[Optional[str], typer.Option("--repository", help="Repository glob.")] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", help="Tag glob.")] = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Create it switched off.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Create a webhook; prints its signing secret once."""
-    body = {"url": url, "name": name, "format": format, "event_types": event or [], "repository_pattern": repository,
+    body = {"url": url, "name": name, "format": format.value, "event_types": event or [], "repository_pattern": repository,
             "tag_pattern": tag, "enabled": not disabled}
     _with_secret(ctx, remote(ctx).call("POST", _path(project), json=body).json(), json_output)
 
@@ -78,19 +100,19 @@ def webhooks_delete(ctx: typer.Context, webhook_id: int, project: ProjectOpt = N
 @webhooks.command("deliveries")
 def webhooks_deliveries(
     ctx: typer.Context, webhook_id: int, project: ProjectOpt = None,
-    state: Annotated[Optional[str], typer.Option("--state", help="queued, succeeded, dead or failed.")] = None,
+    state: Annotated[Optional[DeliveryState], typer.Option("--state", help="queued, succeeded, dead or failed.")] = None,
     attempts: Annotated[bool, typer.Option("--attempts", help="Also print every attempt of each delivery.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """The delivery log, newest first."""
-    items = remote(ctx).get_all(_path(project, webhook_id, "/deliveries"), {"state": state} if state else None)
+    items = remote(ctx).get_all(_path(project, webhook_id, "/deliveries"), {"state": state.value} if state else None)
     if json_output or remote(ctx).json:
         out.print_json(json.dumps(items, default=str))
         return
     show(ctx, items, DELIVERY_COLUMNS, False)
     if attempts:
         for item in items:
-            err.print(f"delivery {item['id']}:")
+            out.print(f"delivery {item['id']}:", markup=False, highlight=False)  # with its table, on stdout
             show(ctx, item["log"], ATTEMPT_COLUMNS, False)
 
 
@@ -108,9 +130,9 @@ def webhooks_ping(ctx: typer.Context, webhook_id: int, project: ProjectOpt = Non
     data = remote(ctx).call("POST", _path(project, webhook_id, "/ping")).json()
     if json_output or remote(ctx).json:
         out.print_json(json.dumps(data, default=str))
-        return
-    show(ctx, data["log"], ATTEMPT_COLUMNS, False)
-    if data["state"] != "succeeded":
+    else:
+        show(ctx, data["log"], ATTEMPT_COLUMNS, False)
+    if data["state"] != "succeeded":  # the same exit code with or without --json
         raise typer.Exit(1)
 
 

@@ -74,8 +74,10 @@ def manifest_written(
     data = {"media_type": media_type, "size": size, "via": via, "tags": sorted(tags), "new": new}
     if extra:
         data.update(extra)
-    # `tag`: the first tag the write named (webhook tag globs match it); data.tags has them all.
-    record(conn, "artifact.pushed", repository=repository, digest=digest, tag=next(iter(tags), None), data=data)
+    # The event's own `tag` is set when the write named exactly one tag (a push by tag, the common
+    # case) so tag filters and payload subjects see it; data.tags always lists every tag.
+    only_tag = next(iter(tags)) if len(tags) == 1 else None
+    record(conn, "artifact.pushed", repository=repository, digest=digest, tag=only_tag, data=data)
     for tag, previous in tags.items():
         if previous == digest:
             continue  # the tag already pointed here: nothing moved

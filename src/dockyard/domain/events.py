@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, literal_column, or_, select
@@ -82,7 +82,7 @@ class Event:
             "cursor": self.cursor,
             "key": self.key,
             "type": self.type,
-            "occurred_at": self.occurred_at.isoformat(),
+            "occurred_at": rfc3339(self.occurred_at),
             "project": self.project,
             "repository": self.repository,
             "digest": self.digest,
@@ -91,6 +91,12 @@ class Event:
             "request_id": self.request_id,
             "data": self.data,
         }
+
+
+def rfc3339(value: datetime) -> str:
+    """UTC with a `Z`, as the REST API (pydantic) writes it, so the API, the SSE stream and webhook
+    payloads spell `occurred_at` alike."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def event_from_row(row) -> Event:

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, bindparam, or_, select, update
 
 from dockyard import request_context
-from dockyard.domain.events import record as record_event
+from dockyard.domain.events import record as record_event, rfc3339
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.models import manifests, repositories
 
@@ -74,7 +74,7 @@ class PullRecorder:
             for repository, digest, when in batch:  # artifact.pulled: one event per manifest per flush
                 count = self._taken.get((repository, digest), 1)
                 record_event(conn, "artifact.pulled", repository=repository, digest=digest,
-                             data={"count": count, "last_pulled_at": when.isoformat()})
+                             data={"count": count, "last_pulled_at": rfc3339(when)})
         for repository, digest, _when in batch:
             self._taken.pop((repository, digest), None)
         return len(batch)

@@ -25,7 +25,8 @@ from datetime import datetime, timedelta
 import httpx
 from sqlalchemy import Connection, event as sa_event, insert, select, update
 
-from dockyard.domain.events import Event, record
+from dockyard import request_context
+from dockyard.domain.events import Event, record, rfc3339
 from dockyard.webhooks import lanes, targets
 from dockyard.webhooks.formats import PING_TYPE, Context, render
 from dockyard.webhooks.service import WebhookConfig, WebhookService, matches, webhook_of
@@ -131,7 +132,8 @@ class WebhookDispatcher:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         for event in events:
             for hook in hooks:
-                if not matches(hook, event.type, event.project, event.repository, event.tag):
+                if not matches(hook, event.type, event.project, event.repository, event.tag,
+                               event.data.get("tags") if isinstance(event.data.get("tags"), list) else None):
                     continue
                 repository = event.repository or ""
                 delivery_id = conn.execute(
@@ -141,7 +143,11 @@ class WebhookDispatcher:
                         attempts=0, max_attempts=self.config.max_attempts, turn=0, created_at=now,
                     ).on_conflict_do_nothing().returning(d.c.id)
                 ).scalar()
-                if delivery_id is not None and lanes.place(conn, self.jobs, delivery_id, hook.id, repository, now):
+                # The job carries the event's request id (jobs.request_id), so the worker runs and logs
+                # the delivery under the request that pushed.
+                with request_context.acting_as(request_context.actor.get(), event.request_id):
+                    placed = delivery_id is not None and lanes.place(conn, self.jobs, delivery_id, hook.id, repository, now)
+                if placed:
                     conn.info[_JOBS_FLAG] = True
 
     # -- one attempt: the job handler ------------------------------------------------------------
@@ -183,8 +189,10 @@ class WebhookDispatcher:
                 if current is not None and current.state == "queued" and current.turn == turn:
                     lanes.park(conn, delivery_id, reason)
             return {"parked": reason or f"waits for delivery {older}"}
-        result = self._send(hook_row, event, public)
-        outcome = self._settle(delivery_id, turn, result, now)
+        # A job may send several deliveries of a lane: each runs (and logs) under its own event's request id.
+        with request_context.acting_as(request_context.actor.get(), event.get("request_id")):
+            result = self._send(hook_row, event, public)
+            outcome = self._settle(delivery_id, turn, result, now)
         # The delivery's new state says what this attempt was: queued again means it failed.
         self._notify({"succeeded": "succeeded", "dead": "dead", "queued": "failed"}.get(outcome.get("state", "")))
         return outcome
@@ -338,7 +346,7 @@ class WebhookDispatcher:
     def _ping(self, webhook_id: int, project: str | None) -> dict:
         now = utcnow()
         event = {
-            "id": 0, "key": str(uuid.uuid4()), "type": PING_TYPE, "occurred_at": now.isoformat(), "project": project,
+            "id": 0, "key": str(uuid.uuid4()), "type": PING_TYPE, "occurred_at": rfc3339(now), "project": project,
             "repository": None, "digest": None, "tag": None, "actor": None, "request_id": None,
             "data": {"webhook": webhook_id, "message": "ping from Dockyard"},
         }

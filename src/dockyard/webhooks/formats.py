@@ -57,12 +57,21 @@ def _host(registry_url: str) -> str:
     return registry_url.split("://", 1)[-1].rstrip("/")
 
 
+def event_tags(event: dict) -> list[str]:
+    """The tags an event is about: its `tag`, else artifact.pushed's data.tags (a push naming several)."""
+    if event.get("tag"):
+        return [event["tag"]]
+    tags = (event.get("data") or {}).get("tags")
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+
+
 def subject(event: dict) -> str | None:
     repository = event.get("repository")
     if not repository:
         return event.get("project")
-    if event.get("tag"):
-        return f"{repository}:{event['tag']}"
+    tags = event_tags(event)
+    if len(tags) == 1:
+        return f"{repository}:{tags[0]}"
     if event.get("digest"):
         return f"{repository}@{event['digest']}"
     return repository
@@ -93,13 +102,14 @@ def harbor(event: dict, ctx: Context) -> Rendered:
     project = event.get("project") or ""
     name = repository.split("/", 1)[1] if "/" in repository else repository
     resources = []
-    if event.get("digest") or event.get("tag"):
-        ref = f":{event['tag']}" if event.get("tag") else f"@{event['digest']}"
-        resources.append({
-            "digest": event.get("digest") or "",
-            "tag": event.get("tag") or "",
-            "resource_url": f"{_host(ctx.registry_url)}/{repository}{ref}",
-        })
+    host = _host(ctx.registry_url)
+    tags = event_tags(event) if repository else []
+    for tag in tags:  # one resource per tag, as Harbor sends for a push naming several
+        resources.append({"digest": event.get("digest") or "", "tag": tag,
+                          "resource_url": f"{host}/{repository}:{tag}"})
+    if not tags and event.get("digest"):
+        resources.append({"digest": event["digest"], "tag": "",
+                          "resource_url": f"{host}/{repository}@{event['digest']}"})
     doc = {
         "type": harbor_type(event["type"]),
         "occur_at": int(datetime.fromisoformat(event["occurred_at"]).timestamp()),
@@ -113,10 +123,25 @@ def harbor(event: dict, ctx: Context) -> Rendered:
                 "repo_full_name": repository,
                 "repo_type": "public" if ctx.public else "private",
             },
-            "custom_attributes": {"dockyard_type": event["type"], **(event.get("data") or {})},
+            "custom_attributes": {"dockyard_type": event["type"], **_attributes(event.get("data") or {})},
         },
     }
     return Rendered("application/json", _dumps(doc))
+
+
+def _attributes(data: dict) -> dict[str, str]:
+    """Harbor's custom_attributes is a map of strings (Go consumers decode map[string]string)."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            out[key] = ",".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            out[key] = _dumps(value).decode()
+        elif value is not None:
+            out[key] = str(value)
+    return out
 
 
 def _mrkdwn(text: str) -> str:
@@ -129,10 +154,17 @@ def slack(event: dict, ctx: Context) -> Rendered:
     actor = f" by {event['actor']}" if event.get("actor") else ""
     text = f"[Dockyard] {event['type']}: {what}{actor}"
     details = []
+    tags = event_tags(event)
+    if len(tags) > 1:
+        details.append("tags " + ", ".join(f"`{t}`" for t in tags))
     if event.get("digest"):
         details.append(f"digest `{event['digest']}`")
     for key, value in sorted((event.get("data") or {}).items()):
-        if isinstance(value, (str, int, float, bool)):
+        if key == "tags":
+            continue  # named above (or in the subject)
+        if isinstance(value, bool):  # JSON's spelling, never Python's True/False
+            details.append(f"{key}: {'yes' if value else 'no'}")
+        elif isinstance(value, (str, int, float)):
             details.append(f"{key}: {value}")
     body = f"*{_mrkdwn(event['type'])}* `{_mrkdwn(what)}`{_mrkdwn(actor)}"
     if details:

@@ -87,9 +87,11 @@ def type_matches(event_type: str, wanted: list[str]) -> bool:
     return not wanted or any(event_type == t or ("." not in t and event_type.startswith(t + ".")) for t in wanted)
 
 
-def matches(hook: Webhook, event_type: str, project: str | None, repository: str | None, tag: str | None) -> bool:
+def matches(hook: Webhook, event_type: str, project: str | None, repository: str | None, tag: str | None,
+            tags: list[str] | None = None) -> bool:
     """Whether `hook` wants this event. Project hooks see their project's events; their repository
-    glob is over the path inside the project (`app/*`), a system hook's over the full name."""
+    glob is over the path inside the project (`app/*`), a system hook's over the full name. The tag
+    filter matches the event's `tag` or any of `tags` (artifact.pushed's data.tags)."""
     if hook.project is not None and project != hook.project:
         return False
     if not type_matches(event_type, hook.event_types):
@@ -102,8 +104,10 @@ def matches(hook: Webhook, event_type: str, project: str | None, repository: str
             name = name[len(hook.project) + 1 :]
         if not glob_matches(name, hook.repository_pattern):
             return False
-    if hook.tag_pattern and (not tag or not glob_matches(tag, hook.tag_pattern)):
-        return False
+    if hook.tag_pattern:
+        candidates = ([tag] if tag else []) + [t for t in (tags or []) if isinstance(t, str)]
+        if not any(glob_matches(t, hook.tag_pattern) for t in candidates):
+            return False
     return True
 
 

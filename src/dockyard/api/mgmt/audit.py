@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import field_validator
 
-from dockyard.api.mgmt.common import CallerDep, Model, PagingDep, paged
+from dockyard.api.mgmt.common import PROJECT_HINT, CallerDep, Model, PagingDep, paged
 from dockyard.paging import Page
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -55,7 +55,7 @@ def list_events(
     outcome: Literal["success", "failure"] | None = None,
 ):
     if project is None:
-        caller.require_admin()
+        caller.require_admin(PROJECT_HINT)
     else:
         caller.require_project(project, "read-audit")
     items, total = caller.services.audit.query(

@@ -26,6 +26,10 @@ _basic = HTTPBasic(auto_error=False, description="Username and password, robot s
 _bearer = HTTPBearer(auto_error=False, description="A registry access token from /token.")
 
 
+# The hint of a 403 for listings that need a project unless the caller is an administrator.
+PROJECT_HINT = "project admins: name the project (--project / ?project=)"
+
+
 class Model(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -65,9 +69,10 @@ class Caller:
     def is_admin(self) -> bool:
         return self.principal.kind == "user" and self.principal.is_admin
 
-    def require_admin(self) -> None:
+    def require_admin(self, hint: str = "") -> None:
+        """`hint`: what a non-administrator should do instead (appended after `; `)."""
         if not self.is_admin:
-            raise Denied("only registry administrators may do this")
+            raise Denied("only registry administrators may do this" + (f"; {hint}" if hint else ""))
 
     def require_user(self) -> None:
         if self.principal.kind != "user":

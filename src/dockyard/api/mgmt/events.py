@@ -16,7 +16,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from starlette.responses import StreamingResponse
 
-from dockyard.api.mgmt.common import Caller, CallerDep, Model
+from dockyard.api.mgmt.common import PROJECT_HINT, Caller, CallerDep, Model
 from dockyard.domain.events import EVENT_TYPES, Event, head, parse_cursor
 from dockyard.domain.names import validate_name
 from dockyard.errors import InvalidRequest, NotFound, TooManyRequests
@@ -63,7 +63,7 @@ def _filters(caller: Caller, project: str | None, repository: str | None, types:
             raise InvalidRequest(f"repository {repository} is not in project {project}")
         project = owner
     if project is None:
-        caller.require_admin()
+        caller.require_admin(PROJECT_HINT)
     else:
         caller.require_project(project, "read-audit")
     # Each distinct type once: repeats would only lengthen the query's OR (SQLite caps its depth).

@@ -99,7 +99,7 @@ def project_scope(project: str, caller: CallerDep) -> str:
 
 def system_scope(caller: CallerDep) -> None:
     """System-wide hooks: system administrators only."""
-    caller.require_admin()
+    caller.require_admin("project admins: name the project (--project / /api/v1/projects/{project}/webhooks)")
     return None
 
 
