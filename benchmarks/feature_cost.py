@@ -12,7 +12,7 @@ the feed or the requests:
   - "off": DOCKYARD_METRICS_ACCESS=off, no webhook;
   - "on":  DOCKYARD_METRICS_ACCESS=open with a scraper reading /metrics every 5 s during the load runs,
            DOCKYARD_LOG_FORMAT=json, and one system-wide webhook (every event type, CloudEvents, Standard Webhooks
-           signatures) delivering to a local receiver that answers 204 (DOCKYARD_WEBHOOK_ALLOW_PRIVATE_TARGETS=true
+           signatures) delivering to a local receiver (its own process) that answers 204 (DOCKYARD_WEBHOOK_ALLOW_PRIVATE_TARGETS=true
            lets the admin target 127.0.0.1).
 Both servers run with auth off on /v2 (DOCKYARD_AUTH_MODE=none, as in the core benchmark); the webhook is created
 through /api/v1 with the admin's Basic credentials. Each repetition starts both fresh, the order alternates per
@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.server
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -49,37 +49,49 @@ CONFIGS = ("off", "on")
 SCRAPE_SECONDS = 5.0
 
 
+RECEIVER = r"""
+import http.server, sys
+count = 0
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        global count
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        count += 1
+        self.send_response(204)
+        self.end_headers()
+    def do_GET(self):
+        body = str(count).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
 class Receiver:
-    """A local webhook endpoint: answers 204 and counts what arrives."""
+    """A local webhook endpoint in its own process (as a real receiver would be, so its work does not
+    take the load generator's interpreter lock): answers 204 and counts what arrives."""
 
     def __init__(self):
-        self.count = 0
-        self.types: dict[str, int] = {}
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                receiver.count += 1
-                kind = self.headers.get("ce-type") or ("cloudevent" if b'"specversion"' in body else "other")
-                receiver.types[kind] = receiver.types.get(kind, 0) + 1
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.proc = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    @property
+    def count(self) -> int:
+        return int(httpx.get(f"http://127.0.0.1:{self.port}/count", timeout=10).text)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
 class Scraper:
@@ -182,10 +194,10 @@ def build_table(results: dict[str, dict[str, list[float]]]) -> tuple[list[list[s
 
 def wait_deliveries(receiver: Receiver, expected: int, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
-    while receiver.count < expected and time.monotonic() < deadline:
+    while (got := receiver.count) < expected and time.monotonic() < deadline:
         time.sleep(0.2)
-    if receiver.count < expected:
-        raise BenchError(f"the webhook receiver got {receiver.count} deliveries, expected at least {expected}")
+    if got < expected:
+        raise BenchError(f"the webhook receiver got {got} deliveries, expected at least {expected}")
 
 
 def feature_cost(args: argparse.Namespace, cfg: Config) -> int:
