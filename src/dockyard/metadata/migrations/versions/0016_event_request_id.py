@@ -1,7 +1,7 @@
 """events.request_id as wide as the request ids accepted (attack review of issue 10)
 
 Revision ID: 0016_event_request_id
-Revises: 0015_architecture
+Revises: 0014_metrics
 """
 
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0016_event_request_id'
-down_revision = '0015_architecture'
+down_revision = '0014_metrics'
 branch_labels = None
 depends_on = None
 
