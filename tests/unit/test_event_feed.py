@@ -17,15 +17,6 @@ from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.event_tables import event_cursors
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path, database_url_for):
-    url = database_url_for(request.param) or f"sqlite:///{tmp_path / 'meta.db'}"
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def _types(events):
     return [e.type for e in events]
 
