@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import Connection, event as sa_event, insert, select, update
@@ -57,6 +58,15 @@ class AttemptResult:
     duration_ms: int
     body: str | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class _Next:
+    """A delivery a job took over from its lane (lanes.take_next): its turn, event JSON and webhook row."""
+    id: int
+    turn: int
+    event: str
+    hook: Any
 
 
 def backoff_seconds(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
@@ -130,6 +140,9 @@ class WebhookDispatcher:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        # A lane that got a delivery in this batch already has an older queued one: the later ones stay
+        # parked as inserted (next_attempt_at NULL), with no older_pending query each.
+        lanes_seen: set[tuple[int, str]] = set()
         for event in events:
             for hook in hooks:
                 if not matches(hook, event.type, event.project, event.repository, event.tag,
@@ -143,10 +156,13 @@ class WebhookDispatcher:
                         attempts=0, max_attempts=self.config.max_attempts, turn=0, created_at=now,
                     ).on_conflict_do_nothing().returning(d.c.id)
                 ).scalar()
+                if delivery_id is None or (hook.id, repository) in lanes_seen:
+                    continue
+                lanes_seen.add((hook.id, repository))
                 # The job carries the event's request id (jobs.request_id), so the worker runs and logs
                 # the delivery under the request that pushed.
                 with request_context.acting_as(request_context.actor.get(), event.request_id):
-                    placed = delivery_id is not None and lanes.place(conn, self.jobs, delivery_id, hook.id, repository, now)
+                    placed = lanes.place(conn, self.jobs, delivery_id, hook.id, repository, now)
                 if placed:
                     conn.info[_JOBS_FLAG] = True
 
@@ -156,20 +172,21 @@ class WebhookDispatcher:
         """Send the job's delivery; then, while the lane has more and the bounds allow, the next ones
         (lanes.take_next). Whatever is left of the lane gets a job of its own."""
         delivery_id, turn = int(payload["delivery"]), int(payload["turn"])
-        outcome = self._attempt(delivery_id, turn)
+        publics: dict[str, bool | None] = {}  # project -> public, for the whole chain
+        outcome = self._attempt(delivery_id, turn, publics)
         sent, deadline = 1, time.monotonic() + CHAIN_SECONDS
         while (nxt := outcome.pop("next", None)) is not None:
             if sent >= CHAIN_MAX or time.monotonic() > deadline or self.stopping():
                 with self.db.write() as conn:
-                    lanes.schedule(conn, self.jobs, nxt[0], nxt[2], utcnow())
+                    lanes.schedule(conn, self.jobs, nxt.id, nxt.hook.id, utcnow())
                     conn.info[_JOBS_FLAG] = True
                 break
-            outcome = self._attempt(nxt[0], nxt[1])
+            outcome = self._chained(nxt, publics)
             sent += 1
         outcome["sent"] = sent
         return outcome
 
-    def _attempt(self, delivery_id: int, turn: int) -> dict:
+    def _attempt(self, delivery_id: int, turn: int, publics: dict[str, bool | None]) -> dict:
         now = utcnow()
         # A read first: the common case (the lane's head, endpoint on) writes nothing before sending.
         with self.db.read() as conn:
@@ -181,7 +198,7 @@ class WebhookDispatcher:
                 return {"skipped": "webhook deleted"}
             older = lanes.older_pending(conn, row.webhook_id, row.repository, delivery_id)
             event = json.loads(row.event)
-            public = self._public(conn, event.get("project"))
+            public = self._public(conn, event.get("project"), publics)
         if not hook_row.enabled or older is not None:
             reason = "the endpoint is disabled; re-enable it to send" if not hook_row.enabled else None
             with self.db.write() as conn:  # parked only if nothing moved it meanwhile
@@ -189,6 +206,25 @@ class WebhookDispatcher:
                 if current is not None and current.state == "queued" and current.turn == turn:
                     lanes.park(conn, delivery_id, reason)
             return {"parked": reason or f"waits for delivery {older}"}
+        return self._deliver(delivery_id, turn, hook_row, event, public, now)
+
+    def _chained(self, nxt: _Next, publics: dict[str, bool | None]) -> dict:
+        """The lane's next delivery, taken over in the settle transaction that just committed: it is
+        the lane's head, queued with `nxt.turn`, and `nxt.hook` was read there. No read transaction."""
+        if not nxt.hook.enabled:
+            reason = "the endpoint is disabled; re-enable it to send"
+            with self.db.write() as conn:  # parked only if nothing moved it meanwhile
+                conn.execute(update(d).where(d.c.id == nxt.id, d.c.state == "queued", d.c.turn == nxt.turn)
+                             .values(next_attempt_at=None, last_error=reason))
+            return {"parked": reason}
+        event = json.loads(nxt.event)
+        project = event.get("project")
+        if project and project not in publics:
+            with self.db.read() as conn:
+                self._public(conn, project, publics)
+        return self._deliver(nxt.id, nxt.turn, nxt.hook, event, publics.get(project) if project else None, utcnow())
+
+    def _deliver(self, delivery_id: int, turn: int, hook_row, event: dict, public: bool | None, now: datetime) -> dict:
         # A job may send several deliveries of a lane: each runs (and logs) under its own event's request id.
         with request_context.acting_as(request_context.actor.get(), event.get("request_id")):
             result = self._send(hook_row, event, public)
@@ -209,6 +245,19 @@ class WebhookDispatcher:
     def _settle(self, delivery_id: int, turn: int, result: AttemptResult, started: datetime) -> dict:
         now = utcnow()
         with self.db.write() as conn:
+            if result.ok:  # the common case in few statements: the WHERE is the concurrency check
+                done = conn.execute(
+                    update(d).where(d.c.id == delivery_id, d.c.state == "queued", d.c.turn == turn).values(
+                        attempts=d.c.attempts + 1, state="succeeded", finished_at=now, next_attempt_at=None,
+                        last_status_code=result.status_code, last_error=None,
+                    ).returning(d.c.attempts, d.c.webhook_id, d.c.repository)
+                ).first()
+                if done is not None:
+                    self._log_attempt(conn, delivery_id, done.attempts, started, result)
+                    conn.execute(update(webhooks).where(webhooks.c.id == done.webhook_id, webhooks.c.consecutive_failures != 0)
+                                 .values(consecutive_failures=0))
+                    return {"attempt": done.attempts, "state": "succeeded",
+                            "next": self._next(conn, done.webhook_id, done.repository, now)}
             row = conn.execute(select(d).where(d.c.id == delivery_id)).first()
             if row is None:
                 return {"skipped": "deleted while sending"}
@@ -225,7 +274,7 @@ class WebhookDispatcher:
                 conn.execute(update(d).where(d.c.id == delivery_id).values(**values))
                 if hook.consecutive_failures:
                     conn.execute(update(webhooks).where(webhooks.c.id == row.webhook_id).values(consecutive_failures=0))
-                return {"attempt": attempt, "state": "succeeded", "next": self._next(conn, row, now)}
+                return {"attempt": attempt, "state": "succeeded", "next": self._next(conn, row.webhook_id, row.repository, now)}
             if attempt < row.max_attempts:
                 conn.execute(update(d).where(d.c.id == delivery_id).values(**values))
                 delay = backoff_seconds(attempt, self.config.backoff_base_seconds, self.config.backoff_max_seconds, self.rand)
@@ -243,13 +292,18 @@ class WebhookDispatcher:
                        data={"webhook": hook.id, "name": hook.name, "consecutive_failures": failures})
                 log.warning("webhook %s disabled: %s", hook.id, reason)
             conn.execute(update(webhooks).where(webhooks.c.id == hook.id).values(**hook_values))
-            return {"attempt": attempt, "state": "dead", "next": self._next(conn, row, now)}
+            return {"attempt": attempt, "state": "dead", "next": self._next(conn, row.webhook_id, row.repository, now)}
 
     @staticmethod
-    def _next(conn: Connection, row, now: datetime) -> tuple[int, int, int] | None:
-        """The lane's next delivery, taken over by this job: (id, turn, webhook id)."""
-        taken = lanes.take_next(conn, row.webhook_id, row.repository, now)
-        return (taken[0], taken[1], row.webhook_id) if taken is not None else None
+    def _next(conn: Connection, webhook_id: int, repository: str, now: datetime) -> _Next | None:
+        """The lane's next delivery, taken over by this job, with what sending it needs."""
+        taken = lanes.take_next(conn, webhook_id, repository, now)
+        if taken is None:
+            return None
+        hook = conn.execute(select(webhooks).where(webhooks.c.id == webhook_id)).first()
+        if hook is None:  # deleted in this transaction? its deliveries went with it
+            return None
+        return _Next(taken[0], taken[1], taken[2], hook)
 
     @staticmethod
     def _log_attempt(conn: Connection, delivery_id: int, attempt: int, started: datetime, result: AttemptResult) -> None:
@@ -260,10 +314,15 @@ class WebhookDispatcher:
         ))
 
     @staticmethod
-    def _public(conn: Connection, project: str | None) -> bool | None:
+    def _public(conn: Connection, project: str | None, cache: dict[str, bool | None] | None = None) -> bool | None:
         if not project:
             return None
-        return conn.execute(select(projects.c.public).where(projects.c.name == project)).scalar()
+        if cache is not None and project in cache:
+            return cache[project]
+        public = conn.execute(select(projects.c.public).where(projects.c.name == project)).scalar()
+        if cache is not None:
+            cache[project] = public
+        return public
 
     # -- the HTTP request ---------------------------------------------------------------------
 

@@ -73,9 +73,9 @@ def advance(conn: Connection, jobs, webhook_id: int, repository: str, now: datet
     return row.id
 
 
-def take_next(conn: Connection, webhook_id: int, repository: str, now: datetime) -> tuple[int, int] | None:
+def take_next(conn: Connection, webhook_id: int, repository: str, now: datetime) -> tuple[int, int, str] | None:
     """After a lane's head finished, in the same transaction: make the next parked delivery the head
-    for the caller to send now, without a job. Returns its (id, turn)."""
+    for the caller to send now, without a job. Returns its (id, turn, event JSON)."""
     row = conn.execute(
         select(d.c.id, d.c.next_attempt_at).where(
             d.c.webhook_id == webhook_id, d.c.repository == repository, d.c.state == "queued"
@@ -83,10 +83,10 @@ def take_next(conn: Connection, webhook_id: int, repository: str, now: datetime)
     ).first()
     if row is None or row.next_attempt_at is not None:
         return None
-    turn = conn.execute(
-        update(d).where(d.c.id == row.id).values(turn=d.c.turn + 1, next_attempt_at=now).returning(d.c.turn)
-    ).scalar_one()
-    return row.id, turn
+    taken = conn.execute(
+        update(d).where(d.c.id == row.id).values(turn=d.c.turn + 1, next_attempt_at=now).returning(d.c.turn, d.c.event)
+    ).one()
+    return row.id, taken.turn, taken.event
 
 
 def repair(conn: Connection, jobs, now: datetime, grace_seconds: float, limit: int = 100) -> int:
