@@ -490,3 +490,51 @@ async def test_a_push_request_id_is_carried_into_its_delivery_jobs(env: Env, cap
         rids = conn.execute(select(jobs.c.request_id).where(jobs.c.kind == WEBHOOK_JOB)).scalars().all()
     assert rids == ["push-request-42"]
     assert any("started for request push-request-42" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_chain_sends_its_lane_in_order_and_parks_once_the_endpoint_is_disabled_mid_chain(env: Env):
+    """A job takes its lane's next deliveries over without re-reading them (the webhook row comes from
+    its settle transaction): disabling the endpoint while one is being sent stops the chain there."""
+    from sqlalchemy import update
+
+    await env.project("acme")
+    hook = await env.hook("acme")
+    keys = [env.event("artifact.pushed", "acme/a") for _ in range(4)]
+    await anyio.to_thread.run_sync(env.services.feed.drain)
+    assert [d.next_attempt_at is None for d in env.deliveries()] == [False, True, True, True]
+    answer = env.receiver.__call__
+
+    def disable_during_the_second(request: httpx.Request) -> httpx.Response:
+        if len(env.receiver.requests) == 1:  # an admin turns the endpoint off meanwhile
+            with env.services.db.write() as conn:
+                conn.execute(update(webhooks).where(webhooks.c.id == hook["id"]).values(enabled=False))
+        return answer(request)
+
+    env.services.webhook_dispatcher.transport = httpx.MockTransport(disable_during_the_second)
+    await env.pump(lambda: [d.state for d in env.deliveries()] == ["succeeded", "succeeded", "queued", "queued"])
+    assert [r.headers["webhook-id"] for r in env.receiver.requests] == keys[:2]  # one job, in order
+    third, fourth = env.deliveries()[2:]
+    assert third.next_attempt_at is None and "disabled" in third.last_error  # parked, not sent
+    assert fourth.next_attempt_at is None and fourth.attempts == 0
+    r = await env.api.patch(f"/api/v1/projects/acme/webhooks/{hook['id']}", json={"enabled": True})
+    assert r.json()["enabled"] is True
+    await env.pump(lambda: all(d.state == "succeeded" for d in env.deliveries()))
+    assert [r.headers["webhook-id"] for r in env.receiver.requests] == keys
+    with env.services.db.read() as conn:
+        attempts = conn.execute(select(webhook_deliveries.c.attempts)).scalars().all()
+    assert attempts == [1, 1, 1, 1]
+
+
+async def test_a_success_resets_the_count_of_dead_deliveries(tmp_path: Path):
+    async with await _open(tmp_path, max_attempts=1, disable_after=2) as env:
+        await env.project("acme")
+        hook = await env.hook("acme")
+        env.receiver.statuses = [500]
+        env.event("artifact.pushed", "acme/a")
+        await env.pump(lambda: [d.state for d in env.deliveries()] == ["dead"])
+        r = await env.api.get(f"/api/v1/projects/acme/webhooks/{hook['id']}")
+        assert r.json()["consecutive_failures"] == 1
+        env.event("artifact.pushed", "acme/b")
+        await env.pump(lambda: [d.state for d in env.deliveries()] == ["dead", "succeeded"])
+        r = await env.api.get(f"/api/v1/projects/acme/webhooks/{hook['id']}")
+        assert r.json()["consecutive_failures"] == 0 and r.json()["enabled"] is True
