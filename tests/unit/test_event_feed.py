@@ -148,3 +148,12 @@ def test_a_late_commit_with_a_lower_id_is_not_skipped(pg):
         assert conn.execute(select(event_cursors.c.event_id)).scalar() == max(
             r for (r,) in conn.execute(text("select id from events")).all()
         )
+
+
+def test_an_event_holds_a_sha512_digest_and_the_longest_tag(db):
+    """Columns as wide as what they carry: a sha512 digest is 135 characters (PostgreSQL enforces it)."""
+    digest = "sha512:" + "b" * 128
+    with db.write() as conn:
+        record(conn, "artifact.pushed", repository="p/" + "r" * 200, digest=digest, tag="t" * 128)
+    (event,) = EventLog(db).query()
+    assert (event.digest, event.tag) == (digest, "t" * 128)

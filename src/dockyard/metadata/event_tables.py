@@ -27,7 +27,7 @@ events = Table(
     Column("type", String(64), nullable=False),
     Column("project", String(255)),
     Column("repository", String(255)),
-    Column("digest", String(100)),
+    Column("digest", String(200)),
     Column("tag", String(255)),
     Column("actor", String(255)),
     Column("request_id", String(128)),  # api/request_id.py MAX_LENGTH

@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column('type', sa.String(length=64), nullable=False),
         sa.Column('project', sa.String(length=255), nullable=True),
         sa.Column('repository', sa.String(length=255), nullable=True),
-        sa.Column('digest', sa.String(length=100), nullable=True),
+        sa.Column('digest', sa.String(length=200), nullable=True),
         sa.Column('tag', sa.String(length=255), nullable=True),
         sa.Column('actor', sa.String(length=255), nullable=True),
         sa.Column('request_id', sa.String(length=64), nullable=True),
