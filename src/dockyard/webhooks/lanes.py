@@ -8,7 +8,8 @@ whatever order jobs are claimed in. Each queued job carries the delivery's `turn
 older turn is stale (the delivery was rescheduled or redelivered since) and does nothing.
 
 A job whose delivery finished takes the lane's next delivery over itself (`take_next`, up to a
-bound) instead of queueing a job for it: that saves the queue's round trip per delivery. If the
+bound) instead of queueing a job for it: that saves the queue's round trip per delivery, and the
+event and webhook row read in that transaction spare it a read transaction of its own. If the
 worker dies in between, that delivery is queued with no job; `repair` (run by the fan-out) gives
 any delivery overdue by more than a grace period a new job.
 """
