@@ -104,3 +104,49 @@ async def test_dry_run_names_matching_rules_and_each_outcome(env):
     r = await env.api.post("/api/v1/projects/team/tag-rules/test", json={"repository": "app", "tag": "v1"}, auth=stranger)
     error(r, 404, "NOT_FOUND")  # like any other request about a private project it is not in
     error(await env.api.post("/api/v1/projects/team/tag-rules/test", json={"repository": "app", "tag": "bad tag"}), 400, "TAG_INVALID")
+
+
+async def test_cli_tag_rules_list_create_test_delete(env, monkeypatch):
+    """`dockyard tag-rules …` is a client of the tag-rule API (driven in-process here)."""
+    import json
+
+    import anyio.to_thread
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app as cli_app
+
+    from .governance_helpers import ADMIN, route_cli_to_app
+
+    await env.project("team")
+    route_cli_to_app(monkeypatch, env.reg.app)
+    runner = CliRunner()
+
+    async def run(*args: str):
+        return await anyio.to_thread.run_sync(
+            lambda: runner.invoke(cli_app, ["tag-rules", "-u", "admin", "-p", ADMIN[1], *args]))
+
+    result = await run("create", "immutable", "v*", "--project", "team", "--json")
+    assert result.exit_code == 0, result.output
+    immutable = json.loads(result.stdout)["id"]
+    result = await run("create", "deny", "release-.*", "--project", "team")
+    shown = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == 1 and "looks like a regular expression" in shown and "write re:release-.*" in shown
+    result = await run("create", "require", "re:v[0-9.]+", "--repository", "team/**", "--json")  # system-wide
+    assert result.exit_code == 0, result.output
+    system = json.loads(result.stdout)["id"]
+    result = await run("list", "--project", "team", "--json")
+    assert [r["id"] for r in json.loads(result.stdout)] == [immutable]
+    result = await run("list", "--json")
+    assert [r["id"] for r in json.loads(result.stdout)] == [system]
+    result = await run("test", "team", "app", "v1.0")
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.stdout.split())
+    assert "push: allowed" in shown and "delete: refused" in shown
+    assert f"overwrite: refused: tag v1.0 of team/app is immutable (rule {immutable}: v* in **)" in shown
+    result = await run("test", "team", "app", "nightly", "--json")
+    data = json.loads(result.stdout)
+    assert data["push"]["allowed"] is False and f"system rule {system}" in data["push"]["reason"]
+    assert [(m["rule"]["id"], m["matches"]) for m in data["rules"]] == [(immutable, False), (system, False)]
+    result = await run("delete", str(immutable), "--project", "team", "--yes")
+    assert result.exit_code == 0 and f"deleted tag rule {immutable}" in " ".join(result.output.split())
+    assert (await env.api.get("/api/v1/projects/team/tag-rules")).json() == []
