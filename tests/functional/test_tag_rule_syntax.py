@@ -150,3 +150,10 @@ async def test_cli_tag_rules_list_create_test_delete(env, monkeypatch):
     result = await run("delete", str(immutable), "--project", "team", "--yes")
     assert result.exit_code == 0 and f"deleted tag rule {immutable}" in " ".join(result.output.split())
     assert (await env.api.get("/api/v1/projects/team/tag-rules")).json() == []
+
+
+def test_a_re_pattern_names_fallback_referrer_tags_like_a_glob():
+    from dockyard.policy.tag_patterns import names_referrer_tags
+
+    assert names_referrer_tags("sha256-*") and names_referrer_tags("re:sha256-.*")
+    assert not names_referrer_tags("re:.*") and not names_referrer_tags("v*")
