@@ -72,8 +72,10 @@ def env(tmp_path_factory):
     with run_dockyard(tmp / "data", auth_mode="token", admin_password=ADMIN_PASSWORD,
                       extra_env={"DOCKYARD_LOGIN_SLOWDOWN_AFTER": "1000", "DOCKYARD_LOGIN_LOCKOUT_AFTER": "2000"}) as server:
         directory = Directory(server, ADMIN_PASSWORD)
-        for project in ("pol", "quota"):
+        for project in ("pol", "quota", "gated"):
             directory.create_project(project)
+        directory.create_user("puller", "puller-password-1")
+        directory.add_member("gated", "puller", "guest")
         directory.close()
         env = Env(server, tmp)
         for client in CLIENTS:
@@ -83,6 +85,14 @@ def env(tmp_path_factory):
         finally:
             env.http.close()
             env.clients.cleanup_podman()
+
+
+def _pull(clients: AuthClients, client: str, ref: str, out: Path) -> subprocess.CompletedProcess:
+    if client == "podman":
+        return clients.run("podman", "pull", "--tls-verify=false", ref, check=False)
+    if client == "skopeo":
+        return clients.run("skopeo", "copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{out}:v1", check=False)
+    return clients.run("crane", "--insecure", "pull", "--format", "oci", ref, str(out), check=False)
 
 
 def _refused_once(proc: subprocess.CompletedProcess, message: str) -> None:
@@ -119,3 +129,21 @@ def test_every_policy_refusal_is_one_clean_message(env, client):
     r = env.http.get("/api/v1/audit", params={"outcome": "failure", "actor": ADMIN, "page_size": 100})
     rows = [e for e in r.json() if e["action"] == "manifest.push" and e["object"] == "pol/deny:latest"]
     assert len(rows) == 1 and rows[0]["detail"]["count"] >= 1 + CLIENTS.index(client), rows
+
+
+def test_a_pull_gate_refusal_is_one_clean_message(env, tmp_path):
+    """A project that requires signatures (and trusts no key) refuses pulls of its unsigned images to a guest."""
+    r = env.http.patch("/api/v1/projects/gated/security", json={"require_signature": True})
+    assert r.status_code == 200, r.text
+    env.push("skopeo", "a", "gated/app:v1")
+    guest = AuthClients(tmp_path / "guest", env.server)
+    try:
+        for client in CLIENTS:
+            guest.login(client, "puller", "puller-password-1")
+            proc = _pull(guest, client, f"{env.host}/gated/app:v1", tmp_path / f"{client}-out")
+            _refused_once(proc, "requires signatures but trusts no public key")
+    finally:
+        guest.cleanup_podman()
+    r = env.http.get("/api/v1/audit", params={"outcome": "failure", "actor": "puller", "page_size": 100})
+    rows = [e for e in r.json() if e["action"] == "manifest.pull"]
+    assert [row["object"] for row in rows] == ["gated/app:v1"] and rows[0]["detail"]["count"] >= len(CLIENTS), rows
