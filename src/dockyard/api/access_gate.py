@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import binascii
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,6 +32,7 @@ from dockyard.errors import CredentialsTooLarge, Denied, NameUnknown, Unauthoriz
 from dockyard.policy.access import AccessPolicy, project_of
 from dockyard.settings import Settings
 
+log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 # A route's audit actions by method: a name, or a function of the path parameters choosing one.
 AuditActions = dict[str, str | Callable[[Mapping[str, str]], str]]
@@ -388,7 +390,10 @@ def guarded(endpoint: Endpoint, access: dict[str, str] | None, resource: str, au
                 request_context.actor.reset(actor)
         except Denied as exc:  # a policy or permission refusal: on the audit record, then to the client
             refused = (event(request.path_params) if callable(event) else event) or f"v2.{action or 'access'}"
-            await gate.refused(request, name, refused, exc)
+            try:
+                await gate.refused(request, name, refused, exc)
+            except Exception:  # the client still gets its refusal, not the audit write's failure
+                log.exception("could not record the refusal of %s %s", request.method, request.url.path)
             raise
         if event is not None and (action != "pull" or gate.settings.audit_pulls):
             await gate.after(request, principal, event(request.path_params) if callable(event) else event, name, response.status_code)
