@@ -75,3 +75,17 @@ async def test_quota_and_permission_refusals_are_recorded(env):
         ("admin", "v2.push", REPO, 1),
     ]
     assert "quota of project team exceeded" in rows[1]["detail"]["reason"]
+
+
+async def test_a_bearer_token_refusal_names_the_account(env):
+    """With a registry token (the docker/podman flow) the refused account is on the row, not `anonymous`."""
+    await env.project("team")
+    guest = await env.user("guest", team="guest")
+    r = await env.api.get("/token", params={"service": "dockyard", "scope": f"repository:{REPO}:pull,push"}, auth=guest)
+    assert r.status_code == 200, r.text
+    token = r.json()["token"]
+    for _ in range(3):
+        r = await env.reg.client.post(f"/v2/{REPO}/blobs/uploads/", auth=None, headers={"Authorization": f"Bearer {token}"})
+        error(r, 403, "DENIED")
+    rows = await _failures(env)
+    assert [(r["actor"], r["action"], r["object"], r["detail"]["count"]) for r in rows] == [("guest", "v2.push", REPO, 3)]
