@@ -59,5 +59,16 @@ def test_upgrade_from_0016_rewrites_regexes_and_keeps_their_meaning(tmp_path, ba
                 continue
             for tag in samples:
                 assert tag_matches(tag, new) == regex_matches(tag, old), (old, tag)
+        # Downgrade: the bare regexes come back; a glob deny rule written since (no regex equivalent here) is dropped.
+        with database.engine.begin() as conn:
+            conn.execute(text("INSERT INTO tag_rules (project_id, kind, repository_pattern, tag_pattern, created_at) "
+                              "VALUES (NULL, 'deny', '**', 'tmp*', :t)"), {"t": datetime(2026, 1, 2, tzinfo=UTC)})
+        with database.engine.begin() as conn:
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0016_event_request_id")
+        with database.engine.connect() as conn:
+            restored = [tuple(r) for r in conn.execute(text("SELECT kind, tag_pattern FROM tag_rules ORDER BY id"))]
+        assert restored == OLD_RULES
     finally:
         database.dispose()
