@@ -164,6 +164,19 @@ def validate_tag_glob(pattern: str) -> str:
     return _check_glob(pattern, "tag pattern", _TAG_CHARS)
 
 
+def validate_new_tag_glob(pattern: str) -> str:
+    """A glob-only tag pattern being saved (retention `tags`, webhook `tag_pattern`): refused like a tag rule's
+    when it looks like a regex, since `release-.*` would select nothing (a keep rule that protects nothing).
+    Only when written: policies stored before keep running as they are."""
+    if hint := _regex_hint(pattern) if isinstance(pattern, str) else None:
+        raise InvalidRequest(
+            f"tag pattern {pattern!r} looks like a regular expression ({hint}); tag patterns here are globs "
+            "(v*, release-*, v[0-9]*)",
+            detail={"pattern": pattern, "hint": "regex"},
+        )
+    return validate_tag_glob(pattern)
+
+
 def validate_tag_regex(pattern: str) -> str:
     """A full-match regular expression for deny/require rules, in RE2 syntax (no backreferences or lookaround)."""
     if not isinstance(pattern, str) or not pattern:
