@@ -110,3 +110,23 @@ async def test_random_names_per_request_cannot_grow_the_log_past_the_per_actor_b
     r = await env.reg.client.post("/v2/team/other/blobs/uploads/", auth=await env.user("guest", team="guest"))
     error(r, 403, "DENIED")
     assert [r["object"] for r in await _failures(env) if r["actor"] == "guest"] == ["team/other"]
+
+
+async def test_refused_management_writes_are_aggregated_and_a_failing_audit_write_is_still_403(env, monkeypatch):
+    """Attack (issue 15 review): `api.denied` was one row per refused /api/v1 write, so any signed-in account
+    could grow the table by a row per request; and a failing audit write there turned the 403 into a 500."""
+    await env.project("team")
+    guest = await env.user("guest", team="guest")
+    for _ in range(30):
+        r = await env.api.post("/api/v1/projects/team/tag-rules", json={"kind": "deny", "tag_pattern": "x"}, auth=guest)
+        error(r, 403, "DENIED")
+    rows = [r for r in await _failures(env) if r["actor"] == "guest"]
+    assert [(r["action"], r["object"], r["detail"]["count"]) for r in rows] == [
+        ("api.denied", "POST /api/v1/projects/team/tag-rules", 30)]
+
+    def broken(**_):
+        raise RuntimeError("audit table unavailable")
+
+    monkeypatch.setattr(env.services.audit, "record_refusal", broken)
+    r = await env.api.post("/api/v1/projects/team/tag-rules", json={"kind": "deny", "tag_pattern": "x"}, auth=guest)
+    error(r, 403, "DENIED")
