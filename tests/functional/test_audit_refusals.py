@@ -130,3 +130,13 @@ async def test_refused_management_writes_are_aggregated_and_a_failing_audit_writ
     monkeypatch.setattr(env.services.audit, "record_refusal", broken)
     r = await env.api.post("/api/v1/projects/team/tag-rules", json={"kind": "deny", "tag_pattern": "x"}, auth=guest)
     error(r, 403, "DENIED")
+
+
+async def test_anonymous_writes_are_challenged_and_write_no_audit_row(env):
+    """Review (issue 15): an anonymous client may read a public project, but its writes there are 401 challenges
+    (/api/v1 and /v2), not refusals, so they add nothing to the audit log whatever names it sends."""
+    await env.project("pub", public=True)
+    for n in range(5):
+        error(await env.api.delete(f"/api/v1/projects/pub/tag-rules/{n + 1}", auth=None), 401, "UNAUTHORIZED")
+        error(await env.reg.client.post(f"/v2/pub/r{n}/blobs/uploads/", auth=None), 401, "UNAUTHORIZED")
+    assert [r for r in await _failures(env) if r["actor"] == "anonymous"] == []
