@@ -72,7 +72,7 @@ class AuditService:
     ) -> None:
         """A refused request, as `outcome: failure`, aggregated: a client retrying a refused push (podman
         tries several formats; CI loops) must not flood the log. One row per (actor, action, object,
-        reason) per `window_seconds`: a repeat within the window adds to `detail.count` and moves
+        reason, client address) per `window_seconds`: a repeat within the window adds to `detail.count` and moves
         `detail.last_at` instead of adding a row. An actor whose refusals already hold `keys_per_actor` rows
         in the window (random tags or repository names, each a new key) is counted on one `object: "*"` row
         per action instead, so one account cannot grow the table by a row per request."""
@@ -82,7 +82,7 @@ class AuditService:
         reason = reason[:1000]
         since = now - timedelta(seconds=window_seconds)
         with self.db.write() as conn:
-            if self._add_to_recent(conn, name, action, object, reason, since, now):
+            if self._add_to_recent(conn, name, action, object, reason, since, now, source_ip):
                 return
             refusal_rows = conn.execute(
                 select(func.count()).select_from(audit_events).where(
@@ -95,7 +95,7 @@ class AuditService:
             if refusal_rows >= keys_per_actor:
                 # Bounded: past the cap, every further key of this actor and action shares one row.
                 object, reason = "*", f"more than {keys_per_actor} distinct refusals within {window_seconds}s"
-                if self._add_to_recent(conn, name, action, object, reason, since, now):
+                if self._add_to_recent(conn, name, action, object, reason, since, now, any_address=True):
                     return
             conn.execute(
                 audit_events.insert().values(
@@ -113,8 +113,11 @@ class AuditService:
                 )
             )
 
-    def _add_to_recent(self, conn, name: str, action: str, object: str, reason: str, since: datetime, now: datetime) -> bool:
-        """Add one to the count of this key's row of the window, if there is one."""
+    def _add_to_recent(self, conn, name: str, action: str, object: str, reason: str, since: datetime, now: datetime,
+                       source_ip: str | None = None, *, any_address: bool = False) -> bool:
+        """Add one to the count of this key's row of the window, if there is one. The client address is part of
+        the key (a stolen password used elsewhere must not be counted under the owner's address), except on the
+        overflow row."""
         if not self.db.is_sqlite:
             # SQLite's write transaction is exclusive already; on PostgreSQL concurrent refusals of one key
             # would each insert a row or lose a count: take a lock for this key until the commit. The overflow
@@ -129,6 +132,8 @@ class AuditService:
                 audit_events.c.action == action,
                 audit_events.c.object == object,
                 audit_events.c.outcome == "failure",
+                *([] if any_address else [audit_events.c.source_ip.is_(None) if source_ip is None
+                                           else audit_events.c.source_ip == source_ip]),
             )
             .order_by(audit_events.c.id.desc())
             .limit(20)
