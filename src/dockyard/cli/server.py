@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from dockyard import __version__
-from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, console, load_settings
+from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, announce_database, console, existing_database, load_settings
 from dockyard.settings import settings_to_env
 
 
@@ -149,6 +149,7 @@ def migrate(config: ConfigOpt = None, data_dir: DataDirOpt = None, database_url:
     from dockyard.storage.permissions import secure_settings_paths
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    announce_database(settings)  # migrate creates the database when there is none: its job
     secure_settings_paths(settings)
     Database(settings.resolved_database_url).migrate()
     console.print("database is at the latest schema")
@@ -177,6 +178,7 @@ def bootstrap_offline(
     from dockyard.storage.permissions import secure_settings_paths
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    announce_database(settings)  # bootstrap creates the database when there is none: its job
     secure_settings_paths(settings)
     db = Database(settings.resolved_database_url)
     db.migrate()
@@ -207,6 +209,7 @@ def purge_uploads(
     from dockyard.app import build_services
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    existing_database(settings)
     services = build_services(settings)
     purged = services.uploads.purge_stale(older_than if older_than is not None else settings.upload_max_age_seconds)
     console.print(f"purged {purged} stale upload(s)")

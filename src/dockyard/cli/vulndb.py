@@ -1,7 +1,8 @@
 """`dockyard vulndb update` and `dockyard vulndb status`: the vulnerability database, offline.
 
-Both work straight on the configured metadata database (like `dockyard admin migrate`, and
-safe while a server runs); `update` downloads OSV exports or, with `--from PATH`, imports
+Both work straight on the configured metadata database (safe while a server runs; it must exist:
+they never create one, and say which they use); `dockyard vulndb import FILE` uploads an export to a
+running registry instead (dockyard.cli.vulndb_import); `update` downloads OSV exports or, with `--from PATH`, imports
 local ones on hosts without network. See docs/scanning.md.
 """
 
@@ -18,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, JsonOpt, group, load_settings
+from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, JsonOpt, existing_database, group, load_settings
 
 out = safe_console(soft_wrap=True)
 err = safe_console(stderr=True, soft_wrap=True, highlight=False)
@@ -35,8 +36,7 @@ def _open_database(config, data_dir, database_url):
     from dockyard.metadata.db import Database
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
-    if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    existing_database(settings)  # never a new empty ./dockyard-data
     db = Database(settings.resolved_database_url)
     db.migrate()
     return settings, db
