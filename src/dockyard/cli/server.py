@@ -1,5 +1,6 @@
 """The local commands: `dockyard serve`, `dockyard version`, and `dockyard admin migrate|bootstrap|purge-uploads`,
-which work straight on the data directory (no running server needed)."""
+which work straight on the data directory (no running server needed). `serve`, `migrate` and `bootstrap` create
+the database when there is none; `purge-uploads` refuses to (cli/options.py `existing_database`)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,29 @@ def _ensure_port_free(host: str, port: int, say: _Say | None = None) -> None:
         except OSError as exc:
             (say or _Say(False)).error(f"cannot listen on {host}:{port}: {exc.strerror}")
             raise typer.Exit(2) from exc
+
+
+def next_steps(settings) -> list[str]:
+    """What a new operator does next, printed by `serve` under its first line: the login command and the
+    URLs that exist (the API docs; there is no web UI yet, so none is printed)."""
+    from urllib.parse import urlsplit
+
+    if settings.public_url:
+        base = settings.public_url.rstrip("/")
+    else:
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)
+        base = f"http://{'[' + host + ']' if ':' in host and not host.startswith('[') else host}:{settings.port}"
+    parts = urlsplit(base)
+    registry = parts.netloc + parts.path.rstrip("/")
+    password_file = settings.data_dir / "initial-admin-password"
+    where = (f"in {password_file}" if password_file.exists()
+             else "printed above on first start, or DOCKYARD_ADMIN_PASSWORD")
+    return [
+        "Next steps:",
+        f"  log in:   dockyard login {registry} -u admin   (the admin password: {where})",
+        f"  API docs: {base}/api/v1/docs   (OpenAPI: {base}/api/v1/openapi.json)",
+        "  commands: dockyard --help",
+    ]
 
 
 def serve(
@@ -113,6 +137,8 @@ def serve(
         f"(data: {settings.data_dir}, database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
         f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})"
     )
+    for line in next_steps(settings):
+        say.info(line)
     if settings.server == "uvicorn":
         import uvicorn
 
