@@ -151,3 +151,25 @@ def test_an_existing_directory_without_a_database_is_refused(tmp_path):
     result = invoke("status", "--data-dir", str(tmp_path / "data"))
     assert result.exit_code == 1 and f"error: no database at {tmp_path / 'data'}" in result.stderr
     assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_postgresql_without_a_dockyard_schema_is_refused(tmp_path, postgres_db_url):
+    """A fresh, empty PostgreSQL database is not a registry's: refused until `admin migrate` made it one;
+    the database named on stderr never shows the password."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_db_url)
+    shown = url.render_as_string(hide_password=True)
+    plain = url.render_as_string(hide_password=False)
+    args = ["--database-url", plain, "--data-dir", str(tmp_path / "data")]
+    refused = invoke("status", *args)
+    assert refused.exit_code == 1, refused.output
+    assert f"database: {shown}" in refused.stderr and "holds no Dockyard schema" in refused.stderr
+    if url.password:
+        assert f":{url.password}@" not in refused.output and ":***@" in refused.stderr
+    assert not (tmp_path / "data").exists()
+    migrated = CliRunner().invoke(app, ["admin", "migrate", *args])
+    assert migrated.exit_code == 0, migrated.output
+    status = invoke("status", "--json", *args)
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["advisories"] == 0

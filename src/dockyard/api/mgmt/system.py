@@ -114,7 +114,7 @@ class VulnImportOut(Model):
 @router.post(
     "/vulndb/import", response_model=VulnImportOut,
     summary="Import an uploaded OSV export zip into the vulnerability database (admin)",
-    openapi_extra={"requestBody": {"required": True, "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def import_vulndb(
     caller: CallerDep,
