@@ -109,11 +109,12 @@ def test_documented_examples_run(doc: Path, tmp_path: Path):
 
 
 def test_serve_prints_next_steps_whose_urls_exist(tmp_path: Path):
-    """`dockyard serve` ends its start-up with the login command and the API docs URL, and that URL answers."""
+    """`dockyard serve` names its database, then the login command and the API docs URL, and that URL answers."""
     with run_dockyard(tmp_path / "data", auth_mode="token", admin_password=ADMIN_PASSWORD) as server:
         text = server.log_path.read_text()
         address = f"127.0.0.1:{server.port}"
         assert f"log in:   dockyard login {address} -u admin" in text, text
+        assert f"database: {(tmp_path / 'data').resolve() / 'dockyard.db'}," in text, text  # which database, in full
         steps = text.split("Next steps:", 1)[1].split("  commands: dockyard --help", 1)[0]
         urls = re.findall(r"https?://[^\s)]+", steps)
         assert f"http://{address}/api/v1/docs" in urls

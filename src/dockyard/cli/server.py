@@ -13,7 +13,16 @@ import typer
 from rich.markup import escape
 
 from dockyard import __version__
-from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, announce_database, console, existing_database, load_settings
+from dockyard.cli.options import (
+    ConfigOpt,
+    DataDirOpt,
+    DbOpt,
+    announce_database,
+    console,
+    database_label,
+    existing_database,
+    load_settings,
+)
 from dockyard.settings import settings_to_env
 
 
@@ -134,7 +143,7 @@ def serve(
     limit_malloc_arenas(settings.malloc_arena_max)  # this process and the workers it starts
     say.info(
         f"Dockyard {__version__} serving on http://{settings.host}:{settings.port} "
-        f"(data: {settings.data_dir}, database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
+        f"(data: {settings.data_dir}, database: {database_label(settings)}, "
         f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})"
     )
     for line in next_steps(settings):
