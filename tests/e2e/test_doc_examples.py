@@ -8,7 +8,8 @@ docs/*.md) that has runnable blocks, this test:
 - starts `dockyard serve` on a free port with a fresh data directory, token auth, and the admin password
   in DOCKYARD_ADMIN_PASSWORD;
 - runs the file's runnable blocks in document order, each with `bash -euo pipefail`, in one working
-  directory that holds `./image`, an OCI image layout tagged `latest` (what the README pushes);
+  directory that holds `./image`, an OCI image layout tagged `latest` (what the README pushes), and
+  `./osv/Go/all.zip`, an OSV export of the test advisories (what docs/scanning.md imports);
 - rewrites the documented default address `127.0.0.1:5000` (and `localhost:5000`) to the live server's,
   and sets DOCKYARD_URL to it; HOME and DOCKER_CONFIG are private to the run;
 - gives the admin password only as a user would type it: on each block's standard input, for the commands
@@ -58,7 +59,8 @@ def documents() -> list[Path]:
 def test_marked_files_are_the_ones_we_promise():
     """The README quick start and the main examples of these docs are runnable; unmarking them fails here."""
     names = {p.relative_to(REPO_ROOT).as_posix() for p in documents()}
-    assert {"README.md", "docs/cli.md", "docs/tag-rules.md", "docs/retention.md", "docs/security.md"} <= names, names
+    assert {"README.md", "docs/cli.md", "docs/tag-rules.md", "docs/retention.md", "docs/security.md",
+            "docs/scanning.md"} <= names, names
 
 
 def test_the_readme_first_two_commands_stay_unmarked():
@@ -67,6 +69,15 @@ def test_the_readme_first_two_commands_stay_unmarked():
     first, second = readme_commands()
     scripts = [body.strip() for _, body in runnable_blocks(REPO_ROOT / "README.md")]
     assert first not in scripts and second not in scripts
+
+
+def _osv_export(path: Path) -> None:
+    import zipfile
+
+    path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for record in sorted((REPO_ROOT / "tests" / "fixtures" / "osv").glob("*.json")):
+            archive.write(record, record.name)
 
 
 def _image_layout(path: Path) -> None:
@@ -80,6 +91,7 @@ def test_documented_examples_run(doc: Path, tmp_path: Path):
     work = tmp_path / "work"
     work.mkdir()
     _image_layout(work / "image")
+    _osv_export(work / "osv" / "Go" / "all.zip")
     home = tmp_path / "home"
     home.mkdir()
     with run_dockyard(tmp_path / "data", auth_mode="token", admin_password=ADMIN_PASSWORD) as server:
