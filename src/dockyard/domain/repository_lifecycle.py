@@ -23,7 +23,7 @@ from sqlalchemy import Connection, delete, exists, func, or_, select
 from dockyard.domain import blob_refs
 from dockyard.domain.events import record
 from dockyard.domain.repositories import lock_repository_id
-from dockyard.errors import Conflict, NameUnknown, Unsupported
+from dockyard.errors import Conflict, Denied, NameUnknown, Unsupported
 from dockyard.metadata import generations
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.models import manifest_references, manifests, repositories, repository_blobs, tags, uploads
@@ -90,11 +90,7 @@ class RepositoryLifecycle:
         overridden tag is audited as tag.override by TagPolicy in this transaction)."""
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled on this registry")
-        with self.db.read() as conn:
-            names = list(conn.execute(
-                select(tags.c.name).join(repositories, repositories.c.id == tags.c.repository_id).where(repositories.c.name == name)
-            ).scalars())
-        verdicts = self.tag_policy.prepare(name, names)  # patterns matched before the write lock
+        verdicts = self.tag_policy.prepare(name, self._tag_names(name))  # patterns matched before the write lock
         with self.db.write() as conn:
             deleted = self._delete(conn, name, force=force, override=override, verdicts=verdicts, via=via)
         return deleted
@@ -145,10 +141,33 @@ class RepositoryLifecycle:
         with self.db.read() as conn:
             return list(conn.execute(select(repositories.c.name).where(in_project(project)).order_by(repositories.c.name)).scalars())
 
+    def _tag_names(self, name: str) -> list[str]:
+        with self.db.read() as conn:
+            return list(conn.execute(
+                select(tags.c.name).join(repositories, repositories.c.id == tags.c.repository_id).where(repositories.c.name == name)
+            ).scalars())
+
+    def immutable_tags(self, name: str) -> list[str]:
+        """The tags of `name` an immutable rule protects now (a pre-check; the delete judges again)."""
+        names = self._tag_names(name)
+        verdicts = self.tag_policy.prepare(name, names)
+        with self.db.read() as conn:
+            return [t for t in names if self.tag_policy.is_immutable(conn, name, t, verdicts) is not None]
+
     def delete_project_repositories(self, project: str, *, override: Override | None = None) -> list[RepositoryDeleted]:
-        """Every repository of `project`, each in its own transaction (a failure leaves the rest and the project)."""
-        return [self.delete_repository(name, force=True, override=override, via="project-delete")
-                for name in self.project_repositories(project)]
+        """Every repository of `project`, each in its own transaction. Immutable tags anywhere in the
+        project refuse the whole delete up front (unless `override`), so it does not stop half-way."""
+        names = self.project_repositories(project)
+        if override is None:
+            protected = {n: t for n in names if (t := self.immutable_tags(n))}
+            if protected:
+                first = next(iter(protected))
+                raise Denied(
+                    f"project {project} holds immutable tags ({first}: {', '.join(protected[first][:5])}); a project admin "
+                    "may delete them with a break-glass reason (override_reason, --break-glass-reason)",
+                    detail={"project": project, "repositories": sorted(protected)[:20]},
+                )
+        return [self.delete_repository(name, force=True, override=override, via="project-delete") for name in names]
 
 
 def count_in_project(conn: Connection, project: str) -> int:
