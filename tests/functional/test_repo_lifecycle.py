@@ -6,8 +6,10 @@ operator listings (paged, sorted, visibility filtered)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import timedelta
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -25,15 +27,22 @@ BASE = "http://registry.test"
 GRACE = 3600
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def reg(request, tmp_path: Path, database_url_for):
-    settings = Settings(data_dir=tmp_path / "data", admin_password=ADMIN[1], database_url=database_url_for(request.param),
+@contextlib.asynccontextmanager
+async def open_registry(tmp_path: Path, database_url: str | None) -> AsyncIterator[Registry]:
+    """An app with an administrator and GC grace GRACE; its client acts as the administrator."""
+    settings = Settings(data_dir=tmp_path / "data", admin_password=ADMIN[1], database_url=database_url,
                         gc_grace_seconds=GRACE, worker_poll_seconds=0.05)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(headers=API_CLIENT, transport=transport, base_url=BASE, auth=ADMIN) as client:
             yield Registry(app=app, client=client, driver="filesystem", data_dir=tmp_path / "data")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def reg(request, tmp_path: Path, database_url_for):
+    async with open_registry(tmp_path, database_url_for(request.param)) as registry:
+        yield registry
 
 
 def error(resp: httpx.Response, status: int, code: str) -> dict:
