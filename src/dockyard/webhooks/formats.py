@@ -25,7 +25,6 @@ HARBOR_TYPES = {
     "artifact.pulled": "PULL_ARTIFACT",
     "artifact.deleted": "DELETE_ARTIFACT",
     "tag.deleted": "DELETE_ARTIFACT",
-    "repository.deleted": "DELETE_ARTIFACT",
     "scan.completed": "SCANNING_COMPLETED",
     "scan.failed": "SCANNING_FAILED",
     "quota.warning": "QUOTA_WARNING",
