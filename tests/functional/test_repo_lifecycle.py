@@ -314,6 +314,7 @@ async def test_tag_listing_describes_each_image(reg):
     tags = {t["name"]: t for t in r.json()}
     assert [t["name"] for t in r.json()] == ["multi", "arm", "amd"]
     assert tags["multi"]["platforms"] == ["linux/amd64", "linux/arm64"] and tags["multi"]["digest"] == sha256(body)
+    assert tags["amd"]["platforms"] == ["linux/amd64"]  # a single image: from its config blob
     blob_bytes = {n: tags[n]["size"] - len(b) for n, b in (("amd", amd_body), ("arm", arm_body))}
     assert tags["multi"]["size"] == len(body) + blob_bytes["amd"] + blob_bytes["arm"]  # the children's blobs count
     assert tags["amd"]["signed"] is True and tags["arm"]["signed"] is False

@@ -14,14 +14,17 @@ from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 
-from dockyard.domain.manifests import INDEX_TYPES
+from dockyard.domain.manifests import IMAGE_CONFIG_TYPES, IMAGE_TYPES, INDEX_TYPES
 from dockyard.domain.repositories import require_repository_id
 from dockyard.errors import InvalidRequest
 from dockyard.metadata.db import Database
 from dockyard.metadata.models import blobs, manifest_references, manifests, projects, repositories, repository_blobs, scan_reports, tags
 from dockyard.paging import Page, page_bounds
+from dockyard.storage import StorageDriver
+from dockyard.storage.protocol import StorageError
 
 REPOSITORY_SORTS = ("name", "tags", "size", "last_push", "last_pull")
+MAX_CONFIG_BYTES = 64 * 1024  # an image config read for its platform; bigger ones are not read
 TAG_SORTS = ("name", "pushed", "last_pull")
 
 
@@ -103,11 +106,12 @@ def list_repositories(db: Database, *, visible_projects, project: str | None, so
 
 
 def list_tags(db: Database, repository: str, *, sort: str, page: int, page_size: int,
-              signature_types: frozenset[str] = frozenset()) -> Page[TagRow]:
+              signature_types: frozenset[str] = frozenset(), storage: StorageDriver | None = None) -> Page[TagRow]:
     """The tags of `repository`, sorted and paged in SQL, each described for operators.
 
     NameUnknown (404) if the repository does not exist. `signature_types`: referrer artifact types
-    that count as a signature (the signing package knows them; domain does not import it)."""
+    that count as a signature (the signing package knows them; domain does not import it). With
+    `storage`, a single image's platform is read from its config blob (small configs only)."""
     limit, offset = page_bounds(page, page_size)
     columns = {"name": tags.c.name, "pushed": tags.c.updated_at, "last_pull": manifests.c.last_pulled_at}
     with db.read() as conn:
@@ -121,7 +125,7 @@ def list_tags(db: Database, repository: str, *, sort: str, page: int, page_size:
             .order_by(*_order(sort, TAG_SORTS, columns, tags.c.name))
             .limit(limit).offset(offset)
         ).all()
-        details = _Details(conn, repo_id, [r.id for r in rows], [r.digest for r in rows], signature_types)
+        details = _Details(conn, repo_id, [r.id for r in rows], [r.digest for r in rows], signature_types, storage)
         items = [
             TagRow(r.name, r.digest, r.media_type, _aware(r.updated_at), _aware(r.last_pulled_at),
                    int(r.size) + details.blob_bytes(r.id), details.platforms(r.id, r.media_type), *details.scan(r.digest),
@@ -134,7 +138,8 @@ def list_tags(db: Database, repository: str, *, sort: str, page: int, page_size:
 class _Details:
     """What a page of tags needs beyond its rows, fetched with one query per kind (not per tag)."""
 
-    def __init__(self, conn, repo_id: int, manifest_ids: list[int], digests: list[str], signature_types: frozenset[str]):
+    def __init__(self, conn, repo_id: int, manifest_ids: list[int], digests: list[str], signature_types: frozenset[str],
+                 storage: StorageDriver | None = None):
         self.children: dict[int, list[int]] = {}
         if manifest_ids:
             child = manifests.alias("child")
@@ -154,10 +159,11 @@ class _Details:
                 .where(manifest_references.c.manifest_id.in_(everything), manifest_references.c.kind == "blob")
             ).all():
                 self.blob_sizes.setdefault(mid, {})[digest] = int(size)
+            kinds = sorted(INDEX_TYPES | (IMAGE_TYPES if storage is not None else set()))
             self.payloads = dict(conn.execute(
-                select(manifests.c.id, manifests.c.payload).where(
-                    manifests.c.id.in_(manifest_ids), manifests.c.media_type.in_(sorted(INDEX_TYPES)))
+                select(manifests.c.id, manifests.c.payload).where(manifests.c.id.in_(manifest_ids), manifests.c.media_type.in_(kinds))
             ).all())
+        self.image_platforms = _image_platforms(conn, storage, self.payloads) if storage is not None else {}
         self.reports: dict[str, tuple[str, dict]] = {}
         if digests:
             for digest, status, summary in conn.execute(
@@ -185,25 +191,60 @@ class _Details:
         return sum(seen.values())
 
     def platforms(self, manifest_id: int, media_type: str) -> list[str]:
+        if media_type in IMAGE_TYPES:
+            found = self.image_platforms.get(manifest_id)
+            return [found] if found else []
         if media_type not in INDEX_TYPES or manifest_id not in self.payloads:
             return []
         try:
             entries = json.loads(bytes(self.payloads[manifest_id])).get("manifests") or []
         except (ValueError, AttributeError):
             return []
-        found = []
-        for entry in entries:
-            platform = entry.get("platform") if isinstance(entry, dict) else None
-            if isinstance(platform, dict) and platform.get("os") and platform.get("architecture"):
-                parts = [str(platform["os"]), str(platform["architecture"])] + ([str(platform["variant"])] if platform.get("variant") else [])
-                found.append("/".join(parts))
-        return list(dict.fromkeys(p for p in found if p != "unknown/unknown"))  # attestation entries
+        found = [_platform(entry.get("platform")) for entry in entries if isinstance(entry, dict)]
+        return list(dict.fromkeys(p for p in found if p and p != "unknown/unknown"))  # unknown: attestation entries
 
     def scan(self, digest: str) -> tuple[str | None, dict | None]:
         return self.reports.get(digest, (None, None))
 
     def signed(self, digest: str) -> bool:
         return digest in self.signed_digests
+
+
+def _platform(doc: dict) -> str | None:
+    if not (isinstance(doc, dict) and doc.get("os") and doc.get("architecture")):
+        return None
+    parts = [str(doc["os"]), str(doc["architecture"])] + ([str(doc["variant"])] if doc.get("variant") else [])
+    return "/".join(parts)
+
+
+def _image_platforms(conn, storage: StorageDriver, payloads: dict[int, bytes]) -> dict[int, str]:
+    """os/arch[/variant] of single images, from their config blobs (one storage read each, small configs only)."""
+    configs: dict[int, str] = {}
+    for mid, payload in payloads.items():
+        try:
+            config = json.loads(bytes(payload)).get("config") or {}
+        except (ValueError, AttributeError):
+            continue
+        if (isinstance(config, dict) and config.get("mediaType") in IMAGE_CONFIG_TYPES and isinstance(config.get("digest"), str)
+                and isinstance(config.get("size"), int) and 0 < config["size"] <= MAX_CONFIG_BYTES):
+            configs[mid] = config["digest"]
+    if not configs:
+        return {}
+    keys = dict(conn.execute(
+        select(blobs.c.digest, blobs.c.storage_key).where(blobs.c.digest.in_(set(configs.values())), blobs.c.state == "present")
+    ).all())
+    found: dict[int, str] = {}
+    for mid, digest in configs.items():
+        if digest not in keys:
+            continue
+        try:
+            data = b"".join(storage.open_read(keys[digest], 0, MAX_CONFIG_BYTES))
+            platform = _platform(json.loads(data))
+        except (OSError, ValueError, StorageError):  # swept meanwhile, or not JSON: no platform shown, the listing still answers
+            continue
+        if platform:
+            found[mid] = platform
+    return found
 
 
 def _json_dict(text: str | None) -> dict:

@@ -49,7 +49,7 @@ class TagOut(Model):
     digest: str = Field(description="The manifest the tag points at.")
     updated_at: datetime = Field(description="When the tag was last pushed or moved.")
     media_type: str
-    platforms: list[str] = Field(description="os/architecture[/variant] of an index's images; empty for a single image.")
+    platforms: list[str] = Field(description="os/architecture[/variant]: an index's images, or a single image's config.")
     size: int = Field(description="Bytes: the manifest, the blobs it references and those of its child manifests.")
     last_pulled_at: datetime | None = Field(description="Flushed now and then, not on every pull.")
     scan_verdict: str = Field(description="unscanned, failed, none (clean) or the highest severity found.")
@@ -103,7 +103,7 @@ def get_tags(
     validate_name(name)
     caller.require_project(project_of(name), "pull")
     page = list_tags(caller.services.db, name, sort=sort, page=paging.page, page_size=paging.page_size,
-                     signature_types=SIGNATURE_TYPES)
+                     signature_types=SIGNATURE_TYPES, storage=caller.services.storage)
     return paged(request, response, page, _tag_out)
 
 
