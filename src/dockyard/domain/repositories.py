@@ -46,9 +46,10 @@ def ensure_repository_id(conn: Connection, name: str) -> int:
     raise NameUnknown(f"repository {name} was deleted while it was being written; try again", detail={"name": name})
 
 
-def lock_repository_id(conn: Connection, name: str) -> int | None:
-    """The row id of `name`, locked against writers (PostgreSQL: FOR UPDATE) for a delete."""
+def lock_repository_id(conn: Connection, name: str, *, skip_locked: bool = False) -> int | None:
+    """The row id of `name`, locked against writers (PostgreSQL: FOR UPDATE) for a delete.
+    `skip_locked`: None instead of waiting when a writer holds the row."""
     query = select(repositories.c.id).where(repositories.c.name == name)
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+        query = query.with_for_update(skip_locked=skip_locked)
     return conn.execute(query).scalar()

@@ -63,9 +63,11 @@ def drop_if_empty(conn: Connection, name: str, recent: datetime | None) -> bool:
     """Remove repository `name` if it holds no manifests (and, with `recent`, no blob linked since
     then and no open upload), inside the caller's write transaction. Returns whether it went.
 
-    The row is locked first and emptiness is read after the lock: a push holding the row has
-    committed its manifest by then (and we keep the row), or waits and re-creates it after us."""
-    repo_id = lock_repository_id(conn, name)
+    The row is locked first and emptiness is read after the lock. A row a writer holds (a push in
+    flight, FOR KEY SHARE) is skipped, not waited for: that repository is about to hold something,
+    and waiting here, after this transaction has touched blob rows the push may want next, could
+    deadlock. A push that comes after the lock waits, then re-creates the row after us."""
+    repo_id = lock_repository_id(conn, name, skip_locked=True)
     if repo_id is None or not _is_empty(conn, repo_id, name, recent):
         return False
     _remove_row(conn, repo_id)
