@@ -98,11 +98,16 @@ def tags_ls(
 
 
 @tags.command("delete")
-def tags_delete(ctx: typer.Context, repository: str, tag: str, reason: ReasonOpt = None, yes: YesOpt = False) -> None:
+def tags_delete(
+    ctx: typer.Context, repository: str, tag: str, reason: ReasonOpt = None, yes: YesOpt = False, json_output: JsonOpt = False,
+) -> None:
     """Delete a tag (the manifest stays, pullable by digest)."""
     confirm(f"delete tag {repository}:{tag}", yes)
     params = {"override_reason": reason} if reason is not None else None
     remote(ctx).call("DELETE", f"/repositories/{path_of(repository)}/tags/{seg(tag)}", params=params)
+    if json_output or remote(ctx).json:
+        show(ctx, {"repository": repository, "tag": tag, "deleted": True}, [], True)
+        return
     err.print(f"deleted tag {repository}:{tag}", markup=False)
 
 
