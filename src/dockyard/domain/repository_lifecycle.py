@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, exists, func, or_, select
+from sqlalchemy import Connection, delete, exists, or_, select
 
 from dockyard.domain import blob_refs
 from dockyard.domain.events import record
@@ -76,11 +76,10 @@ def drop_if_empty(conn: Connection, name: str, recent: datetime | None) -> bool:
 
 
 class RepositoryLifecycle:
-    def __init__(self, db: Database, *, tag_policy: TagPolicy, delete_enabled: bool = True, grace_seconds: int = 86400):
+    def __init__(self, db: Database, *, tag_policy: TagPolicy, delete_enabled: bool = True):
         self.db = db
         self.tag_policy = tag_policy
         self.delete_enabled = delete_enabled
-        self.grace_seconds = grace_seconds
 
     def delete_repository(
         self, name: str, *, force: bool = False, override: Override | None = None, via: str = "api",
@@ -165,15 +164,11 @@ class RepositoryLifecycle:
             if protected:
                 first = next(iter(protected))
                 raise Denied(
-                    f"project {project} holds immutable tags ({first}: {', '.join(protected[first][:5])}); a project admin "
-                    "may delete them with a break-glass reason (override_reason, --break-glass-reason)",
+                    f"project {project} holds immutable tags ({first}: {', '.join(protected[first][:5])}); give a break-glass "
+                    "reason to delete them too (override_reason, --break-glass-reason)",
                     detail={"project": project, "repositories": sorted(protected)[:20]},
                 )
         return [self.delete_repository(name, force=True, override=override, via="project-delete") for name in names]
-
-
-def count_in_project(conn: Connection, project: str) -> int:
-    return conn.execute(select(func.count()).select_from(repositories).where(in_project(project))).scalar_one()
 
 
 def sweep_empty(db: Database, recent: datetime, limit: int = 10_000) -> int:
