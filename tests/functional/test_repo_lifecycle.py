@@ -323,3 +323,18 @@ async def test_tag_listing_describes_each_image(reg):
     assert blob_bytes["amd"] == sum(d["size"] for d in [doc["config"], *doc["layers"]])
     r = await reg.client.get("/api/v1/repositories/team/app/tags", params={"sort": "name", "page_size": 2})
     assert [t["name"] for t in r.json()] == ["amd", "arm"] and r.headers["X-Total-Count"] == "3"
+
+
+async def test_project_delete_with_force_stops_before_anything_goes_when_a_tag_is_immutable(reg):
+    await make_project(reg, "scratch")
+    await reg.push_image("scratch/a", "latest", seed=1)
+    await reg.push_image("scratch/b", "v1", seed=2)
+    r = await reg.client.post("/api/v1/projects/scratch/tag-rules", json={"kind": "immutable", "tag_pattern": "v*"})
+    assert r.status_code == 201, r.text
+
+    refused = error(await reg.client.delete("/api/v1/projects/scratch", params={"force": "true"}), 403, "DENIED")
+    assert refused["detail"]["repositories"] == ["scratch/b"]
+    assert repo_names(reg) == ["scratch/a", "scratch/b"]  # not half-way: scratch/a is still there
+    r = await reg.client.delete("/api/v1/projects/scratch", params={"force": "true", "override_reason": "project retired"})
+    assert r.status_code == 204, r.text
+    assert repo_names(reg) == [] and [e["object"] for e in await audit_of(reg, "tag.override")] == ["scratch/b:v1"]
