@@ -27,8 +27,7 @@ app.add_typer(admin, name="admin")
 
 # In the order `dockyard --help` lists them.
 for module in (server, login, repos, jobs, promote, policy, tag_rules, webhooks, events, admin_groups, audit, token_keys, vulndb,
-               signing,
-               security):
+               signing, security):
     module.register(app, admin)
 
 
