@@ -20,7 +20,7 @@ from dockyard.domain import blob_refs
 from dockyard.domain.events import record
 from dockyard.domain.intents import claim_intent, forget_intent, record_intent
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
-from dockyard.errors import BlobTooLarge, BlobUnknown, Conflict, Unavailable, Unsupported
+from dockyard.errors import BlobReferenced, BlobTooLarge, BlobUnknown, Unavailable, Unsupported
 from dockyard.metadata.db import Database, utcnow
 from dockyard.storage import StorageDriver
 from dockyard.storage.paths import blob_key
@@ -185,8 +185,8 @@ class BlobService:
     def unlink(self, repository: str, digest: str) -> None:
         """DELETE /v2/<name>/blobs/<digest>: forget the blob in this repository only; GC reclaims bytes.
 
-        Refused (409 CONFLICT) while a manifest of the repository references the blob: unlinking
-        it would break pulls of that manifest and take its bytes out of the project's quota usage."""
+        Refused (405 UNSUPPORTED, BlobReferenced) while a manifest of the repository references the
+        blob: unlinking it would break pulls of that manifest and take its bytes out of the quota usage."""
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled on this registry")
         with self.db.write() as conn:
@@ -196,7 +196,7 @@ class BlobService:
                 raise BlobUnknown(f"blob {digest} is not in repository {repository}", detail={"digest": digest})
             user = blob_refs.referencing_manifest(conn, repo_id, digest)
             if user is not None:  # raising rolls the unlink back
-                raise Conflict(
+                raise BlobReferenced(
                     f"blob {digest} is referenced by manifest {user} in {repository}; delete the manifest first",
                     detail={"digest": digest, "manifest": user},
                 )
