@@ -72,6 +72,12 @@ def validate_tag_pattern(pattern: str) -> str:
                 "write a glob, or write the regex you mean (re:v.* for v followed by anything)",
                 detail={"pattern": pattern, "hint": "glob"},
             )
+        if literal := _impossible_literal(body):
+            raise InvalidRequest(
+                f"tag pattern {pattern!r} can never match a tag: it needs a literal {literal!r} and tags hold only "
+                "letters, digits, '.', '_' and '-' (the pattern is matched against the tag alone)",
+                detail={"pattern": pattern, "hint": "literal"},
+            )
         validate_tag_regex(body)
         return pattern
     hint = _regex_hint(pattern)
@@ -93,6 +99,29 @@ def _regex_hint(pattern: str) -> str | None:
         return f"{m.group().lstrip('-_')!r} is regex for 'anything'; the glob is *"
     if m := _REGEX_COUNT.search(pattern):
         return f"{m.group()!r} is a regex repetition count"
+    return None
+
+
+def _impossible_literal(body: str) -> str | None:
+    """A character no tag holds (whitespace, `/`, `@`) written as a literal outside a class and unescaped: the
+    regex then never matches, and the rule would protect nothing."""
+    i, in_class = 0, False
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            i += 1
+            i += body[i:i + 1] == "^"
+            i += body[i:i + 1] == "]"  # a leading ] is a literal
+            continue
+        elif ch.isspace() or ch in "/@":
+            return ch
+        i += 1
     return None
 
 
