@@ -180,6 +180,32 @@ class RobotService:
                 _robot_event(conn, "robot.updated", robot, change=sorted(k for k in values if k != "credential_epoch"))
             return self._require(conn, name)
 
+    def set_permissions(self, name: str, permissions: dict[str, list[str]] | list[str]) -> tuple[Robot, Robot]:
+        """Replace a robot's permissions (same shapes as `create`); returns (before, after). Taking any action
+        away replaces the credential epoch, so tokens and login passwords issued with the wider access end
+        at once; only widening keeps them."""
+        with self.db.write() as conn:
+            before = self._require(conn, name)
+            if before.project is not None:
+                if not isinstance(permissions, list):
+                    raise InvalidRequest("a project robot's permissions are a list of actions on its project")
+                grants = {before.project: validate_actions(permissions)}
+            else:
+                if not isinstance(permissions, dict) or not permissions:
+                    raise InvalidRequest("a system robot needs permissions on at least one project")
+                grants = {p: validate_actions(a) for p, a in permissions.items()}
+            project_ids = self._project_ids(conn, list(grants))
+            conn.execute(delete(robot_permissions).where(robot_permissions.c.robot_id == before.id))
+            conn.execute(
+                robot_permissions.insert(),
+                [{"robot_id": before.id, "project_id": project_ids[p], "actions": ",".join(a)} for p, a in grants.items()],
+            )
+            narrowed = any(set(acts) - set(grants.get(p, ())) for p, acts in before.permissions.items())
+            if narrowed:
+                conn.execute(update(robots).where(robots.c.id == before.id).values(credential_epoch=new_epoch()))
+            _robot_event(conn, "robot.updated", before, change=["permissions"])
+            return before, self._require(conn, name)
+
     def delete(self, name: str) -> Robot:
         with self.db.write() as conn:
             robot = self._require(conn, name)
