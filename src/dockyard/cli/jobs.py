@@ -17,7 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from dockyard.cli.options import (
-    DEFAULT_URL,
     ConfigOpt,
     DataDirOpt,
     DbOpt,
@@ -115,7 +114,7 @@ def gc_remote(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job until it finishes.")] = True,
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     username: UserOpt = None,
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,

@@ -97,6 +97,7 @@ def sign(
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,
     plain_http: PlainHttpOpt = None,
+    json_output: JsonOpt = False,
 ) -> None:
     """Sign an image in a registry with a cosign key (no transparency log)."""
     from dockyard.signing.cosign_keys import KeyFileError, decrypt_private_key
@@ -120,6 +121,10 @@ def sign(
             _fail(str(exc))
     where = f"{ref.registry}/{ref.repository}:{result.signature_ref}" if result.layout is Layout.TAG \
         else f"{ref.registry}/{ref.repository}@{result.signature_ref}"
+    if json_output:
+        print(json.dumps({"image": f"{ref.registry}/{ref.repository}@{result.image_digest}", "layout": str(result.layout),
+                          "signature": where}, indent=2))
+        return
     err.print(f"Signed {ref.registry}/{ref.repository}@{result.image_digest} ({result.layout} layout): {where}")
 
 
