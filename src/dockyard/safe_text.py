@@ -69,7 +69,7 @@ class SafeConsole(Console):
                 yield Segment(terminal_safe(segment.text), segment.style, segment.control)
 
     def print(self, *objects: Any, **kwargs) -> None:
-        """Tables printed to a pipe or a file come out as tab-separated values, header first, every value whole:
+        """Tables printed to a pipe or a file come out as tab-separated values (`table_rows`), every value whole:
         a table laid out for an 80-column terminal would cut values short for the program reading them."""
         from rich.table import Table
 
@@ -91,7 +91,8 @@ class SafeConsole(Console):
 
 
 def table_rows(table) -> list[list[str]]:
-    """A Rich table as plain text cells (markup and styles dropped, each value on one line), header first."""
+    """A Rich table as plain text cells (markup and styles dropped, each value on one line): its title as a `# `
+    comment line if it has one, then the header, then the rows."""
     from rich.text import Text
 
     def plain(cell: Any) -> str:
@@ -106,7 +107,8 @@ def table_rows(table) -> list[list[str]]:
             text = str(cell)
         return one_line(text)
 
-    rows = [[plain(column.header) for column in table.columns]]
+    rows = [[f"# {plain(table.title)}"]] if table.title else []  # a comment line: TSV readers skip it (`#`)
+    rows.append([plain(column.header) for column in table.columns])
     for index in range(table.row_count):
         rows.append([plain(column._cells[index]) if index < len(column._cells) else "" for column in table.columns])
     return rows

@@ -105,5 +105,5 @@ def test_newcomer_gc_report_piped_is_tab_separated(monkeypatch):
     buffer = io.StringIO()
     monkeypatch.setattr(jobs, "out", safe_console(file=buffer, width=40))
     jobs.print_gc_result({"dry_run": True, "candidates": 3, "candidate_bytes": 2048, "seconds": 0.5}, as_json=False)
-    assert buffer.getvalue().splitlines() == ["measure\tvalue", "unreferenced blobs past grace\t3",
+    assert buffer.getvalue().splitlines() == ["# garbage collection (dry run)", "measure\tvalue", "unreferenced blobs past grace\t3",
                                               "their bytes\t2 KiB", "seconds\t0.5"]
