@@ -9,7 +9,10 @@ from __future__ import annotations
 import typer
 
 from dockyard.cli import admin as admin_groups
-from dockyard.cli import audit, events, jobs, login, policy, promote, security, server, signing, token_keys, vulndb, webhooks
+from dockyard.cli import (
+    audit, background_jobs, events, jobs, login, policy, promote, quotas, scanners, security, server, signing, token_keys,
+    vulndb, webhooks,
+)
 
 app = typer.Typer(
     help="Dockyard: a self-hosted private OCI registry.",
@@ -25,8 +28,8 @@ admin = typer.Typer(
 app.add_typer(admin, name="admin")
 
 # In the order `dockyard --help` lists them.
-for module in (server, login, jobs, promote, policy, webhooks, events, admin_groups, audit, token_keys, vulndb, signing,
-               security):
+for module in (server, login, jobs, background_jobs, promote, policy, quotas, webhooks, events, admin_groups, audit, token_keys,
+               vulndb, signing, security, scanners):
     module.register(app, admin)
 
 
