@@ -344,7 +344,8 @@ def test_crane_through_the_credential_helper_as_a_robot(env, new_clients, tmp_pa
 
     handed_out = json.loads(_ok(c.helper("get", env.host), "helper get").stdout)
     assert handed_out["Username"] == name and handed_out["Secret"] != secret
-    printed = _ok(c.dockyard("get-login-password", "-r", env.host), "get-login-password as robot").stdout.strip()
+    # no -r: the registry of the last `dockyard login` is the default
+    printed = _ok(c.dockyard("get-login-password"), "get-login-password as robot").stdout.strip()
     for password in (handed_out["Secret"], printed):
         r = httpx.head(f"{env.server.url}/v2/{PROJECT}/robot-ci/manifests/v1", auth=(name, password), trust_env=False)
         assert r.status_code == 200, r.text

@@ -38,7 +38,7 @@ def test_newcomer_robot_list_prints_whole_robot_name(monkeypatch):
 
 def test_newcomer_admin_command_without_credentials_says_where_options_go(monkeypatch):
     """`dockyard admin projects create team` without credentials printed only the server's "send Authorization:
-    Basic …"; a CLI user needs to know that -u goes before the subcommand (or DOCKYARD_USERNAME)."""
+    Basic …"; a CLI user needs to know where -u goes (at the end of the command), or DOCKYARD_USERNAME."""
     import httpx
     from typer.testing import CliRunner
 
@@ -52,7 +52,7 @@ def test_newcomer_admin_command_without_credentials_says_where_options_go(monkey
     result = CliRunner().invoke(app, ["admin", "projects", "list"])
     text = " ".join(result.output.split())
     assert result.exit_code == 1
-    assert "UNAUTHORIZED" in text and "before the subcommand" in text and "DOCKYARD_USERNAME" in text
+    assert "UNAUTHORIZED" in text and "at the end of the command" in text and "DOCKYARD_USERNAME" in text
 
 
 def test_newcomer_confirmation_without_a_terminal_says_add_yes(monkeypatch):

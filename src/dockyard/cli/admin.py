@@ -1,8 +1,8 @@
 """`dockyard admin projects|members|users|robots`: remote clients of the management API.
 
-Connection options come before the subcommand (`dockyard admin projects --url https://registry.example.com
--u alice list`), from DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD, or from `dockyard login`
-(dockyard.cli.remote.connect). Output is a Rich table, or JSON with `--json`.
+Connection options go at the end (`dockyard admin projects list --url https://registry.example.com -u alice`)
+or before the subcommand, else come from DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD, else from the last
+`dockyard login` (dockyard.cli.remote.connect). Output is a Rich table, or JSON with `--json`.
 """
 
 from __future__ import annotations

@@ -59,8 +59,8 @@ class Remote:
         if resp.status_code >= 400:
             hint = ""
             if resp.status_code == 401 and not self.username:
-                hint = ("; no credentials were given: run `dockyard login`, or put -u USER (and -p/--password-stdin) "
-                        "before the subcommand, e.g. `dockyard admin projects -u admin list`, or set DOCKYARD_USERNAME "
+                hint = ("; no credentials were given: run `dockyard login`, or add -u USER (and -p/--password-stdin) "
+                        "at the end of the command, e.g. `dockyard admin projects list -u admin`, or set DOCKYARD_USERNAME "
                         "and DOCKYARD_PASSWORD")
             elif resp.status_code == 401 and self.saved_for:
                 hint = (f" (used the credentials saved for {self.saved_for} as {self.username}; if the password changed, "
@@ -223,7 +223,7 @@ def _option_names(params) -> dict[str, bool]:
 
 
 def remote_group(name: str, help_text: str) -> typer.Typer:
-    """A sub-app whose connection options come before the subcommand (or after it: RemoteGroup);
+    """A sub-app whose connection options come after the subcommand and its arguments (RemoteGroup), or before it;
     its commands get the client with `remote(ctx)`."""
     sub = group(name, help_text)
     sub.info.cls = RemoteGroup
