@@ -56,7 +56,7 @@ IDS = [" ".join(path) for path, _, _ in REMOTE]
 
 # A value for each argument and required option, by parameter name.
 VALUES = {
-    "src_ref": "team/app:1", "dest_ref": "prod/app", "ref": "team/app:1", "image": f"{HOST}/team/app:1",
+    "src_ref": "team/app:1", "dest_ref": "prod/app", "ref": "team/app:1", "image": "team/app:1",
     "name": "x", "project": "team", "username": "bob", "role": "developer", "kid": "k1", "policy_id": "1",
     "url": "https://hooks.example.com/x", "webhook_id": "1", "delivery_id": "1", "vuln_id": "CVE-2024-1",
     "job_id": "1", "tag": "1", "repository": "team/app", "scanner": "trivy",
@@ -162,7 +162,10 @@ def test_connection_options_go_at_the_end_of_every_remote_command(world, path, c
     set_current_registry("https://elsewhere.example.com")
     takes_url = "--url" in _options(command) | inherited
     tail = (["-r", HOST] if takes_url else []) + ["-u", "bob", "-p", "bob-secret"]
-    result = CliRunner().invoke(app, argv(path, command, tmp) + tail)
+    args = argv(path, command, tmp)
+    if not takes_url:  # sign, verify: the image reference names its registry
+        args = [f"{HOST}/{a}" if a == VALUES["image"] else a for a in args]
+    result = CliRunner().invoke(app, args + tail)
     assert authenticated(sent, path) == {basic("bob", "bob-secret")}, result.output
     for request in sent:
         assert request.url.netloc.decode() == HOST, (path, request.url)
