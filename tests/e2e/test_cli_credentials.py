@@ -358,3 +358,19 @@ def test_crane_through_the_credential_helper_as_a_robot(env, new_clients, tmp_pa
     assert refused.returncode == 1 and "cannot get a login password" in refused.stdout, refused
     out = c.fails("crane", "--insecure", "pull", "--format", "oci", ref, str(tmp_path / "robot-after"))
     assert "cannot get a login password" in out, out
+
+
+def test_after_dockyard_login_every_command_needs_nothing_else(env, new_clients):
+    """Issue 15 §2: no -r, no -u, no DOCKYARD_* variable; the registry and account of the last `dockyard login`."""
+    c = new_clients(env, "current")
+    assert not any(k.startswith("DOCKYARD_") and k != "DOCKYARD_CREDENTIALS_FILE" for k in c.env)
+    _ok(c.dockyard("login", env.host, "-u", "admin", "--password-stdin", input=ADMIN_PASSWORD + "\n"), "login")
+    projects = json.loads(_ok(c.dockyard("admin", "projects", "list", "--json"), "projects list").stdout)
+    assert PROJECT in [p["name"] for p in projects]
+    quota = json.loads(_ok(c.dockyard("quotas", "show", PROJECT, "--json"), "quotas show").stdout)
+    assert quota["project"] == PROJECT
+    assert isinstance(json.loads(_ok(c.dockyard("jobs", "list", "--json"), "jobs list").stdout), list)
+    assert json.loads(_ok(c.dockyard("scanners", "list", "--json"), "scanners list").stdout) == []
+    # piped, a table is whole tab-separated values
+    lines = _ok(c.dockyard("admin", "projects", "list"), "projects list (table)").stdout.splitlines()
+    assert lines[0] == "name\tpublic\tcreated_at" and any(line.startswith(f"{PROJECT}\tno\t") for line in lines[1:])
