@@ -60,7 +60,7 @@ VALUES = {
     "name": "x", "project": "team", "username": "bob", "role": "developer", "kid": "k1", "policy_id": "1",
     "url": "https://hooks.example.com/x", "webhook_id": "1", "delivery_id": "1", "vuln_id": "CVE-2024-1",
     "job_id": "1", "tag": "1", "repository": "team/app", "scanner": "trivy", "kind": "immutable", "tag_pattern": "v*",
-    "rule_id": "1",
+    "rule_id": "1", "source": "1", "new_tag": "2",
 }
 # Options a command needs to get as far as its request (the rest of its input comes from prompts otherwise).
 EXTRA = {

@@ -54,6 +54,14 @@ def print_gc_result(result: dict, as_json: bool) -> None:
     if not result.get("dry_run"):
         rows += [("blobs deleted", result["deleted"] + result["resumed"]), ("bytes freed", human_bytes(result["bytes_freed"])),
                  ("kept (referenced meanwhile)", result["skipped"])]
+    if "in_grace" in result:
+        rows += [("unreferenced, inside the grace period", result["in_grace"]),
+                 ("their bytes (kept this run)", human_bytes(result["in_grace_bytes"]))]
+        if result.get("next_eligible_at"):
+            rows.append(("first of them reclaimable at", result["next_eligible_at"]))
+        rows.append(("grace period", f"{result['grace_seconds']} s"))
+        if not result.get("dry_run"):
+            rows.append(("empty repositories removed", result.get("repositories_removed", 0)))
     rows.append(("seconds", result["seconds"]))
     for name, value in rows:
         table.add_row(name, str(value))
@@ -114,6 +122,8 @@ def gc_remote(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job until it finishes.")] = True,
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
+    grace_seconds: Annotated[Optional[int], typer.Option(
+        "--grace-seconds", help="This run's grace period instead of the server's gc_grace_seconds (admin; minimum 600).")] = None,
     url: UrlOpt = None,
     username: UserOpt = None,
     password: PassOpt = None,
@@ -123,7 +133,10 @@ def gc_remote(
 ) -> None:
     """Run garbage collection on a running registry (admin) and follow its progress."""
     remote = connect(url, username, password, password_stdin, plain_http, json_output)
-    job = remote.call("POST", "/system/gc", json={"dry_run": dry_run}).json()
+    body: dict = {"dry_run": dry_run}
+    if grace_seconds is not None:
+        body["grace_seconds"] = grace_seconds
+    job = remote.call("POST", "/system/gc", json=body).json()
     if not wait:
         out.print(job["id"])
         return

@@ -320,3 +320,26 @@ def sweep(conn: Connection, ids: Sequence[int], storage: StorageDriver) -> tuple
     if rows:
         conn.execute(delete(blobs).where(blobs.c.id.in_([r.id for r in rows]), blobs.c.state == DELETING))
     return len(rows), sum(int(r.size) for r in rows)
+
+
+def drop_ref_counts(conn: Connection, counts: dict[str, int], now: datetime) -> None:
+    """Many manifests go at once (a repository delete): each digest loses `counts[digest]` references.
+    One UPDATE per distinct count, so a repository of thousands of manifests costs a few statements."""
+    by_count: dict[int, list[str]] = {}
+    for digest, n in counts.items():
+        by_count.setdefault(n, []).append(digest)
+    for n, digests in by_count.items():
+        for start in range(0, len(digests), 500):
+            chunk = digests[start:start + 500]
+            conn.execute(update(blobs).where(blobs.c.digest.in_(chunk)).values(ref_count=blobs.c.ref_count - n, touched_at=now))
+
+
+def pending_stats(conn: Connection, cutoff: datetime) -> tuple[int, int, datetime | None]:
+    """Unreferenced present blobs still inside the grace period (touched at or after `cutoff`):
+    (count, bytes, oldest touch). GC reports them so "0 B freed" is never a silent surprise."""
+    count, size, oldest = conn.execute(
+        select(func.count(), func.coalesce(func.sum(blobs.c.size), 0), func.min(blobs.c.touched_at)).where(
+            blobs.c.state == PRESENT, blobs.c.ref_count == 0, blobs.c.touched_at >= cutoff
+        )
+    ).one()
+    return int(count), int(size), oldest

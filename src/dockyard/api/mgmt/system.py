@@ -11,6 +11,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import Field
 
 from dockyard.api.mgmt.common import CallerDep, Input, Model, PagingDep, paged
+from dockyard.errors import InvalidRequest
+from dockyard.jobs.gc import MIN_GRACE_SECONDS
 from dockyard.metadata import job_kinds
 
 router = APIRouter(prefix="/system", tags=["system"])
@@ -36,15 +38,26 @@ class JobOut(Model):
 
 class GcRequest(Input):
     dry_run: bool = Field(False, description="Only count what would be deleted (blobs and bytes).")
+    grace_seconds: int | None = Field(
+        None, description=f"This run's grace period instead of gc_grace_seconds; at least {MIN_GRACE_SECONDS} (in-flight pushes)."
+    )
 
 
 @router.post("/gc", response_model=JobOut, status_code=202, summary="Start garbage collection (admin)")
 def start_gc(body: GcRequest, caller: CallerDep):
     caller.require_admin()
+    if body.grace_seconds is not None and body.grace_seconds < MIN_GRACE_SECONDS:
+        raise InvalidRequest(
+            f"grace_seconds must be at least {MIN_GRACE_SECONDS}: the grace protects blobs a push uploaded but has not "
+            "referenced yet", detail={"grace_seconds": body.grace_seconds, "minimum": MIN_GRACE_SECONDS},
+        )
     services = caller.services
-    job_id = services.jobs.enqueue(job_kinds.GC, {"dry_run": body.dry_run}, max_attempts=3)
+    payload: dict[str, Any] = {"dry_run": body.dry_run}
+    if body.grace_seconds is not None:
+        payload["grace_seconds"] = body.grace_seconds
+    job_id = services.jobs.enqueue(job_kinds.GC, payload, max_attempts=3)
     services.worker.wake()
-    caller.audit("gc.start", f"job {job_id}", detail={"dry_run": body.dry_run})
+    caller.audit("gc.start", f"job {job_id}", detail=payload)
     return services.jobs.get(job_id)
 
 
