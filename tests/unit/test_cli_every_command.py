@@ -60,7 +60,7 @@ VALUES = {
     "name": "x", "project": "team", "username": "bob", "role": "developer", "kid": "k1", "policy_id": "1",
     "url": "https://hooks.example.com/x", "webhook_id": "1", "delivery_id": "1", "vuln_id": "CVE-2024-1",
     "job_id": "1", "tag": "1", "repository": "team/app", "scanner": "trivy", "kind": "immutable", "tag_pattern": "v*",
-    "rule_id": "1", "source": "1", "new_tag": "2",
+    "rule_id": "1", "source": "1", "new_tag": "2", "files": "all.zip",
 }
 # Options a command needs to get as far as its request (the rest of its input comes from prompts otherwise).
 EXTRA = {
@@ -102,6 +102,7 @@ def world(tmp_path, monkeypatch, key_pair):
     for name in ("cosign.key", "cosign.pub"):
         (tmp_path / name).write_bytes((key_pair / name).read_bytes())
     (tmp_path / "policy.json").write_text('{"rules": []}')
+    (tmp_path / "all.zip").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip (vulndb import)
     return sent, state, tmp_path
 
 
