@@ -368,3 +368,53 @@ def test_newcomer_get_login_password_refused_saved_credentials_say_login_again(m
     assert "dockyard login 127.0.0.1:5000 -u admin" in " ".join(result.output.split())
     ok = _glp(monkeypatch, ["-u", "admin"], lambda url, user, secret: f"token-for-{user}-{secret}")
     assert ok.exit_code == 0 and ok.output.strip() == "token-for-admin-admin-secret"
+
+
+# --- attack review (atk4): saved secrets over plain HTTP to another machine ----------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["--registry", "http://registry.example.com:5000"],
+    ["--registry", "registry.example.com:5000", "--plain-http"],
+])
+def test_atk4_get_login_password_never_sends_a_saved_secret_over_plain_http(monkeypatch, args):
+    """`dockyard admin …` refused this already (remote.connect); get-login-password sent the saved long-lived
+    secret in clear text to any non-loopback host named with http:// (or DOCKYARD_URL=http://…)."""
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app
+
+    sent = []
+    monkeypatch.delenv("DOCKYARD_USERNAME", raising=False)
+    monkeypatch.delenv("DOCKYARD_PASSWORD", raising=False)
+    monkeypatch.setattr(creds, "saved_credentials", lambda server: creds.StoredCredential("admin", "admin-secret"))
+    monkeypatch.setattr(creds, "fetch_login_password", lambda url, user, secret: sent.append(url) or "pw")
+    result = CliRunner().invoke(app, ["get-login-password", *args])
+    assert sent == []
+    assert result.exit_code == 1 and "plain HTTP" in " ".join(result.output.split())
+
+
+def test_atk4_helper_never_sends_a_saved_secret_over_plain_http(store_file: Path, no_network):
+    """docker-credential-dockyard `get http://host` posted the stored secret to http://host (clear text)."""
+    CredentialStore().put("registry.example.com:5000", "robot$ci", "robot-secret")
+    code, out = helper("get", stdin="http://registry.example.com:5000")
+    assert no_network == []
+    assert code == 1 and "plain HTTP" in out
+    code, out = helper("get", stdin="http://127.0.0.1:5000")  # loopback: never leaves the machine
+    assert code == 1 and out == NOT_FOUND
+
+
+def test_atk4_sign_and_verify_never_send_a_saved_secret_over_plain_http(monkeypatch):
+    """`dockyard sign|verify --plain-http host/repo:tag` handed the saved secret to a plain-HTTP registry client."""
+    import typer
+
+    from dockyard.cli import signing
+    from dockyard.signing.registry import parse_reference
+
+    monkeypatch.delenv("DOCKYARD_PASSWORD", raising=False)
+    monkeypatch.setattr(creds, "saved_credentials", lambda server: creds.StoredCredential("admin", "admin-secret"))
+    ref = parse_reference("registry.example.com:5000/team/app:1")
+    with pytest.raises(typer.Exit):
+        signing._client(ref, None, None, False, True)
+    local = signing._client(parse_reference("127.0.0.1:5000/team/app:1"), None, None, False, True)
+    assert local is not None  # loopback: allowed

@@ -65,6 +65,12 @@ def get_login_password(
     if found.username is None or found.password is None:
         console.print(f"[red]no credentials for {key}: run `dockyard login {key}` or set DOCKYARD_USERNAME/DOCKYARD_PASSWORD[/red]")
         raise typer.Exit(1)
+    if found.saved:
+        try:
+            creds.refuse_clear_text(creds.base_url(registry, plain_http), registry)
+        except creds.CredentialError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
     try:
         secret = one_line(creds.fetch_login_password(creds.base_url(registry, plain_http), found.username, found.password))
         typer.echo(json.dumps({"registry": key, "username": found.username, "password": secret}) if json_output else secret)

@@ -39,11 +39,17 @@ def _key_password(confirm: bool) -> bytes:
 
 def _client(ref, username, password, password_stdin, plain_http):
     from dockyard.cli.remote import credentials
-    from dockyard.client.credentials import base_url
+    from dockyard.client.credentials import CredentialError, base_url, refuse_clear_text
     from dockyard.signing.registry import RegistryClient
 
     login = credentials(ref.registry, username, password, password_stdin)
-    return RegistryClient(base_url(ref.registry, plain_http), login.username, login.password)
+    url = base_url(ref.registry, plain_http)
+    if login.saved:
+        try:
+            refuse_clear_text(url, ref.registry)
+        except CredentialError as exc:
+            _fail(str(exc))
+    return RegistryClient(url, login.username, login.password)
 
 
 def _parse_ref(text: str, plain_http: bool | None):

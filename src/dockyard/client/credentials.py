@@ -49,6 +49,14 @@ def base_url(server: str, plain_http: bool | None = None) -> str:
     return f"{'http' if plain_http else 'https'}://{host}"
 
 
+def refuse_clear_text(url: str, server: str) -> None:
+    """A saved secret (stored by host:port, as docker does) never crosses the network in clear text because one
+    command, DOCKYARD_URL or a helper request named http://; loopback never leaves the machine."""
+    if url.startswith("http://") and not is_loopback(server_key(url)):
+        raise CredentialError(f"not sending the credentials saved for {server_key(server)} over plain HTTP; use https, "
+                              "or give --password, --password-stdin or DOCKYARD_PASSWORD")
+
+
 def store_path() -> Path:
     override = os.environ.get("DOCKYARD_CREDENTIALS_FILE")
     if override:
@@ -237,6 +245,8 @@ def credential_helper(argv: list[str] | None = None, stdin=None, stdout=None) ->
             # A stored login password (`docker login` with get-login-password's output) cannot buy
             # another one; it is handed back as it is and works until it expires.
             is_login_password = cred.secret.startswith("eyJ") and cred.secret.count(".") == 2
+            if not is_login_password:
+                refuse_clear_text(base_url(server), server)
             password = cred.secret if is_login_password else fetch_login_password(base_url(server), cred.username, cred.secret)
             json.dump({"ServerURL": server, "Username": cred.username, "Secret": password}, stdout)
         elif action == "erase":
