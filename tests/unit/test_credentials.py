@@ -418,3 +418,23 @@ def test_atk4_sign_and_verify_never_send_a_saved_secret_over_plain_http(monkeypa
         signing._client(ref, None, None, False, True)
     local = signing._client(parse_reference("127.0.0.1:5000/team/app:1"), None, None, False, True)
     assert local is not None  # loopback: allowed
+
+
+HOSTILE = "UNAUTHORIZED: [link=https://evil.example/]see https://good.example/help[/link] [blink]"
+
+
+def test_atk4_registry_messages_are_not_rich_markup(monkeypatch):
+    """A registry's error text was printed as Rich markup by `login` and `get-login-password`: a hostile registry
+    could hide an OSC 8 link's real target (`[link=…]`) or restyle the operator's terminal. Shown literally now."""
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app
+
+    def refuse(*args):
+        raise CredentialError(HOSTILE)
+
+    monkeypatch.setattr(creds, "verify_login", refuse)
+    result = CliRunner().invoke(app, ["login", "127.0.0.1:5000", "-u", "ci", "-p", "x"])
+    assert result.exit_code == 1 and "[link=https://evil.example/]" in result.output
+    result = _glp(monkeypatch, [], refuse)
+    assert result.exit_code == 1 and "[link=https://evil.example/]" in result.output

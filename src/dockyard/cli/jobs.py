@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from dockyard.safe_text import safe_console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -160,7 +161,7 @@ def gc_remote(
             done = job["result"].get("deleted", 0) + job["result"].get("resumed", 0)
             bar.update(task, total=max(done, 1), completed=max(done, 1))
     if job["state"] != "succeeded":
-        err.print(f"[red]gc job {job['id']} {job['state']}: {job.get('error')}[/red]")
+        err.print(f"[red]gc job {job['id']} {escape(str(job['state']))}: {escape(str(job.get('error')))}[/red]")  # server text: never markup
         raise typer.Exit(1)
     print_gc_result(job["result"], json_output)
 

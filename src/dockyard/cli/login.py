@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import httpx
 import typer
+from rich.markup import escape
 
 from dockyard.cli.options import JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt, console
 from dockyard.cli.remote import credentials, resolve_server
@@ -40,7 +41,7 @@ def login(
     try:
         verify_login(url, username, password)
     except (CredentialError, httpx.HTTPError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")  # the registry's words: text, never markup
         raise typer.Exit(1) from exc
     path = write_docker_auth(server, username, password)
     CredentialStore().put(server, username, password)
@@ -69,7 +70,7 @@ def get_login_password(
         try:
             creds.refuse_clear_text(creds.base_url(registry, plain_http), registry)
         except creds.CredentialError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(f"[red]{escape(str(exc))}[/red]")
             raise typer.Exit(1) from exc
     try:
         secret = one_line(creds.fetch_login_password(creds.base_url(registry, plain_http), found.username, found.password))
@@ -77,7 +78,7 @@ def get_login_password(
     except (creds.CredentialError, httpx.HTTPError) as exc:
         hint = (f" (used the credentials saved for {key} as {found.username}; if the password changed, "
                 f"run `dockyard login {key} -u {found.username}` again)") if found.saved and isinstance(exc, creds.CredentialError) else ""
-        console.print(f"[red]{exc}{hint}[/red]")
+        console.print(f"[red]{escape(f'{exc}{hint}')}[/red]")
         raise typer.Exit(1) from exc
 
 

@@ -184,13 +184,13 @@ def verify(
                           "reasons": verdict.reasons}, indent=2))
     if not verdict.verified:
         if not json_output:
-            err.print(f"Verification failed for {name}:")
+            err.print(f"Verification failed for {name}:", markup=False, highlight=False)
             for reason in verdict.reasons:
-                err.print(f"  - {reason}")
+                err.print(f"  - {reason}", markup=False, highlight=False)  # may quote what a pusher wrote
         raise typer.Exit(1)
     if not json_output:
         err.print(f"Verified {name}: signed by {', '.join(verdict.verified_by)} "
-                  f"({', '.join(sorted(map(str, verdict.verified_layouts)))} layout)")
+                  f"({', '.join(sorted(map(str, verdict.verified_layouts)))} layout)", markup=False, highlight=False)
 
 
 def register(app: typer.Typer, admin: typer.Typer) -> None:
