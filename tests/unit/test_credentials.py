@@ -438,3 +438,21 @@ def test_atk4_registry_messages_are_not_rich_markup(monkeypatch):
     assert result.exit_code == 1 and "[link=https://evil.example/]" in result.output
     result = _glp(monkeypatch, [], refuse)
     assert result.exit_code == 1 and "[link=https://evil.example/]" in result.output
+
+
+def test_atk4_saving_never_writes_through_a_planted_tmp_symlink(store_file: Path, tmp_path: Path):
+    """The store, the current registry and docker's config were written through `<name>.tmp` opened with O_TRUNC,
+    following a symlink planted there (DOCKYARD_CREDENTIALS_FILE in a shared directory): the secret landed in the
+    planter's file. The planted link is removed, the file written privately."""
+    from dockyard.client.credentials import current_path, set_current_registry
+
+    store_file.parent.mkdir(parents=True)
+    for target in (store_file.with_suffix(".tmp"), current_path().with_suffix(".tmp")):
+        trap = tmp_path / f"trap-{target.name}"
+        trap.write_text("")
+        target.symlink_to(trap)
+    CredentialStore().put("registry.example.com", "robot$ci", "robot-secret")
+    set_current_registry("https://registry.example.com")
+    assert all(p.read_text() == "" for p in tmp_path.glob("trap-*"))
+    assert CredentialStore().get("registry.example.com").secret == "robot-secret"
+    assert mode(store_file) == 0o600 and mode(current_path()) == 0o600 and not store_file.is_symlink()

@@ -79,12 +79,21 @@ def current_registry() -> str | None:
 
 
 def set_current_registry(url: str) -> None:
-    path = current_path()
+    _write_private(current_path(), url + "\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` (mode 0600) through a fresh temporary file: an existing `.tmp` (a symlink planted
+    in a shared directory, or a stale file another user can read) is removed, never followed or reused."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(url + "\n")
+        fh.write(text)
     os.replace(tmp, path)
 
 
@@ -107,12 +116,7 @@ class CredentialStore:
             raise CredentialError(f"credential store {self.path} is corrupt: {exc}") from exc
 
     def _save(self, data: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, self.path)
+        _write_private(self.path, json.dumps(data, indent=2))
 
     def get(self, server: str) -> StoredCredential | None:
         entry = self._load().get(server_key(server))
@@ -147,11 +151,7 @@ def write_docker_auth(server: str, username: str, secret: str) -> Path:
         config = {}
     key = server_key(server)
     config.setdefault("auths", {})[key] = {"auth": base64.b64encode(f"{username}:{secret}".encode()).decode()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(config, fh, indent=2)
-    os.replace(path.with_suffix(".tmp"), path)
+    _write_private(path, json.dumps(config, indent=2))
     return path
 
 
