@@ -35,7 +35,7 @@ def audit_list(
     events = resp.json()
     show(ctx, events, AUDIT_COLUMNS, json_output, title=None)
     if not (json_output or remote(ctx).json):
-        err.print(f"page {page}: {len(events)} of {resp.headers.get('x-total-count', '?')} events")
+        err.print(f"page {page}: {len(events)} of {resp.headers.get('x-total-count', '?')} events", markup=False, highlight=False)
 
 
 def register(app: typer.Typer, admin: typer.Typer) -> None:
