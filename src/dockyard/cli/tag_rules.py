@@ -14,6 +14,7 @@ import typer
 
 from dockyard.cli.options import JsonOpt, YesOpt
 from dockyard.cli.remote import confirm, err, out, remote, remote_group, seg, show
+from dockyard.safe_text import one_line
 
 tag_rules = remote_group("tag-rules", "Tag rules: list, create, delete, test.")
 
@@ -73,11 +74,12 @@ def tag_rules_test(
     if rows:
         show(ctx, rows, MATCH_COLUMNS, False, title=f"rules for {data['repository']}")
     else:
-        out.print(f"no rules apply to {data['repository']}", markup=False, highlight=False)
+        out.print(one_line(f"no rules apply to {data['repository']}"), markup=False, highlight=False)
     for operation in ("push", "overwrite", "delete"):
         verdict = data[operation]
         line = "allowed" if verdict["allowed"] else f"refused: {verdict['reason']}"
-        out.print(f"{operation}: {line}", markup=False, highlight=False)
+        # one line each: a reason quotes rule text a project admin wrote; a newline in it must not forge a verdict
+        out.print(one_line(f"{operation}: {line}"), markup=False, highlight=False)
 
 
 def register(app: typer.Typer, admin: typer.Typer) -> None:
