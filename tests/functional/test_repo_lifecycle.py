@@ -338,3 +338,51 @@ async def test_project_delete_with_force_stops_before_anything_goes_when_a_tag_i
     r = await reg.client.delete("/api/v1/projects/scratch", params={"force": "true", "override_reason": "project retired"})
     assert r.status_code == 204, r.text
     assert repo_names(reg) == [] and [e["object"] for e in await audit_of(reg, "tag.override")] == ["scratch/b:v1"]
+
+
+# -- across project lifetimes -----------------------------------------------------------------
+
+
+async def test_a_push_authorized_before_its_project_was_deleted_leaves_nothing_for_a_namesake_project(reg):
+    """Authorization reads the project; the write comes later. A project deleted in between must not
+    get a repository created under its name (no foreign key stops it), or a project created later
+    with the same name would hold the former project's image."""
+    await make_project(reg, "team")
+    db = reg.services.db
+    write, armed = db.write, [True]
+
+    def delete_then_write():
+        if armed[0]:
+            armed[0] = False
+            reg.services.projects.delete("team")  # after authorization, before the push writes anything
+        return write()
+
+    db.write = delete_then_write
+    try:
+        data = b"layer bytes of the former project"
+        r = await reg.client.post("/v2/team/app/blobs/uploads/", params={"digest": sha256(data)}, content=data,
+                                  headers={"Content-Type": "application/octet-stream"})
+    finally:
+        db.write = write
+    assert not armed[0]
+    assert r.status_code == 404, r.text
+    assert repo_names(reg) == []
+    await make_project(reg, "team")
+    listed = await reg.client.get("/api/v1/repositories", params={"project": "team"})
+    assert listed.status_code == 200 and listed.json() == []
+
+
+async def test_the_audit_log_of_a_deleted_project_is_not_shown_to_the_admins_of_a_namesake(reg):
+    await make_project(reg, "team")
+    r = await reg.client.patch("/api/v1/projects/team", json={"public": True})
+    assert r.status_code == 200, r.text
+    assert (await reg.client.delete("/api/v1/projects/team")).status_code == 204
+    await make_project(reg, "team")
+    newcomer = await make_user(reg, "newcomer", "team", role="admin")
+    r = await reg.client.get("/api/v1/audit", params={"project": "team"}, auth=newcomer)
+    assert r.status_code == 200, r.text
+    actions = [e["action"] for e in r.json()]
+    assert "project.update" not in actions and "project.delete" not in actions, actions
+    assert "member.add" in actions  # the new project's own history stays visible
+    everything = [e["action"] for e in (await reg.client.get("/api/v1/audit", params={"project": "team"})).json()]
+    assert "project.update" in everything  # administrators still read it all

@@ -133,6 +133,9 @@ class ProjectService:
     def delete(self, name: str) -> None:
         """Delete an empty project (its members, robots, robot permissions and webhooks go with it)."""
         with self.db.write() as conn:
+            # Locked before counting: a writer creating a repository holds this row (domain/repositories.py),
+            # so its repository is either counted here or refused there, never left behind.
+            conn.execute(select(projects.c.id).where(projects.c.name == name).with_for_update())
             project = self._require(conn, name)
             held = conn.execute(
                 select(func.count())

@@ -148,7 +148,7 @@ class PromotionService:
                 if manifest_id is None:  # deleted between resolve and now
                     raise ManifestUnknown(f"manifest {digest} is not in repository {source.repository}", detail={"digest": digest})
             else:
-                dest_id = ensure_repository_id(conn, destination)
+                dest_id = ensure_repository_id(conn, destination, projects_required=self.manifests.projects_required)
                 manifest_id = self._copy(conn, src_id, dest_id, destination, digest, include_referrers, result)
             for tag in tags:  # one transaction: any refusal rolls back every tag and every copied row
                 result.tags[tag] = move_tag(
