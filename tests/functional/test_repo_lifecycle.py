@@ -386,3 +386,60 @@ async def test_the_audit_log_of_a_deleted_project_is_not_shown_to_the_admins_of_
     assert "member.add" in actions  # the new project's own history stays visible
     everything = [e["action"] for e in (await reg.client.get("/api/v1/audit", params={"project": "team"})).json()]
     assert "project.update" in everything  # administrators still read it all
+
+
+# -- attacks between features -----------------------------------------------------------------
+
+
+async def pull_everything(reg: Registry, repo: str, digest: str) -> None:
+    """The manifest and every blob it names answer 200 with the right bytes."""
+    r = await reg.client.get(f"/v2/{repo}/manifests/{digest}", headers={"Accept": OCI_MANIFEST})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    for desc in [doc["config"], *doc["layers"]]:
+        blob = await reg.client.get(f"/v2/{repo}/blobs/{desc['digest']}")
+        assert blob.status_code == 200, (desc, blob.text)
+        assert sha256(blob.content) == desc["digest"]
+
+
+async def test_promoted_and_mounted_images_survive_their_source_projects_force_delete_and_gc(reg):
+    await make_project(reg, "dev")
+    await make_project(reg, "prod")
+    await make_project(reg, "other")
+    promoted, _ = await reg.push_image("dev/app", "1.0", seed=7, layers=2)
+    r = await reg.client.post("/api/v1/promotions", json={"source": "dev/app:1.0", "destination": "prod/app", "tags": ["1.0"]})
+    assert r.status_code == 201, r.text
+    mounted, body = await reg.push_image("dev/tool", "1.0", seed=8)
+    doc = json.loads(body)
+    for desc in [doc["config"], *doc["layers"]]:
+        m = await reg.client.post("/v2/other/tool/blobs/uploads/", params={"mount": desc["digest"], "from": "dev/tool"})
+        assert m.status_code == 201, m.text
+    assert (await reg.put_manifest("other/tool", "1.0", body, OCI_MANIFEST)).status_code == 201
+
+    assert (await reg.client.delete("/api/v1/projects/dev", params={"force": "true"})).status_code == 204
+    later(reg)
+    result = await run_gc(reg)
+    assert result["deleted"] == 0, result  # every dev blob is still referenced from prod or other
+    assert repo_names(reg) == ["other/tool", "prod/app"]
+    await pull_everything(reg, "prod/app", promoted)
+    await pull_everything(reg, "other/tool", mounted)
+
+
+async def test_a_robot_without_delete_cannot_delete_a_repository_and_paths_cannot_escape_the_project(reg):
+    await make_project(reg, "team")
+    await make_project(reg, "secret")
+    await reg.push_image("team/app", "v1", seed=1)
+    await reg.push_image("secret/app", "v1", seed=2)
+    r = await reg.client.post("/api/v1/robots", json={"name": "ci", "project": "team", "actions": ["pull", "push"]})
+    assert r.status_code == 201, r.text
+    robot = (r.json()["name"], r.json()["secret"])
+    error(await reg.client.delete("/api/v1/repositories/team/app", params={"force": "true"}, auth=robot), 403, "DENIED")
+    error(await reg.client.delete("/api/v1/repositories/team/app/tags/v1", auth=robot), 403, "DENIED")
+    admin = await make_user(reg, "ann", "team", role="admin")
+    for path in ("team/..%2Fsecret/app", "team%2F..%2Fsecret%2Fapp", "team/app/..%2F..%2Fsecret%2Fapp"):
+        r = await reg.client.delete(f"/api/v1/repositories/{path}", params={"force": "true"}, auth=admin)
+        assert r.status_code in (400, 404), (path, r.status_code, r.text)
+    listed = await reg.client.get("/api/v1/repositories", params={"sort": "-size"}, auth=admin)
+    assert [x["name"] for x in listed.json()] == ["team/app"] and listed.headers["x-total-count"] == "1"
+    error(await reg.client.get("/api/v1/repositories", params={"project": "secret"}, auth=admin), 404, "NOT_FOUND")
+    assert repo_names(reg) == ["secret/app", "team/app"]
