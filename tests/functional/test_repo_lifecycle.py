@@ -443,3 +443,29 @@ async def test_a_robot_without_delete_cannot_delete_a_repository_and_paths_canno
     assert [x["name"] for x in listed.json()] == ["team/app"] and listed.headers["x-total-count"] == "1"
     error(await reg.client.get("/api/v1/repositories", params={"project": "secret"}, auth=admin), 404, "NOT_FOUND")
     assert repo_names(reg) == ["secret/app", "team/app"]
+
+
+async def test_a_repository_delete_frees_quota_at_once_except_for_blobs_another_repository_still_links(reg):
+    await make_project(reg, "team")
+    await reg.push_image("team/a", "v1", seed=1, layers=2)
+    body = await reg.client.get("/v2/team/a/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    doc = body.json()
+    for desc in [doc["config"], *doc["layers"]]:
+        m = await reg.client.post("/v2/team/b/blobs/uploads/", params={"mount": desc["digest"], "from": "team/a"})
+        assert m.status_code == 201, m.text
+    assert (await reg.put_manifest("team/b", "v1", body.content, OCI_MANIFEST)).status_code == 201
+    _, c_manifest = await reg.push_image("team/c", "v1", seed=2)
+    used = lambda: reg.client.get("/api/v1/projects/team/quota")  # noqa: E731
+    before = (await used()).json()["used_bytes"]
+    c_bytes = reg.scalar("SELECT SUM(b.size) FROM blobs b JOIN repository_blobs rb ON rb.blob_id = b.id"
+                         " JOIN repositories r ON r.id = rb.repository_id WHERE r.name = 'team/c'")
+    assert (await reg.client.delete("/api/v1/repositories/team/a", params={"force": "true"})).status_code == 200
+    after_a = before - len(body.content)  # its manifest goes; team/b still links every blob of team/a
+    assert (await used()).json()["used_bytes"] == after_a
+    assert (await reg.client.delete("/api/v1/repositories/team/c", params={"force": "true"})).status_code == 200
+    assert (await used()).json()["used_bytes"] == after_a - c_bytes - len(c_manifest)
+
+
+async def test_gc_grace_seconds_has_an_upper_bound_so_a_run_cannot_fail_on_date_overflow(reg):
+    detail = error(await reg.client.post("/api/v1/system/gc", json={"grace_seconds": 10**12}), 400, "INVALID_REQUEST")
+    assert "grace_seconds" in json.dumps(detail)
