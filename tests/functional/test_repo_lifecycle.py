@@ -469,3 +469,16 @@ async def test_a_repository_delete_frees_quota_at_once_except_for_blobs_another_
 async def test_gc_grace_seconds_has_an_upper_bound_so_a_run_cannot_fail_on_date_overflow(reg):
     detail = error(await reg.client.post("/api/v1/system/gc", json={"grace_seconds": 10**12}), 400, "INVALID_REQUEST")
     assert "grace_seconds" in json.dumps(detail)
+
+
+async def test_a_repository_delete_of_a_name_the_tag_route_shadows_does_not_delete_a_tag_elsewhere(reg):
+    """`team/tags/x` as a path is tag `x` of repository `team` (docs/api.md). `dockyard repos delete
+    --force team/tags/x` sent exactly that and deleted tag x of `team`, not the repository asked for."""
+    await make_project(reg, "team")
+    await reg.push_image("team", "x", seed=1)
+    await reg.push_image("team/tags/x", "v1", seed=2)
+    refused = error(await reg.client.delete("/api/v1/repositories/team/tags/x", params={"force": "true"}), 400, "INVALID_REQUEST")
+    assert "team/tags/x" in refused["message"]
+    assert (await reg.client.get("/v2/team/manifests/x", headers={"Accept": OCI_MANIFEST})).status_code == 200
+    assert (await reg.client.delete("/api/v1/repositories/team/tags/x")).status_code == 204  # a plain tag delete still works
+    assert (await reg.client.get("/v2/team/manifests/x", headers={"Accept": OCI_MANIFEST})).status_code == 404
