@@ -146,3 +146,23 @@ async def test_a_project_delete_waits_for_a_push_creating_a_repository_and_then_
     assert type(deleted.get("error")).__name__ == "Conflict", deleted
     assert repo_names(reg) == ["team/app"]
     assert (await reg.client.get("/api/v1/projects/team")).status_code == 200
+
+
+async def test_a_retag_that_meets_a_repository_delete_waits_and_answers_name_unknown(reg):
+    """A retag read the repository's id without holding the row: meeting a repository delete it
+    failed on the foreign key (a 500), instead of waiting for the delete and saying the repository is gone."""
+    from dockyard.domain.retag import point_tag
+
+    await reg.client.post("/api/v1/projects", json={"name": "team"})
+    digest, _ = await reg.push_image("team/app", "v1", seed=1)
+    lifecycle = reg.services.repository_lifecycle
+    db: Database = reg.services.db
+    with db.write() as deleting:
+        lifecycle._delete(deleting, "team/app", force=True, override=None,
+                          verdicts=lifecycle.tag_policy.prepare("team/app", ["v1"]), via="api")
+        thread, outcome = run(lambda: point_tag(db, "team/app", "v2", digest, tag_policy=lifecycle.tag_policy))
+        wait_for_lock_waiter(db)
+        assert thread.is_alive()
+    thread.join(20)
+    assert type(outcome.get("error")).__name__ == "NameUnknown", outcome
+    assert repo_names(reg) == [] and reg.count("tags") == 0

@@ -34,6 +34,15 @@ def require_repository_id(conn: Connection, name: str) -> int:
     return repo_id
 
 
+def hold_repository_id(conn: Connection, name: str) -> int:
+    """The id of an existing repository, held like `ensure_repository_id` (never creates): a writer
+    that adds rows under it (a retag) waits for a delete in progress and then finds it gone."""
+    repo_id = _held_id(conn, name)
+    if repo_id is None:
+        raise NameUnknown(f"repository {name} is not known to this registry", detail={"name": name})
+    return repo_id
+
+
 def _held_id(conn: Connection, name: str) -> int | None:
     query = select(repositories.c.id).where(repositories.c.name == name)
     if conn.dialect.name == "postgresql":
