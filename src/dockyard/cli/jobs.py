@@ -27,6 +27,7 @@ from dockyard.cli.options import (
     PlainHttpOpt,
     UrlOpt,
     UserOpt,
+    existing_database,
     load_settings,
 )
 from dockyard.cli.remote import connect
@@ -82,6 +83,7 @@ def worker(
     from dockyard.app import build_services
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    existing_database(settings)
     from dockyard.safe_text import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)  # untrusted text in log lines is escaped
@@ -175,6 +177,7 @@ def gc_offline(
     from dockyard.app import build_services
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    existing_database(settings)
     if grace_seconds is not None:
         settings = settings.model_copy(update={"gc_grace_seconds": grace_seconds})
     services = build_services(settings)

@@ -11,6 +11,11 @@ and that is decided by the blob's own row, not by a timing window.
   uploads again) or retries.
 - **drop ref.** A manifest delete decrements `ref_count` and touches the row (`drop_refs`); a
   blob DELETE only removes the repository link (`unlink`). Neither deletes bytes: GC does.
+- **unlink.** A blob DELETE is refused while a manifest of the repository references the blob
+  (every manifest's blobs stay linked to its repository; quotas and pulls rely on it). It locks
+  the blob's row (`lock_present`) before it looks for referencing manifests; a manifest PUT
+  writes the same row (`add_refs`) and re-reads its links after that write, so of the two racing
+  writers the later one always sees the earlier one's commit.
 - **refresh.** Blob HEAD/GET refreshes `touched_at` at most once per half grace period
   (`touch_id`, called by domain/blobs.py), so the usual HEAD → skip upload → PUT manifest
   sequence is covered by the grace period, and the row check above closes the remaining race.
@@ -48,7 +53,7 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, delete, exists, func, select, update
 
 from dockyard.metadata.db import insert_ignore
-from dockyard.metadata.models import blobs, repositories, repository_blobs
+from dockyard.metadata.models import blobs, manifest_references, manifests, repositories, repository_blobs
 from dockyard.storage import StorageDriver
 
 PRESENT = "present"
@@ -90,6 +95,17 @@ def generation_state(conn: Connection, digest: str) -> tuple[int, str] | None:
     """(generation, state) of `digest`'s row, or None if there is no row."""
     row = conn.execute(select(blobs.c.generation, blobs.c.state).where(blobs.c.digest == digest)).first()
     return None if row is None else (int(row.generation), row.state)
+
+
+def referencing_manifest(conn: Connection, repo_id: int, digest: str) -> str | None:
+    """The digest of a manifest of repository `repo_id` that references blob `digest`, or None."""
+    return conn.execute(
+        select(manifests.c.digest)
+        .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
+        .where(manifests.c.repository_id == repo_id, manifest_references.c.kind == "blob", manifest_references.c.digest == digest)
+        .order_by(manifests.c.digest)
+        .limit(1)
+    ).scalar()
 
 
 def linked_present(conn: Connection, repo_id: int, digests: Sequence[str]) -> set[str]:
@@ -225,6 +241,15 @@ def link_digests(conn: Connection, repo_id: int, digests: Sequence[str], now: da
     Call after `touch_present` confirmed they are all present, in the same transaction."""
     ids = list(conn.execute(select(blobs.c.id).where(blobs.c.digest.in_(digests))).scalars())
     return sum(link(conn, repo_id, i, now) for i in ids)
+
+
+def lock_present(conn: Connection, digest: str) -> int | None:
+    """Lock (PostgreSQL) the present row of `digest` and return its id; None if absent or marked.
+    A manifest PUT writing the row (`add_refs`) waits for us, or we wait for its commit."""
+    query = select(blobs.c.id).where(blobs.c.digest == digest, blobs.c.state == PRESENT)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).scalar()
 
 
 def unlink(conn: Connection, repo_id: int, blob_id: int) -> bool:

@@ -179,6 +179,10 @@ class ManifestService:
             touched = blob_rows.add_refs(conn, blob_refs, utcnow())
             if touched != len(blob_refs):
                 raise ManifestBlobUnknown("a referenced blob was deleted while the manifest was pushed; push it again")
+            # A blob DELETE locks the same rows before it checks for referencing manifests: now
+            # that we hold them, one that committed first has its unlink visible to this re-read.
+            if len(blob_rows.linked_present(conn, repo_id, blob_refs)) != len(blob_refs):
+                raise ManifestBlobUnknown("a referenced blob was unlinked while the manifest was pushed; push it again")
         return manifest_id
 
     @staticmethod

@@ -105,6 +105,60 @@ def update_vulndb(caller: CallerDep):
     return services.jobs.get(job_id)
 
 
+class VulnImportReportOut(Model):
+    source: str
+    origin: str
+    records: int
+    written: int
+    unchanged: int
+    withdrawn: int
+    invalid: int
+    skipped: bool = Field(description="The same export (sha256) as the source's last import: nothing was read.")
+    errors: list[str] = Field(description="The first invalid records, with why.")
+
+
+class VulnImportOut(Model):
+    written: int = Field(description="Advisories written (new or changed).")
+    rescan_job: int | None = Field(description="The rescan requested because something changed; null if nothing did.")
+    rescan_joined: bool
+    sources: list[VulnImportReportOut]
+
+
+@router.post(
+    "/vulndb/import", response_model=VulnImportOut,
+    summary="Import an uploaded OSV export zip into the vulnerability database (admin)",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+)
+async def import_vulndb(
+    caller: CallerDep,
+    request: Request,
+    source: str = Query(description="The source it replaces, as `vulndb update` names them: the OSV ecosystem "
+                        "(PyPI, Debian:12, …) of an `<ECOSYSTEM>/all.zip` export."),
+):
+    """For air-gapped registries: the body is one OSV export zip, as `dockyard vulndb update --from FILE`
+    takes, streamed to a temporary file (at most MAX_IMPORT_BYTES) only after the caller is authorized,
+    then imported into this server's database; a rescan is queued when anything changed."""
+    import anyio
+
+    from dockyard.api.mgmt.uploads import receive_to_file
+    from dockyard.errors import InvalidRequest
+    from dockyard.scanning.updates import MAX_IMPORT_BYTES, import_upload
+    from dockyard.scanning.vulndb import VulnDBError
+
+    caller.require_admin("import on the registry host with `dockyard vulndb update --from FILE`")
+    services = caller.services
+    async with receive_to_file(request, services.settings.data_dir, MAX_IMPORT_BYTES) as (path, sha256, size):
+        try:
+            result = await anyio.to_thread.run_sync(import_upload, services.db, services.jobs, source, path, sha256)
+        except VulnDBError as exc:
+            raise InvalidRequest(str(exc), detail={"source": source[:80]}) from exc
+    if result.rescan_job is not None:
+        services.worker.wake()
+    caller.audit("vulndb.import", f"source {source}", detail={"bytes": size, "sha256": sha256, "written": result.written,
+                                                            "rescan_job": result.rescan_job})
+    return result.as_dict()
+
+
 @router.get("/jobs", response_model=list[JobOut], summary="Background jobs, newest first (admin)")
 def list_jobs(
     caller: CallerDep, paging: PagingDep, request: Request, response: Response,
