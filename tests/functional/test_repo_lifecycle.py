@@ -482,3 +482,18 @@ async def test_a_repository_delete_of_a_name_the_tag_route_shadows_does_not_dele
     assert (await reg.client.get("/v2/team/manifests/x", headers={"Accept": OCI_MANIFEST})).status_code == 200
     assert (await reg.client.delete("/api/v1/repositories/team/tags/x")).status_code == 204  # a plain tag delete still works
     assert (await reg.client.get("/v2/team/manifests/x", headers={"Accept": OCI_MANIFEST})).status_code == 404
+
+
+async def test_a_deleted_projects_retention_schedules_go_with_it(reg):
+    """Retention policies cascade with their project, but their scheduler rows (`retention:<id>`) are
+    keyed by name: they stayed and queued a failing job on every tick, forever."""
+    await make_project(reg, "team")
+    document = {"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
+                                                          "countNumber": 5}, "action": {"type": "expire"}}]}
+    r = await reg.client.post("/api/v1/projects/team/retention-policies",
+                              json={"name": "keep5", "format": "ecr", "document": document, "schedule": "0 3 * * *"})
+    assert r.status_code == 201, r.text
+    name = f"retention:{r.json()['id']}"
+    assert reg.services.scheduler.get(name) is not None
+    assert (await reg.client.delete("/api/v1/projects/team")).status_code == 204
+    assert reg.count("schedules", "name = :n", n=name) == 0
