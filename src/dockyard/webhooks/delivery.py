@@ -82,16 +82,6 @@ class _Batch:
     seen: tuple | None
 
 
-def _parked_behind(lane: list) -> list:
-    """The lane's deliveries after its head, up to the first with a job of its own."""
-    out = []
-    for row in lane[1:]:
-        if row.next_attempt_at is not None:
-            break
-        out.append(row)
-    return out
-
-
 def _attempt_row(delivery_id: int, attempt: int, started: datetime, result: AttemptResult) -> dict:
     return {"delivery_id": delivery_id, "attempt": attempt, "started_at": started, "duration_ms": result.duration_ms,
             "outcome": "succeeded" if result.ok else "failed", "status_code": result.status_code,
@@ -232,9 +222,9 @@ class WebhookDispatcher:
             hook_row = conn.execute(select(webhooks).where(webhooks.c.id == row.webhook_id)).first()
             if hook_row is None:
                 return {"skipped": "webhook deleted"}
-            lane = self._lane(conn, row.webhook_id, row.repository)
+            lane = lanes.queued(conn, row.webhook_id, row.repository, BATCH_MAX)
             older = lane[0].id if lane and lane[0].id != delivery_id else None
-            items = [_Item(r.id, r.turn, json.loads(r.event)) for r in _parked_behind(lane)] if older is None else []
+            items = [_Item(r.id, r.turn, json.loads(r.event)) for r in lanes.parked_behind(lane)] if older is None else []
             self._publics(conn, [json.loads(row.event), *(i.event for i in items)], publics)
         if not hook_row.enabled or older is not None:
             reason = "the endpoint is disabled; re-enable it to send" if not hook_row.enabled else None
@@ -244,14 +234,6 @@ class WebhookDispatcher:
                     lanes.park(conn, delivery_id, reason)
             return {"parked": reason or f"waits for delivery {older}"}
         return _Batch(hook_row, row.repository, [_Item(delivery_id, turn, json.loads(row.event)), *items], seen)
-
-    @staticmethod
-    def _lane(conn: Connection, webhook_id: int, repository: str) -> list:
-        return conn.execute(
-            select(d.c.id, d.c.turn, d.c.event, d.c.next_attempt_at)
-            .where(d.c.webhook_id == webhook_id, d.c.repository == repository, d.c.state == "queued")
-            .order_by(d.c.id).limit(BATCH_MAX)
-        ).all()
 
     def _publics(self, conn: Connection, events: list[dict], publics: dict[str, bool | None]) -> None:
         for project in dict.fromkeys(e.get("project") for e in events):
@@ -378,7 +360,7 @@ class WebhookDispatcher:
         """The lane's head finished: its next parked deliveries become this job's next batch (the head
         marked taken over, so `repair` finds it if this worker dies), or, past the job's bounds, the
         head gets a job. A head with a job of its own (a retry, a redelivery) is left to it."""
-        lane = self._lane(conn, webhook_id, repository)
+        lane = lanes.queued(conn, webhook_id, repository, BATCH_MAX)
         if not lane or lane[0].next_attempt_at is not None:
             return None
         if not more:
@@ -395,7 +377,7 @@ class WebhookDispatcher:
         turn = conn.execute(update(d).where(d.c.id == lane[0].id).values(turn=d.c.turn + 1, next_attempt_at=now)
                             .returning(d.c.turn)).scalar_one()
         items = [_Item(lane[0].id, turn, json.loads(lane[0].event)),
-                 *(_Item(r.id, r.turn, json.loads(r.event)) for r in _parked_behind(lane))]
+                 *(_Item(r.id, r.turn, json.loads(r.event)) for r in lanes.parked_behind(lane))]
         self._publics(conn, [i.event for i in items], publics)
         return _Batch(hook, repository, items, seen)
 
