@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, event as sa_event, insert, select, update
+from sqlalchemy import Connection, bindparam, event as sa_event, insert, select, update
 
 from dockyard import request_context
 from dockyard.domain.events import Event, record, rfc3339
@@ -53,6 +53,13 @@ RESPONSE_BODY_LIMIT = 1024  # bytes of a receiver's answer kept in the log
 PING_CONCURRENCY = 4
 USER_AGENT = "Dockyard-Webhooks/1"
 _JOBS_FLAG = "dockyard_webhook_jobs"
+# Built once: a settle runs these per delivery while holding the write lock, and building a statement
+# costs more than SQLite takes to run it (reusing the object also reuses its cache key).
+_SUCCEEDED = update(d).where(d.c.id == bindparam("b_id"), d.c.state == "queued", d.c.turn == bindparam("b_turn")).values(
+    attempts=d.c.attempts + 1, state="succeeded", finished_at=bindparam("b_now"), next_attempt_at=None,
+    last_status_code=bindparam("b_status"), last_error=None,
+).returning(d.c.attempts)
+_LOG_ATTEMPTS = insert(webhook_attempts)
 
 
 @dataclass(frozen=True)
@@ -289,12 +296,8 @@ class WebhookDispatcher:
             cont, reset = True, False
             for item, started, result in results:
                 if result.ok:  # the common case in one statement: the WHERE is the concurrency check
-                    attempts = conn.execute(
-                        update(d).where(d.c.id == item.id, d.c.state == "queued", d.c.turn == item.turn).values(
-                            attempts=d.c.attempts + 1, state="succeeded", finished_at=now, next_attempt_at=None,
-                            last_status_code=result.status_code, last_error=None,
-                        ).returning(d.c.attempts)
-                    ).scalar()
+                    attempts = conn.execute(_SUCCEEDED, {"b_id": item.id, "b_turn": item.turn, "b_now": now,
+                                                         "b_status": result.status_code}).scalar()
                     if attempts is not None:
                         logged.append(_attempt_row(item.id, attempts, started, result))
                         states.append("succeeded")
@@ -308,7 +311,7 @@ class WebhookDispatcher:
             if reset:
                 self._reset_failures(conn, hook_id)
             if logged:  # the delivery log: one insert for the batch, rows in the order sent
-                conn.execute(insert(webhook_attempts), logged)
+                conn.execute(_LOG_ATTEMPTS, logged)
             if cont:
                 nxt = self._take_next(conn, hook_id, batch.repository, now, more, publics)
         for state in states:  # the delivery's new state says what the attempt was: queued again means it failed
