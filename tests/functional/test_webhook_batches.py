@@ -184,3 +184,29 @@ async def test_an_endpoint_changed_mid_batch_is_read_again_before_the_next_deliv
         assert [r.headers["webhook-id"] for r in env.receiver.requests] == keys[:1]
         assert [d.state for d in env.deliveries()] == ["succeeded", "queued", "queued"]
         assert "disabled" in env.deliveries()[1].last_error
+
+
+async def test_a_worker_failing_before_a_batch_is_recorded_sends_the_batch_again(env: Env):
+    """At least once: the job's own retry (as after a worker died and its lease ran out) sends the
+    unrecorded batch again, in order; the log holds the attempts that were recorded."""
+    await env.project("acme")
+    await env.hook("acme")
+    keys = [env.event("artifact.pushed", "acme/a") for _ in range(3)]
+    await anyio.to_thread.run_sync(env.services.feed.drain)
+    dispatcher = env.services.webhook_dispatcher
+    settle = dispatcher._settle
+
+    def crash_once(*args, **kwargs):
+        dispatcher._settle = settle
+        raise RuntimeError("worker lost before recording the batch")
+
+    dispatcher._settle = crash_once
+    await anyio.to_thread.run_sync(env.services.worker.run_pending)
+    assert [r.headers["webhook-id"] for r in env.receiver.requests] == keys
+    assert [(d.state, d.attempts) for d in env.deliveries()] == [("queued", 0)] * 3  # nothing recorded
+    with env.services.db.write() as conn:  # the job's retry is due now instead of in 5 s
+        conn.execute(jobs.update().where(jobs.c.kind == WEBHOOK_JOB, jobs.c.state == "queued").values(run_after=utcnow()))
+    await env.pump(lambda: all(d.state == "succeeded" for d in env.deliveries()))
+    assert [r.headers["webhook-id"] for r in env.receiver.requests] == keys + keys
+    assert [(d.state, d.attempts) for d in env.deliveries()] == [("succeeded", 1)] * 3
+    assert attempts_log(env) == [(d.id, 1, "succeeded") for d in env.deliveries()]
