@@ -260,6 +260,7 @@ class WebhookDispatcher:
         first failure (the lane waits for its retry), when the endpoint changed since its row was read
         (the next batch re-reads it), or at the job's bounds. Returns (item, started, result) per POST."""
         results: list[tuple] = []
+        prepared: dict = {}  # the checked target and the secrets, for the whole batch
         for item in batch.items:
             if results and (self.stopping() or time.monotonic() > deadline or self._seen_of(batch.hook.id) != batch.seen):
                 break
@@ -267,7 +268,7 @@ class WebhookDispatcher:
             started = utcnow()
             # Each delivery runs (and logs) under its own event's request id.
             with request_context.acting_as(request_context.actor.get(), item.event.get("request_id")):
-                result = self._send(batch.hook, item.event, publics.get(project) if project else None)
+                result = self._send(batch.hook, item.event, publics.get(project) if project else None, prepared)
             results.append((item, started, result))
             if not result.ok:
                 break
@@ -397,22 +398,29 @@ class WebhookDispatcher:
 
     # -- the HTTP request ---------------------------------------------------------------------
 
-    def _send(self, hook_row, event: dict, public: bool | None) -> AttemptResult:
+    def _send(self, hook_row, event: dict, public: bool | None, prepared: dict | None = None) -> AttemptResult:
+        """POST one delivery. `prepared` carries the checked target and the opened secrets from one
+        delivery of a batch to the next (same endpoint row); the request always goes to that address."""
         started = time.monotonic()
+        prepared = {} if prepared is None else prepared
 
         def done(ok: bool, status: int | None = None, body: str | None = None, error: str | None = None) -> AttemptResult:
             return AttemptResult(ok, status, int((time.monotonic() - started) * 1000), body, error)
 
-        try:
-            target = targets.resolve(hook_row.url, self.service.resolver)
-            # Checked again at every attempt: the name may resolve elsewhere now (DNS rebinding).
-            targets.check(target, internal_allowed=self.config.allow_private_targets and hook_row.private_target)
-        except (DockyardError, InvalidRequest) as exc:
-            return done(False, error=f"target refused: {exc.message}")
+        if "target" not in prepared:
+            try:
+                target = targets.resolve(hook_row.url, self.service.resolver)
+                # Checked again at every batch and attempt: the name may resolve elsewhere now (DNS rebinding).
+                targets.check(target, internal_allowed=self.config.allow_private_targets and hook_row.private_target)
+            except (DockyardError, InvalidRequest) as exc:
+                return done(False, error=f"target refused: {exc.message}")
+            prepared["target"], prepared["secrets"] = target, self.service.signing_secrets(hook_row)
+        target = prepared["target"]
         rendered = render(hook_row.format, event, Context(self.config.registry_url, public))
+        current, *previous = prepared["secrets"]
         headers = {
             "Content-Type": rendered.content_type, "User-Agent": USER_AGENT,
-            **signature_headers(*self._secrets(hook_row, event["key"], utcnow(), rendered.body)),
+            **signature_headers(current, event["key"], utcnow(), rendered.body, *previous),
         }
         url, host_header, extensions = targets.pinned_request(target)
         headers.update(host_header)
@@ -434,10 +442,6 @@ class WebhookDispatcher:
         if 300 <= status < 400:
             return done(False, status, body, "redirects are not followed; point the webhook at the final URL")
         return done(False, status, body, f"HTTP {status}")
-
-    def _secrets(self, hook_row, message_id: str, timestamp: datetime, body: bytes) -> tuple:
-        current, *previous = self.service.signing_secrets(hook_row)
-        return (current, message_id, timestamp, body, *previous)
 
     def _http(self) -> httpx.Client:
         """One client (and connection pool, kept alive) for every delivery of this process."""
