@@ -46,7 +46,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from images import Layout, build_layout  # noqa: E402
 from load import MANIFEST_ACCEPT, check_200, run_hey, run_wrk, skopeo_copy, wait_skopeo  # noqa: E402
-from report import fmt, noise_note, render_md, render_text, tool_versions  # noqa: E402
+from report import fmt, noise_note, publish, tool_versions  # noqa: E402
 from scenarios import Config  # noqa: E402
 from servers import BenchError, Dockyard, ForeignLoad, log, measured  # noqa: E402
 
@@ -228,25 +228,15 @@ def auth_cost(args: argparse.Namespace, cfg: Config) -> int:
     noise = noise_note(whole_run.share(), max(foreign_shares))
 
     table, misses = build_table(results)
-    versions = tool_versions(peer=False)
-    print()
-    print(f"Dockyard auth cost: median of {cfg.reps} rep(s), {elapsed:.0f} s; ratio = with auth / auth off")
-    print(f"(token: Bearer JWT; basic: Basic on /v2; both on a DOCKYARD_AUTH_MODE=token server). "
-          f"Dockyard workers: {cfg.workers or 'default'}")
-    print(render_text(table))
-    print(noise)
-    if misses:
-        print("\nMISSED TARGETS:")
-        for m in misses:
-            print(f"  - {m}")
-    print("\n" + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    if args.out:
-        header = (
-            f"Run {datetime.datetime.now().isoformat(timespec='seconds')}, auth cost, median of {cfg.reps} "
-            f"repetition(s), {cfg.wrk_seconds:g} s load runs, {cfg.connections} connections, Dockyard workers "
-            f"{cfg.workers or 'default'}. Ratio = with auth / auth off; target >= {TARGET:g}x. {noise}\n\n"
-        )
-        args.out.write_text(header + render_md(table) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in versions.items()) + "\n")
+    publish(table, misses, tool_versions(peer=False), noise, title=[
+        f"Dockyard auth cost: median of {cfg.reps} rep(s), {elapsed:.0f} s; ratio = with auth / auth off",
+        f"(token: Bearer JWT; basic: Basic on /v2; both on a DOCKYARD_AUTH_MODE=token server). "
+        f"Dockyard workers: {cfg.workers or 'default'}",
+    ], header=(
+        f"Run {datetime.datetime.now().isoformat(timespec='seconds')}, auth cost, median of {cfg.reps} "
+        f"repetition(s), {cfg.wrk_seconds:g} s load runs, {cfg.connections} connections, Dockyard workers "
+        f"{cfg.workers or 'default'}. Ratio = with auth / auth off; target >= {TARGET:g}x."
+    ), out=args.out)
     return 0
 
 

@@ -39,7 +39,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from images import Layout, build_layout  # noqa: E402
 from load import MANIFEST_ACCEPT, check_200, put_manifest, run_wrk, skopeo_copy, small_manifest, wait_skopeo  # noqa: E402
-from report import fmt, noise_note, render_md, render_text, tool_versions  # noqa: E402
+from report import fmt, noise_note, publish, tool_versions  # noqa: E402
 from scenarios import Config  # noqa: E402
 from servers import BenchError, Dockyard, ForeignLoad, log, measured  # noqa: E402
 
@@ -251,25 +251,15 @@ def feature_cost(args: argparse.Namespace, cfg: Config) -> int:
     elapsed = time.monotonic() - started
     noise = noise_note(whole_run.share(), max(foreign_shares))
     table, misses = build_table(results)
-    versions = tool_versions(peer=False)
     extra = f"webhook deliveries received per rep: {delivered}; /metrics scrapes per rep: {scrapes}"
-    print()
-    print(f"Dockyard feature cost: median of {cfg.reps} rep(s), {elapsed:.0f} s; ratio = metrics+webhook on / off")
-    print(f"Dockyard workers: {cfg.workers or 'default'}; {extra}")
-    print(render_text(table))
-    print(noise)
-    if misses:
-        print("\nMISSED TARGETS:")
-        for m in misses:
-            print(f"  - {m}")
-    print("\n" + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    if args.out:
-        header = (
-            f"Run {datetime.datetime.now().isoformat(timespec='seconds')}, feature cost, median of {cfg.reps} "
-            f"repetition(s), {cfg.wrk_seconds:g} s load runs, {cfg.connections} connections, {cfg.tag_puts} tag PUTs, "
-            f"Dockyard workers {cfg.workers or 'default'}. Ratio = on / off; target >= {TARGET:g}x. {extra}. {noise}\n\n"
-        )
-        args.out.write_text(header + render_md(table) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in versions.items()) + "\n")
+    publish(table, misses, tool_versions(peer=False), noise, title=[
+        f"Dockyard feature cost: median of {cfg.reps} rep(s), {elapsed:.0f} s; ratio = metrics+webhook on / off",
+        f"Dockyard workers: {cfg.workers or 'default'}; {extra}",
+    ], header=(
+        f"Run {datetime.datetime.now().isoformat(timespec='seconds')}, feature cost, median of {cfg.reps} "
+        f"repetition(s), {cfg.wrk_seconds:g} s load runs, {cfg.connections} connections, {cfg.tag_puts} tag PUTs, "
+        f"Dockyard workers {cfg.workers or 'default'}. Ratio = on / off; target >= {TARGET:g}x. {extra}."
+    ), out=args.out)
     return 0
 
 

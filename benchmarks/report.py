@@ -59,3 +59,22 @@ def tool_versions(peer: bool = True) -> dict[str, str]:
     versions["wrk"] = first_line(["wrk", "-v"])
     versions["hey"] = first_line(["dpkg-query", "-W", "-f", "${Version}", "hey"])
     return versions
+
+
+def publish(table: list[list[str]], misses: list[str], versions: dict[str, str], noise: str,
+            title: list[str], header: str, out=None) -> None:
+    """Print a run's table the one way every benchmark does, and write it as Markdown to `out`
+    (a Path) with `header` (one paragraph saying what was run) above it."""
+    print()
+    for line in title:
+        print(line)
+    print(render_text(table))
+    print(noise)
+    if misses:
+        print("\nMISSED TARGETS:")
+        for m in misses:
+            print(f"  - {m}")
+    print("\n" + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if out:
+        out.write_text(f"{header} {noise}\n\n" + render_md(table) + "\n\n"
+                       + "\n".join(f"- {k}: {v}" for k, v in versions.items()) + "\n")

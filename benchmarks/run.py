@@ -50,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from images import build_layout  # noqa: E402
-from report import fmt, noise_note, render_md, render_text, tool_versions  # noqa: E402
+from report import fmt, noise_note, publish, tool_versions  # noqa: E402
 from scenarios import METRICS, SCENARIOS, Config, Ctx  # noqa: E402
 from servers import BenchError, Distribution, Dockyard, ForeignLoad, Registry, log, measured  # noqa: E402
 
@@ -125,24 +125,14 @@ def compare(args: argparse.Namespace, cfg: Config) -> int:
     noise = noise_note(whole_run.share(), max(foreign_shares))
 
     table, misses = build_table(results)
-    versions = tool_versions()
-    print()
-    print(f"Dockyard vs Distribution: median of {cfg.reps} rep(s), {elapsed:.0f} s; ratio = Dockyard / Distribution")
-    print(f"(throughput: higher is better; CPU rows: lower is better). Dockyard workers: {cfg.workers or 'default'}")
-    print(render_text(table))
-    print(noise)
-    if misses:
-        print("\nMISSED TARGETS:")
-        for m in misses:
-            print(f"  - {m}")
-    print("\n" + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    if args.out:
-        header = (
-            f"Run {datetime.datetime.now().isoformat(timespec='seconds')}, {'quick' if args.quick else 'full'} size, "
-            f"median of {cfg.reps} repetition(s), {cfg.connections} wrk connections, Dockyard workers "
-            f"{cfg.workers or 'default'}. Ratio = Dockyard / Distribution; CPU rows: lower is better. {noise}\n\n"
-        )
-        args.out.write_text(header + render_md(table) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in versions.items()) + "\n")
+    publish(table, misses, tool_versions(), noise, title=[
+        f"Dockyard vs Distribution: median of {cfg.reps} rep(s), {elapsed:.0f} s; ratio = Dockyard / Distribution",
+        f"(throughput: higher is better; CPU rows: lower is better). Dockyard workers: {cfg.workers or 'default'}",
+    ], header=(
+        f"Run {datetime.datetime.now().isoformat(timespec='seconds')}, {'quick' if args.quick else 'full'} size, "
+        f"median of {cfg.reps} repetition(s), {cfg.connections} wrk connections, Dockyard workers "
+        f"{cfg.workers or 'default'}. Ratio = Dockyard / Distribution; CPU rows: lower is better."
+    ), out=args.out)
     return 0
 
 

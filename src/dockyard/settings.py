@@ -251,6 +251,12 @@ class Settings(BaseSettings):
         "text", description="Server log lines: text, or JSON lines (time, level, logger, message, request_id)."
     )
 
+    # -- refusals in the audit log (issue 15) --
+    audit_refusal_window_seconds: int = Field(
+        60, ge=1, le=86400,
+        description="/v2 refusals with the same actor, action, object and reason within this window share one audit row (with a count).",
+    )
+
     @model_validator(mode="after")
     def _metrics_token_set(self) -> Settings:
         if self.metrics_access == "token" and self.metrics_token is None:

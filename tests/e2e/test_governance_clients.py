@@ -1,6 +1,6 @@
 """Tag governance, retention and GC as real clients and the CLI see them (one token-auth `dockyard serve`).
 
-(a) Tag-rule errors reach real clients: an immutable `v*` rule makes `skopeo copy` and `crane push` of a
+(a) Tag-rule errors (403 DENIED) reach real clients: an immutable `v*` rule makes `skopeo copy` and `crane push` of a
     DIFFERENT image onto `gov/app:v1.0.0` fail with the rule's message on their stderr, while re-pushing the
     same digest succeeds; a deny rule `latest` stops `crane push …:latest` with a clear message.
 (b) Retention end to end through `python -m dockyard policy retention …`: an ECR lifecycle policy (keep the
@@ -180,7 +180,7 @@ def test_tag_rule_errors_reach_skopeo_and_crane(env):
     assert proc.returncode != 0, f"crane pushed a denied tag:\n{proc.stdout}\n{proc.stderr}"
     shown = _one_line(proc.stderr)
     print(f"crane stderr (deny): {shown[-600:]}")
-    assert "TAG_INVALID" in shown, proc.stderr
+    assert "DENIED" in shown and "TAG_INVALID" not in shown, proc.stderr
     assert f"tag latest is not allowed in gov/app (rule {rules['deny']}: deny latest in **)" in shown, proc.stderr
     assert env.digest(repo, "latest") is None
     # other tags are unaffected by either rule

@@ -190,6 +190,25 @@ async def test_a_denying_gate_blocks_promotion_with_its_reason(env):
     assert len(passing.seen) == 2
 
 
+async def test_every_failing_gate_is_reported_at_once(env):
+    """Gates do not stop at the first failure: the refusal names each failing gate and its reason."""
+    await _projects(env)
+    rel = await _release(env)
+    scan, passing, signature = FakeGate("scan", False), FakeGate("signed", True), FakeGate("signature", False)
+    env.services.promotion_gates.extend([scan, passing, signature])
+    body = {"source": f"{SRC}:1.0", "destination": DEST, "tags": ["1.0"]}
+    detail = error(await env.api.post("/api/v1/promotions", json=body), 403, "DENIED")
+    assert detail["detail"]["gates"] == [
+        {"gate": "scan", "reason": "critical vulnerability CVE-2024-0001"},
+        {"gate": "signature", "reason": "critical vulnerability CVE-2024-0001"},
+    ]
+    assert "promotion gate scan refused" in detail["message"] and "promotion gate signature refused" in detail["message"]
+    assert len(scan.seen) == len(passing.seen) == len(signature.seen) == 1
+    assert env.reg.count("repositories", "name = :n", n=DEST) == 0
+    for gate in (scan, passing, signature):
+        env.services.promotion_gates.remove(gate)
+
+
 async def test_cli_promote(env, monkeypatch):
     """`dockyard promote` is a client of POST /api/v1/promotions (driven in-process here)."""
     await _projects(env)

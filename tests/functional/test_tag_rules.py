@@ -41,7 +41,7 @@ async def test_rule_crud_validation_permissions_and_audit(env):
         {"kind": "immutable", "tag_pattern": "v*", "repository_pattern": "/app"},
         {"kind": "immutable", "tag_pattern": "v*", "repository_pattern": "App/*"},  # never matches a name
         {"kind": "immutable", "tag_pattern": "{1..99999}"},  # brace bomb
-        {"kind": "deny", "tag_pattern": "(latest"},  # bad regex
+        {"kind": "deny", "tag_pattern": "re:(latest"},  # bad regex
         {"kind": "require", "tag_pattern": ""},
     ]
     for body in bad:
@@ -224,23 +224,23 @@ async def test_deny_and_require_rules_apply_to_every_tag_writer(env):
     deny = await env.rule("team", "deny", "latest")
     d1, body1 = await env.reg.push_image(REPO, "git-abc1234", seed=1)
     r = await env.reg.put_manifest(REPO, "latest", body1, OCI_MANIFEST)
-    detail = error(r, 400, "TAG_INVALID")
+    detail = error(r, 403, "DENIED")
     assert detail["message"] == f"tag latest is not allowed in {REPO} (rule {deny}: deny latest in **)"
     assert (await env.reg.put_manifest(REPO, "latest-ish", body1, OCI_MANIFEST)).status_code == 201  # full match only
-    git = await env.rule("team", "require", "git-[0-9a-f]{7,40}")
-    semver = await env.rule("team", "require", r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?")
+    git = await env.rule("team", "require", "re:git-[0-9a-f]{7,40}")
+    semver = await env.rule("team", "require", r"re:v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?")
     for ok in ("git-0123abc", "1.2.3", "v1.2.3-rc.1"):
         assert (await env.reg.put_manifest(REPO, ok, body1, OCI_MANIFEST)).status_code == 201, ok
-    detail = error(await env.reg.put_manifest(REPO, "feature", body1, OCI_MANIFEST), 400, "TAG_INVALID")
-    assert f"rule {git}: require git-[0-9a-f]{{7,40}}" in detail["message"] and f"rule {semver}" in detail["message"]
-    error(await env.reg.put_manifest(REPO, "git-XYZ", body1, OCI_MANIFEST), 400, "TAG_INVALID")
+    detail = error(await env.reg.put_manifest(REPO, "feature", body1, OCI_MANIFEST), 403, "DENIED")
+    assert f"rule {git}: require re:git-[0-9a-f]{{7,40}}" in detail["message"] and f"rule {semver}" in detail["message"]
+    error(await env.reg.put_manifest(REPO, "git-XYZ", body1, OCI_MANIFEST), 403, "DENIED")
     r = await env.api.put(f"/v2/{REPO}/manifests/{d1}", params={"tag": ["1.0.0", "nightly"]}, content=body1, headers={"Content-Type": OCI_MANIFEST})
-    error(r, 400, "TAG_INVALID")
+    error(r, 403, "DENIED")
     assert await env.digest_of(REPO, "1.0.0") is None  # all tags of one PUT or none
-    error(await env.api.put(f"/api/v1/repositories/{REPO}/tags/latest", json={"digest": d1}, auth=users["maint"]), 400, "TAG_INVALID")
-    error(await env.api.put(f"/api/v1/repositories/{REPO}/tags/nightly", json={"digest": d1}, auth=users["maint"]), 400, "TAG_INVALID")
+    error(await env.api.put(f"/api/v1/repositories/{REPO}/tags/latest", json={"digest": d1}, auth=users["maint"]), 403, "DENIED")
+    error(await env.api.put(f"/api/v1/repositories/{REPO}/tags/nightly", json={"digest": d1}, auth=users["maint"]), 403, "DENIED")
     promo = {"source": f"{REPO}@{d1}", "destination": REPO, "tags": ["2.0.0", "latest"]}
-    error(await env.api.post("/api/v1/promotions", json=promo, auth=users["maint"]), 400, "TAG_INVALID")
+    error(await env.api.post("/api/v1/promotions", json=promo, auth=users["maint"]), 403, "DENIED")
     assert await env.digest_of(REPO, "2.0.0") is None
     # fallback referrer tags are exempt from require rules
     assert (await env.reg.put_manifest(REPO, "sha256-" + "b" * 64, body1, OCI_MANIFEST)).status_code == 201

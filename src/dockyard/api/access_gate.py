@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import binascii
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,6 +32,7 @@ from dockyard.errors import CredentialsTooLarge, Denied, NameUnknown, Unauthoriz
 from dockyard.policy.access import AccessPolicy, project_of
 from dockyard.settings import Settings
 
+log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 # A route's audit actions by method: a name, or a function of the path parameters choosing one.
 AuditActions = dict[str, str | Callable[[Mapping[str, str]], str]]
@@ -232,6 +234,7 @@ class AccessGate:
                 raise self._unauthorized(request, type_, name, action, "the account of this token is disabled or gone", "invalid_token")
             if await self._permitted(principal, type_, name, action):
                 raise self._unauthorized(request, type_, name, action, f"token does not grant {action} on {name}", "insufficient_scope")
+            request.state.principal = principal  # for the audit record of the refusal
             raise self._refusal(principal, type_, name, action, request)
         creds = parse_basic(header) if header else None
         if creds is None:
@@ -246,6 +249,7 @@ class AccessGate:
         request.state.can = self._basic_can(principal)
         if type_ is None or await self._permitted(principal, type_, name, action):
             return principal
+        request.state.principal = principal  # for the audit record of the refusal
         raise self._refusal(principal, type_, name, action, request)
 
     @staticmethod
@@ -316,6 +320,29 @@ class AccessGate:
             return Denied(self.access.explain_denial(principal, name, action), detail=detail)
         return Denied(f"{principal.name} may not access {type_}:{name}", detail=detail)
 
+    async def refused(self, request: Request, name: str | None, action: str, exc: Denied) -> None:
+        """Record a /v2 policy or permission refusal (tag rule, pull gate, quota, access) as a failure, aggregated
+        per actor, action, object and reason (domain/audit.py `record_refusal`)."""
+        principal = getattr(request.state, "principal", None) or ANONYMOUS
+        params = request.path_params
+        reference = params.get("reference") or params.get("digest")
+        target = name or request.url.path.removeprefix("/v2/")
+        if reference:
+            target += ("@" if ":" in reference else ":") + reference
+        await anyio.to_thread.run_sync(
+            lambda: self.audit.record_refusal(
+                actor=principal,
+                action=action,
+                object=target,
+                reason=exc.message,
+                code=exc.code,
+                window_seconds=self.settings.audit_refusal_window_seconds,
+                project=project_of(name) if name else None,
+                source_ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+            )
+        )
+
     async def after(self, request: Request, principal: Principal, event: str, name: str | None, status: int) -> None:
         """Record the audit action `event` of a /v2 request once it has succeeded."""
         if status >= 400:
@@ -344,24 +371,30 @@ def guarded(endpoint: Endpoint, access: dict[str, str] | None, resource: str, au
             request.state.can = lambda t, n, a: True
             return await endpoint(request)
         action = access.get(request.method) if access else None
-        if resource == "repository":
-            name = validate_name(request.path_params["name"])
-            principal = await gate.authorize(request, "repository", name, action)
-        elif resource == "catalog":
-            name = None
-            principal = await gate.authorize(request, "registry", "catalog", "*")
-        else:
-            name = None
-            principal = await gate.authorize(request, None, None, None)
-        request.state.principal = principal
-        actor = request_context.actor.set(principal.name)  # events of this request name their actor
-        try:
-            if action == "push" and gate.settings.auto_create_projects:
-                await anyio.to_thread.run_sync(gate.admission.create_project_on_push, principal, name)
-            response = await endpoint(request)
-        finally:
-            request_context.actor.reset(actor)
         event = audit.get(request.method) if audit else None
+        name = validate_name(request.path_params["name"]) if resource == "repository" else None
+        try:
+            if resource == "repository":
+                principal = await gate.authorize(request, "repository", name, action)
+            elif resource == "catalog":
+                principal = await gate.authorize(request, "registry", "catalog", "*")
+            else:
+                principal = await gate.authorize(request, None, None, None)
+            request.state.principal = principal
+            actor = request_context.actor.set(principal.name)  # events of this request name their actor
+            try:
+                if action == "push" and gate.settings.auto_create_projects:
+                    await anyio.to_thread.run_sync(gate.admission.create_project_on_push, principal, name)
+                response = await endpoint(request)
+            finally:
+                request_context.actor.reset(actor)
+        except Denied as exc:  # a policy or permission refusal: on the audit record, then to the client
+            refused = (event(request.path_params) if callable(event) else event) or f"v2.{action or 'access'}"
+            try:
+                await gate.refused(request, name, refused, exc)
+            except Exception:  # the client still gets its refusal, not the audit write's failure
+                log.exception("could not record the refusal of %s %s", request.method, request.url.path)
+            raise
         if event is not None and (action != "pull" or gate.settings.audit_pulls):
             await gate.after(request, principal, event(request.path_params) if callable(event) else event, name, response.status_code)
         return response

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 
 from dockyard import request_context
 from dockyard.auth.principals import Principal
@@ -51,6 +52,68 @@ class AuditService:
                     source_ip=source_ip,
                     user_agent=(user_agent or "")[:500] or None,
                     detail=_clean(detail),
+                    request_id=request_context.request_id.get(),
+                )
+            )
+
+    def record_refusal(
+        self,
+        *,
+        actor: Principal,
+        action: str,
+        object: str,
+        reason: str,
+        code: str,
+        window_seconds: int,
+        project: str | None = None,
+        source_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> None:
+        """A refused request, as `outcome: failure`, aggregated: a client retrying a refused push (podman
+        tries several formats; CI loops) must not flood the log. One row per (actor, action, object,
+        reason) per `window_seconds`: a repeat within the window adds to `detail.count` and moves
+        `detail.last_at` instead of adding a row."""
+        now = utcnow()
+        name = actor.name or "anonymous"
+        object = object[:500]
+        reason = reason[:1000]
+        with self.db.write() as conn:
+            if not self.db.is_sqlite:
+                # SQLite's write transaction is exclusive already; on PostgreSQL concurrent refusals of one key
+                # would each insert a row or lose a count: take a lock for this key until the commit.
+                key = int.from_bytes(hashlib.sha256(f"{name}\0{action}\0{object}".encode()).digest()[:8], "big", signed=True)
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            recent = conn.execute(
+                select(audit_events.c.id, audit_events.c.detail)
+                .where(
+                    audit_events.c.actor == name,  # indexed
+                    audit_events.c.occurred_at >= now - timedelta(seconds=window_seconds),
+                    audit_events.c.action == action,
+                    audit_events.c.object == object,
+                    audit_events.c.outcome == "failure",
+                )
+                .order_by(audit_events.c.id.desc())
+                .limit(20)
+            ).all()
+            for row in recent:
+                detail = json.loads(row.detail) if row.detail else {}
+                if detail.get("reason") == reason and "count" in detail:
+                    detail["count"] += 1
+                    detail["last_at"] = now.isoformat()
+                    conn.execute(audit_events.update().where(audit_events.c.id == row.id).values(detail=json.dumps(detail)))
+                    return
+            conn.execute(
+                audit_events.insert().values(
+                    occurred_at=now,
+                    actor=name,
+                    actor_kind=actor.kind,
+                    action=action,
+                    object=object,
+                    project=project,
+                    outcome="failure",
+                    source_ip=source_ip,
+                    user_agent=(user_agent or "")[:500] or None,
+                    detail=_clean({"reason": reason, "code": code, "count": 1, "last_at": now.isoformat()}),
                     request_id=request_context.request_id.get(),
                 )
             )

@@ -125,13 +125,19 @@ class PromotionService:
         if not same_repository and source_pull_gate and self.pull_gate is not None:
             self._check_source_gate(source.repository, digest, include_referrers, caller)
         # Gates run before the write transaction: they may be slow and must not hold the write lock.
+        # Every gate runs, so one refusal lists every failing gate: fixing them one round-trip at a time is slow.
+        failed = []
         for gate in list(self.gates):
             verdict = gate.check(source.repository, digest, media_type, destination)
             if not verdict.allowed:
-                raise Denied(
-                    f"promotion gate {gate.name} refused {source.repository}@{digest}: {verdict.reason}",
-                    detail={"gate": gate.name, "reason": verdict.reason, "digest": digest},
-                )
+                failed.append({"gate": gate.name, "reason": verdict.reason})
+        if failed:
+            shown = "; ".join(f"promotion gate {f['gate']} refused {source.repository}@{digest}: {f['reason']}" for f in failed)
+            raise Denied(
+                shown,
+                # `gate`/`reason` name the first failure (kept for existing clients); `gates` lists them all.
+                detail={"gate": failed[0]["gate"], "reason": failed[0]["reason"], "gates": failed, "digest": digest},
+            )
         result = PromotionResult(source.repository, digest, media_type, destination, {})
         verdicts = self.tag_policy.prepare(destination, tags)  # pattern matching, before the write lock
         with self.db.write() as conn:

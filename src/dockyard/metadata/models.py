@@ -267,7 +267,7 @@ tag_rules = Table(
     Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE")),
     Column("kind", String(16), nullable=False),  # immutable | deny | require
     Column("repository_pattern", String(255), nullable=False),  # glob with ** (immutable) / within project
-    Column("tag_pattern", String(255), nullable=False),  # glob (immutable) or regex (deny/require)
+    Column("tag_pattern", String(260), nullable=False),  # glob, or `re:` + a full-match RE2 regex
     Column("description", String(500)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("created_by", String(200)),

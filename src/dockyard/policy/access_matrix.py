@@ -67,7 +67,8 @@ MATRIX: tuple[Permission, ...] = (
     ),
     Permission(
         "read-settings", "read project settings",
-        "`GET /api/v1/projects/{project}/tag-rules`, `GET /api/v1/projects/{project}/quota`",
+        "`GET /api/v1/projects/{project}/tag-rules`, `POST …/tag-rules/test` (a dry run), "
+        "`GET /api/v1/projects/{project}/quota`",
         _GUEST_UP,
     ),
     Permission(

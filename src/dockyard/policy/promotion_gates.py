@@ -44,27 +44,27 @@ class ScanPromotionGate:
         if kind == OTHER:
             return GateVerdict(True)
         allowlist = self.security.active_allowlist(policy.project)
-        found = []
+        found, problems = [], []  # every image's problem, not just the first (issue 15): one round-trip to fix them all
         for image in images:
             report = self.reports.get(image, policy.scanner) or self.reports.get(image, BUILTIN_SCANNER)
             if report is None or report.status != OK:
-                return GateVerdict(False, f"image {image} has no successful scan; scan it before promoting into {policy.project}")
+                problems.append(f"image {image} has no successful scan; scan it before promoting into {policy.project}")
+                continue
             if report.incomplete and self.incomplete_policy == "block":
-                return GateVerdict(
-                    False,
+                problems.append(
                     f"the scan of image {image} is incomplete ({report.match_error_count} package(s) or advisories could "
-                    f"not be evaluated; see its scan report); scan_incomplete_policy is block",
+                    f"not be evaluated; see its scan report); scan_incomplete_policy is block"
                 )
+                continue
             found.extend(blocking(report.findings, policy.promotion_max_severity, allowlist))
         if found:
             ids = sorted({display_id(f) for f in found})
             shown = list_ids(ids)
-            return GateVerdict(
-                False,
+            problems.append(
                 f"{len(ids)} finding(s) at or above {policy.promotion_max_severity} ({shown}); "
-                f"project {policy.project} admits nothing at or above {policy.promotion_max_severity}",
+                f"project {policy.project} admits nothing at or above {policy.promotion_max_severity}"
             )
-        return GateVerdict(True)
+        return GateVerdict(False, "; ".join(problems)) if problems else GateVerdict(True)
 
 
 class SignaturePromotionGate:

@@ -1,13 +1,15 @@
-"""The pattern languages of tag rules, validated once when a rule is written and matched on every tag change.
+r"""The pattern language of tag rules, validated once when a rule is written and matched on every tag change.
 
-Immutable rules use ONE glob syntax (wcmatch, GLOBSTAR | BRACE) for both the repository and the tag:
-`*` matches within one path segment, `**` as a whole segment matches any number of segments (also
-none), `?` one character, `[a-z]` / `[!a-z]` a class, `{a,b}` alternatives. Deny and require rules use
-a full-match RE2 regular expression for the tag (anchored: `latest` matches only `latest`). Matching
-runs on RE2 only (globs are translated to it), so its time is linear in the tag's length whatever
-pattern a project admin saved: `(a+)+b` cannot stall a worker (issue 9, finding 3).
-Documented in docs/tag-rules.md; a pattern that breaks these rules is refused with INVALID_REQUEST,
-so a typo never silently protects nothing.
+ONE syntax for every kind of rule (immutable, deny, require) and for repositories: globs (wcmatch,
+GLOBSTAR | BRACE): `*` matches within one path segment, `**` as a whole segment matches any number of
+segments (also none), `?` one character, `[a-z]` / `[!a-z]` a class, `{a,b}` alternatives. A tag
+pattern may instead be a regular expression, but only with the explicit prefix `re:` (RE2 syntax,
+full match: `re:latest` matches only `latest`). A glob that looks like a regex (`release-.*`,
+`^v`, `\d`, `+`, `(`, `|`, `$`, `]{7}`) and a `re:` pattern that looks like a glob (`re:v*`,
+`re:{a,b}`, `re:[!x]`) are refused with a hint, so a typo never silently protects nothing (issue 15).
+Matching runs on RE2 only (globs are translated to it), so its time is linear in the tag's length
+whatever pattern a project admin saved: `(a+)+b` cannot stall a worker (issue 9, finding 3).
+Documented in docs/tag-rules.md; a refused pattern is an INVALID_REQUEST naming it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ _TAG_CHARS = re.compile(r"[A-Za-z0-9._\-*?\[\]{},!^]+")
 # clients move them whenever a signature or SBOM is added, so rules skip them unless a rule names them.
 _REFERRER_TAG = re.compile(r"sha(256|512)-[0-9a-f]{64,128}(\.[a-z]+)?")
 _REFERRER_PREFIX = re.compile(r"^sha(256|512)-")
+REGEX_PREFIX = "re:"
+# A glob that looks like a regex: regex-only characters, a leading `^`, `.*` where a tag has no dot
+# (start, after - _ .), or a `{n}` / `{n,m}` / `{n,}` repetition count after a class, brace or dot.
+_REGEX_ONLY_CHARS = set("\\+()|$")
+_REGEX_DOT_STAR = re.compile(r"(?:^|[-_.])\.[*+?]")
+_REGEX_COUNT = re.compile(r"[\].}*]\{\d+(?:,\d*)?\}|\{\d+\}")
+# A `re:` body that looks like a glob: `*` right after a name character (`v*`, `release-*`: as a regex
+# that repeats the character), a leading `*`, `**`, `{a,b}` alternatives, or a `[!...]` glob class.
+_GLOB_STAR = re.compile(r"(?:^|(?<!\\)[A-Za-z0-9_\-/])\*")
+_GLOB_BRACES = re.compile(r"\{[^{}]*[^0-9,{}][^{}]*\}")
 
 
 def is_referrer_tag(tag: str) -> bool:
@@ -39,8 +51,66 @@ def is_referrer_tag(tag: str) -> bool:
 
 
 def names_referrer_tags(tag_pattern: str) -> bool:
-    """A rule "explicitly names" fallback referrer tags when its pattern starts with `sha256-` / `sha512-`."""
-    return _REFERRER_PREFIX.match(tag_pattern) is not None
+    """A rule "explicitly names" fallback referrer tags when its pattern (after `re:`) starts with `sha256-` / `sha512-`."""
+    return _REFERRER_PREFIX.match(tag_pattern.removeprefix(REGEX_PREFIX)) is not None
+
+
+def is_regex(tag_pattern: str) -> bool:
+    return tag_pattern.startswith(REGEX_PREFIX)
+
+
+def validate_tag_pattern(pattern: str) -> str:
+    """A tag pattern of any rule kind: a glob, or `re:` + an RE2 regex; either refused if it looks like the other."""
+    if not isinstance(pattern, str) or not pattern:
+        raise InvalidRequest("tag pattern must not be empty", detail={"pattern": ""})
+    if is_regex(pattern):
+        body = pattern[len(REGEX_PREFIX):]
+        hint = _glob_hint(body)
+        if hint:
+            raise InvalidRequest(
+                f"tag pattern {pattern!r} looks like a glob, not a regular expression ({hint}); drop the re: prefix to "
+                "write a glob, or write the regex you mean (re:v.* for v followed by anything)",
+                detail={"pattern": pattern, "hint": "glob"},
+            )
+        validate_tag_regex(body)
+        return pattern
+    hint = _regex_hint(pattern)
+    if hint:
+        raise InvalidRequest(
+            f"tag pattern {pattern!r} looks like a regular expression ({hint}); tag patterns are globs (v*, "
+            f"release-*, v[0-9]*); write re:{pattern} for a regular expression (full match)",
+            detail={"pattern": pattern, "hint": "regex"},
+        )
+    return validate_tag_glob(pattern)
+
+
+def _regex_hint(pattern: str) -> str | None:
+    if found := sorted(set(pattern) & _REGEX_ONLY_CHARS):
+        return f"{' '.join(found)} only mean something in a regex"
+    if pattern.startswith("^"):
+        return "a leading ^ anchors a regex; globs always match the whole tag"
+    if m := _REGEX_DOT_STAR.search(pattern):
+        return f"{m.group().lstrip('-_')!r} is regex for 'anything'; the glob is *"
+    if m := _REGEX_COUNT.search(pattern):
+        return f"{m.group()!r} is a regex repetition count"
+    return None
+
+
+def _glob_hint(body: str) -> str | None:
+    if m := _GLOB_STAR.search(body):
+        return f"{m.group()!r}: in a regex * repeats the character before it; 'anything' is .*"
+    if m := _GLOB_BRACES.search(body):
+        return f"{m.group()!r} is glob alternation; in a regex write (a|b)"
+    if "[!" in body:
+        return "[!...] is a glob class; a regex negates with [^...]"
+    return None
+
+
+def tag_matches(tag: str, pattern: str) -> bool:
+    """Whether `tag` matches a stored tag pattern (glob, or `re:` regex), matched whole."""
+    if is_regex(pattern):
+        return regex_matches(tag, pattern[len(REGEX_PREFIX):])
+    return glob_matches(tag, pattern)
 
 
 def _balanced(pattern: str) -> bool:

@@ -13,7 +13,9 @@ Rules live in `tag_rules`, per project (`project_id`) or system-wide (`project_i
   mandatory); the override is written to the audit log in the same transaction as the change.
 - `deny`: a tag matching it may not be created or moved (e.g. `latest` in a production project).
 - `require`: if any apply to the repository, a new or moved tag must match at least one.
-Pattern syntax: policy/tag_patterns.py and docs/tag-rules.md.
+Pattern syntax (one for every kind: globs, or `re:` + a regex): policy/tag_patterns.py and docs/tag-rules.md.
+Every refusal is 403 DENIED naming the rule: a policy refusal, which clients report once and do not
+retry in other manifest formats as they do after a 400 (issue 15).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, func, or_, select
 
 from dockyard.auth.principals import Principal
-from dockyard.errors import Denied, InvalidRequest, NotFound, TagInvalid, TagRulesChanged
+from dockyard.errors import Denied, InvalidRequest, NotFound, TagRulesChanged
 from dockyard.metadata.lookups import require_project_id
 from dockyard.metadata.db import Database, aware, utcnow
 from dockyard.metadata.models import audit_events, projects, tag_rules
@@ -35,10 +37,9 @@ from dockyard.policy.tag_patterns import (
     glob_matches,
     is_referrer_tag,
     names_referrer_tags,
-    regex_matches,
+    tag_matches,
     validate_repository_glob,
-    validate_tag_glob,
-    validate_tag_regex,
+    validate_tag_pattern,
 )
 
 KINDS = ("immutable", "deny", "require")
@@ -69,9 +70,7 @@ class Rule:
         return glob_matches(subject, self.repository_pattern)
 
     def matches_tag(self, tag: str) -> bool:
-        if self.kind == "immutable":
-            return glob_matches(tag, self.tag_pattern)
-        return regex_matches(tag, self.tag_pattern)
+        return tag_matches(tag, self.tag_pattern)
 
     @property
     def key(self) -> tuple[int, str, str, str]:
@@ -230,7 +229,7 @@ class TagPolicy:
     ) -> None:
         """Raise unless `tag` may go from `current_digest` to `new_digest` (None: deleted / absent).
 
-        DENIED names the immutable rule; TAG_INVALID names the deny/require rule. Same digest again
+        DENIED names the immutable, deny or require rule. Same digest again
         is always allowed. With `override`, a project admin may still change an immutable tag."""
         if new_digest is not None and new_digest == current_digest:
             return  # re-push of the same digest: nothing changes
@@ -259,7 +258,7 @@ class TagPolicy:
     def _check_name(rules: list[Rule], repository: str, tag: str, verdicts: TagVerdicts | None = None) -> None:
         for rule in rules:
             if rule.kind == "deny" and _matches(rule, tag, verdicts):
-                raise TagInvalid(
+                raise Denied(
                     f"tag {tag} is not allowed in {repository} ({rule.describe()})",
                     detail={"repository": repository, "tag": tag, "rule": rule.id},
                 )
@@ -268,7 +267,7 @@ class TagPolicy:
             return
         if not any(_matches(r, tag, verdicts) for r in required):
             names = "; ".join(r.describe() for r in required)
-            raise TagInvalid(
+            raise Denied(
                 f"tag {tag} of {repository} must match one of the required patterns ({names})",
                 detail={"repository": repository, "tag": tag, "rules": [r.id for r in required]},
             )
@@ -301,6 +300,29 @@ class TagPolicy:
             )
         )
 
+    # -- explaining the rules (dry run) ------------------------------------------------------
+
+    def explain(self, repository: str, tag: str) -> dict:
+        """Which rules apply to `repository` and match `tag`, and what the ONE check above would do with a push
+        (creating the tag), an overwrite (moving it to another digest) and a delete. Changes nothing."""
+        with self.db.read() as conn:
+            candidates = self._candidate_rules(conn, repository)
+            rules = [r for r in candidates if r.applies_to_repository(repository)]
+            outcomes = {}
+            for operation, current, new in (("push", None, "sha256:new"), ("overwrite", "sha256:old", "sha256:new"),
+                                            ("delete", "sha256:old", None)):
+                try:
+                    self.check_tag_change(conn, repository, tag, current, new)
+                    outcomes[operation] = {"allowed": True, "reason": None}
+                except Denied as exc:
+                    outcomes[operation] = {"allowed": False, "reason": exc.message}
+        return {
+            "repository": repository,
+            "tag": tag,
+            "rules": [{"rule": r, "matches": r.matches_tag(tag)} for r in rules],
+            **outcomes,
+        }
+
     # -- managing rules ------------------------------------------------------------------------
 
     def list_rules(self, project: str | None) -> list[Rule]:
@@ -327,7 +349,7 @@ class TagPolicy:
         if kind not in KINDS:
             raise InvalidRequest(f"kind must be one of {', '.join(KINDS)}, not {kind!r}", detail={"kind": str(kind)[:50]})
         validate_repository_glob(repository_pattern)
-        (validate_tag_glob if kind == "immutable" else validate_tag_regex)(tag_pattern)
+        validate_tag_pattern(tag_pattern)
         if description is not None and len(description) > 500:
             raise InvalidRequest("description is longer than 500 characters")
         with self.db.write() as conn:

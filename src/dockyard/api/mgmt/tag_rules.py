@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import Field
 
 from dockyard.api.mgmt.common import CallerDep, Input, Model
+from dockyard.domain.names import validate_name, validate_tag
 
 router = APIRouter(tags=["tag rules"])
 # Ids are database integers: anything past int64 is simply not a rule (400, not an overflow in the driver).
@@ -16,11 +17,13 @@ RuleId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The rule's id.")]
 
 
 class TagRuleIn(Input):
-    kind: Literal["immutable", "deny", "require"] = Field(description="immutable (globs), deny or require (tag regex).")
+    kind: Literal["immutable", "deny", "require"] = Field(description="immutable, deny or require.")
     repository_pattern: str = Field(
         "**", description="Glob with `**`; for project rules, the path inside the project (`**`, `app/*`)."
     )
-    tag_pattern: str = Field(description="immutable: glob such as `v*`; deny/require: full-match regular expression.")
+    tag_pattern: str = Field(
+        description="A glob such as `v*` (every kind), or `re:` and a full-match RE2 regular expression (`re:v[0-9]+`)."
+    )
     description: str | None = Field(None, max_length=500)
 
 
@@ -33,6 +36,30 @@ class TagRuleOut(Model):
     description: str | None
     created_at: datetime
     created_by: str | None
+
+
+class TagRuleTestIn(Input):
+    repository: str = Field(max_length=255, description="The repository's path inside the project (`app/api` of `team/app/api`).")
+    tag: str = Field(max_length=128, description="The tag to test.")
+
+
+class Outcome(Model):
+    allowed: bool
+    reason: str | None = Field(description="The refusal a client would get, naming the rule.")
+
+
+class RuleMatch(Model):
+    rule: TagRuleOut
+    matches: bool = Field(description="Whether the rule's tag pattern matches the tag.")
+
+
+class TagRuleTestOut(Model):
+    repository: str
+    tag: str
+    rules: list[RuleMatch] = Field(description="Every rule (project and system) that applies to the repository.")
+    push: Outcome = Field(description="Creating the tag.")
+    overwrite: Outcome = Field(description="Moving the existing tag to another digest.")
+    delete: Outcome = Field(description="Deleting the tag.")
 
 
 def _detail(rule) -> dict:
@@ -53,6 +80,15 @@ def create_project_rule(project: str, body: TagRuleIn, caller: CallerDep):
     )
     caller.audit("tag-rule.create", f"project/{project} tag-rule {rule.id}", project=project, detail=_detail(rule))
     return rule
+
+
+@router.post("/projects/{project}/tag-rules/test", response_model=TagRuleTestOut,
+             summary="Which rules match a tag, and what a push, overwrite or delete would do (read-settings)")
+def test_project_rules(project: str, body: TagRuleTestIn, caller: CallerDep):
+    caller.require_project(project, "read-settings")
+    repository = validate_name(f"{project}/{body.repository}")
+    validate_tag(body.tag)
+    return caller.services.tag_policy.explain(repository, body.tag)
 
 
 @router.delete("/projects/{project}/tag-rules/{rule_id}", status_code=204, summary="Delete a tag rule (manage-policies)")
