@@ -193,6 +193,7 @@ def one_rep(rep: int, args: argparse.Namespace, image, rep_dir: Path, res: dict,
         name="Dockyard",
     )
     server.workdir.mkdir(parents=True)
+    cli("admin", "migrate", "--data-dir", str(server.data_dir))  # vulndb update never creates one
     cli("vulndb", "update", "--from", str(OSV), "--data-dir", str(server.data_dir))
     server.start()
     api = Api(server, password)

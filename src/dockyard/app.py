@@ -36,6 +36,7 @@ from dockyard.auth.tokens import TokenService
 from dockyard.domain.audit import AuditService
 from dockyard.domain.events import EventLog, record as record_event
 from dockyard.domain.project_admission import ProjectAdmission
+from dockyard.domain.repository_lifecycle import RepositoryLifecycle
 from dockyard.webhooks.delivery import CONSUMER as WEBHOOK_CONSUMER, WebhookDispatcher
 from dockyard.webhooks.lanes import WEBHOOK_JOB
 from dockyard.webhooks.service import WebhookConfig, WebhookService
@@ -206,9 +207,10 @@ def _artifacts(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     tag_policy = TagPolicy(db, built["access"], record_event=record_event)
     manifests = ManifestService(
         db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy,
-        quotas=built["quotas"],
+        quotas=built["quotas"], empty_grace_seconds=settings.gc_grace_seconds,
     )
-    return {"tag_policy": tag_policy, "manifests": manifests, "listings": ListingService(db), "pulls": PullRecorder(db)}
+    lifecycle = RepositoryLifecycle(db, tag_policy=tag_policy, delete_enabled=settings.delete_enabled)
+    return {"tag_policy": tag_policy, "manifests": manifests, "repository_lifecycle": lifecycle, "listings": ListingService(db), "pulls": PullRecorder(db)}
 
 
 def _security(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:

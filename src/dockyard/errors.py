@@ -241,3 +241,17 @@ class WebhookTargetForbidden(Denied):
     target those (system administrators only, with webhook_allow_private_targets on)."""
 
     default_message = "webhook target address not allowed"
+
+# -- blob deletes (fuzz finding of 2026-12-07) --
+
+
+class BlobReferenced(Unsupported):
+    """DELETE /v2/<name>/blobs/<digest> while a manifest of that repository references the blob:
+    the link stays, so the manifest keeps pulling and its bytes keep counting towards the quota.
+    405 rather than 409: it is the refusal the OCI conformance suite accepts for a blob delete."""
+
+    default_message = "the blob is referenced by a manifest of this repository; delete the manifest first"
+
+    def __init__(self, message: str | None = None, **kwargs):
+        kwargs.setdefault("headers", {"Allow": "GET, HEAD"})
+        super().__init__(message, **kwargs)

@@ -37,6 +37,9 @@ def push(api: httpx.Client, repo: str, tag: str, built) -> None:
 def test_item3_scan_wait_output_and_server_log_carry_no_raw_escapes(tmp_path):
     data = tmp_path / "data"
     osv = hostile_images.hostile_advisory(tmp_path / "osv").parent
+    # vulndb update never creates a data directory: make it first, as `serve` or `admin migrate` does.
+    subprocess.run([sys.executable, "-m", "dockyard", "admin", "migrate", "--data-dir", str(data)], env=dockyard_env(),
+                   check=True, capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
     proc = subprocess.run([sys.executable, "-m", "dockyard", "vulndb", "update", "--data-dir", str(data), "--from", str(osv)],
                           env=dockyard_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -123,6 +123,9 @@ class Env:
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("supply-chain")
     data = root / "data"
+    # vulndb update never creates a data directory: make it first, as `serve` or `admin migrate` does.
+    subprocess.run([sys.executable, "-m", "dockyard", "admin", "migrate", "--data-dir", str(data)], env=dockyard_env(),
+                   check=True, capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
     proc = subprocess.run([sys.executable, "-m", "dockyard", "vulndb", "update", "--data-dir", str(data), "--from", str(OSV)],
                           env=dockyard_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout + proc.stderr

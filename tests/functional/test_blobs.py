@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from .helpers import assert_error, pattern, sha256, sha512
+from tests.support.invariants import assert_invariants
+
+from .conftest import open_registry
+from .helpers import OCI_MANIFEST, assert_error, pattern, sha256, sha512
 
 BLOB = pattern(2048, seed=7)
 
@@ -111,6 +116,59 @@ async def test_delete_blob_only_affects_its_repository(registry, blob):
     assert r.status_code == 202
     r = await registry.client.get(f"/v2/lib/other/blobs/{blob}")
     assert r.status_code == 200 and r.content == BLOB
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_delete_blob_refused_while_a_manifest_of_the_repository_references_it(backend, tmp_path, database_url_for):
+    """Unlinking a referenced blob would break pulls of the manifest and drop its bytes from the
+    quota usage: 405 UNSUPPORTED naming the manifest, until no manifest of the repository uses it.
+    (405, not 409: the OCI conformance suite deletes a still-referenced layer in a teardown and
+    accepts 2xx or 405 there.)"""
+    async with open_registry(tmp_path / "data", "filesystem", database_url=database_url_for(backend)) as reg:
+        first, body = await reg.push_image("lib/app", "v1", seed=1)
+        doc = json.loads(body)
+        config, layer = doc["config"]["digest"], doc["layers"][0]["digest"]
+        # A second manifest over the same blobs: deleting the first must not free them yet.
+        second = await reg.push_manifest("lib/app", "v2", json.dumps({**doc, "annotations": {"n": "2"}}).encode(), OCI_MANIFEST)
+        for manifest in (first, second):
+            for blob in (config, layer):
+                r = await reg.client.delete(f"/v2/lib/app/blobs/{blob}")
+                err = assert_error(r, 405, "UNSUPPORTED")
+                assert err["errors"][0]["detail"] == {"digest": blob, "manifest": manifest}
+                assert r.headers["allow"] == "GET, HEAD"
+                assert f"manifest {manifest}" in err["errors"][0]["message"]
+                r = await reg.client.get(f"/v2/lib/app/blobs/{blob}")
+                assert r.status_code == 200
+            r = await reg.client.get(f"/v2/lib/app/manifests/{manifest}", headers={"Accept": OCI_MANIFEST})
+            assert r.status_code == 200
+            assert_invariants(reg.services.db.engine, reg.services.storage)
+            r = await reg.client.delete(f"/v2/lib/app/manifests/{manifest}")
+            assert r.status_code == 202
+        # No manifest of the repository references them any more: the deletes go through.
+        for blob in (config, layer):
+            r = await reg.client.delete(f"/v2/lib/app/blobs/{blob}")
+            assert r.status_code == 202
+            r = await reg.client.get(f"/v2/lib/app/blobs/{blob}")
+            assert_error(r, 404, "BLOB_UNKNOWN")
+        assert_invariants(reg.services.db.engine, reg.services.storage)
+
+
+async def test_delete_blob_referenced_only_in_another_repository(registry):
+    """Only manifests of the repository itself hold its link: the same blob goes from a
+    repository whose manifests do not use it, and the image elsewhere still pulls."""
+    digest, body = await registry.push_image("lib/app", "v1", seed=2)
+    layer = json.loads(body)["layers"][0]["digest"]
+    r = await registry.client.post("/v2/lib/other/blobs/uploads/", params={"mount": layer, "from": "lib/app"})
+    assert r.status_code == 201, r.text
+    r = await registry.client.delete(f"/v2/lib/other/blobs/{layer}")
+    assert r.status_code == 202
+    r = await registry.client.get(f"/v2/lib/other/blobs/{layer}")
+    assert_error(r, 404, "BLOB_UNKNOWN")
+    r = await registry.client.get(f"/v2/lib/app/blobs/{layer}")
+    assert r.status_code == 200
+    r = await registry.client.delete(f"/v2/lib/app/blobs/{layer}")
+    assert_error(r, 405, "UNSUPPORTED")
+    assert_invariants(registry.services.db.engine, registry.services.storage)
 
 
 async def test_delete_unknown_blob(registry, blob):

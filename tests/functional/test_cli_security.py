@@ -86,6 +86,18 @@ async def test_policy_set_and_show_round_trip(env, cli):
 
 
 @sqlite_only
+async def test_block_severity_alone_is_refused_with_a_hint(env, cli):
+    """`--block-severity` without `--unscanned` on a project without a gate would leave unscanned images
+    passing; the server refuses it and the CLI prints its hint, then the explicit choice is accepted."""
+    refused = await cli("security", "set", "prod", "--block-severity", "critical")
+    assert refused.exit_code == 1, refused.output
+    assert "INVALID_REQUEST" in refused.output and "--unscanned block" in refused.output
+    assert as_json(await cli("security", "show", "prod", "--json"))["block_severity"] is None
+    chosen = as_json(await cli("security", "set", "prod", "--block-severity", "critical", "--unscanned", "block", "--json"))
+    assert chosen["block_severity"] == "critical" and chosen["unscanned"] == "block"
+
+
+@sqlite_only
 async def test_allowlist_with_expiry(env, cli):
     entry = as_json(await cli("security", "allow", "prod", LOG4SHELL, "--expires", "2099-01-31", "--reason", "mitigated by WAF", "--json"))
     assert entry["vulnerability"] == LOG4SHELL and entry["reason"] == "mitigated by WAF" and entry["active"] is True

@@ -316,7 +316,7 @@ async def test_item4_security_generation_moves_with_every_relevant_change(env):
     r = await env.api.delete(f"/api/v1/repositories/{REPO}/tags/other", headers={"X-Dockyard-Client": "test"})
     assert r.status_code == 204, r.text
     assert await moved()
-    r = await env.api.patch(f"/api/v1/projects/{PROJECT}/security", json={"block_severity": "critical"})
+    r = await env.api.patch(f"/api/v1/projects/{PROJECT}/security", json={"block_severity": "critical", "unscanned": "allow"})
     assert r.status_code == 200, r.text
     assert await moved()
     before = checker.generation("prod/app")

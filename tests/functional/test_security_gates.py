@@ -253,6 +253,28 @@ async def test_policy_validation_and_permissions(env):
     assert r.status_code == 200 and r.json()["block_severity"] is None and r.json()["auto_scan"] is False
 
 
+async def test_turning_on_the_vulnerability_gate_needs_an_unscanned_choice(env):
+    """docs/security.md: nothing passes silently, `allow` has to be chosen. A threshold alone is refused
+    with a hint and changes nothing; with `unscanned` (even `allow`) it is accepted; later threshold
+    changes keep that choice."""
+    await env.project("prod")
+    r = await env.api.patch("/api/v1/projects/prod/security", json={"block_severity": "critical"})
+    body = error(r, 400, "INVALID_REQUEST")
+    assert "unscanned" in body["message"] and "--unscanned block" in body["message"]
+    assert body["detail"] == {"missing": "unscanned", "allowed": ["allow", "block", "wait"]}
+    r = await env.api.get("/api/v1/projects/prod/security")
+    assert r.json()["block_severity"] is None  # the refused change changed nothing
+    r = await env.api.patch("/api/v1/projects/prod/security", json={"block_severity": "critical", "unscanned": "allow"})
+    assert r.status_code == 200 and r.json()["block_severity"] == "critical" and r.json()["unscanned"] == "allow"
+    r = await env.api.patch("/api/v1/projects/prod/security", json={"block_severity": "high"})
+    assert r.status_code == 200 and r.json()["block_severity"] == "high" and r.json()["unscanned"] == "allow"
+    # Off, then on again: the choice is asked for again.
+    r = await env.api.patch("/api/v1/projects/prod/security", json={"block_severity": None})
+    assert r.status_code == 200 and r.json()["block_severity"] is None
+    r = await env.api.patch("/api/v1/projects/prod/security", json={"block_severity": "low"})
+    error(r, 400, "INVALID_REQUEST")
+
+
 async def test_accounts_that_may_push_are_not_held(env, prod):
     """A developer (who could push a replacement anyway) reads the blocked image, as cosign must
     to sign it; the guest deploy account stays blocked."""

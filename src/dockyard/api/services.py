@@ -21,6 +21,7 @@ from dockyard.domain.projects import ProjectService
 from dockyard.domain.promotion import PromotionService
 from dockyard.domain.pulls import PullRecorder
 from dockyard.domain.quotas import QuotaService
+from dockyard.domain.repository_lifecycle import RepositoryLifecycle
 from dockyard.domain.retention_service import RetentionService
 from dockyard.domain.robots import RobotService
 from dockyard.domain.scanners import ScannerRegistry
@@ -62,6 +63,7 @@ class Services:
     blobs: BlobService
     uploads: UploadService
     manifests: ManifestService
+    repository_lifecycle: RepositoryLifecycle
     listings: ListingService
     access: AccessPolicy
     audit: AuditService

@@ -11,7 +11,8 @@
 - Body size: outside /v2 (whose uploads and manifests have their own caps and stream), a body is read
   here up to MAX_BODY_BYTES before the app sees it. The management API and /token parse their bodies
   (JSON, forms, multipart) before they authenticate, so without this an anonymous client could make a
-  worker buffer gigabytes, or spool a multipart "file" to the temp dir.
+  worker buffer gigabytes, or spool a multipart "file" to the temp dir. The few uploads the API takes
+  (STREAMED_PATHS) are streamed by their handler after it has authorized the caller (api/mgmt/uploads.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard.api.http import error_response
+from dockyard.api.mgmt.uploads import STREAMED_PATHS
 from dockyard.errors import CsrfHeaderMissing, HostInvalid, RequestTooLarge
 from dockyard.settings import Settings
 
@@ -73,7 +75,8 @@ class HttpSurface:
                 message["headers"] = out
             await send(message)
 
-        if refusal is None and not scope.get("path", "").startswith(OCI_PREFIX):
+        path = scope.get("path", "")
+        if refusal is None and not path.startswith(OCI_PREFIX) and path not in STREAMED_PATHS:
             refusal, receive = await _bounded_body(headers, receive)
         if refusal is not None:
             await error_response(refusal, scope["method"])(scope, receive, send_secured)

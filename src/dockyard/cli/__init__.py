@@ -10,7 +10,7 @@ import typer
 
 from dockyard.cli import admin as admin_groups
 from dockyard.cli import audit, events, jobs, login, policy, promote, security, server, signing, token_keys, vulndb, webhooks
-from dockyard.cli import tag_rules
+from dockyard.cli import repos, tag_rules
 
 app = typer.Typer(
     help="Dockyard: a self-hosted private OCI registry.",
@@ -26,8 +26,8 @@ admin = typer.Typer(
 app.add_typer(admin, name="admin")
 
 # In the order `dockyard --help` lists them.
-for module in (server, login, jobs, promote, policy, tag_rules, webhooks, events, admin_groups, audit, token_keys, vulndb, signing,
-               security):
+for module in (server, login, repos, jobs, promote, policy, tag_rules, webhooks, events, admin_groups, audit, token_keys, vulndb,
+               signing, security):
     module.register(app, admin)
 
 

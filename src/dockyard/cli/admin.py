@@ -67,10 +67,20 @@ def projects_update(
 
 
 @projects.command("delete")
-def projects_delete(ctx: typer.Context, name: str, yes: YesOpt = False) -> None:
-    """Delete an empty project (administrators)."""
-    confirm(f"delete project {name}", yes)
-    remote(ctx).call("DELETE", f"/projects/{seg(name)}")
+def projects_delete(
+    ctx: typer.Context,
+    name: str,
+    force: Annotated[bool, typer.Option("--force", help="Delete its repositories (manifests, tags) too; blobs go to GC.")] = False,
+    reason: Annotated[Optional[str], typer.Option(
+        "--break-glass-reason", help="Delete immutable tags too, for this reason (audited).")] = None,
+    yes: YesOpt = False,
+) -> None:
+    """Delete a project (administrators); with --force, every repository in it first."""
+    confirm(f"delete project {name}" + (" and every repository in it" if force else ""), yes)
+    params: dict = {"force": "true"} if force else {}
+    if reason is not None:
+        params["override_reason"] = reason
+    remote(ctx).call("DELETE", f"/projects/{seg(name)}", params=params)
     err.print(f"deleted project {name}")
 
 

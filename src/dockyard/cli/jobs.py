@@ -27,6 +27,7 @@ from dockyard.cli.options import (
     PlainHttpOpt,
     UrlOpt,
     UserOpt,
+    existing_database,
     load_settings,
 )
 from dockyard.cli.remote import connect
@@ -55,6 +56,14 @@ def print_gc_result(result: dict, as_json: bool) -> None:
     if not result.get("dry_run"):
         rows += [("blobs deleted", result["deleted"] + result["resumed"]), ("bytes freed", human_bytes(result["bytes_freed"])),
                  ("kept (referenced meanwhile)", result["skipped"])]
+    if "in_grace" in result:
+        rows += [("unreferenced, inside the grace period", result["in_grace"]),
+                 ("their bytes (kept this run)", human_bytes(result["in_grace_bytes"]))]
+        if result.get("next_eligible_at"):
+            rows.append(("first of them reclaimable at", result["next_eligible_at"]))
+        rows.append(("grace period", f"{result['grace_seconds']} s"))
+        if not result.get("dry_run"):
+            rows.append(("empty repositories removed", result.get("repositories_removed", 0)))
     rows.append(("seconds", result["seconds"]))
     for name, value in rows:
         table.add_row(name, str(value))
@@ -74,6 +83,7 @@ def worker(
     from dockyard.app import build_services
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    existing_database(settings)
     from dockyard.safe_text import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)  # untrusted text in log lines is escaped
@@ -115,6 +125,8 @@ def gc_remote(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job until it finishes.")] = True,
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
+    grace_seconds: Annotated[Optional[int], typer.Option(
+        "--grace-seconds", help="This run's grace period instead of the server's gc_grace_seconds (admin; minimum 600).")] = None,
     url: UrlOpt = DEFAULT_URL,
     username: UserOpt = None,
     password: PassOpt = None,
@@ -124,7 +136,10 @@ def gc_remote(
 ) -> None:
     """Run garbage collection on a running registry (admin) and follow its progress."""
     remote = connect(url, username, password, password_stdin, plain_http, json_output)
-    job = remote.call("POST", "/system/gc", json={"dry_run": dry_run}).json()
+    body: dict = {"dry_run": dry_run}
+    if grace_seconds is not None:
+        body["grace_seconds"] = grace_seconds
+    job = remote.call("POST", "/system/gc", json=body).json()
     if not wait:
         out.print(job["id"])
         return
@@ -162,6 +177,7 @@ def gc_offline(
     from dockyard.app import build_services
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    existing_database(settings)
     if grace_seconds is not None:
         settings = settings.model_copy(update={"gc_grace_seconds": grace_seconds})
     services = build_services(settings)

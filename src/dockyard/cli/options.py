@@ -15,7 +15,11 @@ Conventions (docs/cli.md lists every command; tests/unit/test_docs.py checks it)
   (`dockyard gc`, `promote`, `scan`) takes them itself. Commands that print data also take `JsonOpt`.
   Errors go through `remote.fail()`: one line on stderr, exit 1 (2 for bad options).
 - **Offline commands** (straight on the data directory) take `ConfigOpt`, `DataDirOpt`, `DbOpt`
-  and load settings with `load_settings()`.
+  and load settings with `load_settings()`. Those that work on an existing registry then call
+  `existing_database(settings)`: it prints the database they use (stderr) and refuses, exit 1, when
+  there is none, so that a command run from the wrong directory never creates an empty
+  `./dockyard-data`. Only `serve`, `admin migrate` and `admin bootstrap` create one (they call
+  `announce_database()` to say which).
 - Deleting asks for confirmation unless `YesOpt` (`--yes`, `-y`); see `remote.confirm()`.
 """
 
@@ -98,3 +102,56 @@ def load_settings(config: Path | None, **overrides) -> Settings:
     restrict_umask()  # local commands write into the data directory: owner-only files
     # Workers and later commands must agree on paths whatever their working directory.
     return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+
+
+def database_label(settings: Settings) -> str:
+    """The database a command uses, for humans: the SQLite file, or the PostgreSQL URL without its password."""
+    if settings.is_sqlite:
+        return str(settings.data_dir / "dockyard.db")
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+def announce_database(settings: Settings) -> None:
+    """One stderr line naming the database, so a command run from the wrong directory is noticed."""
+    console.print(f"database: {escape(database_label(settings))}", soft_wrap=True, highlight=False)
+
+
+def _has_schema(url: str) -> bool:
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return inspect(conn).has_table("alembic_version")
+    finally:
+        engine.dispose()
+
+
+def existing_database(settings: Settings) -> None:
+    """Announce the database and exit 1 unless it exists (with a Dockyard schema for PostgreSQL).
+
+    Offline commands must never create a data directory implicitly: `dockyard vulndb status` run from
+    another directory used to make a new, empty `./dockyard-data` and report it as the registry's."""
+    announce_database(settings)
+    hint = ("give --data-dir or --database-url (or --config / DOCKYARD_CONFIG) for the registry's data, "
+            "or create one with `dockyard admin migrate` or `dockyard serve`")
+    if settings.is_sqlite:
+        path = settings.data_dir / "dockyard.db"
+        if not path.is_file():
+            where = "no data directory" if not settings.data_dir.exists() else "no database"
+            console.print(f"[red]error:[/red] {where} at {escape(str(path.parent))} (looked for {escape(str(path))}); "
+                          f"{escape(hint)}", soft_wrap=True, highlight=False)
+            raise typer.Exit(1)
+        return
+    try:
+        ok = _has_schema(settings.resolved_database_url)
+    except Exception as exc:  # noqa: BLE001 - any driver error: one line, not a traceback
+        console.print(f"[red]error:[/red] cannot connect to {escape(database_label(settings))}: "
+                      f"{escape(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from exc
+    if not ok:
+        console.print(f"[red]error:[/red] {escape(database_label(settings))} holds no Dockyard schema; {escape(hint)}",
+                      soft_wrap=True, highlight=False)
+        raise typer.Exit(1)

@@ -1,5 +1,6 @@
 """The local commands: `dockyard serve`, `dockyard version`, and `dockyard admin migrate|bootstrap|purge-uploads`,
-which work straight on the data directory (no running server needed)."""
+which work straight on the data directory (no running server needed). `serve`, `migrate` and `bootstrap` create
+the database when there is none; `purge-uploads` refuses to (cli/options.py `existing_database`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ import typer
 from rich.markup import escape
 
 from dockyard import __version__
-from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, console, load_settings
+from dockyard.cli.options import (
+    ConfigOpt,
+    DataDirOpt,
+    DbOpt,
+    announce_database,
+    console,
+    database_label,
+    existing_database,
+    load_settings,
+)
 from dockyard.settings import settings_to_env
 
 
@@ -50,6 +60,29 @@ def _ensure_port_free(host: str, port: int, say: _Say | None = None) -> None:
         except OSError as exc:
             (say or _Say(False)).error(f"cannot listen on {host}:{port}: {exc.strerror}")
             raise typer.Exit(2) from exc
+
+
+def next_steps(settings) -> list[str]:
+    """What a new operator does next, printed by `serve` under its first line: the login command and the
+    URLs that exist (the API docs; there is no web UI yet, so none is printed)."""
+    from urllib.parse import urlsplit
+
+    if settings.public_url:
+        base = settings.public_url.rstrip("/")
+    else:
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)
+        base = f"http://{'[' + host + ']' if ':' in host and not host.startswith('[') else host}:{settings.port}"
+    parts = urlsplit(base)
+    registry = parts.netloc + parts.path.rstrip("/")
+    password_file = settings.data_dir / "initial-admin-password"
+    where = (f"in {password_file}" if password_file.exists()
+             else "printed above on first start, or DOCKYARD_ADMIN_PASSWORD")
+    return [
+        "Next steps:",
+        f"  log in:   dockyard login {registry} -u admin   (the admin password: {where})",
+        f"  API docs: {base}/api/v1/docs   (OpenAPI: {base}/api/v1/openapi.json)",
+        "  commands: dockyard --help",
+    ]
 
 
 def serve(
@@ -110,9 +143,11 @@ def serve(
     limit_malloc_arenas(settings.malloc_arena_max)  # this process and the workers it starts
     say.info(
         f"Dockyard {__version__} serving on http://{settings.host}:{settings.port} "
-        f"(data: {settings.data_dir}, database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
+        f"(data: {settings.data_dir}, database: {database_label(settings)}, "
         f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})"
     )
+    for line in next_steps(settings):
+        say.info(line)
     if settings.server == "uvicorn":
         import uvicorn
 
@@ -149,6 +184,7 @@ def migrate(config: ConfigOpt = None, data_dir: DataDirOpt = None, database_url:
     from dockyard.storage.permissions import secure_settings_paths
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    announce_database(settings)  # migrate creates the database when there is none: its job
     secure_settings_paths(settings)
     Database(settings.resolved_database_url).migrate()
     console.print("database is at the latest schema")
@@ -177,6 +213,7 @@ def bootstrap_offline(
     from dockyard.storage.permissions import secure_settings_paths
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    announce_database(settings)  # bootstrap creates the database when there is none: its job
     secure_settings_paths(settings)
     db = Database(settings.resolved_database_url)
     db.migrate()
@@ -207,6 +244,7 @@ def purge_uploads(
     from dockyard.app import build_services
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    existing_database(settings)
     services = build_services(settings)
     purged = services.uploads.purge_stale(older_than if older_than is not None else settings.upload_max_age_seconds)
     console.print(f"purged {purged} stale upload(s)")

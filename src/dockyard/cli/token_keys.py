@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, JsonOpt, YesOpt, console, load_settings
+from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, JsonOpt, YesOpt, console, existing_database, load_settings
 from dockyard.cli.remote import confirm, out, remote, remote_group, seg, show
 
 KEY_COLUMNS = ["kid", "status", "verifies_until", "revoked_at", "algorithm", "created_at", "retired_at"]
@@ -61,6 +61,7 @@ def rotate_kek(
     from dockyard.storage.permissions import secure_settings_paths
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
+    existing_database(settings)
     secure_settings_paths(settings)
     if new_secret_key_file and new_secret_key_stdin:
         console.print("[red]give --new-secret-key-file or --new-secret-key-stdin, not both[/red]")

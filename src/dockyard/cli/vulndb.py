@@ -1,7 +1,8 @@
 """`dockyard vulndb update` and `dockyard vulndb status`: the vulnerability database, offline.
 
-Both work straight on the configured metadata database (like `dockyard admin migrate`, and
-safe while a server runs); `update` downloads OSV exports or, with `--from PATH`, imports
+Both work straight on the configured metadata database (safe while a server runs; it must exist:
+they never create one, and say which they use); `dockyard vulndb import FILE…` uploads exports to a
+running registry instead, for hosts that cannot reach its database; `update` downloads OSV exports or, with `--from PATH`, imports
 local ones on hosts without network. See docs/scanning.md.
 """
 
@@ -18,12 +19,28 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dockyard.cli.options import ConfigOpt, DataDirOpt, DbOpt, JsonOpt, group, load_settings
+import httpx
+
+from dockyard.cli.options import (
+    DEFAULT_URL,
+    ConfigOpt,
+    DataDirOpt,
+    DbOpt,
+    JsonOpt,
+    PassOpt,
+    PassStdinOpt,
+    PlainHttpOpt,
+    UrlOpt,
+    UserOpt,
+    existing_database,
+    group,
+    load_settings,
+)
 
 out = safe_console(soft_wrap=True)
 err = safe_console(stderr=True, soft_wrap=True, highlight=False)
 
-vulndb = group("vulndb", "The vulnerability database (OSV advisories): update and status.")
+vulndb = group("vulndb", "The vulnerability database (OSV advisories): update, status, and import to a running registry.")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -35,8 +52,7 @@ def _open_database(config, data_dir, database_url):
     from dockyard.metadata.db import Database
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
-    if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    existing_database(settings)  # never a new empty ./dockyard-data
     db = Database(settings.resolved_database_url)
     db.migrate()
     return settings, db
@@ -161,6 +177,59 @@ def status(
     out.print(table)
     updated = current.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC") if current.updated_at else "never"
     out.print(f"total: {current.advisories} advisories ({current.withdrawn} withdrawn); last update: {updated}")
+
+
+def _upload_chunks(path: Path, size: int = 1024 * 1024):
+    with path.open("rb") as fh:
+        while chunk := fh.read(size):
+            yield chunk
+
+
+@vulndb.command("import")
+def import_exports(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="OSV export zips, e.g. PyPI/all.zip.")],
+    source: Annotated[
+        Optional[str], typer.Option("--source", help="The source (OSV ecosystem) a single FILE replaces; default: "
+                                    "the zip's folder for <ECOSYSTEM>/all.zip, else its name without .zip.")
+    ] = None,
+    url: UrlOpt = DEFAULT_URL,
+    username: UserOpt = None,
+    password: PassOpt = None,
+    password_stdin: PassStdinOpt = False,
+    plain_http: PlainHttpOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Upload OSV export zips to a running registry (admin): air-gapped imports that reach the server's database."""
+    from dockyard.cli.remote import connect, fail
+    from dockyard.scanning.updates import UpdateResult
+    from dockyard.scanning.vulndb import ImportReport
+
+    if source is not None and len(files) != 1:
+        fail("--source names the source of one FILE; give one file, or name each zip <ECOSYSTEM>/all.zip", 2)
+    for file in files:
+        if not file.is_file() or file.suffix != ".zip":
+            fail(f"{file}: expected an OSV export .zip (for a directory of .json records, use "
+                 "`dockyard vulndb update --from PATH` on the registry host)", 2)
+    remote = connect(url, username, password, password_stdin, plain_http, json_output)
+    combined = UpdateResult()
+    for file in files:
+        name = source or (file.parent.name if file.stem == "all" and file.parent.name else file.stem)
+        err.print(f"uploading {escape(str(file))} as source {escape(name)} to {escape(remote.url)}")
+        body = remote.call("POST", "/system/vulndb/import", params={"source": name}, content=_upload_chunks(file),
+                           headers={"Content-Type": "application/zip", "Content-Length": str(file.stat().st_size)},
+                           timeout=httpx.Timeout(3600.0, connect=15.0)).json()
+        combined.reports += [ImportReport(**report) for report in body["sources"]]
+        if body["rescan_job"] is not None:
+            combined.rescan_job, combined.rescan_joined = body["rescan_job"], body["rescan_joined"]
+    if json_output:
+        typer.echo(json.dumps(combined.as_dict(), indent=2))
+    else:
+        out.print(_report_table(combined.reports))
+    if combined.rescan_job is not None:
+        err.print(f"{combined.written} advisories written; rescan job {combined.rescan_job} "
+                  f"{'already queued' if combined.rescan_joined else 'queued'}")
+    else:
+        err.print("nothing changed; no rescan needed")
 
 
 def register(app: typer.Typer, admin: typer.Typer) -> None:

@@ -11,6 +11,11 @@ and that is decided by the blob's own row, not by a timing window.
   uploads again) or retries.
 - **drop ref.** A manifest delete decrements `ref_count` and touches the row (`drop_refs`); a
   blob DELETE only removes the repository link (`unlink`). Neither deletes bytes: GC does.
+- **unlink.** A blob DELETE is refused while a manifest of the repository references the blob
+  (every manifest's blobs stay linked to its repository; quotas and pulls rely on it). It locks
+  the blob's row (`lock_present`) before it looks for referencing manifests; a manifest PUT
+  writes the same row (`add_refs`) and re-reads its links after that write, so of the two racing
+  writers the later one always sees the earlier one's commit.
 - **refresh.** Blob HEAD/GET refreshes `touched_at` at most once per half grace period
   (`touch_id`, called by domain/blobs.py), so the usual HEAD → skip upload → PUT manifest
   sequence is covered by the grace period, and the row check above closes the remaining race.
@@ -48,7 +53,7 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, delete, exists, func, select, update
 
 from dockyard.metadata.db import insert_ignore
-from dockyard.metadata.models import blobs, repositories, repository_blobs
+from dockyard.metadata.models import blobs, manifest_references, manifests, repositories, repository_blobs
 from dockyard.storage import StorageDriver
 
 PRESENT = "present"
@@ -90,6 +95,17 @@ def generation_state(conn: Connection, digest: str) -> tuple[int, str] | None:
     """(generation, state) of `digest`'s row, or None if there is no row."""
     row = conn.execute(select(blobs.c.generation, blobs.c.state).where(blobs.c.digest == digest)).first()
     return None if row is None else (int(row.generation), row.state)
+
+
+def referencing_manifest(conn: Connection, repo_id: int, digest: str) -> str | None:
+    """The digest of a manifest of repository `repo_id` that references blob `digest`, or None."""
+    return conn.execute(
+        select(manifests.c.digest)
+        .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
+        .where(manifests.c.repository_id == repo_id, manifest_references.c.kind == "blob", manifest_references.c.digest == digest)
+        .order_by(manifests.c.digest)
+        .limit(1)
+    ).scalar()
 
 
 def linked_present(conn: Connection, repo_id: int, digests: Sequence[str]) -> set[str]:
@@ -227,6 +243,15 @@ def link_digests(conn: Connection, repo_id: int, digests: Sequence[str], now: da
     return sum(link(conn, repo_id, i, now) for i in ids)
 
 
+def lock_present(conn: Connection, digest: str) -> int | None:
+    """Lock (PostgreSQL) the present row of `digest` and return its id; None if absent or marked.
+    A manifest PUT writing the row (`add_refs`) waits for us, or we wait for its commit."""
+    query = select(blobs.c.id).where(blobs.c.digest == digest, blobs.c.state == PRESENT)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).scalar()
+
+
 def unlink(conn: Connection, repo_id: int, blob_id: int) -> bool:
     """Remove a blob's link from one repository (bytes stay for GC); False if there was none."""
     return bool(
@@ -320,3 +345,26 @@ def sweep(conn: Connection, ids: Sequence[int], storage: StorageDriver) -> tuple
     if rows:
         conn.execute(delete(blobs).where(blobs.c.id.in_([r.id for r in rows]), blobs.c.state == DELETING))
     return len(rows), sum(int(r.size) for r in rows)
+
+
+def drop_ref_counts(conn: Connection, counts: dict[str, int], now: datetime) -> None:
+    """Many manifests go at once (a repository delete): each digest loses `counts[digest]` references.
+    One UPDATE per distinct count, so a repository of thousands of manifests costs a few statements."""
+    by_count: dict[int, list[str]] = {}
+    for digest, n in counts.items():
+        by_count.setdefault(n, []).append(digest)
+    for n, digests in by_count.items():
+        for start in range(0, len(digests), 500):
+            chunk = digests[start:start + 500]
+            conn.execute(update(blobs).where(blobs.c.digest.in_(chunk)).values(ref_count=blobs.c.ref_count - n, touched_at=now))
+
+
+def pending_stats(conn: Connection, cutoff: datetime) -> tuple[int, int, datetime | None]:
+    """Unreferenced present blobs still inside the grace period (touched at or after `cutoff`):
+    (count, bytes, oldest touch). GC reports them so "0 B freed" is never a silent surprise."""
+    count, size, oldest = conn.execute(
+        select(func.count(), func.coalesce(func.sum(blobs.c.size), 0), func.min(blobs.c.touched_at)).where(
+            blobs.c.state == PRESENT, blobs.c.ref_count == 0, blobs.c.touched_at >= cutoff
+        )
+    ).one()
+    return int(count), int(size), oldest

@@ -20,7 +20,7 @@ from dockyard.domain import blob_refs
 from dockyard.domain.events import record
 from dockyard.domain.intents import claim_intent, forget_intent, record_intent
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
-from dockyard.errors import BlobTooLarge, BlobUnknown, Unavailable, Unsupported
+from dockyard.errors import BlobReferenced, BlobTooLarge, BlobUnknown, Unavailable, Unsupported
 from dockyard.metadata.db import Database, utcnow
 from dockyard.storage import StorageDriver
 from dockyard.storage.paths import blob_key
@@ -183,12 +183,20 @@ class BlobService:
             return True
 
     def unlink(self, repository: str, digest: str) -> None:
-        """DELETE /v2/<name>/blobs/<digest>: forget the blob in this repository only; GC reclaims bytes."""
+        """DELETE /v2/<name>/blobs/<digest>: forget the blob in this repository only; GC reclaims bytes.
+
+        Refused (405 UNSUPPORTED, BlobReferenced) while a manifest of the repository references the
+        blob: unlinking it would break pulls of that manifest and take its bytes out of the quota usage."""
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled on this registry")
         with self.db.write() as conn:
             repo_id = find_repository_id(conn, repository)
-            blob_id = blob_refs.blob_id(conn, digest)
-            removed = repo_id is not None and blob_id is not None and blob_refs.unlink(conn, repo_id, blob_id)
-            if not removed:
+            blob_id = blob_refs.lock_present(conn, digest) if repo_id is not None else None
+            if blob_id is None or not blob_refs.unlink(conn, repo_id, blob_id):
                 raise BlobUnknown(f"blob {digest} is not in repository {repository}", detail={"digest": digest})
+            user = blob_refs.referencing_manifest(conn, repo_id, digest)
+            if user is not None:  # raising rolls the unlink back
+                raise BlobReferenced(
+                    f"blob {digest} is referenced by manifest {user} in {repository}; delete the manifest first",
+                    detail={"digest": digest, "manifest": user},
+                )

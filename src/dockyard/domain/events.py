@@ -38,6 +38,7 @@ EVENT_TYPES: dict[str, str] = {
     "signature.attached": "A signature (cosign tag or bundle, Notation) was stored for an artifact (data: format, subject).",
     "quota.warning": "A write took a project's storage use across 80% of its quota (recorded with that write).",
     "quota.exceeded": "A write was refused for the project's quota (recorded in its own transaction after the rollback).",
+    "repository.deleted": "A repository was deleted with its manifests and tags (data.via: api, project-delete, or empty when its last manifest went; data: manifests, tags, overridden immutable tags).",
     "project.created": "A project was created.",
     "project.updated": "A project's settings changed.",
     "project.deleted": "A project was deleted.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Connection, delete, select, update
 
@@ -12,6 +13,7 @@ from dockyard.domain import blob_refs as blob_rows
 from dockyard.domain.manifests import ParsedManifest, parse_manifest
 from dockyard.domain.names import validate_tag
 from dockyard.domain.repositories import ensure_repository_id, find_repository_id
+from dockyard.domain.repository_lifecycle import drop_if_empty
 from dockyard.errors import (
     Conflict,
     DigestInvalid,
@@ -51,8 +53,13 @@ class StoredManifest:
 
 class ManifestService:
     def __init__(
-        self, db: Database, *, max_bytes: int, delete_enabled: bool = True, tag_policy: TagPolicy | None = None, quotas=None
+        self, db: Database, *, max_bytes: int, delete_enabled: bool = True, tag_policy: TagPolicy | None = None, quotas=None,
+        empty_grace_seconds: int = 86400,
     ):
+        # A repository left without manifests goes with its last one, unless blobs were linked into it
+        # this recently (a push may be in flight); GC drops those later (domain/repository_lifecycle.py).
+        self.empty_grace_seconds = empty_grace_seconds
+        self.clock = utcnow
         self.quotas = quotas  # domain.quotas.QuotaService: a new manifest counts against its project's quota
         self.db = db
         self.max_bytes = max_bytes
@@ -170,6 +177,10 @@ class ManifestService:
             touched = blob_rows.add_refs(conn, blob_refs, utcnow())
             if touched != len(blob_refs):
                 raise ManifestBlobUnknown("a referenced blob was deleted while the manifest was pushed; push it again")
+            # A blob DELETE locks the same rows before it checks for referencing manifests: now
+            # that we hold them, one that committed first has its unlink visible to this re-read.
+            if len(blob_rows.linked_present(conn, repo_id, blob_refs)) != len(blob_refs):
+                raise ManifestBlobUnknown("a referenced blob was unlinked while the manifest was pushed; push it again")
         return manifest_id
 
     @staticmethod
@@ -266,6 +277,7 @@ class ManifestService:
             if blob_refs:
                 blob_rows.drop_refs(conn, blob_refs, utcnow())
             generations.bump(conn, project_of(repository))  # e.g. a deleted signature no longer counts
+            drop_if_empty(conn, repository, self.clock() - timedelta(seconds=self.empty_grace_seconds))
 
     def _held_tags(self, repository: str, digest: str | None) -> list[str]:
         """The tags a manifest delete will judge, read before its write transaction (see TagVerdicts)."""

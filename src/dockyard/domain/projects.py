@@ -95,6 +95,11 @@ class ProjectService:
         return Page([_project(r) for r in rows], total, page, page_size)
 
     @staticmethod
+    def visibility(principal: Principal | None):
+        """SQL condition on `projects`: what `principal` may see (repository listings filter by it too)."""
+        return ProjectService._visibility(principal)
+
+    @staticmethod
     def _visibility(principal: Principal | None):
         """Admins see every project; users public ones and their own; robots those they hold permissions on."""
         if principal is None or (principal.kind == "user" and principal.is_admin):
@@ -136,7 +141,8 @@ class ProjectService:
             ).scalar_one()
             if held:
                 raise Conflict(
-                    f"project {name} still holds {held} repositories; delete them first",
+                    f"project {name} still holds {held} repositories; delete them first (`dockyard repos delete`), or delete "
+                "the project with force (`dockyard admin projects delete --force`, ?force=true)",
                     detail={"name": name, "repositories": held},
                 )
             conn.execute(delete(projects).where(projects.c.id == project.id))

@@ -1,4 +1,11 @@
-"""Repository rows: looked up by name, created on first push."""
+"""Repository rows: looked up by name, created on first push, removed when deleted or empty
+(domain/repository_lifecycle.py).
+
+Writers that are about to add rows under a repository (manifest PUT, blob publish, mount,
+promotion) take its id with `ensure_repository_id`, which holds the row (PostgreSQL: FOR KEY
+SHARE) until they commit; a delete locks the same row FOR UPDATE first. So a delete either
+waits for the writer and then sees its rows, or commits first and the writer creates a fresh
+row. SQLite serializes writers anyway."""
 
 from __future__ import annotations
 
@@ -20,10 +27,29 @@ def require_repository_id(conn: Connection, name: str) -> int:
     return repo_id
 
 
+def _held_id(conn: Connection, name: str) -> int | None:
+    query = select(repositories.c.id).where(repositories.c.name == name)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True, key_share=True)
+    return conn.execute(query).scalar()
+
+
 def ensure_repository_id(conn: Connection, name: str) -> int:
-    """Get or create; safe when several first pushes race (the loser's insert is a no-op)."""
-    repo_id = find_repository_id(conn, name)
-    if repo_id is None:
+    """Get or create, and hold the row until the caller commits (see the module docstring); safe
+    when several first pushes race (the loser's insert is a no-op)."""
+    for _attempt in range(3):
+        repo_id = _held_id(conn, name)
+        if repo_id is not None:
+            return repo_id
         insert_ignore(conn, repositories, {"name": name, "created_at": utcnow()}, ["name"])
-        repo_id = find_repository_id(conn, name)
-    return repo_id
+    # Created and deleted again under us three times: only a pathological delete loop does that.
+    raise NameUnknown(f"repository {name} was deleted while it was being written; try again", detail={"name": name})
+
+
+def lock_repository_id(conn: Connection, name: str, *, skip_locked: bool = False) -> int | None:
+    """The row id of `name`, locked against writers (PostgreSQL: FOR UPDATE) for a delete.
+    `skip_locked`: None instead of waiting when a writer holds the row."""
+    query = select(repositories.c.id).where(repositories.c.name == name)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=skip_locked)
+    return conn.execute(query).scalar()

@@ -26,6 +26,7 @@ from dockyard.policy.security_policy import (
     MISSING,
     UNSCANNED_POLICIES,
     SecurityPolicy,
+    require_unscanned_choice,
     validate_threshold,
 )
 
@@ -157,6 +158,7 @@ class SecuritySettings:
                 raise InvalidRequest(
                     f"unscanned must be one of {', '.join(UNSCANNED_POLICIES)}", detail={"unscanned": values["unscanned"]}
                 )
+            require_unscanned_choice(current, values)
             wait = values.get("unscanned_wait_seconds", current.unscanned_wait_seconds)
             if not isinstance(wait, int) or not 0 <= wait <= MAX_WAIT_SECONDS:
                 raise InvalidRequest(f"unscanned_wait_seconds must be between 0 and {MAX_WAIT_SECONDS}")

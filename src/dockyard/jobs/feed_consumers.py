@@ -20,7 +20,7 @@ from dockyard.metadata.models import manifests, repositories
 SCAN_ON_PUSH = "scan-on-push"
 PULL_GATE = "pull-gate"
 GATE_EVENTS = frozenset({
-    "artifact.pushed", "artifact.deleted", "tag.updated", "tag.deleted", "signature.attached",
+    "artifact.pushed", "artifact.deleted", "tag.updated", "tag.deleted", "signature.attached", "repository.deleted",
     "scan.completed", "scan.failed", "scan.verdict_changed",
 })
 

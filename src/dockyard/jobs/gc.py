@@ -19,17 +19,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 
 from dockyard.domain import blob_refs
 from dockyard.domain.events import record
+from dockyard.domain.repository_lifecycle import sweep_empty
 from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.models import storage_intents, uploads
 from dockyard.storage import StorageDriver
 
 log = logging.getLogger("dockyard.gc")
+# The least grace a remote `dockyard gc --grace-seconds` may ask for. The grace protects blobs
+# uploaded but not yet referenced: a push publishes its layers first and PUTs the manifest last,
+# so the grace must outlast a slow push (blob_refs still fails such a push cleanly, never corrupts).
+MIN_GRACE_SECONDS = 600
 MAX_BATCHES = 1_000_000  # a bound, not a limit anyone should reach
 
 
@@ -52,8 +57,10 @@ class GarbageCollector:
         self.audit = audit
 
     def handle(self, payload: dict, progress: Callable[[dict], None]) -> dict:
-        """Job handler for kind "gc"; payload {"dry_run": bool}."""
-        result = self.run(dry_run=bool(payload.get("dry_run", False)), progress=progress)
+        """Job handler for kind "gc"; payload {"dry_run": bool, "grace_seconds": int (optional, >= MIN_GRACE_SECONDS)}."""
+        grace = payload.get("grace_seconds")
+        grace = self.grace_seconds if grace is None else max(int(grace), MIN_GRACE_SECONDS)
+        result = self.run(dry_run=bool(payload.get("dry_run", False)), progress=progress, grace_seconds=grace)
         if self.audit is not None and not result["dry_run"]:
             from dockyard.auth.principals import Principal
 
@@ -61,16 +68,26 @@ class GarbageCollector:
                               detail={k: result[k] for k in ("deleted", "bytes_freed", "resumed")})
         return result
 
-    def run(self, *, dry_run: bool = False, progress: Callable[[dict], None] | None = None) -> dict:
+    def run(
+        self, *, dry_run: bool = False, progress: Callable[[dict], None] | None = None, grace_seconds: int | None = None
+    ) -> dict:
         started = time.monotonic()
-        cutoff = self.clock() - timedelta(seconds=self.grace_seconds)
+        grace = self.grace_seconds if grace_seconds is None else grace_seconds
+        now = self.clock()
+        cutoff = now - timedelta(seconds=grace)
         report = progress or (lambda data: None)
         with self.db.read() as conn:
             count, size, stale = blob_refs.garbage_stats(conn, cutoff)
+            waiting, waiting_bytes, oldest = blob_refs.pending_stats(conn, cutoff)
         result = {
             "dry_run": dry_run,
-            "grace_seconds": self.grace_seconds,
+            "grace_seconds": grace,
             "cutoff": cutoff.isoformat(),
+            # Unreferenced but inside the grace period: kept this run, reclaimable from `next_eligible_at`.
+            "in_grace": waiting,
+            "in_grace_bytes": waiting_bytes,
+            "next_eligible_at": _eligible_at(oldest, grace),
+            "repositories_removed": 0,  # left empty (no manifests) and older than the grace
             "candidates": int(count),
             "candidate_bytes": int(size),
             "marked_before": int(stale),  # left `deleting` by an interrupted run
@@ -117,6 +134,8 @@ class GarbageCollector:
                 state["done"] += deleted
                 state["bytes_freed"] = result["bytes_freed"]
                 report(dict(state))
+        # 3. Repositories with no manifests whose blob links are older than the grace.
+        result["repositories_removed"] = sweep_empty(self.db, cutoff)
         result["seconds"] = round(time.monotonic() - started, 3)
         with self.db.write() as conn:  # the sweeps committed batch by batch; the summary is its own transaction
             record(conn, "gc.completed", data={
@@ -164,3 +183,13 @@ class GarbageCollector:
     def _sweep(self, ids: list[int]) -> tuple[int, int]:
         with self.db.write() as conn:
             return blob_refs.sweep(conn, ids, self.storage)
+
+
+def _eligible_at(oldest: datetime | None, grace: int) -> str | None:
+    """When the first blob still inside the grace period becomes reclaimable (ISO 8601, UTC)."""
+    if oldest is None:
+        return None
+    if oldest.tzinfo is None:  # SQLite hands back naive UTC
+        oldest = oldest.replace(tzinfo=UTC)
+    return (oldest + timedelta(seconds=grace)).isoformat()
+

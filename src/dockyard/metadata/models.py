@@ -128,6 +128,7 @@ uploads = Table(
     Column("project", String(255)),
     Index("ix_uploads_owner", "owner"),
     Index("ix_uploads_project", "project"),
+    Index("ix_uploads_repository", "repository"),  # an open upload keeps its repository from being dropped (0018)
 )
 
 

@@ -35,6 +35,22 @@ def validate_threshold(value: str | None, field: str) -> str | None:
     return value
 
 
+UNSCANNED_HINT = (
+    "turning on the vulnerability gate (block_severity) needs an explicit choice for images without a verdict: "
+    "send unscanned (block, wait or allow) in the same change, e.g. "
+    "`dockyard security set PROJECT --block-severity critical --unscanned block`"
+)
+
+
+def require_unscanned_choice(current: "SecurityPolicy", changes: dict) -> None:
+    """Nothing passes silently: a change that turns the vulnerability gate on (block_severity from
+    null to a threshold) must also say what happens to images that have no verdict yet, even `allow`.
+    Later threshold changes keep the choice made then."""
+    turning_on = changes.get("block_severity") is not None and current.block_severity is None
+    if turning_on and changes.get("unscanned") is None:
+        raise InvalidRequest(UNSCANNED_HINT, detail={"missing": "unscanned", "allowed": list(UNSCANNED_POLICIES)})
+
+
 @dataclass(frozen=True)
 class SecurityPolicy:
     project_id: int
@@ -42,7 +58,7 @@ class SecurityPolicy:
     auto_scan: bool = False  # like Harbor and ECR: scanning every push is opted into per project
     scanner: str = BUILTIN_SCANNER  # "builtin" or a registered scanner's name
     block_severity: str | None = None  # pull gate threshold; None: no vulnerability gate
-    unscanned: str = "allow"  # allow | block | wait (only with a vulnerability gate)
+    unscanned: str = "allow"  # allow | block | wait (only with a vulnerability gate, which must choose it)
     unscanned_wait_seconds: int = 0
     require_signature: bool = False
     promotion_max_severity: str | None = None  # promotion into this project: refuse findings at/above

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -198,3 +200,36 @@ class VulnDBUpdater:
             result = run_update(self.db, self.jobs, ecosystems=ecosystems, base_url=self.base_url, client=client,
                                 on_source=on_source)
         return result.as_dict()
+
+
+# -- uploaded exports (POST /api/v1/system/vulndb/import) ---------------------------------------
+
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+ -]{0,63}")  # OSV ecosystem names: PyPI, Debian:12, crates.io
+MAX_IMPORT_BYTES = 4 * 1024**3  # larger than any one ecosystem's OSV export
+
+
+def import_upload(db: Database, jobs: JobQueue | None, source: str, path: Path, sha256: str) -> UpdateResult:
+    """Import one uploaded OSV export zip as `source`, as `vulndb update --from FILE` would, so an
+    air-gapped registry's running server gets it; skipped when it is the export last imported for
+    that source (same sha256). Raises VulnDBError for a bad name or a file that is not an export."""
+    if not SOURCE_NAME.fullmatch(source):
+        raise VulnDBError(f"source {source[:80]!r}: expected an OSV ecosystem name such as PyPI or Debian:12")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = sum(1 for i in archive.infolist() if not i.is_dir() and i.filename.endswith(".json"))
+    except zipfile.BadZipFile as exc:
+        raise VulnDBError(f"not an OSV export: not a zip archive ({exc})") from exc
+    if not records:
+        raise VulnDBError("not an OSV export: the zip holds no .json records")
+    vulndb = VulnDB(db)
+    result = UpdateResult()
+    origin = f"upload sha256:{sha256[:12]}"
+    if vulndb.stored_sha256(source) == sha256:
+        result.reports.append(ImportReport(source, origin, skipped=True))
+        return result
+    try:
+        result.reports.append(vulndb.import_records(source, origin, iter_zip_records(path), sha256=sha256))
+    finally:
+        if jobs is not None and result.written:
+            result.rescan_job, result.rescan_joined = request_rescan(jobs)
+    return result

@@ -280,14 +280,15 @@ class VulnDB:
                 url = export_url(ecosystem, base_url)
                 path = download_export(client, url, Path(tmp) / f"{quote(ecosystem, safe='')}.zip")
                 digest = _sha256_file(path)
-                if self._stored_sha256(ecosystem) == digest:
+                if self.stored_sha256(ecosystem) == digest:
                     log.info("vulndb %s: unchanged (%s)", ecosystem, digest[:12])
                     reports.append(ImportReport(ecosystem, url, skipped=True))
                     continue
                 reports.append(self.import_records(ecosystem, url, iter_zip_records(path), sha256=digest))
         return reports
 
-    def _stored_sha256(self, source: str) -> str | None:
+    def stored_sha256(self, source: str) -> str | None:
+        """The sha256 of the export last imported for `source` (None for local files)."""
         with self.database.read() as conn:
             return conn.execute(select(vuln_sources.c.sha256).where(vuln_sources.c.source == source)).scalar()
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
 from dockyard.api.mgmt.common import CallerDep, Input, Model, PagingDep, paged, slice_page
+from dockyard.policy.tag_rules import make_override
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -84,11 +85,25 @@ def update_project(project: str, body: ProjectUpdate, caller: CallerDep):
     return updated
 
 
-@router.delete("/{project}", status_code=204, summary="Delete an empty project (admin)")
-def delete_project(project: str, caller: CallerDep):
-    caller.require_admin()
-    caller.services.projects.delete(project)
-    caller.audit("project.delete", f"project {project}", project=project)
+@router.delete("/{project}", status_code=204, summary="Delete a project; with force, its repositories too (admin)")
+def delete_project(
+    project: str, caller: CallerDep,
+    force: bool = Query(False, description="Delete its repositories (manifests, tags) first; blobs go to GC as usual."),
+    override_reason: str | None = Query(None, description="Break glass: delete immutable tags too, for this reason (audited)."),
+):
+    caller.require_admin("a project is deleted by a registry administrator")
+    services = caller.services
+    override = make_override(caller.principal, override_reason, caller.source_ip, caller.user_agent)
+    detail: dict = {"force": force}
+    if force:
+        services.projects.get(project)  # 404 before anything is deleted
+        deleted = services.repository_lifecycle.delete_project_repositories(project, override=override)
+        detail.update(repositories=[d.repository for d in deleted][:100], repository_count=len(deleted),
+                      manifests=sum(d.manifests for d in deleted), tags=sum(d.tags for d in deleted))
+        if override:
+            detail["override_reason"] = override.reason
+    services.projects.delete(project)
+    caller.audit("project.delete", f"project {project}", project=project, detail=detail)
     return Response(status_code=204)
 
 

@@ -1,4 +1,7 @@
-"""repository lifecycle and listings (issue 15, placeholder)
+"""repository lifecycle: index uploads by repository (issue 15)
+
+When a repository's last manifest is deleted, it is dropped unless an upload into it is open:
+that check looks uploads up by repository name.
 
 Revision ID: 0018_repo_lifecycle
 Revises: 0017_tag_rule_syntax
@@ -15,8 +18,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table('uploads', schema=None) as batch_op:
+        batch_op.create_index('ix_uploads_repository', ['repository'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('uploads', schema=None) as batch_op:
+        batch_op.drop_index('ix_uploads_repository')
