@@ -24,6 +24,7 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,7 +43,12 @@ from dockyard.settings import DEFAULT_ECOSYSTEMS, OSV_BUCKET_URL
 log = logging.getLogger(__name__)
 
 BATCH = 500
+BATCH_BYTES = 64 * 1024 * 1024  # a batch is also cut by size: 500 records of MAX_RECORD_BYTES would be 8 GiB
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # one advisory; the largest real ones are a few MiB
+MAX_ERROR_CHARS = 300  # one invalid record's reason: an error may quote a value as large as the record
+# The column widths of vuln_advisories / vuln_affected / vuln_aliases (metadata/models.py). PostgreSQL
+# refuses a longer value, which would fail the whole import, so such a record is invalid instead.
+MAX_ID_CHARS, MAX_ECOSYSTEM_CHARS, MAX_PACKAGE_CHARS, MAX_ECOSYSTEM_BASE_CHARS = 255, 255, 512, 64
 
 def package_key(ecosystem: str, name: str) -> str:
     """The name as matched: PyPI names PEP 503-normalised, everything else as written."""
@@ -119,8 +125,13 @@ def iter_zip_records(data: bytes | Path) -> Iterator[tuple[str, bytes]]:
             if info.is_dir() or not info.filename.endswith(".json"):
                 continue
             if info.file_size > MAX_RECORD_BYTES:
-                raise VulnDBError(f"{info.filename}: {info.file_size} bytes is not an advisory")
-            yield info.filename, archive.read(info)
+                raise VulnDBError(f"{info.filename[:200]}: {info.file_size} bytes is not an advisory")
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                # A bad CRC, a broken deflate stream, an unsupported method or an encrypted member.
+                raise VulnDBError(f"{info.filename[:200]}: damaged zip member: {str(exc)[:200]}") from exc
+            yield info.filename, data
 
 
 def discover(path: Path) -> list[tuple[str, list[Path]]]:
@@ -188,21 +199,27 @@ class VulnDB:
         """Upsert records by id + modified, then record the source's status."""
         report = ImportReport(source, origin)
         batch: list[tuple[Advisory, bytes]] = []
+        batch_bytes = 0
         for name, raw in records:
             try:
                 advisory = parse_advisory(json.loads(raw))
-            except (OSVError, ValueError) as exc:
+                _check_widths(advisory)
+            except (OSVError, ValueError, RecursionError) as exc:
                 report.invalid += 1
+                reason = f"{name}: {exc}"
+                if len(reason) > MAX_ERROR_CHARS:
+                    reason = reason[: MAX_ERROR_CHARS - 1] + "…"
                 if len(report.errors) < 20:
-                    report.errors.append(f"{name}: {exc}")
-                log.warning("vulndb %s: skipping %s: %s", source, name, exc)
+                    report.errors.append(reason)
+                log.warning("vulndb %s: skipping %s", source, reason)
                 continue
             report.records += 1
             report.withdrawn += advisory.is_withdrawn
             batch.append((advisory, raw))
-            if len(batch) >= BATCH:
+            batch_bytes += len(raw)
+            if len(batch) >= BATCH or batch_bytes >= BATCH_BYTES:
                 self._write(batch, report)
-                batch = []
+                batch, batch_bytes = [], 0
         if batch:
             self._write(batch, report)
         with self.database.write() as conn:
@@ -359,6 +376,19 @@ class VulnDB:
                     ).scalars()
                 )
         return [parse_advisory(json.loads(d)) for d in docs]
+
+
+def _check_widths(advisory: Advisory) -> None:
+    """Raise OSVError for a name longer than the column that stores it (see MAX_ID_CHARS)."""
+    for alias in (advisory.id, *advisory.aliases, *advisory.upstream):
+        if len(alias) > MAX_ID_CHARS:
+            raise OSVError(f"an id or alias is longer than {MAX_ID_CHARS} characters")
+    for a in advisory.affected:
+        if len(a.ecosystem) > MAX_ECOSYSTEM_CHARS or len(a.ecosystem_base) > MAX_ECOSYSTEM_BASE_CHARS:
+            raise OSVError(f"an ecosystem name is longer than {MAX_ECOSYSTEM_CHARS} characters "
+                           f"(or {MAX_ECOSYSTEM_BASE_CHARS} before its first ':')")
+        if len(package_key(a.ecosystem, a.name)) > MAX_PACKAGE_CHARS:
+            raise OSVError(f"a package name is longer than {MAX_PACKAGE_CHARS} characters")
 
 
 # --- download ----------------------------------------------------------------------------
