@@ -63,8 +63,9 @@ async def test_a_corrupt_deflate_stream_is_a_400(reg):
     assert "PYSEC-1.json" in assert_error(r, 400, "INVALID_REQUEST")["errors"][0]["message"]
 
 
-async def test_names_longer_than_their_columns_are_invalid_records_not_a_failed_import(reg):
-    # SQLite stores any length; PostgreSQL refuses the row and, before, the whole import with it.
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_names_longer_than_their_columns_are_invalid_records_not_a_failed_import(tmp_path, database_url_for, backend):
+    # SQLite stores any length; PostgreSQL refused the row and, before, the whole import with it (a 500).
     body = export({
         "ok.json": record("PYSEC-OK"),
         "long-id.json": record("X" * 256),
@@ -72,8 +73,12 @@ async def test_names_longer_than_their_columns_are_invalid_records_not_a_failed_
         "long-package.json": record("PYSEC-PKG", name="p" * 600),
         "long-ecosystem.json": record("PYSEC-ECO", ecosystem="E" * 300),
     })
-    r = await reg.client.post(URL, params={"source": "PyPI"}, content=body, headers=ZIP, auth=ADMIN)
-    assert r.status_code == 200, r.text
+    url = database_url_for(backend)
+    extra = {"database_url": url} if url else {}
+    async with open_registry(tmp_path / "data", "filesystem", admin_password=ADMIN[1], worker_enabled=False, **extra) as reg:
+        r = await reg.client.post(URL, params={"source": "PyPI"}, content=body, headers=ZIP, auth=ADMIN)
+        assert r.status_code == 200, r.text
+        assert VulnDB(reg.services.db).status().advisories == 1
     [report] = r.json()["sources"]
     assert (report["records"], report["written"], report["invalid"]) == (1, 1, 4)
     assert sorted(e.split(":", 1)[0] for e in report["errors"]) == [
