@@ -117,3 +117,20 @@ def test_records_are_written_in_batches_bounded_by_bytes(tmp_path, monkeypatch):
     report = VulnDB(db).import_records("PyPI", "test", iter(records))
     assert report.written == 10 and len(sizes) >= 3
     assert max(sizes) <= 10_000 + 3500
+
+
+async def test_an_upload_removes_spool_files_a_killed_server_left(reg):
+    import os
+    import time
+
+    spool = reg.data_dir / "tmp"
+    spool.mkdir(parents=True, exist_ok=True)
+    stale, live = spool / "upload-killed", spool / "upload-in-progress"
+    stale.write_bytes(b"x" * 1000)
+    live.write_bytes(b"y")
+    day_ago = time.time() - 25 * 3600
+    os.utime(stale, (day_ago, day_ago))
+    r = await reg.client.post(URL, params={"source": "PyPI"}, content=export({"a.json": record("PYSEC-A")}),
+                              headers=ZIP, auth=ADMIN)
+    assert r.status_code == 200, r.text
+    assert sorted(p.name for p in spool.iterdir()) == ["upload-in-progress"]
