@@ -134,3 +134,27 @@ async def test_an_upload_removes_spool_files_a_killed_server_left(reg):
                               headers=ZIP, auth=ADMIN)
     assert r.status_code == 200, r.text
     assert sorted(p.name for p in spool.iterdir()) == ["upload-in-progress"]
+
+
+async def test_no_other_caller_method_or_path_gets_a_body_spooled(reg):
+    """Only an administrator's POST to the one exact path streams past the 1 MiB cap: a robot (even one
+    with every action), a registry bearer token, another method, a trailing slash or a sub-path is
+    refused before a body byte is written to the spool."""
+    big = b"PK" + b"\0" * (2 * 1024 * 1024)
+    assert (await reg.client.post("/api/v1/projects", json={"name": "team"}, auth=ADMIN)).status_code == 201
+    made = await reg.client.post("/api/v1/robots", json={"name": "ci", "project": "team",
+                                                         "actions": ["pull", "push", "delete"]}, auth=ADMIN)
+    assert made.status_code == 201, made.text
+    robot = (made.json()["name"], made.json()["secret"])
+    assert_error(await reg.client.post(URL, params={"source": "PyPI"}, content=big, headers=ZIP, auth=robot), 403, "DENIED")
+    bearer = {**ZIP, "Authorization": "Bearer not-a-session"}
+    assert_error(await reg.client.post(URL, params={"source": "PyPI"}, content=big, headers=bearer), 401, "UNAUTHORIZED")
+    for method in ("PUT", "PATCH"):
+        r = await reg.client.request(method, URL, params={"source": "PyPI"}, content=big, headers=ZIP, auth=ADMIN)
+        assert r.status_code == 405, (method, r.text)
+    for path in (URL + "/", URL + "/more", "/api/v1/system/vulndb/import%2F"):
+        r = await reg.client.post(path, params={"source": "PyPI"}, content=big, headers=ZIP, auth=ADMIN)
+        assert_error(r, 413, "SIZE_INVALID")
+    assert not (reg.data_dir / "tmp").exists() or [p for p in (reg.data_dir / "tmp").iterdir()
+                                                   if p.name.startswith("upload-")] == []
+    assert VulnDB(reg.services.db).status().advisories == 0
