@@ -68,6 +68,19 @@ class SafeConsole(Console):
             else:
                 yield Segment(terminal_safe(segment.text), segment.style, segment.control)
 
+    def print(self, *objects: Any, **kwargs) -> None:
+        """Tables printed to a pipe or a file come out as tab-separated values (`table_rows`), every value whole:
+        a table laid out for an 80-column terminal would cut values short for the program reading them."""
+        from rich.table import Table
+
+        if objects and not self.is_terminal and all(isinstance(o, Table) for o in objects):
+            for table in objects:
+                # Straight to the file: Rich would expand the tabs to spaces. Cells are escaped by table_rows().
+                self.file.write("".join("\t".join(line) + "\n" for line in table_rows(table)))
+            self.file.flush()
+            return
+        super().print(*objects, **kwargs)
+
     def print_json(self, json_text: str | None = None, *, data: Any = None, **kwargs) -> None:
         """As Rich's, but non-ASCII is escaped in the JSON itself (`\\u009b`), so the output stays
         valid JSON instead of being escaped again as text."""
@@ -75,6 +88,30 @@ class SafeConsole(Console):
             json_text = json.dumps(data, default=kwargs.pop("default", None))
         kwargs.setdefault("ensure_ascii", True)
         super().print_json(json_text, **kwargs)
+
+
+def table_rows(table) -> list[list[str]]:
+    """A Rich table as plain text cells (markup and styles dropped, each value on one line): its title as a `# `
+    comment line if it has one, then the header, then the rows."""
+    from rich.text import Text
+
+    def plain(cell: Any) -> str:
+        if isinstance(cell, Text):
+            text = cell.plain
+        elif isinstance(cell, str):
+            try:
+                text = Text.from_markup(cell).plain
+            except Exception:  # noqa: BLE001 - not markup after all (an unescaped `[/x]` in a value): show it as it is
+                text = cell
+        else:
+            text = str(cell)
+        return one_line(text)
+
+    rows = [[f"# {plain(table.title)}"]] if table.title else []  # a comment line: TSV readers skip it (`#`)
+    rows.append([plain(column.header) for column in table.columns])
+    for index in range(table.row_count):
+        rows.append([plain(column._cells[index]) if index < len(column._cells) else "" for column in table.columns])
+    return rows
 
 
 def safe_console(**kwargs) -> SafeConsole:

@@ -254,7 +254,11 @@ class Settings(BaseSettings):
     # -- refusals in the audit log (issue 15) --
     audit_refusal_window_seconds: int = Field(
         60, ge=1, le=86400,
-        description="/v2 refusals with the same actor, action, object and reason within this window share one audit row (with a count).",
+        description="/v2 refusals with the same actor, action, object, reason and client address within this window share one audit row (with a count).",
+    )
+    audit_refusal_keys_per_actor: int = Field(
+        50, ge=1, le=100000,
+        description="At most this many refusal rows per actor per window; further refusals of that actor share one row per action (object *).",
     )
 
     @model_validator(mode="after")

@@ -316,3 +316,61 @@ def test_docker_login_through_the_credential_helper(env, new_clients, tmp_path):
     assert json.loads(got.stdout)["Secret"] != DEV_PW
     # And crane, reading the same docker config, pulls through the helper.
     assert _crane_pull(c, ref, tmp_path / "pulled") == pushed
+
+
+# --- robots in CI (issue 15 §3) --------------------------------------------------------------------
+
+
+def test_crane_through_the_credential_helper_as_a_robot(env, new_clients, tmp_path):
+    """The usual CI set-up: a robot created with `--action push` only logs in with `dockyard login`, and crane
+    pushes and pulls through `docker-credential-dockyard`, which hands it short-lived login passwords. Rotating the
+    robot ends the passwords already handed out at once."""
+    admin = new_clients(env, "robot-admin")
+    admin.env.update(DOCKYARD_USERNAME="admin", DOCKYARD_PASSWORD=ADMIN_PASSWORD)
+    created = _ok(admin.dockyard("admin", "robots", "-r", env.host, "create", "ci", "--project", PROJECT,
+                                 "--action", "push", "--json"), "robots create")
+    robot = json.loads(created.stdout)
+    name, secret = robot["name"], robot["secret"]
+    assert robot["permissions"] == [{"project": PROJECT, "actions": ["push"]}]
+
+    c = new_clients(env, "robot-ci")
+    _ok(c.dockyard("login", env.host, "-u", name, "--password-stdin", input=secret + "\n"), "dockyard login as robot")
+    c.write_docker_config({"credHelpers": {env.host: "dockyard"}})  # no inline auths: only the helper
+    ref = f"{env.host}/{PROJECT}/robot-ci:v1"
+    pushed = _crane_push(c, env, ref)  # crane HEADs first: push implies pull
+    assert pushed == env.image["digest"]
+    assert _crane_pull(c, ref, tmp_path / "robot-pulled") == pushed
+    assert "auths" not in c.docker_config_json()
+
+    handed_out = json.loads(_ok(c.helper("get", env.host), "helper get").stdout)
+    assert handed_out["Username"] == name and handed_out["Secret"] != secret
+    # no -r: the registry of the last `dockyard login` is the default
+    printed = _ok(c.dockyard("get-login-password"), "get-login-password as robot").stdout.strip()
+    for password in (handed_out["Secret"], printed):
+        r = httpx.head(f"{env.server.url}/v2/{PROJECT}/robot-ci/manifests/v1", auth=(name, password), trust_env=False)
+        assert r.status_code == 200, r.text
+
+    _ok(admin.dockyard("admin", "robots", "-r", env.host, "rotate", name), "robots rotate")
+    for password in (handed_out["Secret"], printed):
+        r = httpx.head(f"{env.server.url}/v2/{PROJECT}/robot-ci/manifests/v1", auth=(name, password), trust_env=False)
+        assert r.status_code == 401, r.text
+    refused = c.helper("get", env.host)  # the saved secret is the old one now
+    assert refused.returncode == 1 and "cannot get a login password" in refused.stdout, refused
+    out = c.fails("crane", "--insecure", "pull", "--format", "oci", ref, str(tmp_path / "robot-after"))
+    assert "cannot get a login password" in out, out
+
+
+def test_after_dockyard_login_every_command_needs_nothing_else(env, new_clients):
+    """Issue 15 §2: no -r, no -u, no DOCKYARD_* variable; the registry and account of the last `dockyard login`."""
+    c = new_clients(env, "current")
+    assert not any(k.startswith("DOCKYARD_") and k != "DOCKYARD_CREDENTIALS_FILE" for k in c.env)
+    _ok(c.dockyard("login", env.host, "-u", "admin", "--password-stdin", input=ADMIN_PASSWORD + "\n"), "login")
+    projects = json.loads(_ok(c.dockyard("admin", "projects", "list", "--json"), "projects list").stdout)
+    assert PROJECT in [p["name"] for p in projects]
+    quota = json.loads(_ok(c.dockyard("quotas", "show", PROJECT, "--json"), "quotas show").stdout)
+    assert quota["project"] == PROJECT
+    assert isinstance(json.loads(_ok(c.dockyard("jobs", "list", "--json"), "jobs list").stdout), list)
+    assert json.loads(_ok(c.dockyard("scanners", "list", "--json"), "scanners list").stdout) == []
+    # piped, a table is whole tab-separated values
+    lines = _ok(c.dockyard("admin", "projects", "list"), "projects list (table)").stdout.splitlines()
+    assert lines[0] == "name\tpublic\tcreated_at" and any(line.startswith(f"{PROJECT}\tno\t") for line in lines[1:])

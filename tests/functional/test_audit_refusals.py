@@ -89,3 +89,54 @@ async def test_a_bearer_token_refusal_names_the_account(env):
         error(r, 403, "DENIED")
     rows = await _failures(env)
     assert [(r["actor"], r["action"], r["object"], r["detail"]["count"]) for r in rows] == [("guest", "v2.push", REPO, 3)]
+
+
+async def test_random_names_per_request_cannot_grow_the_log_past_the_per_actor_bound(env):
+    """Attack (issue 15 review): a signed-in account with no rights sends refused pushes to a new repository
+    name each time; every name was a new key, so a row per request. Past `audit_refusal_keys_per_actor` (50)
+    they share one `*` row, with no project (it spans projects), and the count keeps every refusal."""
+    await env.project("team")
+    outsider = await env.user("outsider")
+    for n in range(60):
+        r = await env.reg.client.post(f"/v2/team/r{n}/blobs/uploads/", auth=outsider)
+        error(r, 403, "DENIED")
+    rows = [r for r in await _failures(env) if r["actor"] == "outsider"]
+    assert len(rows) == 51, len(rows)
+    overflow = [r for r in rows if r["object"] == "*"]
+    assert len(overflow) == 1, overflow
+    assert (overflow[0]["action"], overflow[0]["project"], overflow[0]["detail"]["count"]) == ("v2.push", None, 10)
+    assert sorted(r["object"] for r in rows if r["object"] != "*") == sorted(f"team/r{n}" for n in range(50))
+    # Another account is not affected by this one's bound.
+    r = await env.reg.client.post("/v2/team/other/blobs/uploads/", auth=await env.user("guest", team="guest"))
+    error(r, 403, "DENIED")
+    assert [r["object"] for r in await _failures(env) if r["actor"] == "guest"] == ["team/other"]
+
+
+async def test_refused_management_writes_are_aggregated_and_a_failing_audit_write_is_still_403(env, monkeypatch):
+    """Attack (issue 15 review): `api.denied` was one row per refused /api/v1 write, so any signed-in account
+    could grow the table by a row per request; and a failing audit write there turned the 403 into a 500."""
+    await env.project("team")
+    guest = await env.user("guest", team="guest")
+    for _ in range(30):
+        r = await env.api.post("/api/v1/projects/team/tag-rules", json={"kind": "deny", "tag_pattern": "x"}, auth=guest)
+        error(r, 403, "DENIED")
+    rows = [r for r in await _failures(env) if r["actor"] == "guest"]
+    assert [(r["action"], r["object"], r["detail"]["count"]) for r in rows] == [
+        ("api.denied", "POST /api/v1/projects/team/tag-rules", 30)]
+
+    def broken(**_):
+        raise RuntimeError("audit table unavailable")
+
+    monkeypatch.setattr(env.services.audit, "record_refusal", broken)
+    r = await env.api.post("/api/v1/projects/team/tag-rules", json={"kind": "deny", "tag_pattern": "x"}, auth=guest)
+    error(r, 403, "DENIED")
+
+
+async def test_anonymous_writes_are_challenged_and_write_no_audit_row(env):
+    """Review (issue 15): an anonymous client may read a public project, but its writes there are 401 challenges
+    (/api/v1 and /v2), not refusals, so they add nothing to the audit log whatever names it sends."""
+    await env.project("pub", public=True)
+    for n in range(5):
+        error(await env.api.delete(f"/api/v1/projects/pub/tag-rules/{n + 1}", auth=None), 401, "UNAUTHORIZED")
+        error(await env.reg.client.post(f"/v2/pub/r{n}/blobs/uploads/", auth=None), 401, "UNAUTHORIZED")
+    assert [r for r in await _failures(env) if r["actor"] == "anonymous"] == []

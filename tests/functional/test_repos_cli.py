@@ -47,8 +47,9 @@ async def test_repos_ls_and_tags_ls_print_tables_and_json(reg, cli):
 
     table = await cli("repos", "ls", "team", "--sort", "-tags")
     assert table.exit_code == 0, table.output
-    lines = [line for line in table.stdout.splitlines() if "team/" in line]
-    assert [line.split()[1] for line in lines] == ["team/app", "team/web"] and lines[0].split()[3] == "2"
+    lines = table.stdout.splitlines()  # not a terminal: tab-separated values, header first (docs/cli.md)
+    assert lines[0].split("\t")[:2] == ["name", "tag_count"]
+    assert [line.split("\t")[0] for line in lines[1:]] == ["team/app", "team/web"] and lines[1].split("\t")[1] == "2"
     as_json = await cli("repos", "ls", "--json")
     assert [(r["name"], r["tag_count"]) for r in json.loads(as_json.stdout)] == [("team/app", 2), ("team/web", 1)]
 

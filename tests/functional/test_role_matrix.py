@@ -12,8 +12,8 @@ Columns (principals):
     PA   project admin (member, role admin)     R2   project robot, actions [pull, push]
     MA   maintainer                             R3   project robot, actions [pull, push, delete]
     DE   developer                              R4   project robot, actions [pull, read-scan]
-    GU   guest                                  SR   system robot with [pull] on the project
-    NM   non-member user
+    GU   guest                                  R5   project robot, actions [push] (push implies pull)
+    NM   non-member user                        SR   system robot with [pull] on the project
     AN   anonymous (no credentials)
 
 Rows (cells): CELLS maps each request to the matrix action it exercises and its interface. Every action of
@@ -52,14 +52,15 @@ BASE = "http://registry.test"
 REPO_NAME = "app"
 PROJECTS = ("private", "public")
 
-PRINCIPALS = ("SA", "PA", "MA", "DE", "GU", "NM", "AN", "R1", "R2", "R3", "R4", "SR")
+PRINCIPALS = ("SA", "PA", "MA", "DE", "GU", "NM", "AN", "R1", "R2", "R3", "R4", "R5", "SR")
 NAMES = {
     "SA": "system-admin", "PA": "project-admin", "MA": "maintainer", "DE": "developer", "GU": "guest",
     "NM": "non-member", "AN": "anonymous", "R1": "robot-pull", "R2": "robot-pull-push",
-    "R3": "robot-pull-push-delete", "R4": "robot-pull-read-scan", "SR": "system-robot-pull",
+    "R3": "robot-pull-push-delete", "R4": "robot-pull-read-scan", "R5": "robot-push-only", "SR": "system-robot-pull",
 }
 ROLES = {"PA": "admin", "MA": "maintainer", "DE": "developer", "GU": "guest"}
-ROBOT_ACTIONS = {"R1": ["pull"], "R2": ["pull", "push"], "R3": ["pull", "push", "delete"], "R4": ["pull", "read-scan"]}
+ROBOT_ACTIONS = {"R1": ["pull"], "R2": ["pull", "push"], "R3": ["pull", "push", "delete"], "R4": ["pull", "read-scan"],
+                 "R5": ["push"]}
 ROBOT_GRANTS = {**ROBOT_ACTIONS, "SR": ["pull"]}
 
 # cell -> (matrix action, interface, success status)
@@ -104,7 +105,9 @@ def grants(project: str, cell: str, p: str) -> bool:
     if p == "AN":
         # /api/v1 always needs credentials; a credential-less /v2 request is challenged (see the docstring).
         return public and perm.anonymous and interface == "v2" and cell != "pull-v2-basic"
-    return (perm.robot and action in ROBOT_GRANTS[p]) or (public and perm.public)
+    granted = ROBOT_GRANTS[p]
+    implied = any(action in BY_ACTION[g].robot_implies for g in granted)  # the table's "push implies pull"
+    return (perm.robot and (action in granted or implied)) or (public and perm.public)
 
 
 def expected(project: str, cell: str, p: str) -> tuple[int, str | None]:

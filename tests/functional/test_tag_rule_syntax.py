@@ -157,3 +157,21 @@ def test_a_re_pattern_names_fallback_referrer_tags_like_a_glob():
 
     assert names_referrer_tags("sha256-*") and names_referrer_tags("re:sha256-.*")
     assert not names_referrer_tags("re:.*") and not names_referrer_tags("v*")
+
+
+async def test_dry_run_shows_a_member_what_a_system_rule_matches_but_not_who_wrote_it(env):
+    """Attack (issue 15 review): system rules are listed to administrators only, yet the dry run (read-settings:
+    every guest) returned them whole, with their author and description."""
+    await env.project("team")
+    guest = await env.user("guest", team="guest")
+    r = await env.api.post("/api/v1/system/tag-rules", json={"kind": "deny", "tag_pattern": "latest",
+                                                             "description": "SEC-1234: incident follow-up"})
+    assert r.status_code == 201, r.text
+    error(await env.api.get("/api/v1/system/tag-rules", auth=guest), 403, "DENIED")
+    r = await env.api.post("/api/v1/projects/team/tag-rules/test", json={"repository": "app", "tag": "latest"}, auth=guest)
+    assert r.status_code == 200, r.text
+    [match] = r.json()["rules"]
+    assert match["matches"] is True and match["rule"]["tag_pattern"] == "latest"
+    assert (match["rule"]["description"], match["rule"]["created_by"]) == (None, None)
+    r = await env.api.post("/api/v1/projects/team/tag-rules/test", json={"repository": "app", "tag": "latest"})
+    assert r.json()["rules"][0]["rule"]["created_by"] == "admin"  # an administrator sees it whole

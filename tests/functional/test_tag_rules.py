@@ -186,7 +186,7 @@ async def test_fallback_referrer_tags_stay_mutable_unless_named(env):
     await env.rule("team", "immutable", "*")
     d1, body1 = await env.reg.push_image(REPO, seed=1)
     d2, body2 = await env.reg.push_image(REPO, seed=2)
-    fallback = "sha256-" + "a" * 64
+    fallback = d1.replace(":", "-")  # the fallback tag of d1's referrers
     for body in (body1, body2):  # clients rewrite the fallback tag each time a referrer is added
         assert (await env.reg.put_manifest(REPO, fallback, body, OCI_MANIFEST)).status_code == 201
     assert (await env.reg.put_manifest(REPO, fallback + ".sig", body1, OCI_MANIFEST)).status_code == 201
@@ -195,6 +195,22 @@ async def test_fallback_referrer_tags_stay_mutable_unless_named(env):
     r = await env.reg.put_manifest(REPO, fallback, body1, OCI_MANIFEST)
     assert f"rule {named}" in error(r, 403, "DENIED")["message"]
     assert await env.digest_of(REPO, fallback) == d2 and d1 != d2
+
+
+async def test_a_referrer_tag_naming_no_manifest_of_the_repository_gets_no_exemption(env):
+    """Attack review of issue 15: `sha256-<any hex>` carried any image past require and immutable `*` rules."""
+    await _setup(env)
+    await env.rule("team", "require", "v*")
+    await env.rule("team", "immutable", "*")
+    d1, body1 = await env.reg.push_image(REPO, "v1", seed=1)
+    d2, body2 = await env.reg.push_image(REPO, "v2", seed=2)
+    fake = "sha256-" + "c" * 64
+    for tag in (fake, fake + ".sig"):
+        assert "must match one of the required patterns" in error(
+            await env.reg.put_manifest(REPO, tag, body1, OCI_MANIFEST), 403, "DENIED")["message"]
+    live = d1.replace(":", "-") + ".att"
+    assert (await env.reg.put_manifest(REPO, live, body1, OCI_MANIFEST)).status_code == 201
+    assert (await env.reg.put_manifest(REPO, live, body2, OCI_MANIFEST)).status_code == 201
 
 
 async def test_retention_style_deletes_through_the_manifest_service_respect_immutability(env):
@@ -242,8 +258,8 @@ async def test_deny_and_require_rules_apply_to_every_tag_writer(env):
     promo = {"source": f"{REPO}@{d1}", "destination": REPO, "tags": ["2.0.0", "latest"]}
     error(await env.api.post("/api/v1/promotions", json=promo, auth=users["maint"]), 403, "DENIED")
     assert await env.digest_of(REPO, "2.0.0") is None
-    # fallback referrer tags are exempt from require rules
-    assert (await env.reg.put_manifest(REPO, "sha256-" + "b" * 64, body1, OCI_MANIFEST)).status_code == 201
+    # fallback referrer tags of a manifest in the repository are exempt from require rules
+    assert (await env.reg.put_manifest(REPO, d1.replace(":", "-") + ".sig", body1, OCI_MANIFEST)).status_code == 201
     # deletes are never blocked by naming rules
     assert (await env.api.delete(f"/v2/{REPO}/manifests/latest-ish")).status_code == 202
     # rules of another project do not apply here

@@ -38,7 +38,7 @@ def test_newcomer_robot_list_prints_whole_robot_name(monkeypatch):
 
 def test_newcomer_admin_command_without_credentials_says_where_options_go(monkeypatch):
     """`dockyard admin projects create team` without credentials printed only the server's "send Authorization:
-    Basic …"; a CLI user needs to know that -u goes before the subcommand (or DOCKYARD_USERNAME)."""
+    Basic …"; a CLI user needs to know where -u goes (at the end of the command), or DOCKYARD_USERNAME."""
     import httpx
     from typer.testing import CliRunner
 
@@ -52,7 +52,7 @@ def test_newcomer_admin_command_without_credentials_says_where_options_go(monkey
     result = CliRunner().invoke(app, ["admin", "projects", "list"])
     text = " ".join(result.output.split())
     assert result.exit_code == 1
-    assert "UNAUTHORIZED" in text and "before the subcommand" in text and "DOCKYARD_USERNAME" in text
+    assert "UNAUTHORIZED" in text and "at the end of the command" in text and "DOCKYARD_USERNAME" in text
 
 
 def test_newcomer_confirmation_without_a_terminal_says_add_yes(monkeypatch):
@@ -71,3 +71,39 @@ def test_newcomer_confirmation_without_a_terminal_says_add_yes(monkeypatch):
     assert result.exit_code == 2
     assert "add --yes" in " ".join(result.output.split())
     assert calls == []
+
+
+def test_newcomer_tables_piped_to_a_program_are_whole_tab_separated_values(monkeypatch):
+    """`dockyard admin robots list > robots.txt` cut every value to fit 80 columns (`robot$team+dep…`); output that
+    is not a terminal (CliRunner's is not) is now TSV: a header line, then one line per row, every value whole."""
+    import httpx
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app
+
+    description = "deploys the production cluster in eu-west-1 every night, " * 3
+    robot = {"name": "robot$team+deploy-production-eu", "kind": "project", "project": "team",
+             "permissions": [{"project": "team", "actions": ["pull", "push"]}], "disabled": False, "expires_at": None,
+             "description": description + "\ttabbed", "created_at": "2026-12-07T14:54:01Z", "created_by": "admin"}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=[robot]))
+    monkeypatch.setattr(remote.Remote, "client", lambda self: httpx.Client(base_url="http://x/api/v1", transport=transport))
+    result = CliRunner().invoke(app, ["admin", "robots", "list", "-r", "127.0.0.1:5000"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split("\t") == ["name", "kind", "permissions", "disabled", "expires_at", "description", "created_by"]
+    assert lines[1].split("\t") == ["robot$team+deploy-production-eu", "project", "team: pull,push", "no", "",
+                                    description + "\\x09tabbed", "admin"]
+    assert len(lines) == 2
+
+
+def test_newcomer_gc_report_piped_is_tab_separated(monkeypatch):
+    import io
+
+    from dockyard.cli import jobs
+    from dockyard.safe_text import safe_console
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(jobs, "out", safe_console(file=buffer, width=40))
+    jobs.print_gc_result({"dry_run": True, "candidates": 3, "candidate_bytes": 2048, "seconds": 0.5}, as_json=False)
+    assert buffer.getvalue().splitlines() == ["# garbage collection (dry run)", "measure\tvalue", "unreferenced blobs past grace\t3",
+                                              "their bytes\t2 KiB", "seconds\t0.5"]

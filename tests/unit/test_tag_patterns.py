@@ -141,3 +141,20 @@ def test_newcomer_invalid_regex_names_re2_reason(pattern, reason):
         validate_tag_regex(pattern)
     assert reason in info.value.message
     assert reason in info.value.detail["reason"]
+
+
+@pytest.mark.parametrize("pattern", ["re: latest", "re:latest ", "re:v[0-9]+\n", "re:team/app", "re:app@v1"])
+def test_a_regex_that_can_never_match_a_tag_is_refused(pattern):
+    """Attack (issue 15 review): `re:` took any RE2 regex, so `re: latest` (a space no tag can hold) or
+    `re:team/app` (a tag has no `/`) was saved and protected nothing, silently."""
+    from dockyard.policy.tag_patterns import validate_tag_pattern
+
+    with pytest.raises(InvalidRequest, match="can never match a tag"):
+        validate_tag_pattern(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["re:[^/]+", r"re:v\d+", "re:(?:v|r)[0-9]+", "re:[ a]?b"])
+def test_regexes_that_only_mention_those_characters_in_a_class_or_escape_stay_valid(pattern):
+    from dockyard.policy.tag_patterns import validate_tag_pattern
+
+    assert validate_tag_pattern(pattern) == pattern

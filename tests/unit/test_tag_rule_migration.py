@@ -18,6 +18,7 @@ OLD_RULES = [
     ("deny", "tmp*"),  # a regex: `tmp` then any number of `p`
     ("require", r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"),
     ("require", "x" * 255),  # the longest pattern the old validation accepted
+    ("deny", "re:latest"),  # a regex for the literal `re:latest`: no tag has a `:`, so it matched nothing
 ]
 
 
@@ -51,6 +52,7 @@ def test_upgrade_from_0016_rewrites_regexes_and_keeps_their_meaning(tmp_path, ba
             ("deny", "re:tmp*"),
             ("require", r"re:v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"),
             ("require", "re:" + "x" * 255),
+            ("deny", "re:re:latest"),  # not `re:latest`, which would start refusing `latest`
         ]
         # Same verdicts as the old full-match regex for every sample tag.
         samples = ["latest", "latest-1", "tmp", "tmppp", "tmp-foo", "v1.2.3", "1.0.0", "v01.2.3", "x" * 255, "v9"]

@@ -337,6 +337,7 @@ class AccessGate:
                 reason=exc.message,
                 code=exc.code,
                 window_seconds=self.settings.audit_refusal_window_seconds,
+                keys_per_actor=self.settings.audit_refusal_keys_per_actor,
                 project=project_of(name) if name else None,
                 source_ip=client_ip(request),
                 user_agent=request.headers.get("user-agent"),

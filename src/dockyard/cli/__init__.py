@@ -9,8 +9,10 @@ from __future__ import annotations
 import typer
 
 from dockyard.cli import admin as admin_groups
-from dockyard.cli import audit, events, jobs, login, policy, promote, security, server, signing, token_keys, vulndb, webhooks
-from dockyard.cli import repos, tag_rules
+from dockyard.cli import (
+    audit, background_jobs, events, jobs, login, policy, promote, quotas, repos, scanners, security, server, signing,
+    tag_rules, token_keys, vulndb, webhooks,
+)
 
 app = typer.Typer(
     help="Dockyard: a self-hosted private OCI registry.",
@@ -26,8 +28,8 @@ admin = typer.Typer(
 app.add_typer(admin, name="admin")
 
 # In the order `dockyard --help` lists them.
-for module in (server, login, repos, jobs, promote, policy, tag_rules, webhooks, events, admin_groups, audit, token_keys, vulndb,
-               signing, security):
+for module in (server, login, repos, jobs, background_jobs, promote, policy, tag_rules, quotas, webhooks, events, admin_groups,
+               audit, token_keys, vulndb, signing, security, scanners):
     module.register(app, admin)
 
 

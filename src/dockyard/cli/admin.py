@@ -1,8 +1,8 @@
 """`dockyard admin projects|members|users|robots`: remote clients of the management API.
 
-Connection options come before the subcommand (`dockyard admin projects --url https://registry.example.com
--u alice list`), from DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD, or from `dockyard login`
-(dockyard.cli.remote.connect). Output is a Rich table, or JSON with `--json`.
+Connection options go at the end (`dockyard admin projects list --url https://registry.example.com -u alice`)
+or before the subcommand, else come from DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD, else from the last
+`dockyard login` (dockyard.cli.remote.connect). Output is a Rich table, or JSON with `--json`.
 """
 
 from __future__ import annotations
@@ -274,14 +274,46 @@ def robots_create(
     else:
         if action or not grant:
             fail("a system robot needs --grant PROJECT=ACTIONS (or pass --project for a project robot)", 2)
-        permissions = []
-        for item in grant:
-            proj, sep, acts = item.partition("=")
-            if not sep or not proj or not acts:
-                fail(f"--grant {item!r}: expected PROJECT=ACTION[,ACTION]", 2)
-            permissions.append({"project": proj, "actions": [a for a in acts.split(",") if a]})
-        body["permissions"] = permissions
+        body["permissions"] = _grants(grant)
     _show_robot(ctx, remote(ctx).call("POST", "/robots", json=body).json(), json_output)
+
+
+def _grants(grant: list[str]) -> list[dict]:
+    permissions = []
+    for item in grant:
+        proj, sep, acts = item.partition("=")
+        if not sep or not proj or not acts:
+            fail(f"--grant {item!r}: expected PROJECT=ACTION[,ACTION]", 2)
+        permissions.append({"project": proj, "actions": [a for a in acts.split(",") if a]})
+    return permissions
+
+
+@robots.command("update")
+def robots_update(
+    ctx: typer.Context,
+    name: str,
+    action: Annotated[
+        Optional[list[str]], typer.Option("--action", help="Project robot: its new actions (repeat; replaces them).")
+    ] = None,
+    grant: Annotated[
+        Optional[list[str]], typer.Option("--grant", help="System robot: PROJECT=ACTION[,ACTION] (repeat; replaces them).")
+    ] = None,
+    description: Annotated[Optional[str], typer.Option("--description")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Change a robot's permissions (and description); audited. Taking actions away ends its current tokens."""
+    if action and grant:
+        fail("give --action (project robot) or --grant (system robot), not both", 2)
+    body: dict[str, Any] = {}
+    if action:
+        body["actions"] = list(action)
+    if grant:
+        body["permissions"] = _grants(grant)
+    if description is not None:
+        body["description"] = description
+    if not body:
+        fail("nothing to change: give --action, --grant or --description", 2)
+    _show_robot(ctx, remote(ctx).call("PATCH", f"/robots/{seg(name)}", json=body).json(), json_output)
 
 
 @robots.command("rotate")

@@ -1,7 +1,7 @@
 """`dockyard events tail [--follow]`: the change feed of a running registry (via /api/v1/events).
 
-Connects like the other remote groups (`--url`, `-u`, `-p`/`--password-stdin` before the subcommand,
-or DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD). `--follow` reads the server-sent event
+Connects like the other remote groups (`--url`, `-u`, `-p`/`--password-stdin` at the end or before the
+subcommand, else DOCKYARD_URL / DOCKYARD_USERNAME / DOCKYARD_PASSWORD, else the last `dockyard login`). `--follow` reads the server-sent event
 stream (`/api/v1/events/stream`) and, when the connection drops, reconnects with Last-Event-ID, so
 no event is skipped or shown twice. Visibility is the audit log's: administrators, or --project.
 """

@@ -17,7 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from dockyard.cli.options import (
-    DEFAULT_URL,
     ConfigOpt,
     DataDirOpt,
     DbOpt,
@@ -127,7 +126,7 @@ def gc_remote(
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
     grace_seconds: Annotated[Optional[int], typer.Option(
         "--grace-seconds", help="This run's grace period instead of the server's gc_grace_seconds (admin; minimum 600).")] = None,
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     username: UserOpt = None,
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,

@@ -6,14 +6,15 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated, Optional
 
 import httpx
 import typer
 
-from dockyard.cli.options import DEFAULT_URL, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt, console
-from dockyard.cli.remote import credentials
+from dockyard.cli.options import JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt, console
+from dockyard.cli.remote import credentials, resolve_server
 from dockyard.safe_text import one_line
 
 
@@ -26,7 +27,9 @@ def login(
     plain_http: PlainHttpOpt = None,
 ) -> None:
     """Verify credentials and store them in docker's config.json, as `docker login` does."""
-    from dockyard.client.credentials import CredentialError, CredentialStore, base_url, verify_login, write_docker_auth
+    from dockyard.client.credentials import (
+        CredentialError, CredentialStore, base_url, set_current_registry, verify_login, write_docker_auth,
+    )
 
     username = username or typer.prompt("Username")
     if password_stdin:
@@ -41,26 +44,30 @@ def login(
         raise typer.Exit(1) from exc
     path = write_docker_auth(server, username, password)
     CredentialStore().put(server, username, password)
-    console.print(f"Login Succeeded (credentials saved in {path})")
+    set_current_registry(url)  # the default registry of every remote command from now on
+    console.print(f"Login Succeeded (credentials saved in {path}; {url} is now the default registry)")
 
 
 def get_login_password(
-    registry: UrlOpt = DEFAULT_URL,
+    registry: UrlOpt = None,
     username: UserOpt = None,
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,
     plain_http: PlainHttpOpt = None,
+    json_output: JsonOpt = False,
 ) -> None:
     """Print a short-lived password for `docker login --password-stdin` (like `aws ecr get-login-password`)."""
     from dockyard.client import credentials as creds
 
+    registry = resolve_server(registry)
     key = creds.server_key(registry)
     found = credentials(registry, username, password, password_stdin)
     if found.username is None or found.password is None:
         console.print(f"[red]no credentials for {key}: run `dockyard login {key}` or set DOCKYARD_USERNAME/DOCKYARD_PASSWORD[/red]")
         raise typer.Exit(1)
     try:
-        typer.echo(one_line(creds.fetch_login_password(creds.base_url(registry, plain_http), found.username, found.password)))
+        secret = one_line(creds.fetch_login_password(creds.base_url(registry, plain_http), found.username, found.password))
+        typer.echo(json.dumps({"registry": key, "username": found.username, "password": secret}) if json_output else secret)
     except (creds.CredentialError, httpx.HTTPError) as exc:
         hint = (f" (used the credentials saved for {key} as {found.username}; if the password changed, "
                 f"run `dockyard login {key} -u {found.username}` again)") if found.saved and isinstance(exc, creds.CredentialError) else ""

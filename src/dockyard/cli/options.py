@@ -10,7 +10,9 @@ Conventions (docs/cli.md lists every command; tests/unit/test_docs.py checks it)
 - **Remote commands** (clients of a running registry) take `UrlOpt` (`--url`, alias `--registry`
   and `-r`; host[:port] or URL; `DOCKYARD_URL`), `UserOpt`, `PassOpt`, `PassStdinOpt`,
   `PlainHttpOpt` and `JsonOpt`, and get their client from `remote.connect()`, the one place that
-  resolves the URL and the credentials (flags, environment, else what `dockyard login` saved).
+  resolves the URL and the credentials: flags, then environment, then what `dockyard login` saved (its
+  last registry is the default URL, `remote.resolve_server()`); tests/unit/test_cli_connect.py walks
+  every remote command to check it.
   A group takes them before its subcommand (`remote_group()` does that); a single command
   (`dockyard gc`, `promote`, `scan`) takes them itself. Commands that print data also take `JsonOpt`.
   Errors go through `remote.fail()`: one line on stderr, exit 1 (2 for bad options).
@@ -39,8 +41,10 @@ DEFAULT_URL = "http://127.0.0.1:5000"
 # -- remote commands ------------------------------------------------------------------------------
 
 UrlOpt = Annotated[
-    str,
-    typer.Option("--url", "--registry", "-r", envvar="DOCKYARD_URL", help="Registry host[:port] or base URL."),
+    Optional[str],
+    typer.Option("--url", "--registry", "-r", envvar="DOCKYARD_URL", show_default=False,
+                 help="Registry host[:port] or base URL [default: the registry of the last `dockyard login`, "
+                      "else http://127.0.0.1:5000]."),
 ]
 UserOpt = Annotated[
     Optional[str],

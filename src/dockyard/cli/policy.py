@@ -1,6 +1,6 @@
 """`dockyard policy retention …`: retention policies through the management API (a remote client).
 
-Connection options come before the subcommand, as for `dockyard admin …`
+Connection options go at the end (or before the subcommand), as for `dockyard admin …`
 (`dockyard policy retention --url https://registry.example.com -u alice list acme`).
 """
 

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dockyard.cli.options import DEFAULT_URL, JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt
+from dockyard.cli.options import JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt
 from dockyard.cli.remote import connect, fail, out
 
 
@@ -32,7 +32,7 @@ def promote(
     override_reason: Annotated[
         Optional[str], typer.Option("--override-reason", help="Project admins: move immutable tags anyway, for this reason (audited).")
     ] = None,
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     username: UserOpt = None,
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,

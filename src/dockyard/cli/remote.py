@@ -59,8 +59,8 @@ class Remote:
         if resp.status_code >= 400:
             hint = ""
             if resp.status_code == 401 and not self.username:
-                hint = ("; no credentials were given: run `dockyard login`, or put -u USER (and -p/--password-stdin) "
-                        "before the subcommand, e.g. `dockyard admin projects -u admin list`, or set DOCKYARD_USERNAME "
+                hint = ("; no credentials were given: run `dockyard login`, or add -u USER (and -p/--password-stdin) "
+                        "at the end of the command, e.g. `dockyard admin projects list -u admin`, or set DOCKYARD_USERNAME "
                         "and DOCKYARD_PASSWORD")
             elif resp.status_code == 401 and self.saved_for:
                 hint = (f" (used the credentials saved for {self.saved_for} as {self.username}; if the password changed, "
@@ -153,11 +153,20 @@ def credentials(server: str, username: str | None, password: str | None, passwor
     return Login(username, password)
 
 
-def connect(server: str, username: str | None = None, password: str | None = None, password_stdin: bool = False,
+def resolve_server(server: str | None) -> str:
+    """--url / --registry / -r, else DOCKYARD_URL (both arrive as `server`), else the registry of the last
+    `dockyard login`, else the local default."""
+    from dockyard.client.credentials import current_registry
+
+    return server or current_registry() or DEFAULT_URL
+
+
+def connect(server: str | None, username: str | None = None, password: str | None = None, password_stdin: bool = False,
             plain_http: bool | None = None, json_output: bool = False) -> Remote:
-    """The management-API client for `server` (host[:port] or URL), with `credentials()`."""
+    """The management-API client for `server` (host[:port] or URL; None: `resolve_server()`), with `credentials()`."""
     from dockyard.client.credentials import base_url, is_loopback, server_key
 
+    server = resolve_server(server)
     login = credentials(server, username, password, password_stdin)
     url = base_url(server, plain_http)
     if login.saved and url.startswith("http://") and not is_loopback(server_key(server)):
@@ -214,7 +223,7 @@ def _option_names(params) -> dict[str, bool]:
 
 
 def remote_group(name: str, help_text: str) -> typer.Typer:
-    """A sub-app whose connection options come before the subcommand (or after it: RemoteGroup);
+    """A sub-app whose connection options come after the subcommand and its arguments (RemoteGroup), or before it;
     its commands get the client with `remote(ctx)`."""
     sub = group(name, help_text)
     sub.info.cls = RemoteGroup
@@ -222,7 +231,7 @@ def remote_group(name: str, help_text: str) -> typer.Typer:
     @sub.callback()
     def connection(
         ctx: typer.Context,
-        url: UrlOpt = DEFAULT_URL,
+        url: UrlOpt = None,
         username: UserOpt = None,
         password: PassOpt = None,
         password_stdin: PassStdinOpt = False,

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dockyard.cli.options import DEFAULT_URL, JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt
+from dockyard.cli.options import JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt
 from dockyard.cli.remote import connect, err, fail, out, remote, remote_group, seg, show
 from dockyard.policy.security_policy import SEVERITIES, THRESHOLDS, UNSCANNED_POLICIES, display_id, severity_rank
 
@@ -334,7 +334,7 @@ def scan(
     report_only: Annotated[
         bool, typer.Option("--report-only", help="Print the current verdict; do not request a scan.")
     ] = False,
-    registry: UrlOpt = DEFAULT_URL,
+    registry: UrlOpt = None,
     username: UserOpt = None,
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,

@@ -46,13 +46,24 @@ def _client(ref, username, password, password_stdin, plain_http):
     return RegistryClient(base_url(ref.registry, plain_http), login.username, login.password)
 
 
-def _parse_ref(text: str):
+def _parse_ref(text: str, plain_http: bool | None):
+    """(reference, plain_http) for `host[:port]/repo[:tag|@digest]`, or for `repo[:tag|@digest]` on the default
+    registry (DOCKYARD_URL, else the last `dockyard login`'s, with its scheme), as every remote command defaults."""
+    from dockyard.cli.remote import resolve_server
+    from dockyard.client.credentials import server_key
     from dockyard.signing.registry import parse_reference
 
     try:
-        return parse_reference(text)
+        return parse_reference(text), plain_http
     except ValueError as exc:
-        _fail(str(exc), 2)
+        server = resolve_server(os.environ.get("DOCKYARD_URL"))
+        try:
+            ref = parse_reference(f"{server_key(server)}/{text}")
+        except ValueError:
+            _fail(str(exc), 2)
+        if plain_http is None and "://" in server:
+            plain_http = server.startswith("http://")
+        return ref, plain_http
 
 
 def _annotations(items: list[str] | None) -> dict[str, str] | None:
@@ -88,7 +99,7 @@ def generate_key_pair(
 
 
 def sign(
-    image: Annotated[str, typer.Argument(help="host[:port]/repository[:tag|@sha256:…]")],
+    image: Annotated[str, typer.Argument(help="[host[:port]/]repository[:tag|@sha256:…] (default host: the last `dockyard login`'s)")],
     key: Annotated[Path, typer.Option("--key", help="cosign private key file (cosign.key).")],
     tag_layout: Annotated[bool, typer.Option("--tag-layout", help="Write the legacy sha256-<hex>.sig tag layout "
                                              "(cosign --new-bundle-format=false) instead of a Sigstore bundle referrer.")] = False,
@@ -97,6 +108,7 @@ def sign(
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,
     plain_http: PlainHttpOpt = None,
+    json_output: JsonOpt = False,
 ) -> None:
     """Sign an image in a registry with a cosign key (no transparency log)."""
     from dockyard.signing.cosign_keys import KeyFileError, decrypt_private_key
@@ -104,7 +116,7 @@ def sign(
     from dockyard.signing.sign import sign_image
     from dockyard.signing.verify import Layout
 
-    ref = _parse_ref(image)
+    ref, plain_http = _parse_ref(image, plain_http)
     annotations = _annotations(annotation)
     try:
         private_key = decrypt_private_key(key.read_bytes(), _key_password(confirm=False))
@@ -120,11 +132,15 @@ def sign(
             _fail(str(exc))
     where = f"{ref.registry}/{ref.repository}:{result.signature_ref}" if result.layout is Layout.TAG \
         else f"{ref.registry}/{ref.repository}@{result.signature_ref}"
+    if json_output:
+        print(json.dumps({"image": f"{ref.registry}/{ref.repository}@{result.image_digest}", "layout": str(result.layout),
+                          "signature": where}, indent=2))
+        return
     err.print(f"Signed {ref.registry}/{ref.repository}@{result.image_digest} ({result.layout} layout): {where}")
 
 
 def verify(
-    image: Annotated[str, typer.Argument(help="host[:port]/repository[:tag|@sha256:…]")],
+    image: Annotated[str, typer.Argument(help="[host[:port]/]repository[:tag|@sha256:…] (default host: the last `dockyard login`'s)")],
     key: Annotated[list[Path], typer.Option("--key", help="Trusted cosign public key (cosign.pub); repeatable, any one suffices.")],
     json_output: JsonOpt = False,
     username: UserOpt = None,
@@ -139,7 +155,7 @@ def verify(
     from dockyard.signing.sign import resolve
     from dockyard.signing.verify import verify as verify_signatures
 
-    ref = _parse_ref(image)
+    ref, plain_http = _parse_ref(image, plain_http)
     keys = []
     for path in key:
         try:

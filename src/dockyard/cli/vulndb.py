@@ -22,7 +22,6 @@ from rich.table import Table
 import httpx
 
 from dockyard.cli.options import (
-    DEFAULT_URL,
     ConfigOpt,
     DataDirOpt,
     DbOpt,
@@ -192,7 +191,7 @@ def import_exports(
         Optional[str], typer.Option("--source", help="The source (OSV ecosystem) a single FILE replaces; default: "
                                     "the zip's folder for <ECOSYSTEM>/all.zip, else its name without .zip.")
     ] = None,
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     username: UserOpt = None,
     password: PassOpt = None,
     password_stdin: PassStdinOpt = False,

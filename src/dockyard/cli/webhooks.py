@@ -1,6 +1,6 @@
 """`dockyard webhooks …`: webhook endpoints on a running registry (a client of /api/v1).
 
-Connection options come before the subcommand, as for `dockyard admin …`
+Connection options go at the end (or before the subcommand), as for `dockyard admin …`
 (`dockyard webhooks --url https://registry.example.com -u alice list --project acme`).
 Without `--project` a command acts on the system-wide hooks (system administrators).
 """

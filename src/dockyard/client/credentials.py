@@ -57,6 +57,29 @@ def store_path() -> Path:
     return config_home / "dockyard" / "credentials.json"
 
 
+def current_path() -> Path:
+    """Where `dockyard login` records the registry it logged in to last: the default of every remote command."""
+    return store_path().with_name("current-registry")
+
+
+def current_registry() -> str | None:
+    try:
+        value = current_path().read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return value or None
+
+
+def set_current_registry(url: str) -> None:
+    path = current_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(url + "\n")
+    os.replace(tmp, path)
+
+
 @dataclass
 class StoredCredential:
     username: str

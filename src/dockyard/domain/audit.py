@@ -65,42 +65,37 @@ class AuditService:
         reason: str,
         code: str,
         window_seconds: int,
+        keys_per_actor: int = 50,
         project: str | None = None,
         source_ip: str | None = None,
         user_agent: str | None = None,
     ) -> None:
         """A refused request, as `outcome: failure`, aggregated: a client retrying a refused push (podman
         tries several formats; CI loops) must not flood the log. One row per (actor, action, object,
-        reason) per `window_seconds`: a repeat within the window adds to `detail.count` and moves
-        `detail.last_at` instead of adding a row."""
+        reason, client address) per `window_seconds`: a repeat within the window adds to `detail.count` and moves
+        `detail.last_at` instead of adding a row. An actor whose refusals already hold `keys_per_actor` rows
+        in the window (random tags or repository names, each a new key) is counted on one `object: "*"` row
+        per action instead, so one account cannot grow the table by a row per request."""
         now = utcnow()
         name = actor.name or "anonymous"
         object = object[:500]
         reason = reason[:1000]
+        since = now - timedelta(seconds=window_seconds)
         with self.db.write() as conn:
-            if not self.db.is_sqlite:
-                # SQLite's write transaction is exclusive already; on PostgreSQL concurrent refusals of one key
-                # would each insert a row or lose a count: take a lock for this key until the commit.
-                key = int.from_bytes(hashlib.sha256(f"{name}\0{action}\0{object}".encode()).digest()[:8], "big", signed=True)
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-            recent = conn.execute(
-                select(audit_events.c.id, audit_events.c.detail)
-                .where(
+            if self._add_to_recent(conn, name, action, object, reason, since, now, source_ip):
+                return
+            refusal_rows = conn.execute(
+                select(func.count()).select_from(audit_events).where(
                     audit_events.c.actor == name,  # indexed
-                    audit_events.c.occurred_at >= now - timedelta(seconds=window_seconds),
-                    audit_events.c.action == action,
-                    audit_events.c.object == object,
+                    audit_events.c.occurred_at >= since,
                     audit_events.c.outcome == "failure",
+                    audit_events.c.action.not_like("auth.%"),
                 )
-                .order_by(audit_events.c.id.desc())
-                .limit(20)
-            ).all()
-            for row in recent:
-                detail = json.loads(row.detail) if row.detail else {}
-                if detail.get("reason") == reason and "count" in detail:
-                    detail["count"] += 1
-                    detail["last_at"] = now.isoformat()
-                    conn.execute(audit_events.update().where(audit_events.c.id == row.id).values(detail=json.dumps(detail)))
+            ).scalar_one()
+            if refusal_rows >= keys_per_actor:
+                # Bounded: past the cap, every further key of this actor and action shares one row.
+                object, reason = "*", f"more than {keys_per_actor} distinct refusals within {window_seconds}s"
+                if self._add_to_recent(conn, name, action, object, reason, since, now, any_address=True):
                     return
             conn.execute(
                 audit_events.insert().values(
@@ -109,7 +104,7 @@ class AuditService:
                     actor_kind=actor.kind,
                     action=action,
                     object=object,
-                    project=project,
+                    project=None if object == "*" else project,
                     outcome="failure",
                     source_ip=source_ip,
                     user_agent=(user_agent or "")[:500] or None,
@@ -117,6 +112,40 @@ class AuditService:
                     request_id=request_context.request_id.get(),
                 )
             )
+
+    def _add_to_recent(self, conn, name: str, action: str, object: str, reason: str, since: datetime, now: datetime,
+                       source_ip: str | None = None, *, any_address: bool = False) -> bool:
+        """Add one to the count of this key's row of the window, if there is one. The client address is part of
+        the key (a stolen password used elsewhere must not be counted under the owner's address), except on the
+        overflow row."""
+        if not self.db.is_sqlite:
+            # SQLite's write transaction is exclusive already; on PostgreSQL concurrent refusals of one key
+            # would each insert a row or lose a count: take a lock for this key until the commit. The overflow
+            # key (`*`) is only ever taken second, so two keys never deadlock.
+            key = int.from_bytes(hashlib.sha256(f"{name}\0{action}\0{object}".encode()).digest()[:8], "big", signed=True)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        recent = conn.execute(
+            select(audit_events.c.id, audit_events.c.detail)
+            .where(
+                audit_events.c.actor == name,  # indexed
+                audit_events.c.occurred_at >= since,
+                audit_events.c.action == action,
+                audit_events.c.object == object,
+                audit_events.c.outcome == "failure",
+                *([] if any_address else [audit_events.c.source_ip.is_(None) if source_ip is None
+                                           else audit_events.c.source_ip == source_ip]),
+            )
+            .order_by(audit_events.c.id.desc())
+            .limit(20)
+        ).all()
+        for row in recent:
+            detail = json.loads(row.detail) if row.detail else {}
+            if detail.get("reason") == reason and "count" in detail:
+                detail["count"] += 1
+                detail["last_at"] = now.isoformat()
+                conn.execute(audit_events.update().where(audit_events.c.id == row.id).values(detail=json.dumps(detail)))
+                return True
+        return False
 
     def query(
         self,

@@ -29,7 +29,7 @@ from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 from dockyard.metadata.models import manifest_references, manifests, projects, repositories, retention_policies, tags
 from dockyard.policy.retention import FORMATS, load_document, parse_policy
 from dockyard.policy.retention_eval import Artifact, Decision, deletion_order, evaluate, protect
-from dockyard.policy.tag_patterns import glob_matches, validate_repository_glob
+from dockyard.policy.tag_patterns import glob_matches, validate_new_tag_glob, validate_repository_glob
 
 log = logging.getLogger("dockyard.retention")
 
@@ -103,7 +103,9 @@ class RetentionService:
         if fmt not in FORMATS:
             raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}", detail={"field": "format"})
         doc = load_document(document)
-        parse_policy(fmt, doc)
+        for rule in parse_policy(fmt, doc):
+            for pattern in getattr(rule, "tags", ()):  # native rules' globs; ECR patterns are literal + `*`
+                validate_new_tag_glob(pattern)
         return doc, validate_schedule(schedule)
 
     def create(self, project: str, *, name: str, repository_pattern: str = "**", format: str, document: Any,

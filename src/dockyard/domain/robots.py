@@ -75,6 +75,18 @@ def validate_actions(actions) -> list[str]:
     return cleaned
 
 
+def robot_grants_of(project: str | None, permissions: dict[str, list[str]] | list[str]) -> dict[str, list[str]]:
+    """project -> validated actions. A project robot's permissions are a list of actions on its own project;
+    a system robot's a mapping project -> actions."""
+    if project is not None:
+        if not isinstance(permissions, list):
+            raise InvalidRequest("a project robot's permissions are a list of actions on its project")
+        return {project: validate_actions(permissions)}
+    if not isinstance(permissions, dict) or not permissions:
+        raise InvalidRequest("a system robot needs permissions on at least one project")
+    return {p: validate_actions(a) for p, a in permissions.items()}
+
+
 def resolve_expiry(expires_at: datetime | None, duration_days: int | None) -> datetime | None:
     if expires_at is not None and duration_days is not None:
         raise InvalidRequest("give expires_at or duration_days, not both")
@@ -111,14 +123,7 @@ class RobotService:
         Project robot: `project` set and `permissions` a list of actions on it.
         System robot: `project` None and `permissions` a mapping project -> actions."""
         full_name = full_robot_name(name, project)
-        if project is not None:
-            if not isinstance(permissions, list):
-                raise InvalidRequest("a project robot's permissions are a list of actions on its project")
-            grants = {project: validate_actions(permissions)}
-        else:
-            if not isinstance(permissions, dict) or not permissions:
-                raise InvalidRequest("a system robot needs permissions on at least one project")
-            grants = {p: validate_actions(a) for p, a in permissions.items()}
+        grants = robot_grants_of(project, permissions)
         expiry = resolve_expiry(expires_at, duration_days)
         secret = generate_secret()
         secret_hash = hash_secret(secret)
@@ -179,6 +184,25 @@ class RobotService:
                 conn.execute(update(robots).where(robots.c.id == robot.id).values(**values))
                 _robot_event(conn, "robot.updated", robot, change=sorted(k for k in values if k != "credential_epoch"))
             return self._require(conn, name)
+
+    def set_permissions(self, name: str, permissions: dict[str, list[str]] | list[str]) -> tuple[Robot, Robot]:
+        """Replace a robot's permissions (same shapes as `create`); returns (before, after). Taking any action
+        away replaces the credential epoch, so tokens and login passwords issued with the wider access end
+        at once; only widening keeps them."""
+        with self.db.write() as conn:
+            before = self._require(conn, name)
+            grants = robot_grants_of(before.project, permissions)
+            project_ids = self._project_ids(conn, list(grants))
+            conn.execute(delete(robot_permissions).where(robot_permissions.c.robot_id == before.id))
+            conn.execute(
+                robot_permissions.insert(),
+                [{"robot_id": before.id, "project_id": project_ids[p], "actions": ",".join(a)} for p, a in grants.items()],
+            )
+            narrowed = any(set(acts) - set(grants.get(p, ())) for p, acts in before.permissions.items())
+            if narrowed:
+                conn.execute(update(robots).where(robots.c.id == before.id).values(credential_epoch=new_epoch()))
+            _robot_event(conn, "robot.updated", before, change=["permissions"])
+            return before, self._require(conn, name)
 
     def delete(self, name: str) -> Robot:
         with self.db.write() as conn:

@@ -16,6 +16,7 @@ from dockyard.policy.access_matrix import (
     ROBOT_ACTIONS,
     ROLE_ACTIONS,
     ROLES,
+    robot_grants,
 )
 
 __all__ = ["ALL_PROJECT_ACTIONS", "REPOSITORY_ACTIONS", "ROBOT_ACTIONS", "ROLE_ACTIONS", "ROLES", "AccessPolicy", "project_of", "project_of_sql"]
@@ -71,7 +72,7 @@ class AccessPolicy:
             if row is None:
                 return frozenset()
             public, granted = row
-            actions = {a for a in (granted or "").split(",") if a in ROBOT_ACTIONS}
+            actions = set(robot_grants((granted or "").split(",")))
             if public:
                 actions |= PUBLIC_ACTIONS
             return frozenset(actions)
@@ -108,10 +109,11 @@ class AccessPolicy:
             member = exists().where(project_members.c.project_id == projects.c.id, project_members.c.user_id == account.id)
             return or_(public, member)
         if account.kind == "robot":
+            listed = "," + robot_permissions.c.actions + ","
             granted = exists().where(
                 robot_permissions.c.project_id == projects.c.id,
                 robot_permissions.c.robot_id == account.id,
-                ("," + robot_permissions.c.actions + ",").contains(",pull,"),
+                or_(*(listed.contains(f",{a},") for a in sorted(ROBOT_ACTIONS) if "pull" in robot_grants([a]))),
             )
             return or_(public, granted)
         return public if account.is_anonymous else false()

@@ -34,6 +34,7 @@ class Permission:
     public: bool = False  # a public project grants it to every signed-in account (robots included)
     anonymous: bool = False  # a public project grants it to anonymous callers (through /v2)
     robot: bool = False  # may be granted to a robot account
+    robot_implies: tuple[str, ...] = ()  # granting it to a robot also grants these (push needs pull to check what exists)
     system_admin: str = "✓"
 
 
@@ -47,7 +48,7 @@ MATRIX: tuple[Permission, ...] = (
     Permission(
         "push", "push",
         "`/v2` uploads and manifest PUT; the destination of a promotion; `POST …/artifacts/{ref}/scan`",
-        _DEVELOPER_UP, robot=True,
+        _DEVELOPER_UP, robot=True, robot_implies=("pull",),
     ),
     Permission(
         "delete", "delete",
@@ -102,6 +103,18 @@ BY_ACTION: dict[str, Permission] = {p.action: p for p in MATRIX}
 ALL_PROJECT_ACTIONS: frozenset[str] = frozenset(BY_ACTION)
 ROLE_ACTIONS: dict[str, frozenset[str]] = {role: frozenset(p.action for p in MATRIX if role in p.roles) for role in ROLES}
 ROBOT_ACTIONS: frozenset[str] = frozenset(p.action for p in MATRIX if p.robot)
+# Every client checks what exists (HEAD manifest/blob) before it pushes, so a push-only robot would be
+# useless: its grant implies pull, as Harbor's and ECR's do. Applied when access is checked, so robots
+# created push-only before this rule work too.
+ROBOT_IMPLIES: dict[str, frozenset[str]] = {p.action: frozenset(p.robot_implies) for p in MATRIX if p.robot}
+
+
+def robot_grants(actions) -> frozenset[str]:
+    """A robot's effective actions: what it was granted, plus what those imply."""
+    granted = {a for a in actions if a in ROBOT_ACTIONS}
+    for action in list(granted):
+        granted |= ROBOT_IMPLIES[action]
+    return frozenset(granted)
 PUBLIC_ACTIONS: frozenset[str] = frozenset(p.action for p in MATRIX if p.public)
 ANONYMOUS_PUBLIC_ACTIONS: frozenset[str] = frozenset(p.action for p in MATRIX if p.anonymous)
 
@@ -119,12 +132,14 @@ def render_markdown() -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in MATRIX:
+        implied_by = [q.action for q in MATRIX if p.action in q.robot_implies]
+        robot = "if granted" + "".join(f" (or `{a}`, which implies it)" for a in implied_by)
         cells = ["✓" if role in p.roles else "—" for role in _COLUMNS]
         lines.append(
             f"| {p.label} (`{p.action}`) | {p.where} | " + " | ".join(cells) + f" | {p.system_admin} | "
             f"{'public projects only' if p.public else '—'} | "
             f"{'public projects only (`/v2`)' if p.anonymous else '—'} | "
-            f"{'if granted' + (', or public project' if p.public else '') if p.robot else ('public projects only' if p.public else '—')} |"
+            f"{robot + (', or public project' if p.public else '') if p.robot else ('public projects only' if p.public else '—')} |"
         )
     return "\n".join(lines)
 

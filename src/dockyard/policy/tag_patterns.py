@@ -72,6 +72,12 @@ def validate_tag_pattern(pattern: str) -> str:
                 "write a glob, or write the regex you mean (re:v.* for v followed by anything)",
                 detail={"pattern": pattern, "hint": "glob"},
             )
+        if literal := _impossible_literal(body):
+            raise InvalidRequest(
+                f"tag pattern {pattern!r} can never match a tag: it needs a literal {literal!r} and tags hold only "
+                "letters, digits, '.', '_' and '-' (the pattern is matched against the tag alone)",
+                detail={"pattern": pattern, "hint": "literal"},
+            )
         validate_tag_regex(body)
         return pattern
     hint = _regex_hint(pattern)
@@ -93,6 +99,29 @@ def _regex_hint(pattern: str) -> str | None:
         return f"{m.group().lstrip('-_')!r} is regex for 'anything'; the glob is *"
     if m := _REGEX_COUNT.search(pattern):
         return f"{m.group()!r} is a regex repetition count"
+    return None
+
+
+def _impossible_literal(body: str) -> str | None:
+    """A character no tag holds (whitespace, `/`, `@`) written as a literal outside a class and unescaped: the
+    regex then never matches, and the rule would protect nothing."""
+    i, in_class = 0, False
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            i += 1
+            i += body[i:i + 1] == "^"
+            i += body[i:i + 1] == "]"  # a leading ] is a literal
+            continue
+        elif ch.isspace() or ch in "/@":
+            return ch
+        i += 1
     return None
 
 
@@ -162,6 +191,19 @@ def validate_repository_glob(pattern: str) -> str:
 
 def validate_tag_glob(pattern: str) -> str:
     return _check_glob(pattern, "tag pattern", _TAG_CHARS)
+
+
+def validate_new_tag_glob(pattern: str) -> str:
+    """A glob-only tag pattern being saved (retention `tags`, webhook `tag_pattern`): refused like a tag rule's
+    when it looks like a regex, since `release-.*` would select nothing (a keep rule that protects nothing).
+    Only when written: policies stored before keep running as they are."""
+    if hint := _regex_hint(pattern) if isinstance(pattern, str) else None:
+        raise InvalidRequest(
+            f"tag pattern {pattern!r} looks like a regular expression ({hint}); tag patterns here are globs "
+            "(v*, release-*, v[0-9]*)",
+            detail={"pattern": pattern, "hint": "regex"},
+        )
+    return validate_tag_glob(pattern)
 
 
 def validate_tag_regex(pattern: str) -> str:

@@ -31,7 +31,7 @@ from dockyard.auth.principals import Principal
 from dockyard.errors import Denied, InvalidRequest, NotFound, TagRulesChanged
 from dockyard.metadata.lookups import require_project_id
 from dockyard.metadata.db import Database, aware, utcnow
-from dockyard.metadata.models import audit_events, projects, tag_rules
+from dockyard.metadata.models import audit_events, manifests, projects, repositories, tag_rules
 from dockyard.policy.access import AccessPolicy, project_of
 from dockyard.policy.tag_patterns import (
     glob_matches,
@@ -201,11 +201,26 @@ class TagPolicy:
 
     def is_immutable(self, conn: Connection, repository: str, tag: str, verdicts: TagVerdicts | None = None) -> Rule | None:
         """The first immutable rule protecting `tag` in `repository`, or None."""
-        return self._immutable_rule(self.rules_for(conn, repository, verdicts), tag, verdicts)
+        return self._immutable_rule(self.rules_for(conn, repository, verdicts), tag, verdicts,
+                                    referrer_tag=self._is_live_referrer_tag(conn, repository, tag))
 
     @staticmethod
-    def _immutable_rule(rules: list[Rule], tag: str, verdicts: TagVerdicts | None = None) -> Rule | None:
-        referrer_tag = is_referrer_tag(tag)
+    def _is_live_referrer_tag(conn: Connection, repository: str, tag: str) -> bool:
+        """A fallback referrer tag is exempt from rules only while it names a manifest of this repository:
+        otherwise any image could be pushed past a require or immutable `*` rule as `sha256-<any hex>`."""
+        if not is_referrer_tag(tag):
+            return False
+        subject = tag.split(".", 1)[0].replace("-", ":", 1)
+        return conn.execute(
+            select(manifests.c.id)
+            .join(repositories, repositories.c.id == manifests.c.repository_id)
+            .where(repositories.c.name == repository, manifests.c.digest == subject)
+            .limit(1)
+        ).first() is not None
+
+    @staticmethod
+    def _immutable_rule(rules: list[Rule], tag: str, verdicts: TagVerdicts | None = None, *,
+                        referrer_tag: bool) -> Rule | None:
         for rule in rules:
             if rule.kind != "immutable" or not _matches(rule, tag, verdicts):
                 continue
@@ -238,11 +253,12 @@ class TagPolicy:
         rules = self.rules_for(conn, repository, verdicts)
         if not rules:
             return
+        referrer_tag = self._is_live_referrer_tag(conn, repository, tag)
         if new_digest is not None:
-            self._check_name(rules, repository, tag, verdicts)
+            self._check_name(rules, repository, tag, verdicts, referrer_tag=referrer_tag)
         if current_digest is None:
             return  # creating a tag never breaks immutability
-        rule = self._immutable_rule(rules, tag, verdicts)
+        rule = self._immutable_rule(rules, tag, verdicts, referrer_tag=referrer_tag)
         if rule is None:
             return
         if override is None:
@@ -255,7 +271,8 @@ class TagPolicy:
         self._break_glass(conn, repository, tag, current_digest, new_digest, rule, override)
 
     @staticmethod
-    def _check_name(rules: list[Rule], repository: str, tag: str, verdicts: TagVerdicts | None = None) -> None:
+    def _check_name(rules: list[Rule], repository: str, tag: str, verdicts: TagVerdicts | None = None, *,
+                    referrer_tag: bool) -> None:
         for rule in rules:
             if rule.kind == "deny" and _matches(rule, tag, verdicts):
                 raise Denied(
@@ -263,7 +280,7 @@ class TagPolicy:
                     detail={"repository": repository, "tag": tag, "rule": rule.id},
                 )
         required = [r for r in rules if r.kind == "require"]
-        if not required or (is_referrer_tag(tag) and not any(names_referrer_tags(r.tag_pattern) for r in required)):
+        if not required or (referrer_tag and not any(names_referrer_tags(r.tag_pattern) for r in required)):
             return
         if not any(_matches(r, tag, verdicts) for r in required):
             names = "; ".join(r.describe() for r in required)

@@ -23,7 +23,7 @@ from dockyard.webhooks.signing import new_secret
 from dockyard.errors import Denied, InvalidRequest, NotFound
 from dockyard.metadata.db import Database, aware, utcnow
 from dockyard.metadata.webhook_tables import webhook_attempts, webhook_deliveries, webhooks
-from dockyard.policy.tag_patterns import glob_matches, validate_repository_glob, validate_tag_glob
+from dockyard.policy.tag_patterns import glob_matches, validate_new_tag_glob, validate_repository_glob
 
 MAX_EVENT_TYPES = 64
 # Each hook is one delivery row and one outbound POST per matching event: without a cap a project
@@ -293,7 +293,7 @@ class WebhookService:
             out["repository_pattern"] = validate_repository_glob(pattern) if pattern else None
         if "tag_pattern" in fields:
             pattern = fields["tag_pattern"] or None
-            out["tag_pattern"] = validate_tag_glob(pattern) if pattern else None
+            out["tag_pattern"] = validate_new_tag_glob(pattern) if pattern else None
         return out
 
     @staticmethod

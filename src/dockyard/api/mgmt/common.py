@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -24,6 +25,8 @@ from dockyard.errors import Denied, DockyardError, InvalidRequest, NotFound, Una
 # Declared only so /docs offers an "Authorize" button; the gate reads the header itself.
 _basic = HTTPBasic(auto_error=False, description="Username and password, robot secret, or login password.")
 _bearer = HTTPBearer(auto_error=False, description="A registry access token from /token.")
+
+log = logging.getLogger(__name__)
 
 
 # The hint of a 403 for listings that need a project unless the caller is an administrator.
@@ -163,19 +166,26 @@ async def on_mgmt_error(request: Request, exc: Exception) -> Response:
 
 
 async def _audit_denial(request: Request, principal: Principal, exc: DockyardError) -> None:
-    audit = services_of(request).audit
+    """Aggregated like a /v2 refusal (domain/audit.py `record_refusal`): a signed-in account looping over a
+    refused write adds to a count, not a row per request. A failing audit write never replaces the 403."""
+    services = services_of(request)
     path = request.url.path
-    await anyio.to_thread.run_sync(
-        lambda: audit.record(
-            actor=principal,
-            action="api.denied",
-            object=f"{request.method} {path}",
-            outcome="failure",
-            source_ip=client_ip(request),
-            user_agent=request.headers.get("user-agent"),
-            detail={"reason": exc.message},
+    try:
+        await anyio.to_thread.run_sync(
+            lambda: services.audit.record_refusal(
+                actor=principal,
+                action="api.denied",
+                object=f"{request.method} {path}",
+                reason=exc.message,
+                code=exc.code,
+                window_seconds=services.settings.audit_refusal_window_seconds,
+                keys_per_actor=services.settings.audit_refusal_keys_per_actor,
+                source_ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+            )
         )
-    )
+    except Exception:
+        log.exception("could not record the refusal of %s %s", request.method, path)
 
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:

@@ -37,13 +37,16 @@ def whoami(caller: CallerDep):
 
 @router.post("/login-password", response_model=LoginPassword, summary="A short-lived password for docker login")
 def login_password(caller: CallerDep):
-    caller.require_user()
+    """For users and robots (CI). It names the account's id and credential epoch, so deleting, disabling or
+    rotating the account (or changing the user's password) ends it at once."""
+    if caller.principal.is_anonymous:
+        raise Denied("sign in to get a login password")
     if caller.principal.credential == LOGIN_PASSWORD:
         # Otherwise a 12-hour password renews itself forever, outliving every credential check.
         raise Denied("a login password cannot be used to get another one; sign in with your account password")
     services = caller.services
     password = services.tokens.issue_login_password(caller.principal)
-    caller.audit("login-password.issue", f"user {caller.principal.name}")
+    caller.audit("login-password.issue", f"{caller.principal.kind} {caller.principal.name}")
     return LoginPassword(
         username=caller.principal.name, password=password, expires_in=services.settings.login_password_ttl_seconds
     )

@@ -10,6 +10,7 @@ from pydantic import Field
 from dockyard.api.mgmt.common import Caller, CallerDep, Input, Model, PagingDep, paged
 from dockyard.domain.robots import Robot
 from dockyard.errors import Denied, InvalidRequest, NotFound
+from dockyard.policy.access_matrix import robot_grants
 
 router = APIRouter(prefix="/robots", tags=["robots"])
 
@@ -63,6 +64,8 @@ class RobotUpdate(Input):
     disabled: bool | None = None
     description: str | None = Field(None, max_length=500)
     expires_at: datetime | None = None
+    actions: list[str] | None = Field(None, description="Project robot: replaces its actions on its project.")
+    permissions: list[Grant] | None = Field(None, description="System robot (admin): replaces its actions per project.")
 
 
 def _authorize(caller: Caller, robot: Robot) -> None:
@@ -72,6 +75,27 @@ def _authorize(caller: Caller, robot: Robot) -> None:
     if robot.project is None:
         raise Denied("only registry administrators may manage system robots")
     caller.require_project(robot.project, "manage-members")
+
+
+def _permissions(caller: Caller, body: RobotCreate | RobotUpdate, project: str | None) -> dict | list:
+    """The permissions in `body`, in the shape RobotService takes, if the caller may grant them: a project
+    robot's manager grants at most what they hold (with what it implies: push brings pull), on that project
+    only; system robots are for administrators."""
+    if project is not None:
+        if body.permissions is not None or not body.actions:
+            raise InvalidRequest("a project robot takes `actions` (not `permissions`)")
+        held = caller.require_project(project, "manage-members")
+        beyond = sorted(robot_grants(body.actions) - held)
+        if beyond and not caller.is_admin:
+            raise Denied(f"you may not grant actions you do not hold: {', '.join(beyond)}")
+        return list(body.actions)
+    caller.require_admin()
+    if body.actions is not None or not body.permissions:
+        raise InvalidRequest("a system robot takes `permissions` (a list of {project, actions})")
+    permissions = {g.project: g.actions for g in body.permissions}
+    if len(permissions) != len(body.permissions):
+        raise InvalidRequest("each project may appear once in `permissions`")
+    return permissions
 
 
 def _load(caller: Caller, name: str) -> Robot:
@@ -100,21 +124,7 @@ def list_robots(
 
 @router.post("", response_model=RobotWithSecret, status_code=201, summary="Create a robot; the secret is returned once")
 def create_robot(body: RobotCreate, caller: CallerDep):
-    if body.project is not None:
-        if body.permissions is not None or not body.actions:
-            raise InvalidRequest("a project robot takes `actions` (not `permissions`)")
-        held = caller.require_project(body.project, "manage-members")
-        beyond = sorted(set(body.actions) - held)
-        if beyond and not caller.is_admin:
-            raise Denied(f"you may not grant actions you do not hold: {', '.join(beyond)}")
-        permissions: dict | list = list(body.actions)
-    else:
-        caller.require_admin()
-        if body.actions is not None or not body.permissions:
-            raise InvalidRequest("a system robot takes `permissions` (a list of {project, actions})")
-        permissions = {g.project: g.actions for g in body.permissions}
-        if len(permissions) != len(body.permissions):
-            raise InvalidRequest("each project may appear once in `permissions`")
+    permissions = _permissions(caller, body, body.project)
     robot, secret = caller.services.robots.create(
         body.name,
         project=body.project,
@@ -136,17 +146,25 @@ def get_robot(name: str, caller: CallerDep):
     return RobotOut.of(_load(caller, name))
 
 
-@router.patch("/{name}", response_model=RobotOut, summary="Enable/disable, describe, or change expiry")
+@router.patch("/{name}", response_model=RobotOut, summary="Enable/disable, describe, change expiry or permissions")
 def update_robot(name: str, body: RobotUpdate, caller: CallerDep):
     robot = _load(caller, name)
-    changes = body.model_dump(exclude_unset=True)
+    changes = body.model_dump(exclude_unset=True, exclude={"actions", "permissions"})
     if changes.get("disabled") is None:
         changes.pop("disabled", None)
+    if body.actions is not None or body.permissions is not None:
+        permissions = _permissions(caller, body, robot.project)
+        before, after = caller.services.robots.set_permissions(name, permissions)
+        if any(set(acts) - set(after.permissions.get(p, ())) for p, acts in before.permissions.items()):
+            caller.services.tokens.revoke_refresh(name)  # narrowed: its wider tokens end now (new epoch)
+        caller.audit("robot.update", f"robot {name}", project=robot.project,
+                     detail={"permissions": {"before": before.permissions, "after": after.permissions}})
     updated = caller.services.robots.update(name, **changes)
     if changes.get("disabled"):
         caller.services.tokens.revoke_refresh(name)
-    action = {True: "robot.disable", False: "robot.enable"}.get(changes.get("disabled"), "robot.update")
-    caller.audit(action, f"robot {name}", project=robot.project, detail=changes)
+    if changes or (body.actions is None and body.permissions is None):
+        action = {True: "robot.disable", False: "robot.enable"}.get(changes.get("disabled"), "robot.update")
+        caller.audit(action, f"robot {name}", project=robot.project, detail=changes)
     return RobotOut.of(updated)
 
 

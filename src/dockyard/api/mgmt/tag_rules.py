@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -88,7 +89,13 @@ def test_project_rules(project: str, body: TagRuleTestIn, caller: CallerDep):
     caller.require_project(project, "read-settings")
     repository = validate_name(f"{project}/{body.repository}")
     validate_tag(body.tag)
-    return caller.services.tag_policy.explain(repository, body.tag)
+    result = caller.services.tag_policy.explain(repository, body.tag)
+    if not caller.is_admin:
+        # System rules are listed to administrators only: a project member sees what a system rule matches
+        # (as a refusal names it), not who wrote it or the description it was given.
+        result["rules"] = [{**m, "rule": replace(m["rule"], description=None, created_by=None)} if m["rule"].project is None
+                           else m for m in result["rules"]]
+    return result
 
 
 @router.delete("/projects/{project}/tag-rules/{rule_id}", status_code=204, summary="Delete a tag rule (manage-policies)")

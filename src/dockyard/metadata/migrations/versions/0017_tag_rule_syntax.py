@@ -27,11 +27,12 @@ def upgrade() -> None:
     with op.batch_alter_table("tag_rules") as batch:
         batch.alter_column("tag_pattern", existing_type=sa.String(255), type_=sa.String(260), existing_nullable=False)
     bind = op.get_bind()
-    # A plain UPDATE with string concatenation (|| on both SQLite and PostgreSQL); a pattern can never
-    # already start with `re:` (tag globs have no `:` and regexes were stored bare).
+    # A plain UPDATE with string concatenation (|| on both SQLite and PostgreSQL), of EVERY deny/require rule:
+    # an old regex may itself start with `re:` (a literal no tag can hold, so it matched nothing); it becomes
+    # `re:re:…`, still matching nothing, not `re:…`, which would start refusing tags.
     bind.execute(
         _rules.update()
-        .where(_rules.c.kind.in_(("deny", "require")), ~_rules.c.tag_pattern.startswith(PREFIX, autoescape=True))
+        .where(_rules.c.kind.in_(("deny", "require")))
         .values(tag_pattern=sa.literal(PREFIX) + _rules.c.tag_pattern)
     )
 
