@@ -158,3 +158,50 @@ async def test_no_other_caller_method_or_path_gets_a_body_spooled(reg):
     assert not (reg.data_dir / "tmp").exists() or [p for p in (reg.data_dir / "tmp").iterdir()
                                                    if p.name.startswith("upload-")] == []
     assert VulnDB(reg.services.db).status().advisories == 0
+
+
+async def test_a_zip_declaring_too_many_entries_is_refused_before_its_directory_is_loaded(reg, monkeypatch):
+    """zipfile keeps ~500 bytes per central-directory entry: 40 million empty entries fit in 4 GiB."""
+    monkeypatch.setattr(vulndb_module, "MAX_ZIP_ENTRIES", 10)
+    body = export({f"{i}.json": record(f"PYSEC-{i}") for i in range(11)})
+    ok = export({f"{i}.json": record(f"PYSEC-{i}") for i in range(10)})
+    loaded: list[str] = []
+    real = zipfile.ZipFile.__init__
+
+    def spy(self, file, *args, **kwargs):
+        loaded.append(str(file))
+        return real(self, file, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", spy)
+    r = await reg.client.post(URL, params={"source": "PyPI"}, content=body, headers=ZIP, auth=ADMIN)
+    assert "declares 11 entries in" in assert_error(r, 400, "INVALID_REQUEST")["errors"][0]["message"]
+    assert loaded == []
+    r = await reg.client.post(URL, params={"source": "PyPI"}, content=ok, headers=ZIP, auth=ADMIN)
+    assert r.status_code == 200 and r.json()["written"] == 10, r.text
+
+
+def test_the_entry_count_is_read_from_a_zip64_directory_too(tmp_path):
+    path = tmp_path / "big.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.json", "{}")
+    assert vulndb_module.zip_directory(path)[0] == 1
+    # Past 65535 entries the end record says 0xFFFF and the count is in the zip64 record.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for i in range(70_000):
+            archive.writestr(zipfile.ZipInfo(f"{i}"), b"")
+    path.write_bytes(buf.getvalue())
+    entries, directory = vulndb_module.zip_directory(path)
+    assert entries == 70_000 and 70_000 * 46 < directory < len(buf.getvalue())
+    (tmp_path / "not.zip").write_bytes(b"hello")
+    assert vulndb_module.zip_directory(tmp_path / "not.zip") is None
+
+
+async def test_a_zip_whose_directory_is_larger_than_its_entry_count_says_is_refused(reg, monkeypatch):
+    """zipfile reads the directory by size, whatever count the end record gives."""
+    monkeypatch.setattr(vulndb_module, "MAX_ZIP_DIRECTORY_BYTES", 500)
+    body = bytearray(export({f"{i}.json": record(f"PYSEC-{i}") for i in range(20)}))
+    end = body.rindex(b"PK\x05\x06")
+    body[end + 8:end + 12] = (1).to_bytes(2, "little") * 2  # claim 1 entry: the count no longer tells
+    r = await reg.client.post(URL, params={"source": "PyPI"}, content=bytes(body), headers=ZIP, auth=ADMIN)
+    assert "bytes of directory" in assert_error(r, 400, "INVALID_REQUEST")["errors"][0]["message"]

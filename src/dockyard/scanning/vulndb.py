@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 BATCH = 500
 BATCH_BYTES = 64 * 1024 * 1024  # a batch is also cut by size: 500 records of MAX_RECORD_BYTES would be 8 GiB
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # one advisory; the largest real ones are a few MiB
+# zipfile holds every central-directory entry in memory (~500 bytes each): a 4 GiB upload of empty
+# entries would be tens of GiB. OSV's largest export has well under a million records.
+MAX_ZIP_ENTRIES = 2_000_000
+MAX_ZIP_DIRECTORY_BYTES = 128 * 1024 * 1024  # at 46 bytes an entry at least, ~2.9 million entries
 MAX_ERROR_CHARS = 300  # one invalid record's reason: an error may quote a value as large as the record
 # The column widths of vuln_advisories / vuln_affected / vuln_aliases (metadata/models.py). PostgreSQL
 # refuses a longer value, which would fail the whole import, so such a record is invalid instead.
@@ -114,8 +119,44 @@ class Status:
 # --- reading exports ---------------------------------------------------------------------
 
 
+def zip_directory(path: Path) -> tuple[int, int] | None:
+    """(entries, central-directory bytes) the zip at `path` declares in its end record (zip64 too),
+    read without loading the directory; None when there is no such record (not a zip). zipfile reads
+    the directory by its byte size, not its entry count, so both are checked."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - (22 + 65535)))
+        tail = fh.read()
+        at = tail.rfind(b"PK\x05\x06")  # as zipfile finds it
+        if at < 0 or len(tail) < at + 22:
+            return None
+        entries, directory = struct.unpack_from("<HI", tail, at + 10)
+        locator = at - 20
+        if locator >= 0 and tail[locator:locator + 4] == b"PK\x06\x07":
+            fh.seek(struct.unpack_from("<Q", tail, locator + 8)[0])
+            record = fh.read(56)
+            if len(record) == 56 and record[:4] == b"PK\x06\x06":
+                entries = max(entries, struct.unpack_from("<Q", record, 32)[0])
+                directory = max(directory, struct.unpack_from("<Q", record, 40)[0])
+        return entries, directory
+
+
+def check_entry_count(path: Path) -> None:
+    """Raise VulnDBError before zipfile loads a central directory of more than MAX_ZIP_ENTRIES
+    entries or MAX_ZIP_DIRECTORY_BYTES bytes."""
+    found = zip_directory(path)
+    if found is None:
+        return
+    entries, directory = found
+    if entries > MAX_ZIP_ENTRIES or directory > MAX_ZIP_DIRECTORY_BYTES:
+        raise VulnDBError(f"not an OSV export: the zip declares {entries} entries in {directory} bytes of directory, "
+                          f"more than {MAX_ZIP_ENTRIES} entries or {MAX_ZIP_DIRECTORY_BYTES} bytes")
+
+
 def iter_zip_records(data: bytes | Path) -> Iterator[tuple[str, bytes]]:
     """(member name, bytes) for each `.json` member of an OSV export zip."""
+    if not isinstance(data, bytes):
+        check_entry_count(Path(data))
     try:
         archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
     except zipfile.BadZipFile as exc:
