@@ -123,7 +123,7 @@ def _storage(settings: Settings) -> dict[str, Any]:
     quotas = QuotaService(db)
     blobs = BlobService(
         db, storage, delete_enabled=settings.delete_enabled, quotas=quotas, touch_interval_seconds=settings.gc_grace_seconds / 2,
-        max_blob_bytes=settings.max_blob_bytes,
+        max_blob_bytes=settings.max_blob_bytes, projects_required=settings.auth_mode != "none",
     )
     uploads = UploadService(
         db, storage, blobs, flush_bytes=settings.upload_flush_bytes, quotas=quotas,
@@ -208,6 +208,7 @@ def _artifacts(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     manifests = ManifestService(
         db, max_bytes=settings.max_manifest_bytes, delete_enabled=settings.delete_enabled, tag_policy=tag_policy,
         quotas=built["quotas"], empty_grace_seconds=settings.gc_grace_seconds,
+        projects_required=settings.auth_mode != "none",
     )
     lifecycle = RepositoryLifecycle(db, tag_policy=tag_policy, delete_enabled=settings.delete_enabled)
     return {"tag_policy": tag_policy, "manifests": manifests, "repository_lifecycle": lifecycle, "listings": ListingService(db), "pulls": PullRecorder(db)}

@@ -173,3 +173,22 @@ def test_postgresql_without_a_dockyard_schema_is_refused(tmp_path, postgres_db_u
     status = invoke("status", "--json", *args)
     assert status.exit_code == 0, status.output
     assert json.loads(status.stdout)["advisories"] == 0
+
+
+def test_a_sqlite_database_url_is_the_file_checked_and_named(tmp_path, data):
+    """--database-url sqlite:///FILE is the database, not DATA_DIR/dockyard.db: a missing FILE is refused
+    (and not created) even when the data directory holds a database, and an existing one is used."""
+    missing = tmp_path / "elsewhere" / "meta.db"
+    (tmp_path / "elsewhere").mkdir()
+    refused = invoke("status", "--data-dir", str(data), "--database-url", f"sqlite:///{missing}")
+    assert refused.exit_code == 1, refused.output
+    assert refused.stderr.startswith(f"database: {missing}\n")
+    assert f"error: no database at {missing.parent}" in refused.stderr
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    # Once the database exists at the URL, it is the one used.
+    migrated = CliRunner().invoke(app, ["admin", "migrate", "--data-dir", str(data), "--database-url", f"sqlite:///{missing}"])
+    assert migrated.exit_code == 0 and f"database: {missing}" in migrated.stderr, migrated.output
+    used = invoke("status", "--json", "--data-dir", str(data), "--database-url", f"sqlite:///{missing}")
+    assert used.exit_code == 0, used.output
+    assert used.stderr.startswith(f"database: {missing}\n")
+    assert json.loads(used.stdout)["advisories"] == 0

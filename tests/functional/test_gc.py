@@ -264,3 +264,10 @@ def test_offline_admin_gc_with_progress(tmp_path, monkeypatch):
     leftovers = [p for p in (tmp_path / "data" / "storage" / "blobs").rglob("*") if p.is_file() and orphan.partition(":")[2] in str(p)]
     assert leftovers == []
     assert len([p for p in (tmp_path / "data" / "storage" / "blobs").rglob("g*") if p.is_file()]) == 2  # config + layer
+
+
+def test_offline_gc_refuses_a_negative_grace_that_would_put_the_cutoff_in_the_future(tmp_path: Path):
+    res = CliRunner().invoke(cli_app, ["admin", "gc", "--data-dir", str(tmp_path / "data"), "--grace-seconds", "-86400"])
+    assert res.exit_code == 2, res.output
+    assert "--grace-seconds" in res.output
+    assert not (tmp_path / "data").exists()  # refused before anything was opened

@@ -338,3 +338,162 @@ async def test_project_delete_with_force_stops_before_anything_goes_when_a_tag_i
     r = await reg.client.delete("/api/v1/projects/scratch", params={"force": "true", "override_reason": "project retired"})
     assert r.status_code == 204, r.text
     assert repo_names(reg) == [] and [e["object"] for e in await audit_of(reg, "tag.override")] == ["scratch/b:v1"]
+
+
+# -- across project lifetimes -----------------------------------------------------------------
+
+
+async def test_a_push_authorized_before_its_project_was_deleted_leaves_nothing_for_a_namesake_project(reg):
+    """Authorization reads the project; the write comes later. A project deleted in between must not
+    get a repository created under its name (no foreign key stops it), or a project created later
+    with the same name would hold the former project's image."""
+    await make_project(reg, "team")
+    db = reg.services.db
+    write, armed = db.write, [True]
+
+    def delete_then_write():
+        if armed[0]:
+            armed[0] = False
+            reg.services.projects.delete("team")  # after authorization, before the push writes anything
+        return write()
+
+    db.write = delete_then_write
+    try:
+        data = b"layer bytes of the former project"
+        r = await reg.client.post("/v2/team/app/blobs/uploads/", params={"digest": sha256(data)}, content=data,
+                                  headers={"Content-Type": "application/octet-stream"})
+    finally:
+        db.write = write
+    assert not armed[0]
+    assert r.status_code == 404, r.text
+    assert repo_names(reg) == []
+    await make_project(reg, "team")
+    listed = await reg.client.get("/api/v1/repositories", params={"project": "team"})
+    assert listed.status_code == 200 and listed.json() == []
+
+
+async def test_the_audit_log_of_a_deleted_project_is_not_shown_to_the_admins_of_a_namesake(reg):
+    await make_project(reg, "team")
+    r = await reg.client.patch("/api/v1/projects/team", json={"public": True})
+    assert r.status_code == 200, r.text
+    assert (await reg.client.delete("/api/v1/projects/team")).status_code == 204
+    await make_project(reg, "team")
+    newcomer = await make_user(reg, "newcomer", "team", role="admin")
+    r = await reg.client.get("/api/v1/audit", params={"project": "team"}, auth=newcomer)
+    assert r.status_code == 200, r.text
+    actions = [e["action"] for e in r.json()]
+    assert "project.update" not in actions and "project.delete" not in actions, actions
+    assert "member.add" in actions  # the new project's own history stays visible
+    everything = [e["action"] for e in (await reg.client.get("/api/v1/audit", params={"project": "team"})).json()]
+    assert "project.update" in everything  # administrators still read it all
+
+
+# -- attacks between features -----------------------------------------------------------------
+
+
+async def pull_everything(reg: Registry, repo: str, digest: str) -> None:
+    """The manifest and every blob it names answer 200 with the right bytes."""
+    r = await reg.client.get(f"/v2/{repo}/manifests/{digest}", headers={"Accept": OCI_MANIFEST})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    for desc in [doc["config"], *doc["layers"]]:
+        blob = await reg.client.get(f"/v2/{repo}/blobs/{desc['digest']}")
+        assert blob.status_code == 200, (desc, blob.text)
+        assert sha256(blob.content) == desc["digest"]
+
+
+async def test_promoted_and_mounted_images_survive_their_source_projects_force_delete_and_gc(reg):
+    await make_project(reg, "dev")
+    await make_project(reg, "prod")
+    await make_project(reg, "other")
+    promoted, _ = await reg.push_image("dev/app", "1.0", seed=7, layers=2)
+    r = await reg.client.post("/api/v1/promotions", json={"source": "dev/app:1.0", "destination": "prod/app", "tags": ["1.0"]})
+    assert r.status_code == 201, r.text
+    mounted, body = await reg.push_image("dev/tool", "1.0", seed=8)
+    doc = json.loads(body)
+    for desc in [doc["config"], *doc["layers"]]:
+        m = await reg.client.post("/v2/other/tool/blobs/uploads/", params={"mount": desc["digest"], "from": "dev/tool"})
+        assert m.status_code == 201, m.text
+    assert (await reg.put_manifest("other/tool", "1.0", body, OCI_MANIFEST)).status_code == 201
+
+    assert (await reg.client.delete("/api/v1/projects/dev", params={"force": "true"})).status_code == 204
+    later(reg)
+    result = await run_gc(reg)
+    assert result["deleted"] == 0, result  # every dev blob is still referenced from prod or other
+    assert repo_names(reg) == ["other/tool", "prod/app"]
+    await pull_everything(reg, "prod/app", promoted)
+    await pull_everything(reg, "other/tool", mounted)
+
+
+async def test_a_robot_without_delete_cannot_delete_a_repository_and_paths_cannot_escape_the_project(reg):
+    await make_project(reg, "team")
+    await make_project(reg, "secret")
+    await reg.push_image("team/app", "v1", seed=1)
+    await reg.push_image("secret/app", "v1", seed=2)
+    r = await reg.client.post("/api/v1/robots", json={"name": "ci", "project": "team", "actions": ["pull", "push"]})
+    assert r.status_code == 201, r.text
+    robot = (r.json()["name"], r.json()["secret"])
+    error(await reg.client.delete("/api/v1/repositories/team/app", params={"force": "true"}, auth=robot), 403, "DENIED")
+    error(await reg.client.delete("/api/v1/repositories/team/app/tags/v1", auth=robot), 403, "DENIED")
+    admin = await make_user(reg, "ann", "team", role="admin")
+    for path in ("team/..%2Fsecret/app", "team%2F..%2Fsecret%2Fapp", "team/app/..%2F..%2Fsecret%2Fapp"):
+        r = await reg.client.delete(f"/api/v1/repositories/{path}", params={"force": "true"}, auth=admin)
+        assert r.status_code in (400, 404), (path, r.status_code, r.text)
+    listed = await reg.client.get("/api/v1/repositories", params={"sort": "-size"}, auth=admin)
+    assert [x["name"] for x in listed.json()] == ["team/app"] and listed.headers["x-total-count"] == "1"
+    error(await reg.client.get("/api/v1/repositories", params={"project": "secret"}, auth=admin), 404, "NOT_FOUND")
+    assert repo_names(reg) == ["secret/app", "team/app"]
+
+
+async def test_a_repository_delete_frees_quota_at_once_except_for_blobs_another_repository_still_links(reg):
+    await make_project(reg, "team")
+    await reg.push_image("team/a", "v1", seed=1, layers=2)
+    body = await reg.client.get("/v2/team/a/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    doc = body.json()
+    for desc in [doc["config"], *doc["layers"]]:
+        m = await reg.client.post("/v2/team/b/blobs/uploads/", params={"mount": desc["digest"], "from": "team/a"})
+        assert m.status_code == 201, m.text
+    assert (await reg.put_manifest("team/b", "v1", body.content, OCI_MANIFEST)).status_code == 201
+    _, c_manifest = await reg.push_image("team/c", "v1", seed=2)
+    used = lambda: reg.client.get("/api/v1/projects/team/quota")  # noqa: E731
+    before = (await used()).json()["used_bytes"]
+    c_bytes = reg.scalar("SELECT SUM(b.size) FROM blobs b JOIN repository_blobs rb ON rb.blob_id = b.id"
+                         " JOIN repositories r ON r.id = rb.repository_id WHERE r.name = 'team/c'")
+    assert (await reg.client.delete("/api/v1/repositories/team/a", params={"force": "true"})).status_code == 200
+    after_a = before - len(body.content)  # its manifest goes; team/b still links every blob of team/a
+    assert (await used()).json()["used_bytes"] == after_a
+    assert (await reg.client.delete("/api/v1/repositories/team/c", params={"force": "true"})).status_code == 200
+    assert (await used()).json()["used_bytes"] == after_a - c_bytes - len(c_manifest)
+
+
+async def test_gc_grace_seconds_has_an_upper_bound_so_a_run_cannot_fail_on_date_overflow(reg):
+    detail = error(await reg.client.post("/api/v1/system/gc", json={"grace_seconds": 10**12}), 400, "INVALID_REQUEST")
+    assert "grace_seconds" in json.dumps(detail)
+
+
+async def test_a_repository_delete_of_a_name_the_tag_route_shadows_does_not_delete_a_tag_elsewhere(reg):
+    """`team/tags/x` as a path is tag `x` of repository `team` (docs/api.md). `dockyard repos delete
+    --force team/tags/x` sent exactly that and deleted tag x of `team`, not the repository asked for."""
+    await make_project(reg, "team")
+    await reg.push_image("team", "x", seed=1)
+    await reg.push_image("team/tags/x", "v1", seed=2)
+    refused = error(await reg.client.delete("/api/v1/repositories/team/tags/x", params={"force": "true"}), 400, "INVALID_REQUEST")
+    assert "team/tags/x" in refused["message"]
+    assert (await reg.client.get("/v2/team/manifests/x", headers={"Accept": OCI_MANIFEST})).status_code == 200
+    assert (await reg.client.delete("/api/v1/repositories/team/tags/x")).status_code == 204  # a plain tag delete still works
+    assert (await reg.client.get("/v2/team/manifests/x", headers={"Accept": OCI_MANIFEST})).status_code == 404
+
+
+async def test_a_deleted_projects_retention_schedules_go_with_it(reg):
+    """Retention policies cascade with their project, but their scheduler rows (`retention:<id>`) are
+    keyed by name: they stayed and queued a failing job on every tick, forever."""
+    await make_project(reg, "team")
+    document = {"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
+                                                          "countNumber": 5}, "action": {"type": "expire"}}]}
+    r = await reg.client.post("/api/v1/projects/team/retention-policies",
+                              json={"name": "keep5", "format": "ecr", "document": document, "schedule": "0 3 * * *"})
+    assert r.status_code == 201, r.text
+    name = f"retention:{r.json()['id']}"
+    assert reg.services.scheduler.get(name) is not None
+    assert (await reg.client.delete("/api/v1/projects/team")).status_code == 204
+    assert reg.count("schedules", "name = :n", n=name) == 0

@@ -116,3 +116,53 @@ async def test_a_push_that_meets_a_repository_delete_waits_and_creates_the_repos
     assert repo_names(reg) == ["team/app"]
     assert reg.sql("SELECT digest FROM manifests") == [("sha256:" + "b" * 64,)]
     assert reg.count("tags") == 0 and reg.scalar("SELECT COUNT(*) FROM blobs WHERE ref_count <> 0") == 0
+
+
+async def test_a_project_delete_waits_for_a_push_creating_a_repository_and_then_refuses(reg):
+    """Repositories have no foreign key to projects: a push that created `team/app` while the project
+    was being deleted left a repository behind, which a project later created with the same name
+    inherited (its images, to the new project's members). The push holds the project row; the delete
+    locks it first and so sees the push's repository."""
+    await reg.client.post("/api/v1/projects", json={"name": "team"})
+    db = reg.services.db
+    holding, release = threading.Event(), threading.Event()
+
+    def push():
+        with db.write() as conn:
+            ensure_repository_id(conn, "team/app", projects_required=True)
+            holding.set()
+            release.wait(20)
+
+    pusher, pushed = run(push)
+    assert holding.wait(20)
+    deleter, deleted = run(lambda: reg.services.projects.delete("team"))
+    try:
+        wait_for_lock_waiter(db)
+    finally:
+        release.set()
+        pusher.join(20)
+        deleter.join(20)
+    assert "error" not in pushed, pushed
+    assert type(deleted.get("error")).__name__ == "Conflict", deleted
+    assert repo_names(reg) == ["team/app"]
+    assert (await reg.client.get("/api/v1/projects/team")).status_code == 200
+
+
+async def test_a_retag_that_meets_a_repository_delete_waits_and_answers_name_unknown(reg):
+    """A retag read the repository's id without holding the row: meeting a repository delete it
+    failed on the foreign key (a 500), instead of waiting for the delete and saying the repository is gone."""
+    from dockyard.domain.retag import point_tag
+
+    await reg.client.post("/api/v1/projects", json={"name": "team"})
+    digest, _ = await reg.push_image("team/app", "v1", seed=1)
+    lifecycle = reg.services.repository_lifecycle
+    db: Database = reg.services.db
+    with db.write() as deleting:
+        lifecycle._delete(deleting, "team/app", force=True, override=None,
+                          verdicts=lifecycle.tag_policy.prepare("team/app", ["v1"]), via="api")
+        thread, outcome = run(lambda: point_tag(db, "team/app", "v2", digest, tag_policy=lifecycle.tag_policy))
+        wait_for_lock_waiter(db)
+        assert thread.is_alive()
+    thread.join(20)
+    assert type(outcome.get("error")).__name__ == "NameUnknown", outcome
+    assert repo_names(reg) == [] and reg.count("tags") == 0

@@ -38,3 +38,13 @@ def test_public_url_wins(tmp_path: Path):
 
 def test_no_ui_url_while_there_is_no_ui(tmp_path: Path):
     assert "/ui" not in steps(tmp_path)
+
+
+def test_a_plain_http_or_prefixed_public_url_is_given_to_login_in_full(tmp_path: Path):
+    """`dockyard login HOST` means HTTPS off loopback and drops any path: for an http:// public_url, or one
+    behind a path prefix, the printed command must carry the URL itself or it logs in somewhere else."""
+    text = steps(tmp_path, host="0.0.0.0", port=5000, public_url="http://registry.lan:5000")
+    assert "dockyard login http://registry.lan:5000 -u admin" in text
+    text = steps(tmp_path, host="0.0.0.0", port=5000, public_url="https://example.com/registry/")
+    assert "dockyard login https://example.com/registry -u admin" in text
+    assert "API docs: https://example.com/registry/api/v1/docs" in text

@@ -170,7 +170,7 @@ def gc_offline(
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
-    grace_seconds: Annotated[Optional[int], typer.Option(help="Override gc_grace_seconds.")] = None,
+    grace_seconds: Annotated[Optional[int], typer.Option(min=1, help="Override gc_grace_seconds (at least 1).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Garbage-collect blobs straight against the data directory (safe while a server runs)."""

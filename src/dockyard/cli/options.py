@@ -108,10 +108,24 @@ def load_settings(config: Path | None, **overrides) -> Settings:
     return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
 
 
+def sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite file the database URL names: DATA_DIR/dockyard.db unless --database-url names
+    another (None for an in-memory database or PostgreSQL)."""
+    if not settings.is_sqlite:
+        return None
+    if not settings.database_url:
+        return settings.data_dir / "dockyard.db"
+    from sqlalchemy.engine import make_url
+
+    name = make_url(settings.resolved_database_url).database
+    return Path(name) if name and name != ":memory:" and not name.startswith("file:") else None
+
+
 def database_label(settings: Settings) -> str:
     """The database a command uses, for humans: the SQLite file, or the PostgreSQL URL without its password."""
-    if settings.is_sqlite:
-        return str(settings.data_dir / "dockyard.db")
+    path = sqlite_file(settings)
+    if path is not None:
+        return str(path)
     from sqlalchemy.engine import make_url
 
     return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
@@ -142,9 +156,11 @@ def existing_database(settings: Settings) -> None:
     hint = ("give --data-dir or --database-url (or --config / DOCKYARD_CONFIG) for the registry's data, "
             "or create one with `dockyard admin migrate` or `dockyard serve`")
     if settings.is_sqlite:
-        path = settings.data_dir / "dockyard.db"
+        path = sqlite_file(settings)
+        if path is None:
+            return
         if not path.is_file():
-            where = "no data directory" if not settings.data_dir.exists() else "no database"
+            where = "no data directory" if not settings.database_url and not path.parent.exists() else "no database"
             console.print(f"[red]error:[/red] {where} at {escape(str(path.parent))} (looked for {escape(str(path))}); "
                           f"{escape(hint)}", soft_wrap=True, highlight=False)
             raise typer.Exit(1)

@@ -72,8 +72,13 @@ def next_steps(settings) -> list[str]:
     else:
         host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)
         base = f"http://{'[' + host + ']' if ':' in host and not host.startswith('[') else host}:{settings.port}"
+    from dockyard.client.credentials import is_loopback
+
     parts = urlsplit(base)
-    registry = parts.netloc + parts.path.rstrip("/")
+    registry = parts.netloc
+    # `dockyard login HOST` means HTTPS off loopback and drops any path: give it the URL itself then.
+    if parts.path.rstrip("/") or (parts.scheme == "http" and not is_loopback(parts.netloc)):
+        registry = base
     password_file = settings.data_dir / "initial-admin-password"
     where = (f"in {password_file}" if password_file.exists()
              else "printed above on first start, or DOCKYARD_ADMIN_PASSWORD")

@@ -47,8 +47,10 @@ class BlobService:
         touch_interval_seconds: float = 43200,
         clock: Callable[[], datetime] = utcnow,
         max_blob_bytes: int | None = None,
+        projects_required: bool = False,
     ):
         self.db = db
+        self.projects_required = projects_required  # see ManifestService
         self.max_blob_bytes = max_blob_bytes  # a mount obeys the same size cap as an upload
         self.storage = storage
         self.delete_enabled = delete_enabled
@@ -123,7 +125,7 @@ class BlobService:
         """One attempt; `generation` is the one the intent was recorded for, and must still be the next one."""
         now = self.clock()
         key = blob_key(digest, generation, nonce)
-        repo_id = ensure_repository_id(conn, repository)
+        repo_id = ensure_repository_id(conn, repository, projects_required=self.projects_required)
         # 1. The blob exists: touch its row (this is what serializes us with GC's mark) and link it.
         present = blob_refs.touch_one(conn, digest, now)
         if present is not None:
@@ -178,7 +180,7 @@ class BlobService:
                 )
             if self.quotas is not None:
                 self.quotas.check(conn, target, [digest])
-            blob_refs.link(conn, ensure_repository_id(conn, target), row.id, self.clock())
+            blob_refs.link(conn, ensure_repository_id(conn, target, projects_required=self.projects_required), row.id, self.clock())
             record(conn, "blob.mounted", repository=target, digest=digest, data={"source": mounted_from, "size": row.size})
             return True
 

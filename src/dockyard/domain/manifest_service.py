@@ -54,8 +54,10 @@ class StoredManifest:
 class ManifestService:
     def __init__(
         self, db: Database, *, max_bytes: int, delete_enabled: bool = True, tag_policy: TagPolicy | None = None, quotas=None,
-        empty_grace_seconds: int = 86400,
+        empty_grace_seconds: int = 86400, projects_required: bool = False,
     ):
+        # Access control on: a repository is created only inside an existing project (domain/repositories.py).
+        self.projects_required = projects_required
         # A repository left without manifests goes with its last one, unless blobs were linked into it
         # this recently (a push may be in flight); GC drops those later (domain/repository_lifecycle.py).
         self.empty_grace_seconds = empty_grace_seconds
@@ -114,7 +116,7 @@ class ManifestService:
         new_tags = list(dict.fromkeys(validate_tag(t) for t in ([tag] if tag else []) + list(extra_tags)))
         verdicts = self.tag_policy.prepare(repository, new_tags)  # pattern matching, before the write lock
         with self.db.write() as conn:
-            repo_id = ensure_repository_id(conn, repository)
+            repo_id = ensure_repository_id(conn, repository, projects_required=self.projects_required)
             if new_tags and self.tag_policy.rules_for(conn, repository, verdicts):
                 # Judge the tags before the references: over an immutable tag, DENIED says more than a missing blob.
                 for tag in new_tags:

@@ -10,11 +10,12 @@ from sqlalchemy import Connection, delete, exists, false, func, or_, select, upd
 
 from dockyard.auth.principals import Principal
 from dockyard.domain.events import record
+from dockyard.domain.retention_service import schedule_name
 from dockyard.errors import Conflict, InvalidRequest
 from dockyard.paging import Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
-from dockyard.metadata.models import project_members, projects, repositories, robot_permissions, users
+from dockyard.metadata.models import project_members, projects, repositories, retention_policies, robot_permissions, schedules, users
 from dockyard.metadata.webhook_tables import webhook_attempts, webhook_deliveries, webhooks
 from dockyard.policy.access import ROLES
 
@@ -133,6 +134,9 @@ class ProjectService:
     def delete(self, name: str) -> None:
         """Delete an empty project (its members, robots, robot permissions and webhooks go with it)."""
         with self.db.write() as conn:
+            # Locked before counting: a writer creating a repository holds this row (domain/repositories.py),
+            # so its repository is either counted here or refused there, never left behind.
+            conn.execute(select(projects.c.id).where(projects.c.name == name).with_for_update())
             project = self._require(conn, name)
             held = conn.execute(
                 select(func.count())
@@ -145,6 +149,12 @@ class ProjectService:
                 "the project with force (`dockyard admin projects delete --force`, ?force=true)",
                     detail={"name": name, "repositories": held},
                 )
+            # Retention policies cascade, but their scheduler rows are keyed by name: without this they
+            # queue a failing job on every tick (and SQLite may hand the id to a later policy).
+            policy_ids = conn.execute(select(retention_policies.c.id).where(retention_policies.c.project_id == project.id)).scalars()
+            names = [schedule_name(i) for i in policy_ids]
+            if names:
+                conn.execute(delete(schedules).where(schedules.c.name.in_(names)))
             conn.execute(delete(projects).where(projects.c.id == project.id))
             # Its webhooks go with it: they name the project, and a project later created with the
             # same name (by anyone) must not have its events POSTed to the former admins' URLs.

@@ -25,7 +25,7 @@ from dockyard.domain import blob_refs
 from dockyard.domain.manifest_service import MAX_TAGS_PER_PUT, ManifestService, move_tag, tag_digest
 from dockyard.domain.manifests import parse_manifest
 from dockyard.domain.names import validate_digest, validate_name, validate_tag
-from dockyard.domain.repositories import ensure_repository_id, require_repository_id
+from dockyard.domain.repositories import ensure_repository_id, hold_repository_id, require_repository_id
 from dockyard.errors import Denied, InvalidRequest, ManifestBlobUnknown, ManifestUnknown
 from dockyard.metadata import generations
 from dockyard.policy.access import project_of
@@ -141,14 +141,14 @@ class PromotionService:
         result = PromotionResult(source.repository, digest, media_type, destination, {})
         verdicts = self.tag_policy.prepare(destination, tags)  # pattern matching, before the write lock
         with self.db.write() as conn:
-            src_id = require_repository_id(conn, source.repository)
+            src_id = (hold_repository_id if same_repository else require_repository_id)(conn, source.repository)
             if same_repository:
                 dest_id = src_id
                 manifest_id = self._manifest_id(conn, src_id, digest)
                 if manifest_id is None:  # deleted between resolve and now
                     raise ManifestUnknown(f"manifest {digest} is not in repository {source.repository}", detail={"digest": digest})
             else:
-                dest_id = ensure_repository_id(conn, destination)
+                dest_id = ensure_repository_id(conn, destination, projects_required=self.manifests.projects_required)
                 manifest_id = self._copy(conn, src_id, dest_id, destination, digest, include_referrers, result)
             for tag in tags:  # one transaction: any refusal rolls back every tag and every copied row
                 result.tags[tag] = move_tag(

@@ -85,6 +85,9 @@ class QuotaService:
             record(conn, "policy.changed", project=project, data={"kind": "quota", "quota_bytes": quota_bytes})
         return self.get(project)
 
+    # _QUOTA_LOCK: quota checks serialize on the project row with FOR NO KEY UPDATE, not FOR UPDATE:
+    # writers already hold that row FOR KEY SHARE (domain/repositories.py), and two pushes upgrading
+    # to FOR UPDATE would deadlock each other; NO KEY UPDATE still excludes the other checks.
     def check(self, conn: Connection, repository: str, digests: Iterable[str]) -> None:
         """Refuse (Denied) if linking `digests` into `repository` would take its project over quota.
 
@@ -92,7 +95,7 @@ class QuotaService:
         project = project_of(repository)
         query = select(projects.c.quota_bytes).where(projects.c.name == project)
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
+            query = query.with_for_update(key_share=True)  # NO KEY UPDATE: see _QUOTA_LOCK
         quota = conn.execute(query).scalar()
         if quota is None:
             return
@@ -104,7 +107,7 @@ class QuotaService:
         project = project_of(repository)
         query = select(projects.c.quota_bytes).where(projects.c.name == project)
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
+            query = query.with_for_update(key_share=True)  # NO KEY UPDATE: see _QUOTA_LOCK
         quota = conn.execute(query).scalar()
         if quota is not None:
             self.require_room(conn, project, quota, size)
@@ -112,7 +115,7 @@ class QuotaService:
     def _quota(self, conn: Connection, project: str, *, lock: bool) -> int | None:
         query = select(projects.c.quota_bytes).where(projects.c.name == project)
         if lock and conn.dialect.name == "postgresql":
-            query = query.with_for_update()
+            query = query.with_for_update(key_share=True)  # NO KEY UPDATE: see _QUOTA_LOCK
         return conn.execute(query).scalar()
 
     def uploading(self, conn: Connection, project: str, except_upload: str | None = None) -> int:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from dockyard.domain import artifact_events
 from dockyard.domain.manifest_service import move_tag
 from dockyard.domain.names import validate_digest, validate_name, validate_tag
-from dockyard.domain.repositories import require_repository_id
+from dockyard.domain.repositories import hold_repository_id
 from dockyard.errors import ManifestUnknown
 from dockyard.metadata import generations
 from dockyard.policy.access import project_of
@@ -35,7 +35,7 @@ def point_tag(
     policy = tag_policy or TagPolicy(db)
     verdicts = policy.prepare(repository, [tag])  # pattern matching, before the write lock
     with db.write() as conn:
-        repo_id = require_repository_id(conn, repository)
+        repo_id = hold_repository_id(conn, repository)  # waits for a repository delete in progress
         row = conn.execute(
             select(manifests.c.id, manifests.c.media_type, manifests.c.size, manifests.c.payload, manifests.c.artifact_type,
                    manifests.c.subject_digest)

@@ -35,6 +35,7 @@ log = logging.getLogger("dockyard.gc")
 # uploaded but not yet referenced: a push publishes its layers first and PUTs the manifest last,
 # so the grace must outlast a slow push (blob_refs still fails such a push cleanly, never corrupts).
 MIN_GRACE_SECONDS = 600
+MAX_GRACE_SECONDS = 10 * 366 * 86400  # ten years: far enough, and `now - grace` never leaves the calendar
 MAX_BATCHES = 1_000_000  # a bound, not a limit anyone should reach
 
 
@@ -59,7 +60,7 @@ class GarbageCollector:
     def handle(self, payload: dict, progress: Callable[[dict], None]) -> dict:
         """Job handler for kind "gc"; payload {"dry_run": bool, "grace_seconds": int (optional, >= MIN_GRACE_SECONDS)}."""
         grace = payload.get("grace_seconds")
-        grace = self.grace_seconds if grace is None else max(int(grace), MIN_GRACE_SECONDS)
+        grace = self.grace_seconds if grace is None else min(max(int(grace), MIN_GRACE_SECONDS), MAX_GRACE_SECONDS)
         result = self.run(dry_run=bool(payload.get("dry_run", False)), progress=progress, grace_seconds=grace)
         if self.audit is not None and not result["dry_run"]:
             from dockyard.auth.principals import Principal

@@ -25,6 +25,6 @@ KINDS: dict[str, str] = {
     RESCAN: "re-match stored SBOMs after the vulnerability database changed",
     VULNDB_UPDATE: "download the vulnerability database exports from vulndb_url",
     HOUSEKEEPING: "purge stale uploads, expired audit events and old login-throttle rows",
-    WEBHOOK_DELIVERY: "send one webhook delivery, then the next ones of its lane (payload {delivery, turn})",
+    WEBHOOK_DELIVERY: "send a webhook delivery and the ones behind it in its lane, in batches (payload {delivery, turn})",
     EVENTS_PRUNE: "delete change-feed events past event_retention_days that every durable consumer has read",
 }

@@ -22,6 +22,9 @@ from dockyard.scanning.versions import Ordering, ecosystem_base, ordering_for
 
 EVENT_KINDS = ("introduced", "fixed", "last_affected", "limit")
 MATCHED_RANGE_TYPES = ("ECOSYSTEM", "SEMVER")
+# Real versions (dpkg, PEP 440, Go pseudo-versions, git commits) are well under this; the matcher quotes an
+# unparseable one in every affected image's report, so a longer one makes the record invalid.
+MAX_VERSION_CHARS = 256
 # Harbor's scale (policies (d)), lowest first; the gate compares positions in this tuple.
 SEVERITIES = ("None", "Unknown", "Negligible", "Low", "Medium", "High", "Critical")
 
@@ -139,6 +142,8 @@ def _range(data: Any, where: str) -> Range:
         kinds = [k for k in EVENT_KINDS if k in raw]
         if len(kinds) != 1 or not isinstance(raw[kinds[0]], str) or not raw[kinds[0]]:
             raise OSVError(f"{where}.events[{i}]: needs exactly one of {', '.join(EVENT_KINDS)}")
+        if len(raw[kinds[0]]) > MAX_VERSION_CHARS:
+            raise OSVError(f"{where}.events[{i}]: a version longer than {MAX_VERSION_CHARS} characters")
         events.append(Event(kinds[0], raw[kinds[0]]))
     if not any(e.kind == "introduced" for e in events):
         raise OSVError(f"{where}: a range needs at least one introduced event")

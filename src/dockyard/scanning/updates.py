@@ -35,6 +35,7 @@ from dockyard.scanning.vulndb import (
     ImportReport,
     VulnDB,
     VulnDBError,
+    check_entry_count,
     discover,
     export_url,
     iter_zip_records,
@@ -214,6 +215,7 @@ def import_upload(db: Database, jobs: JobQueue | None, source: str, path: Path, 
     that source (same sha256). Raises VulnDBError for a bad name or a file that is not an export."""
     if not SOURCE_NAME.fullmatch(source):
         raise VulnDBError(f"source {source[:80]!r}: expected an OSV ecosystem name such as PyPI or Debian:12")
+    check_entry_count(path)
     try:
         with zipfile.ZipFile(path) as archive:
             records = sum(1 for i in archive.infolist() if not i.is_dir() and i.filename.endswith(".json"))

@@ -22,8 +22,10 @@ import json
 import logging
 import os
 import re
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,7 +44,16 @@ from dockyard.settings import DEFAULT_ECOSYSTEMS, OSV_BUCKET_URL
 log = logging.getLogger(__name__)
 
 BATCH = 500
+BATCH_BYTES = 64 * 1024 * 1024  # a batch is also cut by size: 500 records of MAX_RECORD_BYTES would be 8 GiB
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # one advisory; the largest real ones are a few MiB
+# zipfile holds every central-directory entry in memory (~500 bytes each): a 4 GiB upload of empty
+# entries would be tens of GiB. OSV's largest export has well under a million records.
+MAX_ZIP_ENTRIES = 2_000_000
+MAX_ZIP_DIRECTORY_BYTES = 128 * 1024 * 1024  # at 46 bytes an entry at least, ~2.9 million entries
+MAX_ERROR_CHARS = 300  # one invalid record's reason: an error may quote a value as large as the record
+# The column widths of vuln_advisories / vuln_affected / vuln_aliases (metadata/models.py). PostgreSQL
+# refuses a longer value, which would fail the whole import, so such a record is invalid instead.
+MAX_ID_CHARS, MAX_ECOSYSTEM_CHARS, MAX_PACKAGE_CHARS, MAX_ECOSYSTEM_BASE_CHARS = 255, 255, 512, 64
 
 def package_key(ecosystem: str, name: str) -> str:
     """The name as matched: PyPI names PEP 503-normalised, everything else as written."""
@@ -108,8 +119,44 @@ class Status:
 # --- reading exports ---------------------------------------------------------------------
 
 
+def zip_directory(path: Path) -> tuple[int, int] | None:
+    """(entries, central-directory bytes) the zip at `path` declares in its end record (zip64 too),
+    read without loading the directory; None when there is no such record (not a zip). zipfile reads
+    the directory by its byte size, not its entry count, so both are checked."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - (22 + 65535)))
+        tail = fh.read()
+        at = tail.rfind(b"PK\x05\x06")  # as zipfile finds it
+        if at < 0 or len(tail) < at + 22:
+            return None
+        entries, directory = struct.unpack_from("<HI", tail, at + 10)
+        locator = at - 20
+        if locator >= 0 and tail[locator:locator + 4] == b"PK\x06\x07":
+            fh.seek(struct.unpack_from("<Q", tail, locator + 8)[0])
+            record = fh.read(56)
+            if len(record) == 56 and record[:4] == b"PK\x06\x06":
+                entries = max(entries, struct.unpack_from("<Q", record, 32)[0])
+                directory = max(directory, struct.unpack_from("<Q", record, 40)[0])
+        return entries, directory
+
+
+def check_entry_count(path: Path) -> None:
+    """Raise VulnDBError before zipfile loads a central directory of more than MAX_ZIP_ENTRIES
+    entries or MAX_ZIP_DIRECTORY_BYTES bytes."""
+    found = zip_directory(path)
+    if found is None:
+        return
+    entries, directory = found
+    if entries > MAX_ZIP_ENTRIES or directory > MAX_ZIP_DIRECTORY_BYTES:
+        raise VulnDBError(f"not an OSV export: the zip declares {entries} entries in {directory} bytes of directory, "
+                          f"more than {MAX_ZIP_ENTRIES} entries or {MAX_ZIP_DIRECTORY_BYTES} bytes")
+
+
 def iter_zip_records(data: bytes | Path) -> Iterator[tuple[str, bytes]]:
     """(member name, bytes) for each `.json` member of an OSV export zip."""
+    if not isinstance(data, bytes):
+        check_entry_count(Path(data))
     try:
         archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
     except zipfile.BadZipFile as exc:
@@ -119,8 +166,13 @@ def iter_zip_records(data: bytes | Path) -> Iterator[tuple[str, bytes]]:
             if info.is_dir() or not info.filename.endswith(".json"):
                 continue
             if info.file_size > MAX_RECORD_BYTES:
-                raise VulnDBError(f"{info.filename}: {info.file_size} bytes is not an advisory")
-            yield info.filename, archive.read(info)
+                raise VulnDBError(f"{info.filename[:200]}: {info.file_size} bytes is not an advisory")
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                # A bad CRC, a broken deflate stream, an unsupported method or an encrypted member.
+                raise VulnDBError(f"{info.filename[:200]}: damaged zip member: {str(exc)[:200]}") from exc
+            yield info.filename, data
 
 
 def discover(path: Path) -> list[tuple[str, list[Path]]]:
@@ -188,21 +240,27 @@ class VulnDB:
         """Upsert records by id + modified, then record the source's status."""
         report = ImportReport(source, origin)
         batch: list[tuple[Advisory, bytes]] = []
+        batch_bytes = 0
         for name, raw in records:
             try:
                 advisory = parse_advisory(json.loads(raw))
-            except (OSVError, ValueError) as exc:
+                _check_widths(advisory)
+            except (OSVError, ValueError, RecursionError) as exc:
                 report.invalid += 1
+                reason = f"{name}: {exc}"
+                if len(reason) > MAX_ERROR_CHARS:
+                    reason = reason[: MAX_ERROR_CHARS - 1] + "…"
                 if len(report.errors) < 20:
-                    report.errors.append(f"{name}: {exc}")
-                log.warning("vulndb %s: skipping %s: %s", source, name, exc)
+                    report.errors.append(reason)
+                log.warning("vulndb %s: skipping %s", source, reason)
                 continue
             report.records += 1
             report.withdrawn += advisory.is_withdrawn
             batch.append((advisory, raw))
-            if len(batch) >= BATCH:
+            batch_bytes += len(raw)
+            if len(batch) >= BATCH or batch_bytes >= BATCH_BYTES:
                 self._write(batch, report)
-                batch = []
+                batch, batch_bytes = [], 0
         if batch:
             self._write(batch, report)
         with self.database.write() as conn:
@@ -359,6 +417,19 @@ class VulnDB:
                     ).scalars()
                 )
         return [parse_advisory(json.loads(d)) for d in docs]
+
+
+def _check_widths(advisory: Advisory) -> None:
+    """Raise OSVError for a name longer than the column that stores it (see MAX_ID_CHARS)."""
+    for alias in (advisory.id, *advisory.aliases, *advisory.upstream):
+        if len(alias) > MAX_ID_CHARS:
+            raise OSVError(f"an id or alias is longer than {MAX_ID_CHARS} characters")
+    for a in advisory.affected:
+        if len(a.ecosystem) > MAX_ECOSYSTEM_CHARS or len(a.ecosystem_base) > MAX_ECOSYSTEM_BASE_CHARS:
+            raise OSVError(f"an ecosystem name is longer than {MAX_ECOSYSTEM_CHARS} characters "
+                           f"(or {MAX_ECOSYSTEM_BASE_CHARS} before its first ':')")
+        if len(package_key(a.ecosystem, a.name)) > MAX_PACKAGE_CHARS:
+            raise OSVError(f"a package name is longer than {MAX_PACKAGE_CHARS} characters")
 
 
 # --- download ----------------------------------------------------------------------------

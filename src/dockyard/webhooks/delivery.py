@@ -1,13 +1,15 @@
-"""Sending webhooks: the feed consumer that fans events out to endpoints, and the job that makes
-one attempt of one delivery.
+"""Sending webhooks: the feed consumer that fans events out to endpoints, and the job that sends
+a lane's deliveries.
 
 Durable end to end: `fan_out` runs as the durable feed consumer `webhooks` (jobs/feed.py), so the
 delivery rows and their jobs commit with the consumer's cursor; a crash before that commit means
-the batch is read again, after it the jobs are in the queue. Each job makes ONE attempt and, on
-failure, queues the next one itself (exponential backoff with ±50% jitter) until the delivery's
-attempt budget is spent: then it is `dead` (the dead-letter state; `redeliver` revives it). An
-endpoint whose deliveries die `disable_after` times in a row is disabled, with a
-`webhook.disabled` event. Ordering per endpoint and repository: lanes.py.
+the batch is read again, after it the jobs are in the queue. A job sends its lane in batches: the
+head and the parked deliveries behind it, POSTed in order, then every outcome settled in ONE write
+transaction (which also takes the next batch over), so a burst of events costs a few transactions,
+not one per delivery. A batch stops at its first failure, whose next attempt is queued (exponential
+backoff with ±50% jitter) until the delivery's attempt budget is spent: then it is `dead` (the
+dead-letter state; `redeliver` revives it). An endpoint whose deliveries die `disable_after` times
+in a row is disabled, with a `webhook.disabled` event. Ordering per endpoint and repository: lanes.py.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, event as sa_event, insert, select, update
+from sqlalchemy import Connection, bindparam, event as sa_event, insert, select, update
 
 from dockyard import request_context
 from dockyard.domain.events import Event, record, rfc3339
@@ -43,12 +45,21 @@ log = logging.getLogger("dockyard.webhooks")
 CONSUMER = "webhooks"  # the durable feed consumer's name
 CHAIN_MAX = 100  # deliveries one job sends from its lane before handing the rest to a new job
 CHAIN_SECONDS = 10.0
+BATCH_MAX = 50  # deliveries of a lane read, sent and settled together (one write transaction)
+FAN_OUT_CHUNK = 500  # delivery rows per insert (SQLite caps a statement's parameters)
 RESPONSE_BODY_LIMIT = 1024  # bytes of a receiver's answer kept in the log
 # Pings are sent inside the request, on the server's thread pool: a project admin pinging a receiver
 # that never answers must not hold every thread for `webhook_timeout_seconds`.
 PING_CONCURRENCY = 4
 USER_AGENT = "Dockyard-Webhooks/1"
 _JOBS_FLAG = "dockyard_webhook_jobs"
+# Built once: a settle runs these per delivery while holding the write lock, and building a statement
+# costs more than SQLite takes to run it (reusing the object also reuses its cache key).
+_SUCCEEDED = update(d).where(d.c.id == bindparam("b_id"), d.c.state == "queued", d.c.turn == bindparam("b_turn")).values(
+    attempts=d.c.attempts + 1, state="succeeded", finished_at=bindparam("b_now"), next_attempt_at=None,
+    last_status_code=bindparam("b_status"), last_error=None,
+).returning(d.c.attempts)
+_LOG_ATTEMPTS = insert(webhook_attempts)
 
 
 @dataclass(frozen=True)
@@ -61,12 +72,27 @@ class AttemptResult:
 
 
 @dataclass(frozen=True)
-class _Next:
-    """A delivery a job took over from its lane (lanes.take_next): its turn, event JSON and webhook row."""
+class _Item:
+    """One delivery of a batch: its id, its turn when read (the settle's concurrency check) and its event."""
     id: int
     turn: int
-    event: str
+    event: dict
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A lane's head and the parked deliveries behind it, sent in order with one endpoint row. `seen`
+    is the endpoint's raw (enabled, updated_at), read before that row."""
     hook: Any
+    repository: str
+    items: list[_Item]
+    seen: tuple | None
+
+
+def _attempt_row(delivery_id: int, attempt: int, started: datetime, result: AttemptResult) -> dict:
+    return {"delivery_id": delivery_id, "attempt": attempt, "started_at": started, "duration_ms": result.duration_ms,
+            "outcome": "succeeded" if result.ok else "failed", "status_code": result.status_code,
+            "response_body": result.body, "error": (result.error or None) and result.error[:2000]}
 
 
 def backoff_seconds(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
@@ -127,7 +153,8 @@ class WebhookDispatcher:
     # -- fan-out: the durable feed consumer ---------------------------------------------------
 
     def fan_out(self, conn: Connection, events: list[Event]) -> None:
-        """One delivery per (event, matching enabled endpoint), in the consumer's transaction."""
+        """One delivery per (event, matching enabled endpoint), in the consumer's transaction: the
+        batch's deliveries in one multi-row insert, then one job per lane that got a new head."""
         now = utcnow()
         if lanes.repair(conn, self.jobs, now, self.repair_grace_seconds):
             conn.info[_JOBS_FLAG] = True
@@ -135,60 +162,66 @@ class WebhookDispatcher:
                                                      .order_by(webhooks.c.id)).all()]
         if not hooks:
             return
-        dialect = conn.dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        # A lane that got a delivery in this batch already has an older queued one: the later ones stay
-        # parked as inserted (next_attempt_at NULL), with no older_pending query each.
-        lanes_seen: set[tuple[int, str]] = set()
+        rows, by_key = [], {}
         for event in events:
             for hook in hooks:
                 if not matches(hook, event.type, event.project, event.repository, event.tag,
                                event.data.get("tags") if isinstance(event.data.get("tags"), list) else None):
                     continue
-                repository = event.repository or ""
-                delivery_id = conn.execute(
-                    dialect_insert(d).values(
-                        webhook_id=hook.id, event_key=event.key, event_type=event.type,
-                        event=json.dumps(event.to_dict(), default=str), repository=repository, state="queued",
-                        attempts=0, max_attempts=self.config.max_attempts, turn=0, created_at=now,
-                    ).on_conflict_do_nothing().returning(d.c.id)
-                ).scalar()
-                if delivery_id is None or (hook.id, repository) in lanes_seen:
-                    continue
-                lanes_seen.add((hook.id, repository))
-                # The job carries the event's request id (jobs.request_id), so the worker runs and logs
-                # the delivery under the request that pushed.
-                with request_context.acting_as(request_context.actor.get(), event.request_id):
-                    placed = lanes.place(conn, self.jobs, delivery_id, hook.id, repository, now)
-                if placed:
+                by_key[event.key] = event
+                rows.append({
+                    "webhook_id": hook.id, "event_key": event.key, "event_type": event.type,
+                    "event": json.dumps(event.to_dict(), default=str), "repository": event.repository or "",
+                    "state": "queued", "attempts": 0, "max_attempts": self.config.max_attempts, "turn": 0,
+                    "created_at": now, "next_attempt_at": None,
+                })
+        if not rows:
+            return
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        heads: dict[tuple[int, str], Any] = {}  # lane -> its oldest delivery inserted now
+        for chunk in range(0, len(rows), FAN_OUT_CHUNK):  # SQLite caps a statement's parameters
+            inserted = conn.execute(dialect_insert(d).values(rows[chunk:chunk + FAN_OUT_CHUNK]).on_conflict_do_nothing()
+                                    .returning(d.c.id, d.c.webhook_id, d.c.repository, d.c.event_key)).all()
+            for r in inserted:  # RETURNING's row order is not promised: take each lane's lowest id
+                lane = (r.webhook_id, r.repository)
+                if lane not in heads or r.id < heads[lane].id:
+                    heads[lane] = r
+        # Only a lane's oldest new delivery may get a job; the later ones stay parked as inserted.
+        for head in sorted(heads.values(), key=lambda r: r.id):
+            # The job carries the event's request id (jobs.request_id), so the worker runs and logs
+            # the lane's deliveries under the request that pushed.
+            with request_context.acting_as(request_context.actor.get(), by_key[head.event_key].request_id):
+                if lanes.place(conn, self.jobs, head.id, head.webhook_id, head.repository, now):
                     conn.info[_JOBS_FLAG] = True
 
-    # -- one attempt: the job handler ------------------------------------------------------------
+    # -- sending a lane: the job handler ---------------------------------------------------------
 
     def handle_job(self, payload: dict, progress=None) -> dict:
-        """Send the job's delivery; then, while the lane has more and the bounds allow, the next ones
-        (lanes.take_next). Whatever is left of the lane gets a job of its own."""
+        """Send the job's delivery and the lane's parked ones behind it, in order, then settle them all
+        in one transaction, which also takes the lane's next batch over; repeat while the lane has
+        more and the bounds allow. Whatever is left of the lane gets a job of its own."""
         delivery_id, turn = int(payload["delivery"]), int(payload["turn"])
-        publics: dict[str, bool | None] = {}  # project -> public, for the whole chain
-        outcome = self._attempt(delivery_id, turn, publics)
-        sent, deadline = 1, time.monotonic() + CHAIN_SECONDS
-        while (nxt := outcome.pop("next", None)) is not None:
-            if sent >= CHAIN_MAX or time.monotonic() > deadline or self.stopping():
-                with self.db.write() as conn:
-                    lanes.schedule(conn, self.jobs, nxt.id, nxt.hook.id, utcnow())
-                    conn.info[_JOBS_FLAG] = True
-                break
-            outcome = self._chained(nxt, publics)
-            sent += 1
+        publics: dict[str, bool | None] = {}  # project -> public, for the whole job
+        first = self._first_batch(delivery_id, turn, publics)
+        if isinstance(first, dict):
+            return first
+        batch: _Batch | None = first
+        sent, deadline, outcome = 0, time.monotonic() + CHAIN_SECONDS, {}
+        while batch is not None:
+            results = self._send_batch(batch, publics, deadline)
+            sent += len(results)
+            more = sent < CHAIN_MAX and time.monotonic() <= deadline and not self.stopping()
+            outcome, batch = self._settle(batch, results, publics, more)
         outcome["sent"] = sent
         return outcome
 
-    def _attempt(self, delivery_id: int, turn: int, publics: dict[str, bool | None]) -> dict:
-        now = utcnow()
-        # A read first: the common case (the lane's head, endpoint on) writes nothing before sending.
+    def _first_batch(self, delivery_id: int, turn: int, publics: dict[str, bool | None]) -> _Batch | dict:
+        """One read: the job's delivery (still its lane's head, with this turn?), the endpoint, and the
+        lane's parked deliveries behind it. The common case writes nothing before sending."""
+        seen = self._seen_of_delivery(delivery_id)
         with self.db.read() as conn:
             row = conn.execute(select(d).where(d.c.id == delivery_id)).first()
             if row is None or row.state != "queued" or row.turn != turn:
@@ -196,9 +229,10 @@ class WebhookDispatcher:
             hook_row = conn.execute(select(webhooks).where(webhooks.c.id == row.webhook_id)).first()
             if hook_row is None:
                 return {"skipped": "webhook deleted"}
-            older = lanes.older_pending(conn, row.webhook_id, row.repository, delivery_id)
-            event = json.loads(row.event)
-            public = self._public(conn, event.get("project"), publics)
+            lane = lanes.queued(conn, row.webhook_id, row.repository, BATCH_MAX)
+            older = lane[0].id if lane and lane[0].id != delivery_id else None
+            items = [_Item(r.id, r.turn, json.loads(r.event)) for r in lanes.parked_behind(lane)] if older is None else []
+            self._publics(conn, [json.loads(row.event), *(i.event for i in items)], publics)
         if not hook_row.enabled or older is not None:
             reason = "the endpoint is disabled; re-enable it to send" if not hook_row.enabled else None
             with self.db.write() as conn:  # parked only if nothing moved it meanwhile
@@ -206,32 +240,39 @@ class WebhookDispatcher:
                 if current is not None and current.state == "queued" and current.turn == turn:
                     lanes.park(conn, delivery_id, reason)
             return {"parked": reason or f"waits for delivery {older}"}
-        return self._deliver(delivery_id, turn, hook_row, event, public, now)
+        return _Batch(hook_row, row.repository, [_Item(delivery_id, turn, json.loads(row.event)), *items], seen)
 
-    def _chained(self, nxt: _Next, publics: dict[str, bool | None]) -> dict:
-        """The lane's next delivery, taken over in the settle transaction that just committed: it is
-        the lane's head, queued with `nxt.turn`, and `nxt.hook` was read there. No read transaction."""
-        if not nxt.hook.enabled:
-            reason = "the endpoint is disabled; re-enable it to send"
-            with self.db.write() as conn:  # parked only if nothing moved it meanwhile
-                conn.execute(update(d).where(d.c.id == nxt.id, d.c.state == "queued", d.c.turn == nxt.turn)
-                             .values(next_attempt_at=None, last_error=reason))
-            return {"parked": reason}
-        event = json.loads(nxt.event)
-        project = event.get("project")
-        if project and project not in publics:
-            with self.db.read() as conn:
-                self._public(conn, project, publics)
-        return self._deliver(nxt.id, nxt.turn, nxt.hook, event, publics.get(project) if project else None, utcnow())
+    def _publics(self, conn: Connection, events: list[dict], publics: dict[str, bool | None]) -> None:
+        for project in dict.fromkeys(e.get("project") for e in events):
+            self._public(conn, project, publics)
 
-    def _deliver(self, delivery_id: int, turn: int, hook_row, event: dict, public: bool | None, now: datetime) -> dict:
-        # A job may send several deliveries of a lane: each runs (and logs) under its own event's request id.
-        with request_context.acting_as(request_context.actor.get(), event.get("request_id")):
-            result = self._send(hook_row, event, public)
-            outcome = self._settle(delivery_id, turn, result, now)
-        # The delivery's new state says what this attempt was: queued again means it failed.
-        self._notify({"succeeded": "succeeded", "dead": "dead", "queued": "failed"}.get(outcome.get("state", "")))
-        return outcome
+    def _seen_of_delivery(self, delivery_id: int) -> tuple | None:
+        return self.db.fetchone("SELECT w.enabled, w.updated_at FROM webhooks w JOIN webhook_deliveries x "
+                                "ON x.webhook_id = w.id WHERE x.id = ?", (delivery_id,))
+
+    def _seen_of(self, webhook_id: int) -> tuple | None:
+        """The endpoint's (enabled, updated_at), raw: any change (disabled, new URL, format or secret)
+        moves it. Read before the row a batch sends with, and again before each later delivery."""
+        return self.db.fetchone("SELECT enabled, updated_at FROM webhooks WHERE id = ?", (webhook_id,))
+
+    def _send_batch(self, batch: _Batch, publics: dict[str, bool | None], deadline: float) -> list[tuple]:
+        """POST the batch's deliveries in order (over the client's kept-alive connection). Stops at the
+        first failure (the lane waits for its retry), when the endpoint changed since its row was read
+        (the next batch re-reads it), or at the job's bounds. Returns (item, started, result) per POST."""
+        results: list[tuple] = []
+        prepared: dict = {}  # the checked target and the secrets, for the whole batch
+        for item in batch.items:
+            if results and (self.stopping() or time.monotonic() > deadline or self._seen_of(batch.hook.id) != batch.seen):
+                break
+            project = item.event.get("project")
+            started = utcnow()
+            # Each delivery runs (and logs) under its own event's request id.
+            with request_context.acting_as(request_context.actor.get(), item.event.get("request_id")):
+                result = self._send(batch.hook, item.event, publics.get(project) if project else None, prepared)
+            results.append((item, started, result))
+            if not result.ok:
+                break
+        return results
 
     def _notify(self, outcome: str | None) -> None:
         if outcome is None:  # superseded by a redelivery meanwhile: logged, not counted here
@@ -242,76 +283,107 @@ class WebhookDispatcher:
             except Exception:  # a metrics hiccup must not fail a delivery
                 log.exception("webhook outcome listener failed")
 
-    def _settle(self, delivery_id: int, turn: int, result: AttemptResult, started: datetime) -> dict:
+    def _settle(self, batch: _Batch, results: list[tuple], publics: dict[str, bool | None],
+                more: bool) -> tuple[dict, _Batch | None]:
+        """Every outcome of a batch in ONE write transaction; only the last POST can have failed.
+        Then, if the lane's head finished, take its next batch over (`more`) or give it a job."""
         now = utcnow()
+        states: list[str | None] = []
+        logged: list[dict] = []
+        outcome: dict = {}
+        nxt: _Batch | None = None
+        hook_id = batch.hook.id
         with self.db.write() as conn:
-            if result.ok:  # the common case in few statements: the WHERE is the concurrency check
-                done = conn.execute(
-                    update(d).where(d.c.id == delivery_id, d.c.state == "queued", d.c.turn == turn).values(
-                        attempts=d.c.attempts + 1, state="succeeded", finished_at=now, next_attempt_at=None,
-                        last_status_code=result.status_code, last_error=None,
-                    ).returning(d.c.attempts, d.c.webhook_id, d.c.repository)
-                ).first()
-                if done is not None:
-                    self._log_attempt(conn, delivery_id, done.attempts, started, result)
-                    conn.execute(update(webhooks).where(webhooks.c.id == done.webhook_id, webhooks.c.consecutive_failures != 0)
-                                 .values(consecutive_failures=0))
-                    return {"attempt": done.attempts, "state": "succeeded",
-                            "next": self._next(conn, done.webhook_id, done.repository, now)}
-            row = conn.execute(select(d).where(d.c.id == delivery_id)).first()
-            if row is None:
-                return {"skipped": "deleted while sending"}
-            attempt = row.attempts + 1
-            self._log_attempt(conn, delivery_id, attempt, started, result)
-            values: dict = {"attempts": attempt, "last_status_code": result.status_code, "last_error": result.error}
-            current = row.state == "queued" and row.turn == turn
-            if not current:  # redelivered or rescheduled meanwhile: log the attempt, leave the rest
-                conn.execute(update(d).where(d.c.id == delivery_id).values(attempts=attempt))
-                return {"attempt": attempt, "ok": result.ok, "superseded": True}
-            hook = conn.execute(select(webhooks).where(webhooks.c.id == row.webhook_id)).first()
-            if result.ok:
-                values.update(state="succeeded", finished_at=now, next_attempt_at=None, last_error=None)
-                conn.execute(update(d).where(d.c.id == delivery_id).values(**values))
-                if hook.consecutive_failures:
-                    conn.execute(update(webhooks).where(webhooks.c.id == row.webhook_id).values(consecutive_failures=0))
-                return {"attempt": attempt, "state": "succeeded", "next": self._next(conn, row.webhook_id, row.repository, now)}
-            if attempt < row.max_attempts:
-                conn.execute(update(d).where(d.c.id == delivery_id).values(**values))
-                delay = backoff_seconds(attempt, self.config.backoff_base_seconds, self.config.backoff_max_seconds, self.rand)
-                lanes.schedule(conn, self.jobs, delivery_id, row.webhook_id, now + timedelta(seconds=delay))
-                return {"attempt": attempt, "state": "queued", "retry_in_seconds": round(delay, 3)}
-            values.update(state="dead", finished_at=now, next_attempt_at=None)
-            conn.execute(update(d).where(d.c.id == delivery_id).values(**values))
-            failures = hook.consecutive_failures + 1
-            hook_values: dict = {"consecutive_failures": failures}
-            limit = self.config.disable_after
-            if limit and failures >= limit and hook.enabled:
-                reason = f"disabled after {failures} consecutive dead deliveries (last: {result.error or result.status_code})"
-                hook_values.update(enabled=False, disabled_reason=reason[:500], updated_at=now)
-                record(conn, "webhook.disabled", project=hook.project,
-                       data={"webhook": hook.id, "name": hook.name, "consecutive_failures": failures})
-                log.warning("webhook %s disabled: %s", hook.id, reason)
-            conn.execute(update(webhooks).where(webhooks.c.id == hook.id).values(**hook_values))
-            return {"attempt": attempt, "state": "dead", "next": self._next(conn, row.webhook_id, row.repository, now)}
+            cont, reset = True, False
+            for item, started, result in results:
+                if result.ok:  # the common case in one statement: the WHERE is the concurrency check
+                    attempts = conn.execute(_SUCCEEDED, {"b_id": item.id, "b_turn": item.turn, "b_now": now,
+                                                         "b_status": result.status_code}).scalar()
+                    if attempts is not None:
+                        logged.append(_attempt_row(item.id, attempts, started, result))
+                        states.append("succeeded")
+                        outcome, reset = {"attempt": attempts, "state": "succeeded"}, True
+                        continue
+                if reset:  # successes before a failure clear the endpoint's count first
+                    self._reset_failures(conn, hook_id)
+                    reset = False
+                outcome, state, cont = self._settle_other(conn, item, started, result, now, logged, cont)
+                states.append(state)
+            if reset:
+                self._reset_failures(conn, hook_id)
+            if logged:  # the delivery log: one insert for the batch, rows in the order sent
+                conn.execute(_LOG_ATTEMPTS, logged)
+            if cont:
+                nxt = self._take_next(conn, hook_id, batch.repository, now, more, publics)
+        for state in states:  # the delivery's new state says what the attempt was: queued again means it failed
+            self._notify({"succeeded": "succeeded", "dead": "dead", "queued": "failed"}.get(state or ""))
+        return outcome, nxt
 
     @staticmethod
-    def _next(conn: Connection, webhook_id: int, repository: str, now: datetime) -> _Next | None:
-        """The lane's next delivery, taken over by this job, with what sending it needs."""
-        taken = lanes.take_next(conn, webhook_id, repository, now)
-        if taken is None:
+    def _reset_failures(conn: Connection, webhook_id: int) -> None:
+        conn.execute(update(webhooks).where(webhooks.c.id == webhook_id, webhooks.c.consecutive_failures != 0)
+                     .values(consecutive_failures=0))
+
+    def _settle_other(self, conn: Connection, item: _Item, started: datetime, result: AttemptResult, now: datetime,
+                      logged: list[dict], cont: bool) -> tuple[dict, str | None, bool]:
+        """A failed attempt, or one whose delivery moved meanwhile: (outcome, new state, whether the
+        lane's next delivery may go now)."""
+        row = conn.execute(select(d).where(d.c.id == item.id)).first()
+        if row is None:
+            return {"skipped": "deleted while sending"}, None, False
+        attempt = row.attempts + 1
+        logged.append(_attempt_row(item.id, attempt, started, result))
+        values: dict = {"attempts": attempt, "last_status_code": result.status_code, "last_error": result.error}
+        if not (row.state == "queued" and row.turn == item.turn):
+            # redelivered or rescheduled meanwhile: log the attempt, leave the rest (and the lane) alone
+            conn.execute(update(d).where(d.c.id == item.id).values(attempts=attempt))
+            return {"attempt": attempt, "ok": result.ok, "superseded": True}, None, False
+        hook = conn.execute(select(webhooks).where(webhooks.c.id == row.webhook_id)).first()
+        if attempt < row.max_attempts:
+            conn.execute(update(d).where(d.c.id == item.id).values(**values))
+            delay = backoff_seconds(attempt, self.config.backoff_base_seconds, self.config.backoff_max_seconds, self.rand)
+            lanes.schedule(conn, self.jobs, item.id, row.webhook_id, now + timedelta(seconds=delay))
+            conn.info[_JOBS_FLAG] = True
+            return {"attempt": attempt, "state": "queued", "retry_in_seconds": round(delay, 3)}, "queued", False
+        values.update(state="dead", finished_at=now, next_attempt_at=None)
+        conn.execute(update(d).where(d.c.id == item.id).values(**values))
+        failures = hook.consecutive_failures + 1
+        hook_values: dict = {"consecutive_failures": failures}
+        limit = self.config.disable_after
+        if limit and failures >= limit and hook.enabled:
+            reason = f"disabled after {failures} consecutive dead deliveries (last: {result.error or result.status_code})"
+            hook_values.update(enabled=False, disabled_reason=reason[:500], updated_at=now)
+            record(conn, "webhook.disabled", project=hook.project,
+                   data={"webhook": hook.id, "name": hook.name, "consecutive_failures": failures})
+            log.warning("webhook %s disabled: %s", hook.id, reason)
+        conn.execute(update(webhooks).where(webhooks.c.id == hook.id).values(**hook_values))
+        return {"attempt": attempt, "state": "dead"}, "dead", cont
+
+    def _take_next(self, conn: Connection, webhook_id: int, repository: str, now: datetime, more: bool,
+                   publics: dict[str, bool | None]) -> _Batch | None:
+        """The lane's head finished: its next parked deliveries become this job's next batch (the head
+        marked taken over, so `repair` finds it if this worker dies), or, past the job's bounds, the
+        head gets a job. A head with a job of its own (a retry, a redelivery) is left to it."""
+        lane = lanes.queued(conn, webhook_id, repository, BATCH_MAX)
+        if not lane or lane[0].next_attempt_at is not None:
             return None
+        if not more:
+            lanes.schedule(conn, self.jobs, lane[0].id, webhook_id, now)
+            conn.info[_JOBS_FLAG] = True
+            return None
+        seen = self._seen_of(webhook_id)  # before the row: a change after it shows as a difference
         hook = conn.execute(select(webhooks).where(webhooks.c.id == webhook_id)).first()
         if hook is None:  # deleted in this transaction? its deliveries went with it
             return None
-        return _Next(taken[0], taken[1], taken[2], hook)
-
-    @staticmethod
-    def _log_attempt(conn: Connection, delivery_id: int, attempt: int, started: datetime, result: AttemptResult) -> None:
-        conn.execute(insert(webhook_attempts).values(
-            delivery_id=delivery_id, attempt=attempt, started_at=started, duration_ms=result.duration_ms,
-            outcome="succeeded" if result.ok else "failed", status_code=result.status_code,
-            response_body=result.body, error=(result.error or None) and result.error[:2000],
-        ))
+        if not hook.enabled:  # stays parked; re-enabling the endpoint resumes the lane
+            lanes.park(conn, lane[0].id, "the endpoint is disabled; re-enable it to send")
+            return None
+        turn = conn.execute(update(d).where(d.c.id == lane[0].id).values(turn=d.c.turn + 1, next_attempt_at=now)
+                            .returning(d.c.turn)).scalar_one()
+        items = [_Item(lane[0].id, turn, json.loads(lane[0].event)),
+                 *(_Item(r.id, r.turn, json.loads(r.event)) for r in lanes.parked_behind(lane))]
+        self._publics(conn, [i.event for i in items], publics)
+        return _Batch(hook, repository, items, seen)
 
     @staticmethod
     def _public(conn: Connection, project: str | None, cache: dict[str, bool | None] | None = None) -> bool | None:
@@ -326,22 +398,29 @@ class WebhookDispatcher:
 
     # -- the HTTP request ---------------------------------------------------------------------
 
-    def _send(self, hook_row, event: dict, public: bool | None) -> AttemptResult:
+    def _send(self, hook_row, event: dict, public: bool | None, prepared: dict | None = None) -> AttemptResult:
+        """POST one delivery. `prepared` carries the checked target and the opened secrets from one
+        delivery of a batch to the next (same endpoint row); the request always goes to that address."""
         started = time.monotonic()
+        prepared = {} if prepared is None else prepared
 
         def done(ok: bool, status: int | None = None, body: str | None = None, error: str | None = None) -> AttemptResult:
             return AttemptResult(ok, status, int((time.monotonic() - started) * 1000), body, error)
 
-        try:
-            target = targets.resolve(hook_row.url, self.service.resolver)
-            # Checked again at every attempt: the name may resolve elsewhere now (DNS rebinding).
-            targets.check(target, internal_allowed=self.config.allow_private_targets and hook_row.private_target)
-        except (DockyardError, InvalidRequest) as exc:
-            return done(False, error=f"target refused: {exc.message}")
+        if "target" not in prepared:
+            try:
+                target = targets.resolve(hook_row.url, self.service.resolver)
+                # Checked again at every batch and attempt: the name may resolve elsewhere now (DNS rebinding).
+                targets.check(target, internal_allowed=self.config.allow_private_targets and hook_row.private_target)
+            except (DockyardError, InvalidRequest) as exc:
+                return done(False, error=f"target refused: {exc.message}")
+            prepared["target"], prepared["secrets"] = target, self.service.signing_secrets(hook_row)
+        target = prepared["target"]
         rendered = render(hook_row.format, event, Context(self.config.registry_url, public))
+        current, *previous = prepared["secrets"]
         headers = {
             "Content-Type": rendered.content_type, "User-Agent": USER_AGENT,
-            **signature_headers(*self._secrets(hook_row, event["key"], utcnow(), rendered.body)),
+            **signature_headers(current, event["key"], utcnow(), rendered.body, *previous),
         }
         url, host_header, extensions = targets.pinned_request(target)
         headers.update(host_header)
@@ -363,10 +442,6 @@ class WebhookDispatcher:
         if 300 <= status < 400:
             return done(False, status, body, "redirects are not followed; point the webhook at the final URL")
         return done(False, status, body, f"HTTP {status}")
-
-    def _secrets(self, hook_row, message_id: str, timestamp: datetime, body: bytes) -> tuple:
-        current, *previous = self.service.signing_secrets(hook_row)
-        return (current, message_id, timestamp, body, *previous)
 
     def _http(self) -> httpx.Client:
         """One client (and connection pool, kept alive) for every delivery of this process."""
@@ -418,7 +493,7 @@ class WebhookDispatcher:
             public = self._public(conn, project)
         result = self._send(hook_row, event, public)
         with self.db.write() as conn:
-            self._log_attempt(conn, delivery_id, 1, now, result)
+            conn.execute(insert(webhook_attempts).values(**_attempt_row(delivery_id, 1, now, result)))
             conn.execute(update(d).where(d.c.id == delivery_id).values(
                 state="succeeded" if result.ok else "failed", attempts=1, finished_at=utcnow(),
                 last_status_code=result.status_code, last_error=result.error))

@@ -7,11 +7,13 @@ delivery in its lane (a redelivery of an old event jumped in) parks itself, so t
 whatever order jobs are claimed in. Each queued job carries the delivery's `turn`; a job with an
 older turn is stale (the delivery was rescheduled or redelivered since) and does nothing.
 
-A job whose delivery finished takes the lane's next delivery over itself (`take_next`, up to a
-bound) instead of queueing a job for it: that saves the queue's round trip per delivery, and the
-event and webhook row read in that transaction spare it a read transaction of its own. If the
-worker dies in between, that delivery is queued with no job; `repair` (run by the fan-out) gives
-any delivery overdue by more than a grace period a new job.
+A job sends its lane in batches (delivery.py): the head and the parked deliveries behind it go out
+in order, and one transaction settles them all and takes the next batch over (its head gets a new
+turn and `next_attempt_at`, no job; the rest stay parked). That saves the queue's round trip and
+a write transaction per delivery. If the worker dies in between, that head is queued with no job;
+`repair` (run by the fan-out) gives any delivery overdue by more than a grace period a new job. A
+worker that dies mid-batch before settling leaves the job's lease to run out: the job runs again
+and sends the batch again (at least once).
 """
 
 from __future__ import annotations
@@ -74,20 +76,23 @@ def advance(conn: Connection, jobs, webhook_id: int, repository: str, now: datet
     return row.id
 
 
-def take_next(conn: Connection, webhook_id: int, repository: str, now: datetime) -> tuple[int, int, str] | None:
-    """After a lane's head finished, in the same transaction: make the next parked delivery the head
-    for the caller to send now, without a job. Returns its (id, turn, event JSON)."""
-    row = conn.execute(
-        select(d.c.id, d.c.next_attempt_at).where(
-            d.c.webhook_id == webhook_id, d.c.repository == repository, d.c.state == "queued"
-        ).order_by(d.c.id).limit(1)
-    ).first()
-    if row is None or row.next_attempt_at is not None:
-        return None
-    taken = conn.execute(
-        update(d).where(d.c.id == row.id).values(turn=d.c.turn + 1, next_attempt_at=now).returning(d.c.turn, d.c.event)
-    ).one()
-    return row.id, taken.turn, taken.event
+def queued(conn: Connection, webhook_id: int, repository: str, limit: int) -> list:
+    """The lane's queued deliveries, oldest first: (id, turn, event, next_attempt_at)."""
+    return conn.execute(
+        select(d.c.id, d.c.turn, d.c.event, d.c.next_attempt_at)
+        .where(d.c.webhook_id == webhook_id, d.c.repository == repository, d.c.state == "queued")
+        .order_by(d.c.id).limit(limit)
+    ).all()
+
+
+def parked_behind(lane: list) -> list:
+    """Of `queued`'s rows, those after the head up to the first with a job of its own."""
+    out = []
+    for row in lane[1:]:
+        if row.next_attempt_at is not None:
+            break
+        out.append(row)
+    return out
 
 
 def repair(conn: Connection, jobs, now: datetime, grace_seconds: float, limit: int = 100) -> int:

@@ -252,3 +252,19 @@ def test_severity_sources():
     assert (s4.level, s4.score, s4.source) == ("Unknown", None, "CVSS_V4") and s4.vector.startswith("CVSS:4.0")
     ubuntu = parse_advisory({"id": "Z", "modified": "2024-01-01T00:00:00Z", "severity": [{"type": "Ubuntu", "score": "medium"}]})
     assert severity_of(ubuntu).level == "Medium"
+
+
+def test_a_range_event_version_longer_than_any_real_one_makes_the_record_invalid():
+    """The matcher quotes an unparseable event version in every scan report of an image with that
+    package: a poisoned record must not put megabytes into each report (and each log line)."""
+    from dockyard.scanning.osv import MAX_VERSION_CHARS
+
+    def record(version):
+        return {"id": "X-1", "modified": "2024-01-01T00:00:00Z",
+                "affected": [{"package": {"ecosystem": "Debian:12", "name": "openssl"},
+                              "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": version}]}]}]}
+
+    assert parse_advisory(record("1:" + "9" * (MAX_VERSION_CHARS - 2))).affected[0].ranges[0].events[1].kind == "fixed"
+    with pytest.raises(OSVError, match=f"longer than {MAX_VERSION_CHARS}") as raised:
+        parse_advisory(record("\x1b" * 5_000_000))
+    assert len(str(raised.value)) < 300

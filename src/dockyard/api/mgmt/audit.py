@@ -58,6 +58,10 @@ def list_events(
         caller.require_admin(PROJECT_HINT)
     else:
         caller.require_project(project, "read-audit")
+        if not caller.is_admin:
+            # A project deleted and created again keeps its name: the new one's admins read from its creation on.
+            created = _utc(caller.services.projects.get(project).created_at)
+            since = created if since is None or _utc(since) < created else since
     items, total = caller.services.audit.query(
         actor=actor, action=action, project=project, since=_utc(since), until=_utc(until), outcome=outcome,
         page=paging.page, page_size=paging.page_size,

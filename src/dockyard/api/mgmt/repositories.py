@@ -17,6 +17,7 @@ from dockyard.domain.names import validate_name, validate_tag
 from dockyard.domain.projects import ProjectService
 from dockyard.domain.repository_listings import REPOSITORY_SORTS, TAG_SORTS, list_repositories, list_tags
 from dockyard.domain.retag import point_tag
+from dockyard.errors import InvalidRequest
 from dockyard.policy.access import project_of
 from dockyard.policy.tag_rules import make_override
 from dockyard.scanning.reports import verdict_of
@@ -109,10 +110,17 @@ def get_tags(
 
 @router.delete("/{name:path}/tags/{tag}", status_code=204, summary="Delete a tag (delete)")
 def delete_tag(
-    name: str, tag: str, caller: CallerDep, override_reason: str | None = Query(None, description=OVERRIDE_HELP)
+    name: str, tag: str, caller: CallerDep, override_reason: str | None = Query(None, description=OVERRIDE_HELP),
+    force: str | None = Query(None, include_in_schema=False),
 ):
     validate_name(name)
     validate_tag(tag)
+    if force is not None:  # a repository delete (`repos delete --force`) of a name this route shadows: not a tag delete
+        raise InvalidRequest(
+            f"{name}/tags/{tag} addresses tag {tag} of repository {name}, so the repository {name}/tags/{tag} cannot be "
+            "deleted on its own (delete it with its project); without force, this deletes the tag",
+            detail={"repository": name, "tag": tag},
+        )
     project = project_of(name)
     caller.require_project(project, "delete")
     override = make_override(caller.principal, override_reason, caller.source_ip, caller.user_agent)

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from dockyard.api.mgmt.common import CallerDep, Input, Model, PagingDep, paged
 from dockyard.errors import InvalidRequest
-from dockyard.jobs.gc import MIN_GRACE_SECONDS
+from dockyard.jobs.gc import MAX_GRACE_SECONDS, MIN_GRACE_SECONDS
 from dockyard.metadata import job_kinds
 
 router = APIRouter(prefix="/system", tags=["system"])
@@ -39,7 +39,7 @@ class JobOut(Model):
 class GcRequest(Input):
     dry_run: bool = Field(False, description="Only count what would be deleted (blobs and bytes).")
     grace_seconds: int | None = Field(
-        None, description=f"This run's grace period instead of gc_grace_seconds; at least {MIN_GRACE_SECONDS} (in-flight pushes)."
+        None, le=MAX_GRACE_SECONDS, description=f"This run's grace period instead of gc_grace_seconds; at least {MIN_GRACE_SECONDS} (in-flight pushes)."
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from fastapi import Request
 from dockyard.errors import InvalidRequest, RequestTooLarge
 
 STREAMED_PATHS = frozenset({"/api/v1/system/vulndb/import"})
+STALE_SECONDS = 24 * 3600  # a spool file untouched this long was left by a killed server, not a live upload
 
 
 @asynccontextmanager
@@ -30,6 +32,7 @@ async def receive_to_file(request: Request, data_dir: Path, limit: int) -> Async
         raise RequestTooLarge(f"the upload is larger than {limit} bytes", detail={"limit": limit})
     spool = data_dir / "tmp"
     spool.mkdir(parents=True, exist_ok=True)
+    _remove_stale(spool)
     fd, name = tempfile.mkstemp(prefix="upload-", dir=spool)
     path = Path(name)
     try:
@@ -47,3 +50,15 @@ async def receive_to_file(request: Request, data_dir: Path, limit: int) -> Async
         yield path, digest.hexdigest(), size
     finally:
         path.unlink(missing_ok=True)
+
+
+def _remove_stale(spool: Path) -> None:
+    """The `finally` below cannot run when the process is killed mid-upload; the next upload removes
+    what such a crash left (up to the upload cap each), so the data directory's disk comes back."""
+    cutoff = time.time() - STALE_SECONDS
+    for leftover in spool.glob("upload-*"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+        except FileNotFoundError:
+            pass  # another upload removed it first
