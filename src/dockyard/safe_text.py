@@ -79,6 +79,8 @@ class SafeConsole(Console):
                 self.file.write("".join("\t".join(line) + "\n" for line in table_rows(table)))
             self.file.flush()
             return
+        if not self.is_terminal:  # a message redirected to a file stays on its line: grep and copy-paste work
+            kwargs.setdefault("soft_wrap", True)
         super().print(*objects, **kwargs)
 
     def print_json(self, json_text: str | None = None, *, data: Any = None, **kwargs) -> None:

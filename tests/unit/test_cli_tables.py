@@ -107,3 +107,25 @@ def test_newcomer_gc_report_piped_is_tab_separated(monkeypatch):
     jobs.print_gc_result({"dry_run": True, "candidates": 3, "candidate_bytes": 2048, "seconds": 0.5}, as_json=False)
     assert buffer.getvalue().splitlines() == ["# garbage collection (dry run)", "measure\tvalue", "unreferenced blobs past grace\t3",
                                               "their bytes\t2 KiB", "seconds\t0.5"]
+
+
+def test_newcomer_messages_redirected_to_a_file_are_not_wrapped_at_80_columns(tmp_path):
+    """A message (an error with the command to run) stays on one line when stderr is a file."""
+    from dockyard.safe_text import safe_console
+
+    path = tmp_path / "err.txt"
+    with path.open("w") as f:
+        safe_console(file=f).print("error: " + "x" * 150 + " then run `dockyard security set PROJECT --unscanned block`")
+    assert path.read_text().count("\n") == 1 and "dockyard security set PROJECT --unscanned block" in path.read_text()
+
+
+def test_version_json():
+    import json
+
+    from typer.testing import CliRunner
+
+    from dockyard import __version__
+    from dockyard.cli import app
+
+    result = CliRunner().invoke(app, ["version", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"version": __version__}

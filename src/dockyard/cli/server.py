@@ -4,6 +4,8 @@ the database when there is none; `purge-uploads` refuses to (cli/options.py `exi
 
 from __future__ import annotations
 
+import json
+
 import logging
 import os
 import sys
@@ -17,6 +19,7 @@ from dockyard.cli.options import (
     ConfigOpt,
     DataDirOpt,
     DbOpt,
+    JsonOpt,
     announce_database,
     console,
     database_label,
@@ -255,9 +258,9 @@ def purge_uploads(
     console.print(f"purged {purged} stale upload(s)")
 
 
-def version() -> None:
+def version(json_output: JsonOpt = False) -> None:
     """Print the Dockyard version."""
-    typer.echo(__version__)
+    typer.echo(json.dumps({"version": __version__}) if json_output else __version__)
 
 
 def register(app: typer.Typer, admin: typer.Typer) -> None:
