@@ -288,6 +288,20 @@ def test_write_docker_auth_keeps_the_rest_of_the_config(tmp_path: Path, monkeypa
     assert mode(tmp_path / "config.json") == 0o600
 
 
+def test_newcomer_login_writes_no_secret_into_config_json_for_a_registry_with_a_credential_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """docs/cli.md: with `credHelpers` the robot secret never reaches the container engine (docker does the same)."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    existing = {"auths": {"reg.example.com": {"auth": _auth("old", "stale")}, "other.example.com": {"auth": _auth("o", "p")}},
+                "credHelpers": {"reg.example.com": "dockyard"}}
+    (tmp_path / "config.json").write_text(json.dumps(existing))
+    assert write_docker_auth("reg.example.com", "robot$team+ci", "secret") is None
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auths"] == {"other.example.com": {"auth": _auth("o", "p")}}
+    assert "secret" not in (tmp_path / "config.json").read_text()
+
+
 def test_docker_config_credentials_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     assert docker_config_credentials("127.0.0.1:5000") is None  # no config at all

@@ -46,7 +46,8 @@ def login(
     path = write_docker_auth(server, username, password)
     CredentialStore().put(server, username, password)
     set_current_registry(url)  # the default registry of every remote command from now on
-    console.print(f"Login Succeeded (credentials saved in {path}; {url} is now the default registry)")
+    where = path or "Dockyard's credential store only: config.json sends this registry to a credential helper"
+    console.print(f"Login Succeeded (credentials saved in {where}; {url} is now the default registry)")
 
 
 def get_login_password(

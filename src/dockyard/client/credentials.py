@@ -142,14 +142,20 @@ def docker_config_path() -> Path:
     return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
 
 
-def write_docker_auth(server: str, username: str, secret: str) -> Path:
-    """Record credentials in docker's config.json, as `docker login` does (inline `auth`)."""
+def write_docker_auth(server: str, username: str, secret: str) -> Path | None:
+    """Record credentials in docker's config.json, as `docker login` does (inline `auth`), unless
+    config.json sends this registry to a credential helper: then, as docker does, the secret is not
+    written there (None is returned), and a stale inline entry is removed."""
     path = docker_config_path()
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:
         config = {}
     key = server_key(server)
+    if key in (config.get("credHelpers") or {}):
+        if (config.get("auths") or {}).pop(key, None) is not None:
+            _write_private(path, json.dumps(config, indent=2))
+        return None
     config.setdefault("auths", {})[key] = {"auth": base64.b64encode(f"{username}:{secret}".encode()).decode()}
     _write_private(path, json.dumps(config, indent=2))
     return path
