@@ -164,9 +164,10 @@ def _identity(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
     authenticator = Authenticator(
         db, tokens, throttle, cache_seconds=settings.credential_cache_seconds, check_seconds=settings.credential_check_seconds
     )
-    access = AccessPolicy(db, auto_create_projects=settings.auto_create_projects)
+    access = AccessPolicy(db, auto_create_projects=settings.auto_create_projects, check_seconds=settings.credential_check_seconds)
     audit = AuditService(db)
     projects = ProjectService(db)
+    projects.on_change.append(access.forget_project)  # a namesake's tokens are refused at once on this node
     return {
         "tokens": tokens,
         "authenticator": authenticator,

@@ -227,12 +227,15 @@ class AccessGate:
                     "invalid_token",
                 )
             request.state.can = self._token_can(token)
-            if type_ is None or token.allows(type_, name, action):
+            granted = type_ is None or token.allows(type_, name, action)
+            if granted and (type_ != "repository" or not await self._namesake(token, name)):
                 return token_principal(token)
             principal = await self.db.run_fast(self.authenticator.account, token.subject) if token.subject else ANONYMOUS
             if principal is None:
                 raise self._unauthorized(request, type_, name, action, "the account of this token is disabled or gone", "invalid_token")
             if await self._permitted(principal, type_, name, action):
+                if granted:  # a project newer than the token: its scope counts where the account may act now
+                    return token_principal(token)
                 raise self._unauthorized(request, type_, name, action, f"token does not grant {action} on {name}", "insufficient_scope")
             request.state.principal = principal  # for the audit record of the refusal
             raise self._refusal(principal, type_, name, action, request)
@@ -275,13 +278,24 @@ class AccessGate:
         can = getattr(request.state, "can", None)
         return bool(can and can("repository", name, "push"))
 
+    async def _namesake(self, token: VerifiedToken, name: str) -> bool:
+        """Whether the token predates the project of `name`: it was granted for a deleted namesake.
+        The hot path is this process's cached view of the project's creation time."""
+        project = project_of(name)
+        newer = self.access.created_after_cached(project, token.issued_at)
+        if newer is None:
+            newer = await self.db.run_fast(self.access.created_after, project, token.issued_at)
+        return newer
+
     def _token_can(self, token: VerifiedToken):
         """What the token grants, else what its account may do. Clients ask for a token scoped to the
         mount target only (the challenge names one repository), so a mount source is checked here."""
         account: list[Principal | None] = []
 
         def can(type_: str, name: str, action: str) -> bool:
-            if token.allows(type_, name, action):
+            if token.allows(type_, name, action) and (
+                type_ != "repository" or not self.access.created_after(project_of(name), token.issued_at)
+            ):
                 return True
             if type_ != "repository" or not token.subject:
                 return False

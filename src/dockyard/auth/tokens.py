@@ -49,6 +49,7 @@ class VerifiedToken:
     kid: str = ""
     account_id: int | None = None
     epoch: int | None = None
+    issued_at: float = 0.0  # `iat`: its scopes name projects as they were then (policy/access.py, namesakes)
 
     def allows(self, type_: str, name: str, action: str) -> bool:
         actions = self.access.get((type_, name))
@@ -155,7 +156,9 @@ class TokenService:
             key = (str(entry.get("type")), str(entry.get("name")))
             access[key] = access.get(key, frozenset()) | frozenset(str(a) for a in entry.get("actions") or [])
         account_id, epoch = _account(claims)
-        verified = VerifiedToken(str(claims.get("sub", "")), access, float(claims["exp"]), claims["_kid"], account_id, epoch)
+        verified = VerifiedToken(
+            str(claims.get("sub", "")), access, float(claims["exp"]), claims["_kid"], account_id, epoch, float(claims["iat"])
+        )
         if self.cache_entries:
             self._cache[token] = verified
             while len(self._cache) > self.cache_entries:

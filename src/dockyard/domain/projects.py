@@ -61,6 +61,12 @@ def _project(row) -> Project:
 class ProjectService:
     def __init__(self, db: Database):
         self.db = db
+        # Called with a project's name after it was created or deleted (the access policy's namesake view).
+        self.on_change: list = []
+
+    def _changed(self, name: str) -> None:
+        for callback in self.on_change:
+            callback(name)
 
     # -- projects ---------------------------------------------------------------------------
 
@@ -79,7 +85,8 @@ class ProjectService:
                     )
                 )
             record(conn, "project.created", project=name, data={"public": public})
-            return project
+        self._changed(name)
+        return project
 
     def get(self, name: str) -> Project:
         with self.db.read() as conn:
@@ -164,6 +171,7 @@ class ProjectService:
             conn.execute(delete(webhook_deliveries).where(webhook_deliveries.c.webhook_id.in_(hooks)))
             conn.execute(delete(webhooks).where(webhooks.c.project == name))
             record(conn, "project.deleted", project=name)
+        self._changed(name)
 
     def repository_count(self, name: str) -> int:
         with self.db.read() as conn:

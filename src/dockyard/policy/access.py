@@ -4,6 +4,9 @@ docs/access.md shows and tests/functional/test_role_matrix.py walks) applied to 
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 from sqlalchemy import case, exists, false, func, or_
 
 from dockyard.auth.principals import Principal
@@ -33,6 +36,8 @@ _ROBOT_SQL = (
     " LEFT JOIN robot_permissions rp ON rp.project_id = p.id AND rp.robot_id = ? WHERE p.name = ?"
 )
 _PROJECT_SQL = "SELECT public FROM projects WHERE name = ?"
+_BORN_SQL = "SELECT created_at FROM projects WHERE name = ?"
+_BORN_LIMIT = 10_000
 
 
 def project_of(repository: str) -> str:
@@ -49,9 +54,39 @@ def project_of_sql(dialect: str, name):
 
 
 class AccessPolicy:
-    def __init__(self, db: Database, *, auto_create_projects: bool = False):
+    def __init__(self, db: Database, *, auto_create_projects: bool = False, check_seconds: float = 5.0):
         self.db = db
         self.auto_create_projects = auto_create_projects
+        self.check_seconds = check_seconds
+        # project name -> (trusted until (monotonic), its created_at as epoch seconds, or None: no such project)
+        self._births: dict[str, tuple[float, float | None]] = {}
+
+    # -- namesakes: a bearer token names projects, not project ids ---------------------------
+
+    def created_after_cached(self, project: str, issued_at: float) -> bool | None:
+        """Whether `project` was created after a token issued at `issued_at` (its `iat`, whole seconds),
+        from this process's view (at most `check_seconds` old); None when that view is stale.
+
+        Such a project is a namesake of the one the token was granted for (deleted and created again):
+        the token's scope must not reach it. A project created in the token's own second counts as older."""
+        entry = self._births.get(project)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1] is not None and entry[1] >= issued_at + 1
+
+    def created_after(self, project: str, issued_at: float) -> bool:
+        cached = self.created_after_cached(project, issued_at)
+        if cached is not None:
+            return cached
+        row = self.db.fetchone(_BORN_SQL, (project,))
+        if len(self._births) >= _BORN_LIMIT:
+            self._births.clear()
+        self._births[project] = (time.monotonic() + self.check_seconds, _epoch(row[0]) if row else None)
+        return self.created_after_cached(project, issued_at) or False
+
+    def forget_project(self, project: str) -> None:
+        """This process created or deleted `project`: its next namesake check reads the database."""
+        self._births.pop(project, None)
 
     def project_actions(self, principal: Principal, project: str) -> frozenset[str]:
         """Everything `principal` may do in `project` (empty if the project does not exist)."""
@@ -128,3 +163,8 @@ class AccessPolicy:
             return f"project {project} does not exist{hint}"
         who = "anonymous users" if principal.is_anonymous else f"{principal.kind} {principal.name}"
         return f"{who} may not {action} in repository {repository} (project {project})"
+
+
+def _epoch(value) -> float:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
