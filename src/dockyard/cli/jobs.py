@@ -27,6 +27,7 @@ from dockyard.cli.options import (
     PlainHttpOpt,
     UrlOpt,
     UserOpt,
+    existing_blob_store,
     existing_database,
     load_settings,
 )
@@ -84,6 +85,7 @@ def worker(
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
     existing_database(settings)
+    existing_blob_store(settings)
     from dockyard.safe_text import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)  # untrusted text in log lines is escaped
@@ -178,6 +180,7 @@ def gc_offline(
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
     existing_database(settings)
+    existing_blob_store(settings)
     if grace_seconds is not None:
         settings = settings.model_copy(update={"gc_grace_seconds": grace_seconds})
     services = build_services(settings)

@@ -20,7 +20,8 @@ Conventions (docs/cli.md lists every command; tests/unit/test_docs.py checks it)
   and load settings with `load_settings()`. Those that work on an existing registry then call
   `existing_database(settings)`: it prints the database they use (stderr) and refuses, exit 1, when
   there is none, so that a command run from the wrong directory never creates an empty
-  `./dockyard-data`. Only `serve`, `admin migrate` and `admin bootstrap` create one (they call
+  `./dockyard-data`. Those that open the blob store (`admin gc`, `admin purge-uploads`, `worker`) also
+  call `existing_blob_store(settings)`, so a `--database-url` with a wrong `--data-dir` is refused too. Only `serve`, `admin migrate` and `admin bootstrap` create one (they call
   `announce_database()` to say which).
 - Deleting asks for confirmation unless `YesOpt` (`--yes`, `-y`); see `remote.confirm()`.
 """
@@ -145,6 +146,25 @@ def _has_schema(url: str) -> bool:
             return inspect(conn).has_table("alembic_version")
     finally:
         engine.dispose()
+
+
+def existing_blob_store(settings: Settings) -> None:
+    """Exit 1 unless the data directory, and a filesystem blob store, already exist.
+
+    For offline commands that open the blob store (`admin gc`, `admin purge-uploads`, `worker`): with
+    `--database-url` naming an existing database, a mistyped or missing `--data-dir` used to be created
+    empty, and the command then ran against a blob store that holds nothing of the registry's (and a
+    new key-encryption key). GC decides from the database, never from missing files, but a worker
+    writing into a fresh directory is never what was meant."""
+    missing = [("data directory", settings.data_dir)]
+    if settings.storage_driver == "filesystem":
+        missing.append(("blob store", settings.resolved_storage_root))
+    for what, path in missing:
+        if not Path(path).is_dir():
+            console.print(f"[red]error:[/red] no {what} at {escape(str(path))}; give --data-dir (or storage_root) for the "
+                          "registry's data: this command does not create one, as it would start from an empty blob store",
+                          soft_wrap=True, highlight=False)
+            raise typer.Exit(1)
 
 
 def existing_database(settings: Settings) -> None:

@@ -23,6 +23,7 @@ from dockyard.cli.options import (
     announce_database,
     console,
     database_label,
+    existing_blob_store,
     existing_database,
     load_settings,
 )
@@ -253,6 +254,7 @@ def purge_uploads(
 
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
     existing_database(settings)
+    existing_blob_store(settings)
     services = build_services(settings)
     purged = services.uploads.purge_stale(older_than if older_than is not None else settings.upload_max_age_seconds)
     console.print(f"purged {purged} stale upload(s)")
