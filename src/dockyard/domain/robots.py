@@ -16,7 +16,7 @@ from sqlalchemy import Connection, delete, func, select, update
 from dockyard.auth.passwords import generate_secret, hash_secret
 from dockyard.auth.principals import ROBOT_PREFIX, Principal
 from dockyard.domain.events import record
-from dockyard.errors import Conflict, InvalidRequest
+from dockyard.errors import Conflict, Denied, InvalidRequest
 from dockyard.paging import Page, page_bounds
 from dockyard.errors import NameInvalid, NotFound
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
@@ -26,6 +26,7 @@ from dockyard.policy.access import ROBOT_ACTIONS
 ROBOT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MAX_DURATION_DAYS = 3650
 _UNSET = object()
+_INTERNAL = frozenset({"credential_epoch", "disabled_by_admin"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Robot:
     created_at: datetime
     created_by: str | None
     permissions: dict[str, list[str]] = field(default_factory=dict)  # project -> sorted actions
+    disabled_by_admin: bool = False  # then only a registry administrator may enable it
 
     @property
     def kind(self) -> str:
@@ -87,7 +89,9 @@ def robot_grants_of(project: str | None, permissions: dict[str, list[str]] | lis
     return {p: validate_actions(a) for p, a in permissions.items()}
 
 
-def resolve_expiry(expires_at: datetime | None, duration_days: int | None) -> datetime | None:
+def resolve_expiry(expires_at: datetime | None, duration_days: int | None, *, bounded: bool = False) -> datetime | None:
+    """The expiry to store. `bounded` (a caller who is not a registry administrator): at most
+    MAX_DURATION_DAYS ahead, as `duration_days` allows, and never "never" (None)."""
     if expires_at is not None and duration_days is not None:
         raise InvalidRequest("give expires_at or duration_days, not both")
     if duration_days is not None:
@@ -98,6 +102,10 @@ def resolve_expiry(expires_at: datetime | None, duration_days: int | None) -> da
         expires_at = aware(expires_at)
         if expires_at <= utcnow():
             raise InvalidRequest("expires_at is in the past")
+        if bounded and expires_at > utcnow() + timedelta(days=MAX_DURATION_DAYS):
+            raise InvalidRequest(f"expires_at may be at most {MAX_DURATION_DAYS} days ahead (a registry administrator may set more)")
+    elif bounded:
+        raise Denied("only a registry administrator may make a robot that never expires; give expires_at or duration_days")
     return expires_at
 
 
@@ -117,6 +125,7 @@ class RobotService:
         expires_at: datetime | None = None,
         duration_days: int | None = None,
         created_by: str | None = None,
+        bounded: bool = False,
     ) -> tuple[Robot, str]:
         """Create a robot; returns (robot, secret). The secret is never retrievable again.
 
@@ -124,7 +133,9 @@ class RobotService:
         System robot: `project` None and `permissions` a mapping project -> actions."""
         full_name = full_robot_name(name, project)
         grants = robot_grants_of(project, permissions)
-        expiry = resolve_expiry(expires_at, duration_days)
+        if bounded and expires_at is None and duration_days is None:
+            duration_days = MAX_DURATION_DAYS  # the longest a project admin may give; "never" is an administrator's call
+        expiry = resolve_expiry(expires_at, duration_days, bounded=bounded)
         secret = generate_secret()
         secret_hash = hash_secret(secret)
         with self.db.write() as conn:
@@ -167,22 +178,28 @@ class RobotService:
             return robot, secret
 
     def update(
-        self, name: str, *, disabled: bool | None = None, description=_UNSET, expires_at=_UNSET
+        self, name: str, *, disabled: bool | None = None, description=_UNSET, expires_at=_UNSET, by_admin: bool = True
     ) -> Robot:
+        """`by_admin` False (a project admin): expiry is bounded (resolve_expiry), and a robot a registry
+        administrator disabled stays disabled."""
         values: dict = {}
         if disabled is not None:
             values["disabled"] = disabled
         if description is not _UNSET:
             values["description"] = description
         if expires_at is not _UNSET:
-            values["expires_at"] = resolve_expiry(expires_at, None)
+            values["expires_at"] = resolve_expiry(expires_at, None, bounded=not by_admin)
         with self.db.write() as conn:
             robot = self._require(conn, name)
+            if disabled is False and not by_admin and robot.disabled_by_admin:
+                raise Denied(f"robot {name} was disabled by a registry administrator; only an administrator may enable it")
+            if disabled is not None:
+                values["disabled_by_admin"] = disabled and (by_admin or robot.disabled_by_admin)
             if disabled is not None and disabled != robot.disabled:
                 values["credential_epoch"] = new_epoch()  # tokens and refresh tokens issued before end
             if values:
                 conn.execute(update(robots).where(robots.c.id == robot.id).values(**values))
-                _robot_event(conn, "robot.updated", robot, change=sorted(k for k in values if k != "credential_epoch"))
+                _robot_event(conn, "robot.updated", robot, change=sorted(k for k in values if k not in _INTERNAL))
             return self._require(conn, name)
 
     def set_permissions(self, name: str, permissions: dict[str, list[str]] | list[str]) -> tuple[Robot, Robot]:
@@ -255,6 +272,7 @@ class RobotService:
                 robots.c.expires_at,
                 robots.c.created_at,
                 robots.c.created_by,
+                robots.c.disabled_by_admin,
             )
             .select_from(robots.outerjoin(projects, projects.c.id == robots.c.project_id))
             .where(robots.c.name == name)
@@ -278,4 +296,5 @@ class RobotService:
             created_at=aware(row.created_at),
             created_by=row.created_by,
             permissions=permissions,
+            disabled_by_admin=bool(row.disabled_by_admin),
         )

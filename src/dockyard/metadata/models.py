@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 NAMING = {
@@ -188,6 +189,8 @@ robots = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("created_by", String(64)),
     Column("credential_epoch", BigInteger, nullable=False, default=new_epoch),  # replaced on rotate and disable
+    # Disabled by a registry administrator: only an administrator may enable it again.
+    Column("disabled_by_admin", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 robot_permissions = Table(

@@ -133,6 +133,7 @@ def create_robot(body: RobotCreate, caller: CallerDep):
         expires_at=body.expires_at,
         duration_days=body.duration_days,
         created_by=caller.principal.name,
+        bounded=not caller.is_admin,
     )
     caller.audit(
         "robot.create", f"robot {robot.name}", project=robot.project,
@@ -152,14 +153,15 @@ def update_robot(name: str, body: RobotUpdate, caller: CallerDep):
     changes = body.model_dump(exclude_unset=True, exclude={"actions", "permissions"})
     if changes.get("disabled") is None:
         changes.pop("disabled", None)
-    if body.actions is not None or body.permissions is not None:
-        permissions = _permissions(caller, body, robot.project)
-        before, after = caller.services.robots.set_permissions(name, permissions)
+    permissions = _permissions(caller, body, robot.project) if body.actions is not None or body.permissions is not None else None
+    updated = caller.services.robots.update(name, **changes, by_admin=caller.is_admin)  # refusals before any write below
+    if permissions is not None:
+        before, updated = caller.services.robots.set_permissions(name, permissions)
+        after = updated
         if any(set(acts) - set(after.permissions.get(p, ())) for p, acts in before.permissions.items()):
             caller.services.tokens.revoke_refresh(name)  # narrowed: its wider tokens end now (new epoch)
         caller.audit("robot.update", f"robot {name}", project=robot.project,
                      detail={"permissions": {"before": before.permissions, "after": after.permissions}})
-    updated = caller.services.robots.update(name, **changes)
     if changes.get("disabled"):
         caller.services.tokens.revoke_refresh(name)
     if changes or (body.actions is None and body.permissions is None):
