@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from dockyard.auth.principals import Principal
 from dockyard.auth.scopes import Scope
@@ -147,9 +147,18 @@ class ScanService:
         return job_id
 
     def request_in(self, conn: Connection, repository: str, digest: str, scanner: str, *, force: bool = False) -> int:
-        """`request` inside the caller's write transaction (the caller wakes the worker after commit)."""
+        """`request` inside the caller's write transaction (the caller wakes the worker after commit).
+
+        A scan of the digest already queued is joined; one already running too, unless `force` (a rescan
+        asked for explicitly may follow a change the running one did not see). So a blocked pull and a
+        blocked inspect 0.1 s apart queue one scan, not two."""
+        if not self.db.is_sqlite:
+            # SQLite's write transaction is exclusive already; on PostgreSQL two requests for one digest would
+            # each find no pending job and each insert one: hold a lock for this digest and scanner until commit.
+            key = int.from_bytes(hashlib.sha256(f"scan\0{digest}\0{scanner}".encode()).digest()[:8], "big", signed=True)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         pending = self._pending_job(conn, digest, scanner)
-        if pending is not None and pending["state"] == "queued":
+        if pending is not None and (pending["state"] == "queued" or not force):
             return pending["id"]
         return self.jobs.enqueue_in(
             conn, SCAN_JOB, {"repository": repository, "digest": digest, "scanner": scanner, "force": force},
