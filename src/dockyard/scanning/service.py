@@ -157,9 +157,10 @@ class ScanService:
             # each find no pending job and each insert one: hold a lock for this digest and scanner until commit.
             key = int.from_bytes(hashlib.sha256(f"scan\0{digest}\0{scanner}".encode()).digest()[:8], "big", signed=True)
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-        pending = self._pending_job(conn, digest, scanner)
-        if pending is not None and (pending["state"] == "queued" or not force):
-            return pending["id"]
+        pending = self._pending_jobs(conn, digest, scanner)
+        queued = [p for p in pending if p["state"] == "queued"]
+        if queued or (pending and not force):
+            return (queued or pending)[0]["id"]
         return self.jobs.enqueue_in(
             conn, SCAN_JOB, {"repository": repository, "digest": digest, "scanner": scanner, "force": force},
             max_attempts=2, fair_key=project_of(repository),  # claims go round-robin over projects
@@ -172,16 +173,22 @@ class ScanService:
 
     @staticmethod
     def _pending_job(conn: Connection, digest: str, scanner: str) -> dict | None:
+        found = ScanService._pending_jobs(conn, digest, scanner)
+        return found[0] if found else None
+
+    @staticmethod
+    def _pending_jobs(conn: Connection, digest: str, scanner: str) -> list[dict]:
         rows = conn.execute(
             select(jobs.c.id, jobs.c.state, jobs.c.payload, jobs.c.parent_id)
             .where(jobs.c.kind == SCAN_JOB, jobs.c.state.in_(PENDING), jobs.c.payload.contains(digest))
             .order_by(jobs.c.id)
         ).all()
+        found = []
         for row in rows:
             payload = json.loads(row.payload)
             if payload.get("digest") == digest and payload.get("scanner") == scanner:
-                return {"id": row.id, "state": row.state, "force": bool(payload.get("force")), "parent_id": row.parent_id}
-        return None
+                found.append({"id": row.id, "state": row.state, "force": bool(payload.get("force")), "parent_id": row.parent_id})
+        return found
 
     def status(self, repository: str, digest: str, scanner: str) -> dict:
         """The verdict in force for an image or index (per platform image), and whether a scan runs.
