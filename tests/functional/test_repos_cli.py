@@ -1,6 +1,6 @@
 """`dockyard repos …`, `dockyard tags …`, `dockyard admin projects delete --force` and `dockyard gc
 --grace-seconds` against the in-process app (the CLI's client is routed to the ASGI app). SQLite
-only: the API underneath is covered on both databases by test_repo_lifecycle.py."""
+(the last_push listing also on PostgreSQL): the API underneath is covered on both databases by test_repo_lifecycle.py."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ from .test_repo_lifecycle import ADMIN, later, make_project, make_user, open_reg
 
 
 @pytest.fixture
-async def reg(tmp_path: Path):
-    async with open_registry(tmp_path, None) as registry:
+async def reg(request, tmp_path: Path, database_url_for):
+    """SQLite, unless a test asks for `postgresql` (indirect parametrization)."""
+    database = getattr(request, "param", "sqlite")
+    async with open_registry(tmp_path, None if database == "sqlite" else database_url_for(database)) as registry:
         yield registry
 
 
@@ -66,6 +68,7 @@ async def test_repos_ls_and_tags_ls_print_tables_and_json(reg, cli):
     assert missing.exit_code == 1 and "NAME_UNKNOWN" in missing.output
 
 
+@pytest.mark.parametrize("reg", ["sqlite", "postgresql"], indirect=True)
 async def test_last_push_ignores_the_sbom_the_scanner_attached(reg, cli):
     """Issue 15: a scan on pull attached its SBOM referrer and `last_push` became the scan's finish time. The
     registry's own referrer (the one the scan report records for its subject) is not a push; a user's is."""
