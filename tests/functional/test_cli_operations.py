@@ -87,6 +87,16 @@ async def test_scanners_list(env, cli):
     assert json.loads(ok(await cli("scanners", "list", "--json"))) == []
 
 
+async def test_scanners_show_builtin_describes_the_built_in_scanner(env, cli):
+    """Issue 15: `builtin` is always available (docs, `security show`), so `show builtin` describes it, not 404."""
+    info = json.loads(ok(await cli("scanners", "show", "builtin", "--json")))
+    assert (info["name"], info["vendor"]) == ("builtin", "Dockyard")
+    assert "application/vnd.oci.image.manifest.v1+json" in info["consumes"] and "application/spdx+json" in info["produces"]
+    assert ok(await cli("scanners", "show", "builtin")).splitlines()[1].startswith("builtin\tDockyard\t")
+    missing = await cli("scanners", "show", "trivy")
+    assert missing.exit_code == 1 and "NOT_FOUND" in missing.output and "not registered" in missing.output
+
+
 async def test_admin_robots_update(env, cli):
     await env.project("team")
     await env.user("alice", team="admin")

@@ -173,6 +173,7 @@ async def test_scan_wait_prints_findings(env, cli, tmp_path):
     result = await cli("scan", "prod/app:bad", "--wait", "--timeout", "120")
     text = ok(result)
     assert "1 Critical" in text and LOG4SHELL in text and "Critical" in text
+    assert "scan of prod/app:bad queued (job " in result.stderr and "queued (job" not in text  # issue 15: the job id, on stderr
     row = next(line for line in text.splitlines() if LOG4SHELL in line)
     assert "org.apache.logging.log4j:log4j-core" in row and VULNERABLE in row and "2.15.0" in row and "sha256:" in row
 

@@ -1,6 +1,6 @@
 """`dockyard repos …`, `dockyard tags …`, `dockyard admin projects delete --force` and `dockyard gc
 --grace-seconds` against the in-process app (the CLI's client is routed to the ASGI app). SQLite
-only: the API underneath is covered on both databases by test_repo_lifecycle.py."""
+(the last_push listing also on PostgreSQL): the API underneath is covered on both databases by test_repo_lifecycle.py."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ import pytest
 from typer.testing import CliRunner
 
 from dockyard.cli import app as cli_app
+from dockyard.domain.manifests import OCI_MANIFEST
 
 from .governance_helpers import route_cli_to_app
 from .test_repo_lifecycle import ADMIN, later, make_project, make_user, open_registry, repo_names
 
 
 @pytest.fixture
-async def reg(tmp_path: Path):
-    async with open_registry(tmp_path, None) as registry:
+async def reg(request, tmp_path: Path, database_url_for):
+    """SQLite, unless a test asks for `postgresql` (indirect parametrization)."""
+    database = getattr(request, "param", "sqlite")
+    async with open_registry(tmp_path, None if database == "sqlite" else database_url_for(database)) as registry:
         yield registry
 
 
@@ -63,6 +66,27 @@ async def test_repos_ls_and_tags_ls_print_tables_and_json(reg, cli):
 
     missing = await cli("tags", "ls", "team/nope")
     assert missing.exit_code == 1 and "NAME_UNKNOWN" in missing.output
+
+
+@pytest.mark.parametrize("reg", ["sqlite", "postgresql"], indirect=True)
+async def test_last_push_ignores_the_sbom_the_scanner_attached(reg, cli):
+    """Issue 15: a scan on pull attached its SBOM referrer and `last_push` became the scan's finish time. The
+    registry's own referrer (the one the scan report records for its subject) is not a push; a user's is."""
+    await make_project(reg, "team")
+    digest, body = await reg.push_image("team/app", "v1", seed=1)
+
+    async def last_push() -> str:
+        result = await cli("repos", "ls", "team", "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)[0]["last_push"]
+
+    pushed = await last_push()
+    later(reg, 3600)  # the referrer below is created an hour later
+    subject = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body)}
+    sbom, _ = await reg.push_image("team/app", None, seed=2, extra={"artifactType": "application/spdx+json", "subject": subject})
+    assert await last_push() > pushed  # unrecorded: anyone's referrer is a push
+    reg.services.scans.reports.save(digest, "builtin", status="ok", findings=[], sbom_digest=sbom)
+    assert await last_push() == pushed
 
 
 async def test_tags_retag_and_delete(reg, cli):

@@ -186,3 +186,40 @@ async def test_item6_a_stopping_worker_claims_nothing_new(queue):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_issue15_a_scan_queued_or_running_for_a_digest_is_reused(db, queue):
+    """A blocked pull and a blocked inspect 0.1 s apart queued two scans of one digest: the second request
+    found the first already running. Now it joins it; only an explicit rescan (force) queues another."""
+    from dockyard.scanning.service import SCAN_JOB, ScanService
+
+    scans = ScanService(db, None, None, None, queue, None, None, None, None)
+    digest = "sha256:" + "c" * 64
+    first = scans.request("team/app", digest, "builtin")
+    assert scans.request("team/app", digest, "builtin") == first
+    assert queue.claim("w", [SCAN_JOB]).id == first  # running now
+    assert scans.request("team/web", digest, "builtin") == first
+    assert scans.request("team/app", digest, "other-scanner") != first  # another scanner's verdict is another scan
+    forced = scans.request("team/app", digest, "builtin", force=True)
+    assert forced != first and scans.request("team/app", digest, "builtin", force=True) == forced  # joins the queued one
+
+
+def test_issue15_concurrent_requests_for_one_digest_queue_one_scan(db, queue):
+    from dockyard.scanning.service import SCAN_JOB, ScanService
+
+    scans = ScanService(db, None, None, None, queue, None, None, None, None)
+    digest = "sha256:" + "d" * 64
+    start = threading.Barrier(6)
+    ids: list[int] = []
+
+    def ask():
+        start.wait()
+        ids.append(scans.request("team/app", digest, "builtin"))
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 1 and len(ids) == 6
+    assert queue.claim("w", [SCAN_JOB]).id == ids[0] and queue.claim("w", [SCAN_JOB]) is None

@@ -218,12 +218,28 @@ def users_delete(ctx: typer.Context, username: str, yes: YesOpt = False) -> None
 robots = remote_group("robots", "Robot accounts for CI and automation (via /api/v1).")
 
 
+def _effective(robot: dict) -> dict:
+    """A robot row for the table: each grant with what it implies, `team: push (+pull)`, so a push-only
+    robot is not taken for one that cannot pull (--json keeps the granted actions as stored)."""
+    from dockyard.policy.access_matrix import robot_grants
+
+    def grant(p: dict) -> str:
+        granted = list(p.get("actions", []))
+        implied = sorted(robot_grants(granted) - set(granted))
+        return f"{p.get('project')}: {','.join(granted)}" + (f" (+{','.join(implied)})" if implied else "")
+
+    permissions = robot.get("permissions")
+    if not isinstance(permissions, list):
+        return robot
+    return {**robot, "permissions": [grant(p) if isinstance(p, dict) else p for p in permissions]}
+
+
 def _show_robot(ctx: typer.Context, data: dict, json_output: bool) -> None:
     secret = data.pop("secret", None)
     if json_output or remote(ctx).json:
         out.print_json(json.dumps({**data, **({"secret": secret} if secret else {})}, default=str))
         return
-    show(ctx, data, ROBOT_COLUMNS, False)
+    show(ctx, _effective(data), ROBOT_COLUMNS, False)
     if secret:
         out.print(f"[bold]secret:[/bold] {escape(secret)}", highlight=False)
         err.print("[yellow]store this secret now: it is shown only once[/yellow]")
@@ -239,7 +255,9 @@ def robots_list(
 ) -> None:
     """List robots (all: administrators; one project: manage-members)."""
     params = {"project": project} if project else {}
-    show(ctx, remote(ctx).listing("/robots", page, page_size, params), ROBOT_COLUMNS, json_output)
+    rows = remote(ctx).listing("/robots", page, page_size, params)
+    json_mode = json_output or remote(ctx).json
+    show(ctx, rows if json_mode else [_effective(r) for r in rows], ROBOT_COLUMNS, json_output)
 
 
 @robots.command("show")

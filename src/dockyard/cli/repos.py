@@ -18,6 +18,8 @@ from dockyard.cli.remote import confirm, err, fail, remote, remote_group, seg, s
 
 REPO_COLUMNS = ["name", "tag_count", "size", "last_push", "last_pull"]
 TAG_COLUMNS = ["name", "digest", "platforms", "size", "updated_at", "last_pulled_at", "scan_verdict", "signed"]
+# Table headers for the API's field names (--json keeps the field names): the words docs and --sort use.
+TAG_HEADERS = {"updated_at": "pushed", "last_pulled_at": "last pulled"}
 
 ReasonOpt = Annotated[Optional[str], typer.Option(
     "--break-glass-reason", help="Delete or move immutable tags anyway, for this reason (project admins; audited).")]
@@ -26,6 +28,16 @@ ReasonOpt = Annotated[Optional[str], typer.Option(
 def path_of(repository: str) -> str:
     """The repository name as URL path segments (slashes stay separators)."""
     return quote(repository, safe="/")
+
+
+def _check_sort(sort: str, kind: str) -> str:
+    """Refuse an unknown --sort before the request (exit 2, bad usage), from the server's own list."""
+    from dockyard.domain.repository_listings import REPOSITORY_SORTS, TAG_SORTS
+
+    allowed = REPOSITORY_SORTS if kind == "repositories" else TAG_SORTS
+    if sort.removeprefix("-") not in allowed:
+        fail(f"--sort {sort!r}: expected one of {', '.join(allowed)} (prefix - for descending)", 2)
+    return sort
 
 
 def _human(rows: list[dict], *keys: str) -> list[dict]:
@@ -49,7 +61,7 @@ def repos_ls(
     json_output: JsonOpt = False,
 ) -> None:
     """List repositories you can see: tag count, total size, last push, last pull."""
-    params = {"sort": sort, **({"project": project} if project else {})}
+    params = {"sort": _check_sort(sort, "repositories"), **({"project": project} if project else {})}
     rows = remote(ctx).listing("/repositories", page, page_size, params)
     json_mode = json_output or remote(ctx).json
     show(ctx, rows if json_mode else _human(rows, "size"), REPO_COLUMNS, json_output)
@@ -92,9 +104,12 @@ def tags_ls(
     json_output: JsonOpt = False,
 ) -> None:
     """List tags: digest, platforms, size, pushed, last pulled, scan verdict, signed."""
-    rows = remote(ctx).listing(f"/repositories/{path_of(repository)}/tags", page, page_size, {"sort": sort})
-    json_mode = json_output or remote(ctx).json
-    show(ctx, rows if json_mode else _human(rows, "size"), TAG_COLUMNS, json_output)
+    rows = remote(ctx).listing(f"/repositories/{path_of(repository)}/tags", page, page_size, {"sort": _check_sort(sort, "tags")})
+    if json_output or remote(ctx).json:
+        show(ctx, rows, TAG_COLUMNS, json_output)
+        return
+    human = [{TAG_HEADERS.get(k, k): v for k, v in row.items()} for row in _human(rows, "size")]
+    show(ctx, human, [TAG_HEADERS.get(c, c) for c in TAG_COLUMNS], json_output)
 
 
 @tags.command("delete")

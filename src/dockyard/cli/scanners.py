@@ -42,7 +42,8 @@ def scanners_add(
 
 @scanners.command("show")
 def scanners_show(ctx: typer.Context, name: str, json_output: JsonOpt = False) -> None:
-    """Ask a registered adapter for its metadata (name, vendor, version, what it consumes and produces)."""
+    """Ask a registered adapter for its metadata (name, vendor, version, what it consumes and produces); `builtin` describes
+    the built-in scanner."""
     data = remote(ctx).call("GET", f"/system/scanners/{seg(name)}/metadata").json()
     show(ctx, data, ["name", "vendor", "version", "consumes", "produces"], json_output)
 

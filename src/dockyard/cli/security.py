@@ -365,6 +365,8 @@ def scan(
             err.print(f"scan of {escape(label)} queued (job {job['job_id']}); follow it with `dockyard scan --wait` "
                       f"or read the verdict with `dockyard scan --report-only`", highlight=False)
         return
+    if not json_output:  # stdout stays the verdict's; the job id is for the human (and the log) on stderr
+        err.print(f"scan of {escape(label)} queued (job {job['job_id']}); waiting for its verdict", highlight=False)
 
     deadline = time.monotonic() + timeout
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True,

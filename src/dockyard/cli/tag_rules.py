@@ -16,6 +16,8 @@ from dockyard.cli.options import JsonOpt, YesOpt
 from dockyard.cli.remote import confirm, err, out, remote, remote_group, seg, show
 from dockyard.safe_text import one_line
 
+PUSH_REFUSED_EXIT = 3  # not 1 (an error: bad rule text, no access) nor 2 (bad usage)
+
 tag_rules = remote_group("tag-rules", "Tag rules: list, create, delete, test.")
 
 Kind = Enum("Kind", {k: k for k in ("immutable", "deny", "require")}, type=str)
@@ -63,10 +65,19 @@ def tag_rules_test(
     project: str,
     repository: Annotated[str, typer.Argument(help="The repository inside the project (app for team/app).")],
     tag: str,
+    exit_code: Annotated[bool, typer.Option(
+        "--exit-code", help=f"Exit {PUSH_REFUSED_EXIT} when a push of TAG would be refused (for scripts).")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Dry run: which rules (project and system) match TAG in PROJECT/REPOSITORY, and what a push would do."""
+    """Dry run: which rules (project and system) match TAG in PROJECT/REPOSITORY, and what a push would do.
+    Exits 0 whatever the verdicts; with --exit-code, 3 when the push would be refused (1 stays an error)."""
     data = remote(ctx).call("POST", _path(project, "/test"), json={"repository": repository, "tag": tag}).json()
+    _print_test(ctx, data, json_output)
+    if exit_code and not data["push"]["allowed"]:
+        raise typer.Exit(PUSH_REFUSED_EXIT)
+
+
+def _print_test(ctx: typer.Context, data: dict, json_output: bool) -> None:
     if json_output or remote(ctx).json:
         show(ctx, data, [], True)
         return

@@ -83,7 +83,12 @@ def list_repositories(db: Database, *, visible_projects, project: str | None, so
         .where(repository_blobs.c.repository_id == repositories.c.id, blobs.c.state == "present")
         .scalar_subquery()
     )
-    last_push = select(func.max(manifests.c.created_at)).where(manifests.c.repository_id == repositories.c.id).scalar_subquery()
+    # A push is a user's: the SBOM referrer the built-in scanner attaches (the one its report records for the
+    # subject) is the registry's own, so a scan on pull does not move last_push to the scan's finish time.
+    registry_made = exists().where(scan_reports.c.digest == manifests.c.subject_digest,
+                                   scan_reports.c.sbom_digest == manifests.c.digest)
+    last_push = select(func.max(manifests.c.created_at)).where(
+        manifests.c.repository_id == repositories.c.id, ~registry_made).scalar_subquery()
     last_pull = select(func.max(manifests.c.last_pulled_at)).where(
         manifests.c.repository_id == repositories.c.id).scalar_subquery()
     size = (manifest_bytes + blob_bytes).label("size")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from dockyard.auth.principals import Principal
 from dockyard.auth.scopes import Scope
@@ -147,10 +147,20 @@ class ScanService:
         return job_id
 
     def request_in(self, conn: Connection, repository: str, digest: str, scanner: str, *, force: bool = False) -> int:
-        """`request` inside the caller's write transaction (the caller wakes the worker after commit)."""
-        pending = self._pending_job(conn, digest, scanner)
-        if pending is not None and pending["state"] == "queued":
-            return pending["id"]
+        """`request` inside the caller's write transaction (the caller wakes the worker after commit).
+
+        A scan of the digest already queued is joined; one already running too, unless `force` (a rescan
+        asked for explicitly may follow a change the running one did not see). So a blocked pull and a
+        blocked inspect 0.1 s apart queue one scan, not two."""
+        if not self.db.is_sqlite:
+            # SQLite's write transaction is exclusive already; on PostgreSQL two requests for one digest would
+            # each find no pending job and each insert one: hold a lock for this digest and scanner until commit.
+            key = int.from_bytes(hashlib.sha256(f"scan\0{digest}\0{scanner}".encode()).digest()[:8], "big", signed=True)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        pending = self._pending_jobs(conn, digest, scanner)
+        queued = [p for p in pending if p["state"] == "queued"]
+        if queued or (pending and not force):
+            return (queued or pending)[0]["id"]
         return self.jobs.enqueue_in(
             conn, SCAN_JOB, {"repository": repository, "digest": digest, "scanner": scanner, "force": force},
             max_attempts=2, fair_key=project_of(repository),  # claims go round-robin over projects
@@ -163,16 +173,22 @@ class ScanService:
 
     @staticmethod
     def _pending_job(conn: Connection, digest: str, scanner: str) -> dict | None:
+        found = ScanService._pending_jobs(conn, digest, scanner)
+        return found[0] if found else None
+
+    @staticmethod
+    def _pending_jobs(conn: Connection, digest: str, scanner: str) -> list[dict]:
         rows = conn.execute(
             select(jobs.c.id, jobs.c.state, jobs.c.payload, jobs.c.parent_id)
             .where(jobs.c.kind == SCAN_JOB, jobs.c.state.in_(PENDING), jobs.c.payload.contains(digest))
             .order_by(jobs.c.id)
         ).all()
+        found = []
         for row in rows:
             payload = json.loads(row.payload)
             if payload.get("digest") == digest and payload.get("scanner") == scanner:
-                return {"id": row.id, "state": row.state, "force": bool(payload.get("force")), "parent_id": row.parent_id}
-        return None
+                found.append({"id": row.id, "state": row.state, "force": bool(payload.get("force")), "parent_id": row.parent_id})
+        return found
 
     def status(self, repository: str, digest: str, scanner: str) -> dict:
         """The verdict in force for an image or index (per platform image), and whether a scan runs.

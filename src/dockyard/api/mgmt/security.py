@@ -15,6 +15,8 @@ from dockyard.domain.names import validate_name, validate_reference
 from dockyard.errors import InvalidRequest, NotFound
 from dockyard.metadata.db import utcnow
 from dockyard.policy.access import project_of
+from dockyard.policy.security_policy import BUILTIN_SCANNER
+from dockyard.scanning.builtin_info import builtin_metadata
 from dockyard.scanning.harbor import HarborScannerClient, ScannerError
 from dockyard.scanning.service import RESCAN_JOB
 from dockyard.signing.verify import Layout
@@ -273,6 +275,8 @@ def add_scanner(body: ScannerIn, caller: CallerDep):
 @router.get("/system/scanners/{scanner}/metadata", summary="Ask a registered adapter for its metadata (admin)")
 def scanner_metadata(scanner: str, caller: CallerDep):
     caller.require_admin()
+    if scanner == BUILTIN_SCANNER:  # always there, never registered: describe it rather than 404
+        return builtin_metadata()
     registered = caller.services.scanners.get(scanner)
     try:
         with HarborScannerClient(registered.url, registered.authorization, name=registered.name, timeout=5.0) as client:
