@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC
 
 from dockyard.auth.passwords import generate_secret, hash_secret, verify_secret
 from dockyard.auth.principals import ROBOT_PREFIX, Principal
 from dockyard.auth.throttle import LoginThrottle
 from dockyard.auth.tokens import LoginPasswordClaims, TokenService, VerifiedToken, is_account_name
-from dockyard.metadata.db import Database, utcnow
+from dockyard.metadata.db import Database, parse_db_datetime, utcnow
 
 _USER_SQL = (
     "SELECT id, password_hash, is_admin, disabled, password_changed_at, credential_epoch FROM users WHERE username = ?"
@@ -73,11 +72,8 @@ class Authenticator:
             row = self.db.fetchone(_ROBOT_SQL, (name,))
             if row is None or row[2]:
                 return None
-            expires = row[3]
-            if expires is not None:
-                expires = expires if getattr(expires, "tzinfo", None) else _parse_dt(expires)
-                if expires <= utcnow():
-                    return None
+            if row[3] is not None and parse_db_datetime(row[3]) <= utcnow():
+                return None
             return _Account(Principal("robot", name, int(row[0]), epoch=int(row[5])), row[1], f"{row[1]}|{row[5]}")
         row = self.db.fetchone(_USER_SQL, (name,))
         if row is None or row[3]:
@@ -189,9 +185,3 @@ class Authenticator:
 def _matches(token: VerifiedToken, state: tuple[float, int | None, int | None]) -> bool:
     return state[1] is not None and token.account_id == state[1] and token.epoch == state[2]
 
-
-def _parse_dt(value):
-    from datetime import datetime
-
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

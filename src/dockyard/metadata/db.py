@@ -183,6 +183,11 @@ def aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def parse_db_datetime(value) -> datetime:
+    """A timestamp as a raw DBAPI read returns it (SQLite: ISO text; PostgreSQL: a datetime), as aware UTC."""
+    return aware(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))
+
+
 def upsert(conn: Connection, table, values: dict, conflict_columns: list[str], update: dict) -> None:
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert

@@ -5,12 +5,11 @@ docs/access.md shows and tests/functional/test_role_matrix.py walks) applied to 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 from sqlalchemy import case, exists, false, func, or_
 
 from dockyard.auth.principals import Principal
-from dockyard.metadata.db import Database
+from dockyard.metadata.db import Database, parse_db_datetime
 from dockyard.metadata.models import project_members, projects, robot_permissions
 from dockyard.policy.access_matrix import (
     ALL_PROJECT_ACTIONS,
@@ -81,7 +80,8 @@ class AccessPolicy:
         row = self.db.fetchone(_BORN_SQL, (project,))
         if len(self._births) >= _BORN_LIMIT:
             self._births.clear()
-        self._births[project] = (time.monotonic() + self.check_seconds, _epoch(row[0]) if row else None)
+        born = parse_db_datetime(row[0]).timestamp() if row else None
+        self._births[project] = (time.monotonic() + self.check_seconds, born)
         return self.created_after_cached(project, issued_at) or False
 
     def forget_project(self, project: str) -> None:
@@ -164,7 +164,3 @@ class AccessPolicy:
         who = "anonymous users" if principal.is_anonymous else f"{principal.kind} {principal.name}"
         return f"{who} may not {action} in repository {repository} (project {project})"
 
-
-def _epoch(value) -> float:
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
