@@ -31,18 +31,18 @@ class StrictTransportSecurity:
 
 
 def https_location(public_url: str | None, https_port: int, host_header: str | None, target: str) -> str | None:
-    """The https:// URL a plain-HTTP request for `target` (path and query) is redirected to: under public_url
-    when it is an https URL, else the host the client asked for on the HTTPS port. None when neither names a
+    """The https:// URL a plain-HTTP request for `target` (path and query) is redirected to: on public_url's
+    host when it is an https URL, else the host the client asked for on the HTTPS port. None when neither names a
     host (no Host header): the listener answers 400 then."""
     if public_url and public_url.startswith("https://"):
-        return public_url.rstrip("/") + target
-    if not host_header:
-        return None
+        return "https://" + urlsplit(public_url).netloc + target  # the path already carries any prefix
+    if not host_header or any(ch in host_header for ch in "/\\@?# \t"):
+        return None  # a Host header is host[:port], nothing else
     try:
         hostname = urlsplit(f"//{host_header}").hostname
     except ValueError:
         return None
-    if not hostname or any(ch in hostname for ch in "/\\@ "):
+    if not hostname:
         return None
     host = f"[{hostname}]" if ":" in hostname else hostname
     port = "" if https_port == 443 else f":{https_port}"
