@@ -314,3 +314,33 @@ def test_sighup_with_a_broken_certificate_keeps_serving_the_old_one(tmp_path, ca
         assert "respawning workers" not in server.log_tail(200)
     finally:
         server.stop()
+
+
+def test_sighup_follows_a_certbot_style_symlink_swap(tmp_path, ca):
+    """certbot renews by pointing live/*.pem at new files in archive/: the reload reads the link, not the
+    file it pointed to at start-up."""
+    from cryptography import x509
+
+    live, archive = tmp_path / "live", tmp_path / "archive"
+    live.mkdir()
+    archive.mkdir()
+    first, second = ca.issue("cert1"), ca.issue("cert2")
+    for n, (cert, key) in ((1, first), (2, second)):
+        shutil.copy(cert, archive / f"cert{n}.pem")
+        shutil.copy(key, archive / f"privkey{n}.pem")
+    (live / "cert.pem").symlink_to(archive / "cert1.pem")
+    (live / "privkey.pem").symlink_to(archive / "privkey1.pem")
+    server = _serve(tmp_path / "data", live / "cert.pem", live / "privkey.pem", ca.ca_file, args=("--workers", "1"))
+    try:
+        serial = lambda p: x509.load_pem_x509_certificate(p.read_bytes()).serial_number  # noqa: E731
+        assert _peer_serial("127.0.0.1", server.port, ca.ca_file) == serial(first[0])
+        for name, target in (("cert.pem", "cert2.pem"), ("privkey.pem", "privkey2.pem")):
+            (live / f"{name}.new").symlink_to(archive / target)
+            (live / f"{name}.new").replace(live / name)
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while _peer_serial("127.0.0.1", server.port, ca.ca_file) != serial(second[0]):
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.2)
+    finally:
+        server.stop()
