@@ -95,13 +95,22 @@ def tls_clients(tmp_path_factory, https, ca):
     c.cert_dir = c.root / "skopeo-certs"  # type: ignore[attr-defined]
     c.cert_dir.mkdir()
     shutil.copy(ca.ca_file, c.cert_dir / "ca.crt")
-    c.env["SSL_CERT_FILE"] = str(ca.ca_file)  # Go's crypto/x509 on Linux: crane, cosign
     c.env["COSIGN_PASSWORD"] = "cosign-tls-pass"
     c._regctl_ready = True
     (c.root / "regctl").mkdir(exist_ok=True)
     c.run("regctl", "registry", "set", https.host, "--tls", "enabled", "--cacert", ca.ca_file.read_text())
     yield c
     c.cleanup_podman()
+
+
+def _go(c: AuthClients, ca: TestCA, name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """crane and cosign trust the CA through SSL_CERT_FILE (Go's crypto/x509 on Linux), set for them alone so
+    that skopeo and podman (Go too) are shown to use their cert dirs."""
+    c.env["SSL_CERT_FILE"] = str(ca.ca_file)
+    try:
+        return c.run(name, *args, **kwargs)
+    finally:
+        del c.env["SSL_CERT_FILE"]
 
 
 def test_https_only_tls12_and_newer_and_hsts(https, ca):
@@ -123,21 +132,21 @@ def test_plain_http_listener_only_redirects(https):
         httpx.get(f"http://{https.host}/v2/", timeout=5)
 
 
-def test_skopeo_podman_crane_regctl_round_trip(tls_clients, https):
+def test_skopeo_podman_crane_regctl_round_trip(tls_clients, https, ca):
     c, host = tls_clients, https.host
     image = debian_oci_layout()
     c.run("skopeo", "copy", "--quiet", "--dest-cert-dir", str(c.cert_dir),
           f"oci:{image.path}:{image.tag}", f"docker://{host}/tls/debian:v1")
     c.run("skopeo", "copy", "--quiet", "--src-cert-dir", str(c.cert_dir),
           f"docker://{host}/tls/debian:v1", f"oci:{c.root / 'skopeo-out'}:v1")
-    assert c.run("crane", "digest", f"{host}/tls/debian:v1").stdout.strip() == image.digest
-    c.run("crane", "copy", f"{host}/tls/debian:v1", f"{host}/tls/crane:v1")
+    assert _go(c, ca, "crane", "digest", f"{host}/tls/debian:v1").stdout.strip() == image.digest
+    _go(c, ca, "crane", "copy", f"{host}/tls/debian:v1", f"{host}/tls/crane:v1")
     assert c.run("regctl", "image", "digest", f"{host}/tls/crane:v1").stdout.strip() == image.digest
     c.run("regctl", "image", "copy", f"{host}/tls/crane:v1", f"{host}/tls/regctl:v1")
     c.run("podman", "pull", "-q", f"{host}/tls/regctl:v1")  # certs.d, no --tls-verify=false
     c.run("podman", "tag", f"{host}/tls/regctl:v1", f"{host}/tls/podman:v1")
     c.run("podman", "push", "-q", f"{host}/tls/podman:v1")
-    assert c.run("crane", "ls", f"{host}/tls/podman").stdout.split() == ["v1"]
+    assert _go(c, ca, "crane", "ls", f"{host}/tls/podman").stdout.split() == ["v1"]
 
 
 def test_oras_helm_cosign_round_trip(tls_clients, https, ca, tmp_path):
@@ -164,10 +173,10 @@ def test_oras_helm_cosign_round_trip(tls_clients, https, ca, tmp_path):
     assert (dest / "tlschart-0.1.0.tgz").read_bytes() == tgz.read_bytes()
 
     c.run("cosign", "generate-key-pair", "--output-key-prefix", "tls", cwd=tmp_path)
-    ref = f"{host}/tls/oras@" + c.run("crane", "digest", f"{host}/tls/oras:v1").stdout.strip()
-    c.run("cosign", "sign", "--yes", "--tlog-upload=false", "--use-signing-config=false", "--key", "tls.key", ref,
+    ref = f"{host}/tls/oras@" + _go(c, ca, "crane", "digest", f"{host}/tls/oras:v1").stdout.strip()
+    _go(c, ca, "cosign", "sign", "--yes", "--tlog-upload=false", "--use-signing-config=false", "--key", "tls.key", ref,
           cwd=tmp_path)
-    c.run("cosign", "verify", "--insecure-ignore-tlog=true", "--key", "tls.pub", ref, cwd=tmp_path)
+    _go(c, ca, "cosign", "verify", "--insecure-ignore-tlog=true", "--key", "tls.pub", ref, cwd=tmp_path)
 
 
 def _cli(env: dict[str, str], *args: str, input: str | None = None) -> subprocess.CompletedProcess:
