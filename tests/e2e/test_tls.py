@@ -353,3 +353,13 @@ def test_sighup_follows_a_certbot_style_symlink_swap(tmp_path, ca):
             time.sleep(0.2)
     finally:
         server.stop()
+
+
+def test_uvicorn_serves_the_same_tls_settings(tmp_path, ca):
+    cert, key = ca.issue("uvicorn-server")
+    server = _serve(tmp_path / "data", cert, key, ca.ca_file, args=("--server", "uvicorn", "--workers", "1"))
+    try:
+        resp = httpx.get(f"https://{server.host}/v2/", verify=_ctx(ca.ca_file))
+        assert resp.status_code == 200 and resp.headers["strict-transport-security"] == "max-age=31536000"
+    finally:
+        server.stop()
