@@ -363,3 +363,13 @@ def test_uvicorn_serves_the_same_tls_settings(tmp_path, ca):
         assert resp.status_code == 200 and resp.headers["strict-transport-security"] == "max-age=31536000"
     finally:
         server.stop()
+
+
+def test_serve_refuses_a_pair_that_does_not_load(tmp_path, ca):
+    cert, _ = ca.issue("mismatch")
+    _, other_key = ca.issue("mismatch-other")
+    proc = subprocess.run([sys.executable, "-m", "dockyard", "serve", "--port", str(free_port()), "--data-dir",
+                           str(tmp_path / "data"), "--tls-cert", str(cert), "--tls-key", str(other_key)],
+                          env=dockyard_env({"DOCKYARD_AUTH_MODE": "none"}), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc
+    assert f"cannot load the TLS certificate {cert}" in proc.stdout + proc.stderr

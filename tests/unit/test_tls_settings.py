@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from dockyard.api.tls import StrictTransportSecurity, https_location
 from dockyard.cli.server import next_steps
-from dockyard.cli.tls_serve import check_pair, granian_tls_options
+from dockyard.cli.tls_serve import check_pair, granian_tls_options, key_file_warning
 from dockyard.client.tls import ssl_context
 from dockyard.settings import Settings
 from tests.support.tls import TestCA
@@ -116,3 +116,13 @@ def test_next_steps_over_https(tmp_path, pair):
     text = "\n".join(next_steps(Settings(data_dir=tmp_path, port=8443, tls_cert_file=cert, tls_key_file=key)))
     assert "dockyard login https://127.0.0.1:8443 -u admin" in text
     assert "API docs: https://127.0.0.1:8443/api/v1/docs" in text
+
+
+def test_a_key_others_can_read_is_warned_about(pair):
+    _, _, key = pair
+    assert key_file_warning(key) is None  # 0600
+    key.chmod(0o644)
+    try:
+        assert "readable by other users (mode 644)" in key_file_warning(key)
+    finally:
+        key.chmod(0o600)

@@ -34,6 +34,15 @@ def check_pair(cert: Path, key: Path, client_ca: Path | None = None) -> str | No
     return None
 
 
+def key_file_warning(key: Path) -> str | None:
+    """A warning when other users may read the private key. Only a warning: Kubernetes mounts secrets 0644
+    unless told otherwise (defaultMode), and the file may belong to a group made for that purpose."""
+    mode = key.stat().st_mode & 0o777
+    if mode & 0o077:
+        return f"the TLS private key {key} is readable by other users (mode {mode:o}); chmod 600 it"
+    return None
+
+
 def granian_tls_options(settings) -> dict:
     """The granian.Server keyword arguments for the TLS settings (none when TLS is off)."""
     from granian.constants import SSLProtocols
