@@ -76,6 +76,8 @@ def granian_server(settings, **kwargs):
 
     server = TlsServer(**kwargs, **granian_tls_options(settings))
     if settings.tls_enabled:
+        # granian 2.8's internal (enabled, cert, key, password, proto, ca, crl, verify) tuple, passed to each
+        # worker it spawns; tests/e2e/test_tls.py::test_sighup_follows_a_certbot_style_symlink_swap guards it.
         enabled, _cert, _key, password, proto, ca, crl, verify = server.ssl_ctx
         server.ssl_ctx = (enabled, str(Path(settings.tls_cert_file).absolute()), str(Path(settings.tls_key_file).absolute()),
                           password, proto,
