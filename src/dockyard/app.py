@@ -27,6 +27,7 @@ from dockyard.api.surface import HttpSurface
 from dockyard.api.http_metrics import HttpMetrics
 from dockyard.api.ops import ops_routes
 from dockyard.api.request_id import RequestId
+from dockyard.api.tls import StrictTransportSecurity
 from dockyard.api.oci.routes import oci_routes
 from dockyard.auth.authenticator import Authenticator
 from dockyard.auth.bootstrap import bootstrap
@@ -399,6 +400,9 @@ def create_app(settings: Settings) -> Starlette:
         ],
         middleware=[
             Middleware(RequestId),
+            # HTTPS (docs/tls.md): HSTS on every response, errors included.
+            *([Middleware(StrictTransportSecurity, max_age=settings.tls_hsts_max_age)]
+              if settings.tls_enabled and settings.tls_hsts_max_age else []),
             # With metrics_access off nobody can read them: skip the per-request work.
             *([Middleware(HttpMetrics, metrics=services.metrics)] if settings.metrics_access != "off" else []),
             Middleware(HttpSurface, settings=settings),

@@ -261,11 +261,37 @@ class Settings(BaseSettings):
         description="At most this many refusal rows per actor per window; further refusals of that actor share one row per action (object *).",
     )
 
+    # -- native TLS (issue 16) --
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain; with tls_key_file, serve HTTPS.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(None, description="PEM CA bundle: require client certificates it signed (mutual TLS).")
+    tls_min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version accepted.")
+    tls_hsts_max_age: int = Field(
+        31536000, ge=0, description="Strict-Transport-Security max-age on HTTPS responses; 0 sends no header."
+    )
+    tls_redirect_http_port: int | None = Field(
+        None, ge=1, le=65535, description="Also listen on this port for plain HTTP that only redirects to HTTPS."
+    )
+
     @model_validator(mode="after")
     def _metrics_token_set(self) -> Settings:
         if self.metrics_access == "token" and self.metrics_token is None:
             raise ValueError("metrics_access = \"token\" needs metrics_token (at least 16 characters)")
         return self
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both to serve HTTPS, or neither")
+        if self.tls_cert_file is None and (self.tls_client_ca_file or self.tls_redirect_http_port):
+            raise ValueError("tls_client_ca_file and tls_redirect_http_port need tls_cert_file and tls_key_file")
+        if self.tls_redirect_http_port is not None and self.tls_redirect_http_port == self.port:
+            raise ValueError("tls_redirect_http_port must differ from port")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
 
     # -- architecture (issue 10 part 4) --
 

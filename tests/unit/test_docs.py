@@ -100,3 +100,13 @@ def test_every_event_type_is_documented_with_a_json_example():
     assert set(sections) <= set(EVENT_TYPES), f"docs/events.md documents unknown types {set(sections) - set(EVENT_TYPES)}"
     for block in re.findall(r"```json\n(.*?)```", text, flags=re.S):
         json.loads(block)  # every example parses
+
+
+def test_tls_doc_covers_every_tls_setting():
+    """docs/tls.md (issue 16) explains every tls_* setting, the reload signal and how each client trusts a CA."""
+    text = (DOCS / "tls.md").read_text()
+    for name in Settings.model_fields:
+        if name.startswith("tls_"):
+            assert f"`{name}`" in text, f"setting {name} missing from docs/tls.md"
+    for word in ("SIGHUP", "DOCKYARD_CA_FILE", "--dest-cert-dir", "SSL_CERT_FILE", "--ca-file", "--cacert", "certs.d"):
+        assert word in text, f"{word} missing from docs/tls.md"

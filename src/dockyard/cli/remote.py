@@ -31,6 +31,7 @@ from dockyard.cli.options import (
     group,
 )
 from dockyard.client.credentials import CLIENT_HEADERS
+from dockyard.client.tls import ssl_context
 from dockyard.safe_text import one_line, safe_console
 
 out = safe_console(soft_wrap=True)
@@ -47,8 +48,12 @@ class Remote:
 
     def client(self) -> httpx.Client:
         auth = (self.username, self.password or "") if self.username else None
+        try:
+            verify = ssl_context()
+        except ValueError as exc:
+            fail(str(exc))
         return httpx.Client(base_url=self.url.rstrip("/") + "/api/v1", auth=auth, timeout=60, trust_env=False,
-                            headers=CLIENT_HEADERS)
+                            headers=CLIENT_HEADERS, verify=verify)
 
     def call(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -75,13 +76,15 @@ def next_steps(settings) -> list[str]:
         base = settings.public_url.rstrip("/")
     else:
         host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)
-        base = f"http://{'[' + host + ']' if ':' in host and not host.startswith('[') else host}:{settings.port}"
+        scheme = "https" if settings.tls_enabled else "http"
+        base = f"{scheme}://{'[' + host + ']' if ':' in host and not host.startswith('[') else host}:{settings.port}"
     from dockyard.client.credentials import is_loopback
 
     parts = urlsplit(base)
     registry = parts.netloc
     # `dockyard login HOST` means HTTPS off loopback and drops any path: give it the URL itself then.
-    if parts.path.rstrip("/") or (parts.scheme == "http" and not is_loopback(parts.netloc)):
+    # Loopback without a scheme means plain HTTP to it: give the https:// URL when serving HTTPS.
+    if parts.path.rstrip("/") or (parts.scheme == "http") != is_loopback(parts.netloc):
         registry = base
     password_file = settings.data_dir / "initial-admin-password"
     where = (f"in {password_file}" if password_file.exists()
@@ -103,6 +106,8 @@ def serve(
     storage_driver: Annotated[Optional[str], typer.Option(help="filesystem or memory.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
     server: Annotated[Optional[str], typer.Option(help="granian (default) or uvicorn.")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
 ) -> None:
     """Run the registry HTTP server."""
     settings = load_settings(
@@ -114,6 +119,8 @@ def serve(
         storage_driver=storage_driver,
         workers=workers,
         server=server,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
     )
     from dockyard.metadata.db import Database
     from dockyard.safe_text import configure_logging
@@ -129,6 +136,17 @@ def serve(
     from dockyard.auth.secret_box import KeyEncryptionError
 
     _ensure_port_free(settings.host, settings.port, say)
+    if settings.tls_enabled:
+        from dockyard.cli.tls_serve import check_pair, key_file_warning
+
+        problem = check_pair(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+        if problem:
+            say.error(f"cannot load the TLS certificate {settings.tls_cert_file} and key {settings.tls_key_file}: {problem}")
+            raise typer.Exit(2)
+        if warning := key_file_warning(settings.tls_key_file):
+            say.error(f"warning: {warning}")
+        if settings.tls_redirect_http_port:
+            _ensure_port_free(settings.host, settings.tls_redirect_http_port, say)
     db = Database(settings.resolved_database_url)
     db.migrate()  # once here, so workers never race on it
     try:
@@ -150,13 +168,19 @@ def serve(
     from dockyard.runtime import limit_malloc_arenas
 
     limit_malloc_arenas(settings.malloc_arena_max)  # this process and the workers it starts
+    scheme = "https" if settings.tls_enabled else "http"
     say.info(
-        f"Dockyard {__version__} serving on http://{settings.host}:{settings.port} "
+        f"Dockyard {__version__} serving on {scheme}://{settings.host}:{settings.port} "
         f"(data: {settings.data_dir}, database: {database_label(settings)}, "
         f"storage: {settings.storage_driver}, server: {settings.server} x{settings.workers})"
     )
     for line in next_steps(settings):
         say.info(line)
+    if settings.tls_redirect_http_port:
+        from dockyard.cli.tls_serve import start_redirect_listener
+
+        start_redirect_listener(settings.host, settings.tls_redirect_http_port, settings.port, settings.public_url)
+        say.info(f"plain HTTP on port {settings.tls_redirect_http_port} redirects to HTTPS")
     if settings.server == "uvicorn":
         import uvicorn
 
@@ -167,15 +191,19 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level="warning",
+            **({"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file),
+                "ssl_ca_certs": str(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
+                "ssl_cert_reqs": 2 if settings.tls_client_ca_file else 0} if settings.tls_enabled else {}),
         )
         return
     from granian.constants import Interfaces
-    from granian.server import Server
 
+    from dockyard.cli.tls_serve import granian_server
     from dockyard.safe_text import JSON_LOG_DICTCONFIG
 
-    Server(
-        "dockyard.app:app_from_env",
+    granian_server(
+        settings,
+        target="dockyard.app:app_from_env",
         address=settings.host,
         port=settings.port,
         interface=Interfaces.ASGI,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from dockyard.client.tls import ssl_context
+
 NOT_FOUND = "credentials not found in native keychain"
 IDENTITY_TOKEN_USERNAME = "<token>"
 # Sent on every /api/v1 call: state-changing requests without a JSON body need it (CSRF protection).
@@ -188,9 +190,16 @@ def _error_message(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}"
 
 
+def _client() -> httpx.Client:
+    try:
+        return httpx.Client(timeout=30, verify=ssl_context())
+    except ValueError as exc:
+        raise CredentialError(str(exc)) from exc
+
+
 def verify_login(url: str, username: str, secret: str) -> None:
     """Check credentials the way docker login does: ping /v2/, then ask the token service."""
-    with httpx.Client(timeout=30) as client:
+    with _client() as client:
         ping = client.get(f"{url}/v2/")
         challenge = ping.headers.get("www-authenticate", "")
         if ping.status_code == 200:
@@ -206,7 +215,7 @@ def verify_login(url: str, username: str, secret: str) -> None:
 
 
 def fetch_login_password(url: str, username: str, secret: str) -> str:
-    with httpx.Client(timeout=30) as client:
+    with _client() as client:
         response = client.post(f"{url}/api/v1/auth/login-password", auth=(username, secret), headers=CLIENT_HEADERS)
     if response.status_code != 200:
         raise CredentialError(f"cannot get a login password: {_error_message(response)}")

@@ -15,6 +15,7 @@ import httpx
 
 from dockyard.domain.manifests import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from dockyard.signing.formats import FormatError, TooLarge, manifest_json, sha256_digest
+from dockyard.client.tls import ssl_context
 
 MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
 MAX_DOCUMENT = 4 * 1024 * 1024  # signatures, bundles and manifests are small; refuse anything huge
@@ -85,7 +86,9 @@ class RegistryClient:
                  *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None):
         self.base_url = base_url.rstrip("/")
         self._creds = (username, password or "") if username else None
-        self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+        # The CLI's CA choice (docs/tls.md); an in-process transport (tests) ignores it.
+        self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True,
+                                  verify=ssl_context() if transport is None else True)
         self._tokens: dict[str, str] = {}  # scope → bearer token
         self._basic = False
 

@@ -1,0 +1,117 @@
+"""`dockyard serve` over HTTPS (docs/tls.md): granian's TLS options from the settings, certificate reload on
+SIGHUP, and the plain-HTTP listener that only redirects to HTTPS.
+
+Reload: granian reads the certificate files when a worker starts and cannot swap them in a running worker.
+On SIGHUP its main process respawns the workers one at a time (start the new worker, wait
+`respawn_interval`, then SIGTERM the old one, which stops accepting and finishes its in-flight requests).
+New connections then get the certificate on disk; established ones keep theirs until they close. We check
+the files first and keep the running workers when the new pair does not load, so a bad renewal never
+takes the registry down."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from dockyard.api.tls import https_location
+
+log = logging.getLogger("dockyard.serve")
+
+
+def check_pair(cert: Path, key: Path, client_ca: Path | None = None) -> str | None:
+    """Why this certificate, key (and client CA) would not load, or None when they do."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+        if client_ca is not None:
+            ctx.load_verify_locations(cafile=str(client_ca))
+    except (OSError, ssl.SSLError) as exc:
+        return f"{exc.__class__.__name__}: {exc}"
+    return None
+
+
+def key_file_warning(key: Path) -> str | None:
+    """A warning when other users may read the private key. Only a warning: Kubernetes mounts secrets 0644
+    unless told otherwise (defaultMode), and the file may belong to a group made for that purpose."""
+    mode = key.stat().st_mode & 0o777
+    if mode & 0o077:
+        return f"the TLS private key {key} is readable by other users (mode {mode:o}); chmod 600 it"
+    return None
+
+
+def granian_tls_options(settings) -> dict:
+    """The granian.Server keyword arguments for the TLS settings (none when TLS is off)."""
+    from granian.constants import SSLProtocols
+
+    if not settings.tls_enabled:
+        return {}
+    return {
+        "ssl_cert": Path(settings.tls_cert_file),
+        "ssl_key": Path(settings.tls_key_file),
+        "ssl_protocol_min": SSLProtocols.tls12 if settings.tls_min_version == "1.2" else SSLProtocols.tls13,
+        "ssl_ca": Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
+        "ssl_client_verify": settings.tls_client_ca_file is not None,
+    }
+
+
+def granian_server(settings, **kwargs):
+    """A granian Server whose SIGHUP first checks the certificate files, and which reads them by the path
+    given (granian resolves symlinks once at start, which would pin a certbot `live/` link to the old file)."""
+    from granian.server import Server
+
+    class TlsServer(Server):  # type: ignore[misc, valid-type]
+        def signal_handler_reload(self, *args, **kwargs):
+            if settings.tls_enabled:
+                problem = check_pair(Path(settings.tls_cert_file), Path(settings.tls_key_file),
+                                     Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None)
+                if problem:
+                    log.error("SIGHUP: the certificate files do not load (%s); keeping the running workers", problem)
+                    return
+                log.info("SIGHUP: restarting the workers one at a time to load the certificate on disk")
+            super().signal_handler_reload(*args, **kwargs)
+
+    server = TlsServer(**kwargs, **granian_tls_options(settings))
+    if settings.tls_enabled:
+        # granian 2.8's internal (enabled, cert, key, password, proto, ca, crl, verify) tuple, passed to each
+        # worker it spawns; tests/e2e/test_tls.py::test_sighup_follows_a_certbot_style_symlink_swap guards it.
+        enabled, _cert, _key, password, proto, ca, crl, verify = server.ssl_ctx
+        server.ssl_ctx = (enabled, str(Path(settings.tls_cert_file).absolute()), str(Path(settings.tls_key_file).absolute()),
+                          password, proto,
+                          str(Path(settings.tls_client_ca_file).absolute()) if settings.tls_client_ca_file else ca,
+                          crl, verify)
+    return server
+
+
+def start_redirect_listener(host: str, port: int, https_port: int, public_url: str | None) -> ThreadingHTTPServer:
+    """Serve plain HTTP on host:port in a daemon thread of the serving process: every request gets a 308 to the
+    same path over HTTPS (308 keeps the method and body, so a client's PUT is retried as a PUT), nothing else."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        server_version = "dockyard"
+        sys_version = ""
+
+        def _redirect(self) -> None:
+            location = https_location(public_url, https_port, self.headers.get("Host"), self.path if self.path.startswith("/") else "/")
+            self.send_response(308 if location else 400)
+            if location:
+                self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _redirect
+
+        def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+            log.debug("redirect listener: " + format, *args)
+
+    class Listener(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        daemon_threads = True
+
+    httpd = Listener((host, port), Redirect)
+    threading.Thread(target=httpd.serve_forever, name="dockyard-http-redirect", daemon=True).start()
+    return httpd

@@ -1,0 +1,128 @@
+"""The TLS pieces that need no server: the settings' rules, where the redirect listener sends a client, the
+HSTS middleware, the CLI's CA choice and `serve`'s next steps over HTTPS (e2e: tests/e2e/test_tls.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from dockyard.api.tls import StrictTransportSecurity, https_location
+from dockyard.cli.server import next_steps
+from dockyard.cli.tls_serve import check_pair, granian_tls_options, key_file_warning
+from dockyard.client.tls import ssl_context
+from dockyard.settings import Settings
+from tests.support.tls import TestCA
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[TestCA, Path, Path]:
+    ca = TestCA(tmp_path_factory.mktemp("ca"))
+    cert, key = ca.issue("server")
+    return ca, cert, key
+
+
+def test_cert_and_key_go_together(tmp_path, pair):
+    _, cert, key = pair
+    with pytest.raises(ValidationError, match="go together"):
+        Settings(data_dir=tmp_path, tls_cert_file=cert)
+    with pytest.raises(ValidationError, match="need tls_cert_file"):
+        Settings(data_dir=tmp_path, tls_redirect_http_port=8080)
+    with pytest.raises(ValidationError, match="need tls_cert_file"):
+        Settings(data_dir=tmp_path, tls_client_ca_file=cert)
+    with pytest.raises(ValidationError, match="must differ"):
+        Settings(data_dir=tmp_path, port=8443, tls_cert_file=cert, tls_key_file=key, tls_redirect_http_port=8443)
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=key, tls_min_version="1.1")
+    assert Settings(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=key).tls_enabled
+    assert not Settings(data_dir=tmp_path).tls_enabled
+
+
+def test_granian_options_default_to_tls12_and_mutual_tls_with_a_client_ca(tmp_path, pair):
+    ca, cert, key = pair
+    assert granian_tls_options(Settings(data_dir=tmp_path)) == {}
+    options = granian_tls_options(Settings(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=key))
+    assert str(options["ssl_protocol_min"]) == "tls1.2" and options["ssl_client_verify"] is False
+    mutual = granian_tls_options(Settings(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=key,
+                                          tls_client_ca_file=ca.ca_file, tls_min_version="1.3"))
+    assert str(mutual["ssl_protocol_min"]) == "tls1.3"
+    assert mutual["ssl_ca"] == ca.ca_file and mutual["ssl_client_verify"] is True
+
+
+def test_check_pair_names_what_does_not_load(tmp_path, pair):
+    ca, cert, key = pair
+    assert check_pair(cert, key) is None
+    _, other_key = ca.issue("other")
+    assert "KEY_VALUES_MISMATCH" in check_pair(cert, other_key).upper().replace(" ", "_")
+    assert "No such file" in check_pair(tmp_path / "missing.pem", key)
+
+
+def test_https_location():
+    assert https_location(None, 8443, "registry.example.com:8080", "/v2/a?b=c") == "https://registry.example.com:8443/v2/a?b=c"
+    assert https_location(None, 443, "registry.example.com", "/v2/") == "https://registry.example.com/v2/"
+    assert https_location(None, 443, "[::1]:80", "/") == "https://[::1]/"
+    assert https_location("https://r.example.com/prefix/", 8443, "evil.example", "/prefix/v2/") == "https://r.example.com/prefix/v2/"
+    assert https_location("http://r.example.com", 8443, "r.example.com", "/") == "https://r.example.com:8443/"
+    for bad in (None, "", "a@b", "[bad"):
+        assert https_location(None, 443, bad, "/") is None
+
+
+def _run(middleware, scheme: str) -> list[tuple[bytes, bytes]]:
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x", b"y")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(middleware(app)({"type": "http", "scheme": scheme}, None, send))
+    return sent[0]["headers"]
+
+
+def test_hsts_only_over_https():
+    def hsts(app):
+        return StrictTransportSecurity(app, max_age=600)
+
+    assert (b"strict-transport-security", b"max-age=600") in _run(hsts, "https")
+    assert [h for h, _ in _run(hsts, "http")] == [b"x"]
+
+
+def test_cli_ca_choice(monkeypatch, pair, tmp_path):
+    ca, _, _ = pair
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "DOCKYARD_CA_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    subjects = lambda ctx: {dict(x[0] for x in c["subject"]).get("commonName") for c in ctx.get_ca_certs()}  # noqa: E731
+    default = subjects(ssl_context())
+    assert "Dockyard Test CA" not in default and len(default) > 10  # certifi's public roots
+    monkeypatch.setenv("DOCKYARD_CA_FILE", str(ca.ca_file))
+    added = subjects(ssl_context())
+    assert "Dockyard Test CA" in added and default <= added  # added to the defaults
+    monkeypatch.delenv("DOCKYARD_CA_FILE")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
+    assert subjects(ssl_context()) == {"Dockyard Test CA"}  # replaces them, as for curl and Go
+    monkeypatch.setenv("DOCKYARD_CA_FILE", str(tmp_path / "nope.pem"))
+    with pytest.raises(ValueError, match="DOCKYARD_CA_FILE"):
+        ssl_context()
+    assert isinstance(ssl.create_default_context(), ssl.SSLContext)
+
+
+def test_next_steps_over_https(tmp_path, pair):
+    _, cert, key = pair
+    text = "\n".join(next_steps(Settings(data_dir=tmp_path, port=8443, tls_cert_file=cert, tls_key_file=key)))
+    assert "dockyard login https://127.0.0.1:8443 -u admin" in text
+    assert "API docs: https://127.0.0.1:8443/api/v1/docs" in text
+
+
+def test_a_key_others_can_read_is_warned_about(pair):
+    _, _, key = pair
+    assert key_file_warning(key) is None  # 0600
+    key.chmod(0o644)
+    try:
+        assert "readable by other users (mode 644)" in key_file_warning(key)
+    finally:
+        key.chmod(0o600)
