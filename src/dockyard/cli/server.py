@@ -167,6 +167,7 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level="warning",
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         )
         return
     from granian.constants import Interfaces
@@ -183,6 +184,8 @@ def serve(
         factory=True,
         log_access=settings.log_level == "debug",
         log_dictconfig=JSON_LOG_DICTCONFIG if settings.log_format == "json" else None,
+        # SIGTERM: stop accepting, let in-flight requests finish, kill workers still busy after this.
+        workers_kill_timeout=settings.shutdown_timeout_seconds,
     ).serve()
 
 
