@@ -103,3 +103,12 @@ def test_cli_missing_or_broken_file_exits_2(tmp_path, content, message):
         path.write_text(content)
     code, text = _run(str(path))
     assert code == 2 and message in text
+
+
+def test_serve_names_the_likely_setting_for_a_typo_in_the_file(tmp_path):
+    path = tmp_path / "dockyard.toml"
+    path.write_text("prot = 5001\n")
+    result = CliRunner().invoke(app, ["serve", "--config", str(path), "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert "prot: unknown setting (did you mean 'port'?)" in " ".join(result.output.split())
+    assert not (tmp_path / "d").exists()
