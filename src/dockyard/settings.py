@@ -273,6 +273,12 @@ class Settings(BaseSettings):
         None, ge=1, le=65535, description="Also listen on this port for plain HTTP that only redirects to HTTPS."
     )
 
+    # -- graceful restarts (issue 16) --
+    shutdown_timeout_seconds: int = Field(
+        30, ge=1, le=3600,
+        description="On SIGTERM, how long in-flight requests may run on (no new connections) before workers are killed.",
+    )
+
     @model_validator(mode="after")
     def _metrics_token_set(self) -> Settings:
         if self.metrics_access == "token" and self.metrics_token is None:

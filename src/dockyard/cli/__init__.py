@@ -10,7 +10,8 @@ import typer
 
 from dockyard.cli import admin as admin_groups
 from dockyard.cli import (
-    audit, background_jobs, events, jobs, login, policy, promote, quotas, repos, scanners, security, server, signing,
+    audit, background_jobs, check_config, events, jobs, login, policy, promote, quotas, repos, scanners, security, server,
+    signing,
     tag_rules, token_keys, vulndb, webhooks,
 )
 
@@ -28,7 +29,7 @@ admin = typer.Typer(
 app.add_typer(admin, name="admin")
 
 # In the order `dockyard --help` lists them.
-for module in (server, login, repos, jobs, background_jobs, promote, policy, tag_rules, quotas, webhooks, events, admin_groups,
+for module in (server, check_config, login, repos, jobs, background_jobs, promote, policy, tag_rules, quotas, webhooks, events, admin_groups,
                audit, token_keys, vulndb, signing, security, scanners):
     module.register(app, admin)
 

@@ -89,6 +89,10 @@ def _settings_error(exc: ValueError) -> str:
     for error in exc.errors():
         field = ".".join(str(part) for part in error.get("loc", ()))
         message = str(error.get("msg", "")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":  # a typo in the settings file: name the likely setting
+            from dockyard.cli.check_config import suggestion
+
+            message = f"unknown setting{suggestion(field)}"
         lines.append(f"{field}: {message}" if field and not message.startswith(field) else message)
     return "\n".join(lines)
 

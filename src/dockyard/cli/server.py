@@ -194,6 +194,7 @@ def serve(
             **({"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file),
                 "ssl_ca_certs": str(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
                 "ssl_cert_reqs": 2 if settings.tls_client_ca_file else 0} if settings.tls_enabled else {}),
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         )
         return
     from granian.constants import Interfaces
@@ -211,6 +212,8 @@ def serve(
         factory=True,
         log_access=settings.log_level == "debug",
         log_dictconfig=JSON_LOG_DICTCONFIG if settings.log_format == "json" else None,
+        # SIGTERM: stop accepting, let in-flight requests finish, kill workers still busy after this.
+        workers_kill_timeout=settings.shutdown_timeout_seconds,
     ).serve()
 
 

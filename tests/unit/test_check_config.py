@@ -1,0 +1,114 @@
+"""`dockyard check-config`: names wrong keys with their expected type and source, suggests typo fixes,
+exits 0 with one line when the file and the environment are valid and 2 otherwise."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from dockyard.cli import app
+from dockyard.cli.check_config import check, expected_type
+from dockyard.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("DOCKYARD_"):
+            monkeypatch.delenv(name)
+
+
+def _run(*args: str):
+    result = CliRunner().invoke(app, ["check-config", *args])
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_expected_type_words_include_bounds_choices_and_optional():
+    fields = Settings.model_fields
+    assert expected_type(fields["port"]) == "an integer >= 1 and <= 65535"
+    assert expected_type(fields["storage_driver"]) == "one of 'filesystem', 'memory'"
+    assert expected_type(fields["delete_enabled"]) == "a boolean (true/false)"
+    assert expected_type(fields["storage_root"]) == "a path (or unset)"
+    assert expected_type(fields["shutdown_timeout_seconds"]) == "an integer >= 1 and <= 3600"
+
+
+def test_unknown_file_key_and_env_variable_get_did_you_mean():
+    settings, problems = check({"prot": 5001}, {"DOCKYARD_LOG_LEVLE": "debug", "DOCKYARD_URL": "x"}, "d.toml")
+    assert settings is None
+    assert problems == [
+        "d.toml: unknown key 'prot' (did you mean 'port'?)",
+        "environment: unknown variable DOCKYARD_LOG_LEVLE (did you mean DOCKYARD_LOG_LEVEL?)",
+    ]
+
+
+def test_wrong_values_are_named_in_file_order_with_source_and_type():
+    settings, problems = check({"workers": 0, "port": "abc"}, {"DOCKYARD_DELETE_ENABLED": "maybe"}, "d.toml")
+    assert settings is None
+    assert [p.split(": expected")[0] for p in problems] == [
+        "d.toml: workers = 0",
+        "d.toml: port = 'abc'",
+        "environment DOCKYARD_DELETE_ENABLED: delete_enabled = 'maybe'",
+    ]
+    assert "expected an integer >= 1 and <= 65535" in problems[1]
+
+
+def test_secrets_are_not_echoed():
+    _, problems = check({"database_url": "mysql://u:hunter2@h/db", "metrics_token": 5}, {}, "d.toml")
+    assert problems and not any("hunter2" in p for p in problems)
+    assert problems[0].startswith("d.toml: database_url: expected")
+
+
+def test_env_overrides_the_file_as_serve_does():
+    settings, problems = check({"port": 6000}, {"DOCKYARD_PORT": "7000"}, "d.toml")
+    assert problems == [] and settings is not None and settings.port == 7000
+
+
+def test_cli_valid_file_prints_one_line_and_exits_0(tmp_path, monkeypatch):
+    path = tmp_path / "dockyard.toml"
+    path.write_text('port = 6001\nstorage_driver = "memory"\n')
+    monkeypatch.setenv("DOCKYARD_WORKERS", "2")
+    code, text = _run(str(path))
+    assert code == 0, text
+    assert text.startswith(f"{path}: valid (2 key(s) in the file, 1 from DOCKYARD_* variables")
+    assert "127.0.0.1:6001" in text and "storage: memory" in text
+    assert not (tmp_path / "dockyard-data").exists()  # checking never creates a data directory
+
+
+def test_cli_invalid_file_exits_2_naming_the_key(tmp_path):
+    path = tmp_path / "dockyard.toml"
+    path.write_text('port = "abc"\nauth_mdoe = "none"\n')
+    code, text = _run(str(path))
+    assert code == 2
+    assert "unknown key 'auth_mdoe' (did you mean 'auth_mode'?)" in text
+    assert "port = 'abc': expected an integer >= 1 and <= 65535" in text
+    assert "pydantic" not in text and "Traceback" not in text
+
+
+def test_cli_env_override_is_checked_and_config_env_is_the_default_file(tmp_path, monkeypatch):
+    path = tmp_path / "dockyard.toml"
+    path.write_text("port = 6001\n")
+    monkeypatch.setenv("DOCKYARD_CONFIG", str(path))
+    monkeypatch.setenv("DOCKYARD_HOST", "0.0.0.0")
+    code, text = _run()
+    assert code == 2
+    assert "public_url must be set when the server binds to '0.0.0.0'" in text
+
+
+@pytest.mark.parametrize("content, message", [(None, "settings file not found"), ("port = = 1", "is not valid TOML")])
+def test_cli_missing_or_broken_file_exits_2(tmp_path, content, message):
+    path = tmp_path / "dockyard.toml"
+    if content is not None:
+        path.write_text(content)
+    code, text = _run(str(path))
+    assert code == 2 and message in text
+
+
+def test_serve_names_the_likely_setting_for_a_typo_in_the_file(tmp_path):
+    path = tmp_path / "dockyard.toml"
+    path.write_text("prot = 5001\n")
+    result = CliRunner().invoke(app, ["serve", "--config", str(path), "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert "prot: unknown setting (did you mean 'port'?)" in " ".join(result.output.split())
+    assert not (tmp_path / "d").exists()
