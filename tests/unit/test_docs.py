@@ -100,3 +100,14 @@ def test_every_event_type_is_documented_with_a_json_example():
     assert set(sections) <= set(EVENT_TYPES), f"docs/events.md documents unknown types {set(sections) - set(EVENT_TYPES)}"
     for block in re.findall(r"```json\n(.*?)```", text, flags=re.S):
         json.loads(block)  # every example parses
+
+
+def test_operations_doc_covers_backup_restore_verify_and_postgresql():
+    """docs/operations.md (issue 16): each command's procedure, and PostgreSQL's, with the consistent order."""
+    text = (DOCS / "operations.md").read_text()
+    for command in ("admin backup", "admin restore", "admin verify"):
+        assert f"dockyard {command}" in text, f"`dockyard {command}` missing from docs/operations.md"
+    for option in ("--read-blobs", "--rate", "--repair", "--from", "--lease-seconds"):
+        assert option in text, f"option {option} missing from docs/operations.md"
+    for term in ("pg_dump", "pg_restore", "versioning", "Replication", "backup lease"):
+        assert term in text, f"{term} missing from docs/operations.md"
