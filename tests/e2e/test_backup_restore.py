@@ -107,6 +107,7 @@ def test_backup_under_load_restores_and_verifies(tmp_path: Path):
             time.sleep(0.01)
         before = list(pushed)
         result = _dockyard("admin", "backup", str(dest), "--data-dir", str(data), "--json")
+        deadline = time.monotonic() + 60
         while len(pushed) < len(before) + 2 and time.monotonic() < deadline and not failures:
             time.sleep(0.01)  # ...and still pushing after it
         stop.set()

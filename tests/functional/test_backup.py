@@ -56,10 +56,11 @@ async def test_backup_while_pushing_then_restore_verify_and_repair(tmp_path: Pat
 
         pushed_during: list[str] = []
         stop = asyncio.Event()
+        goal = [0]  # the pusher keeps going after stop until it has pushed this many
 
         async def pusher() -> None:
             n = 100
-            while not stop.is_set() or len(pushed_during) < 2:
+            while not stop.is_set() or len(pushed_during) < goal[0]:
                 await reg.push_image("load", f"n{n}", seed=n, layers=3)
                 pushed_during.append(f"n{n}")
                 n += 1
@@ -71,6 +72,7 @@ async def test_backup_while_pushing_then_restore_verify_and_repair(tmp_path: Pat
             await asyncio.sleep(0.01)
         started_with = len(pushed_during)
         result = await asyncio.to_thread(_cli, "admin", "backup", str(dest), "--data-dir", str(data), "--json")
+        goal[0] = started_with + 2  # pushes go on after the backup too
         stop.set()
         await asyncio.wait_for(task, 30)
         assert result.exit_code == 0, result.output
