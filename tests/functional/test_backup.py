@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dockyard.cli import app as cli
@@ -127,25 +128,28 @@ async def test_backup_while_pushing_then_restore_verify_and_repair(tmp_path: Pat
     assert _cli("admin", "verify", "--data-dir", str(restored), "--read-blobs").exit_code == 0
 
 
-async def test_repair_without_a_backup_quarantines_a_damaged_blob(tmp_path: Path):
-    data = tmp_path / "data"
-    async with open_registry(data, "filesystem") as reg:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_repair_without_a_backup_quarantines_a_damaged_blob(tmp_path: Path, backend: str, database_url_for):
+    data, url = tmp_path / "data", database_url_for(backend)
+    db_args = ["--database-url", url] if url else []
+    async with open_registry(data, "filesystem", database_url=url) as reg:
         _, body = await reg.push_image("app", "v1", seed=7)
     layer = json.loads(body)["layers"][0]["digest"]
     victim = _blob_file(data, layer)
     victim.write_bytes(b"x" * victim.stat().st_size)
-    fixed = _cli("admin", "verify", "--data-dir", str(data), "--read-blobs", "--repair", "--json")
+    fixed = _cli("admin", "verify", "--data-dir", str(data), *db_args, "--read-blobs", "--repair", "--json")
     [problem] = json.loads(fixed.stdout)["problems"]
     assert problem["repaired"] == "quarantined" and problem["images"] == ["app:v1"]
     assert not victim.exists()
     assert (data / "storage" / "quarantine" / victim.relative_to(data / "storage")).read_bytes() == b"x" * 100
-    missing = _cli("admin", "verify", "--data-dir", str(data), "--json")
+    missing = _cli("admin", "verify", "--data-dir", str(data), *db_args, "--json")
     assert missing.exit_code == 1 and json.loads(missing.stdout)["problems"][0]["problem"] == "missing"
 
 
-async def test_gc_keeps_what_a_live_backup_lease_protects(tmp_path: Path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_gc_keeps_what_a_live_backup_lease_protects(tmp_path: Path, backend: str, database_url_for):
     """A blob unreferenced after the lease was taken survives GC while the lease lives, and goes after."""
-    async with open_registry(tmp_path / "data", "filesystem") as reg:
+    async with open_registry(tmp_path / "data", "filesystem", database_url=database_url_for(backend)) as reg:
         services = reg.services
         digest, body = await reg.push_image("app", "v1", seed=3)
         lease = backup_leases.take(services.db, ttl_seconds=7200)
@@ -165,3 +169,16 @@ def test_restore_refuses_a_directory_that_is_not_a_backup(tmp_path: Path):
     result = _cli("admin", "restore", str(tmp_path / "src"), str(tmp_path / "dst"))
     assert result.exit_code == 1 and "not a complete Dockyard backup" in result.output
     assert not (tmp_path / "dst").exists()
+
+
+async def test_restore_stops_at_a_damaged_blob_in_the_backup(tmp_path: Path):
+    data, dest = tmp_path / "data", tmp_path / "backup"
+    async with open_registry(data, "filesystem") as reg:
+        _, body = await reg.push_image("app", "v1", seed=9)
+    assert _cli("admin", "backup", str(dest), "--data-dir", str(data)).exit_code == 0
+    layer = json.loads(body)["layers"][0]["digest"]
+    copy = dest / "blobs" / "sha256" / layer.split(":", 1)[1]
+    copy.write_bytes(b"y" * copy.stat().st_size)
+    result = _cli("admin", "restore", str(dest), str(tmp_path / "restored"))
+    assert result.exit_code == 1 and layer in result.output and "expected" in result.output
+    assert not (tmp_path / "restored" / "dockyard.db").exists()  # the database goes in last: no half registry
