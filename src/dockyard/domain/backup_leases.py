@@ -26,6 +26,7 @@ def take(db: Database, ttl_seconds: int) -> int:
     """Commit a lease valid for `ttl_seconds`; the caller snapshots the database only after this."""
     now = utcnow()
     with db.write() as conn:
+        conn.execute(delete(backup_leases).where(backup_leases.c.expires_at <= now))  # killed backups' leases
         return int(conn.execute(
             insert(backup_leases).values(
                 holder=f"{socket.gethostname()}:{os.getpid()}"[:200], since=now - CLOCK_SKEW,
