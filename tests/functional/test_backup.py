@@ -182,3 +182,16 @@ async def test_restore_stops_at_a_damaged_blob_in_the_backup(tmp_path: Path):
     result = _cli("admin", "restore", str(dest), str(tmp_path / "restored"))
     assert result.exit_code == 1 and layer in result.output and "expected" in result.output
     assert not (tmp_path / "restored" / "dockyard.db").exists()  # the database goes in last: no half registry
+
+
+async def test_an_expired_lease_holds_gc_back_no_longer(tmp_path: Path):
+    """A killed backup stops renewing: once its lease expires, GC collects as usual."""
+    async with open_registry(tmp_path / "data", "filesystem") as reg:
+        digest, _ = await reg.push_image("app", "v1", seed=4)
+        backup_leases.take(reg.services.db, ttl_seconds=60)
+        assert (await reg.client.delete(f"/v2/app/manifests/{digest}")).status_code == 202
+        gc = GarbageCollector(reg.services.db, reg.services.storage, grace_seconds=1,
+                              clock=lambda: utcnow() + timedelta(hours=1))
+        assert gc.run()["deleted"] == 2
+        backup_leases.take(reg.services.db, ttl_seconds=60)  # and the next backup clears the dead lease
+        assert reg.count("backup_leases") == 1
