@@ -9,11 +9,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from dockyard.cli import app as cli
 from dockyard.domain import backup_leases
 from dockyard.jobs.gc import GarbageCollector
+from dockyard.metadata.backup_tables import backup_leases as backup_leases_table
 from dockyard.metadata.db import utcnow
 
 from .conftest import open_registry
@@ -193,5 +195,7 @@ async def test_an_expired_lease_holds_gc_back_no_longer(tmp_path: Path):
         gc = GarbageCollector(reg.services.db, reg.services.storage, grace_seconds=1,
                               clock=lambda: utcnow() + timedelta(hours=1))
         assert gc.run()["deleted"] == 2
-        backup_leases.take(reg.services.db, ttl_seconds=60)  # and the next backup clears the dead lease
+        with reg.services.db.write() as conn:  # let the first lease run out for real
+            conn.execute(update(backup_leases_table).values(expires_at=utcnow() - timedelta(seconds=1)))
+        backup_leases.take(reg.services.db, ttl_seconds=60)  # the next backup clears the dead lease
         assert reg.count("backup_leases") == 1
