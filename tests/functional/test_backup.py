@@ -199,3 +199,23 @@ async def test_an_expired_lease_holds_gc_back_no_longer(tmp_path: Path):
             conn.execute(update(backup_leases_table).values(expires_at=utcnow() - timedelta(seconds=1)))
         backup_leases.take(reg.services.db, ttl_seconds=60)  # the next backup clears the dead lease
         assert reg.count("backup_leases") == 1
+
+
+async def test_backup_leaves_out_collected_garbage_and_refuses_a_missing_referenced_blob(tmp_path: Path):
+    import sqlite3
+
+    data = tmp_path / "data"
+    async with open_registry(data, "filesystem") as reg:
+        _, body = await reg.push_image("app", "v1", seed=5)
+        loose = await reg.push_blob("app", b"uploaded, no manifest yet")
+    _blob_file(data, loose).unlink()  # as if GC collected it during the copy
+    result = _cli("admin", "backup", str(tmp_path / "b1"), "--data-dir", str(data), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dropped"] == [loose]
+    with sqlite3.connect(tmp_path / "b1" / "dockyard.db") as conn:
+        assert conn.execute("SELECT state FROM blobs WHERE digest = ?", (loose,)).fetchone() == ("deleting",)
+    layer = json.loads(body)["layers"][0]["digest"]
+    _blob_file(data, layer).unlink()
+    refused = _cli("admin", "backup", str(tmp_path / "b2"), "--data-dir", str(data))
+    assert refused.exit_code == 1 and layer in refused.output and "admin verify" in refused.output
+    assert not (tmp_path / "b2" / "manifest.json").exists()

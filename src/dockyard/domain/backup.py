@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import sqlite3
+from contextlib import closing
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -108,14 +109,14 @@ def _write_verified(chunks: Iterable[bytes], target: Path, digest: str, size: in
 
 
 def _snapshot_blobs(snapshot: Path) -> list[tuple[str, int, str, int]]:
-    with sqlite3.connect(snapshot) as conn:
+    with closing(sqlite3.connect(snapshot)) as conn:
         return conn.execute(
             "SELECT digest, size, storage_key, ref_count FROM blobs WHERE state = 'present' ORDER BY digest"
         ).fetchall()
 
 
 def _counts(snapshot: Path) -> dict:
-    with sqlite3.connect(snapshot) as conn:
+    with closing(sqlite3.connect(snapshot)) as conn:
         counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 (fixed table names)
                   for t in ("repositories", "manifests", "tags")}
         revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -136,9 +137,8 @@ def backup(
         snapshot = dest / (DB_FILE + ".partial")
         source = sqlite3.connect(sqlite_file, timeout=30)
         try:
-            with sqlite3.connect(snapshot) as target:
+            with closing(sqlite3.connect(snapshot)) as target:
                 source.backup(target)  # 2. one step: one consistent read transaction
-            target.close()
         finally:
             source.close()
         rows = _snapshot_blobs(snapshot)
@@ -164,9 +164,8 @@ def backup(
             result.bytes += size
             report(i + 1, len(rows))
         if result.dropped:
-            with sqlite3.connect(snapshot) as conn:
+            with closing(sqlite3.connect(snapshot)) as conn, conn:
                 conn.executemany("UPDATE blobs SET state = 'deleting' WHERE digest = ?", [(d,) for d in result.dropped])
-            conn.close()
     finally:
         backup_leases.release(db, lease)
     snapshot.replace(dest / DB_FILE)
@@ -208,9 +207,8 @@ def restore(src: Path, data_dir: Path, progress: Callable[[int, int], None] | No
     for name, expected in manifest["files"].items():
         if file_sha256(src / name) != expected:
             raise BackupError(f"{src}/{name} does not match the backup's manifest (sha256): the backup is damaged")
-    with sqlite3.connect(f"file:{src / DB_FILE}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{src / DB_FILE}?mode=ro", uri=True)) as conn:
         rows = conn.execute("SELECT digest, size, storage_key FROM blobs WHERE state = 'present' ORDER BY digest").fetchall()
-    conn.close()
     storage_root = data_dir / "storage"
     for i, (digest, size, key) in enumerate(rows):
         source = blob_path(src, digest)
