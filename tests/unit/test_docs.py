@@ -110,3 +110,14 @@ def test_tls_doc_covers_every_tls_setting():
             assert f"`{name}`" in text, f"setting {name} missing from docs/tls.md"
     for word in ("SIGHUP", "DOCKYARD_CA_FILE", "--dest-cert-dir", "SSL_CERT_FILE", "--ca-file", "--cacert", "certs.d"):
         assert word in text, f"{word} missing from docs/tls.md"
+
+
+def test_operations_doc_covers_backup_restore_verify_and_postgresql():
+    """docs/operations.md (issue 16): each command's procedure, and PostgreSQL's, with the consistent order."""
+    text = (DOCS / "operations.md").read_text()
+    for command in ("admin backup", "admin restore", "admin verify"):
+        assert f"dockyard {command}" in text, f"`dockyard {command}` missing from docs/operations.md"
+    for option in ("--read-blobs", "--rate", "--repair", "--from", "--lease-seconds"):
+        assert option in text, f"option {option} missing from docs/operations.md"
+    for term in ("pg_dump", "pg_restore", "versioning", "Replication", "backup lease"):
+        assert term in text, f"{term} missing from docs/operations.md"

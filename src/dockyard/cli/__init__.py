@@ -10,7 +10,7 @@ import typer
 
 from dockyard.cli import admin as admin_groups
 from dockyard.cli import (
-    audit, background_jobs, check_config, events, jobs, login, policy, promote, quotas, repos, scanners, security, server,
+    audit, background_jobs, backup, check_config, events, jobs, login, policy, promote, quotas, repos, scanners, security, server,
     signing,
     tag_rules, token_keys, vulndb, webhooks,
 )
@@ -22,15 +22,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # a crash must not print passwords or hostile text from locals
 )
 admin = typer.Typer(
-    help="Administration: `migrate`, `bootstrap`, `purge-uploads`, `gc` and `rotate-kek` work directly on the data "
-    "directory; the other groups are clients of a running registry's /api/v1.",
+    help="Administration: `migrate`, `bootstrap`, `purge-uploads`, `gc`, `rotate-kek`, `backup`, `restore` and `verify` "
+    "work directly on the data directory; the other groups are clients of a running registry's /api/v1.",
     no_args_is_help=True,
 )
 app.add_typer(admin, name="admin")
 
 # In the order `dockyard --help` lists them.
 for module in (server, check_config, login, repos, jobs, background_jobs, promote, policy, tag_rules, quotas, webhooks, events, admin_groups,
-               audit, token_keys, vulndb, signing, security, scanners):
+               audit, token_keys, vulndb, signing, security, scanners, backup):
     module.register(app, admin)
 
 

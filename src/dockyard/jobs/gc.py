@@ -10,6 +10,7 @@ domain/blob_refs.py, which owns every statement on the blob rows; this module on
 per run it reclaims orphans through storage intents (domain/intents.py, deleting under the
 intent's row lock every object older than the grace period that no blob or upload row owns),
 sweeps what an interrupted run left marked, then marks and sweeps new garbage batch by batch.
+While a backup runs, the cutoff never passes its lease's `since` (domain/backup_leases.py).
 Uploads in progress are not blobs yet (their bytes live under uploads/), so GC cannot touch
 them; stale uploads are purged by housekeeping.
 """
@@ -23,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 
-from dockyard.domain import blob_refs
+from dockyard.domain import backup_leases, blob_refs
 from dockyard.domain.events import record
 from dockyard.domain.repository_lifecycle import sweep_empty
 from dockyard.metadata.db import Database, utcnow
@@ -78,6 +79,10 @@ class GarbageCollector:
         cutoff = now - timedelta(seconds=grace)
         report = progress or (lambda data: None)
         with self.db.read() as conn:
+            # A running backup still copies what its snapshot references (domain/backup_leases.py).
+            floor = backup_leases.gc_floor(conn, now)
+            if floor is not None and floor < cutoff:
+                cutoff = floor
             count, size, stale = blob_refs.garbage_stats(conn, cutoff)
             waiting, waiting_bytes, oldest = blob_refs.pending_stats(conn, cutoff)
         result = {

@@ -1,0 +1,221 @@
+"""Backup under load, restore into a fresh directory, verify and repair (issue 16, acceptance 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+from typer.testing import CliRunner
+
+from dockyard.cli import app as cli
+from dockyard.domain import backup_leases
+from dockyard.jobs.gc import GarbageCollector
+from dockyard.metadata.backup_tables import backup_leases as backup_leases_table
+from dockyard.metadata.db import utcnow
+
+from .conftest import open_registry
+from .helpers import OCI_MANIFEST, sha256
+
+runner = CliRunner()
+
+
+def _cli(*args: str):
+    return runner.invoke(cli, list(args))
+
+
+async def _pull_and_check(reg, repo: str, tag: str, expected_digest: str) -> None:
+    r = await reg.client.get(f"/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
+    assert r.status_code == 200, (repo, tag, r.text)
+    assert sha256(r.content) == expected_digest
+    doc = json.loads(r.content)
+    for desc in [doc["config"], *doc["layers"]]:
+        blob = await reg.client.get(f"/v2/{repo}/blobs/{desc['digest']}")
+        assert blob.status_code == 200, (repo, tag, desc["digest"])
+        assert sha256(blob.content) == desc["digest"] and len(blob.content) == desc["size"]
+
+
+def _blob_file(data_dir: Path, digest: str) -> Path:
+    hexpart = digest.split(":", 1)[1]
+    [path] = (data_dir / "storage" / "blobs" / "sha256" / hexpart[:2] / hexpart).iterdir()
+    return path
+
+
+async def test_backup_while_pushing_then_restore_verify_and_repair(tmp_path: Path):
+    data, dest, restored = tmp_path / "data", tmp_path / "backup", tmp_path / "restored"
+    existing: dict[tuple[str, str], str] = {}
+    async with open_registry(data, "filesystem") as reg:
+        shared_digest, shared_body = await reg.push_image("app", "v1", seed=1, layers=2)
+        await reg.push_manifest("app", "latest", shared_body, OCI_MANIFEST)
+        await reg.push_image("other", "1.0", seed=1, layers=2)  # the same blobs, linked into a second repository
+        existing |= {("app", "v1"): shared_digest, ("app", "latest"): shared_digest, ("other", "1.0"): shared_digest}
+        for i in range(2, 6):
+            digest, _ = await reg.push_image("lib", f"t{i}", seed=i, layers=2)
+            existing[("lib", f"t{i}")] = digest
+
+        pushed_during: list[str] = []
+        stop = asyncio.Event()
+        goal = [0]  # the pusher keeps going after stop until it has pushed this many
+
+        async def pusher() -> None:
+            n = 100
+            while not stop.is_set() or len(pushed_during) < goal[0]:
+                await reg.push_image("load", f"n{n}", seed=n, layers=3)
+                pushed_during.append(f"n{n}")
+                n += 1
+
+        task = asyncio.create_task(pusher())
+        deadline = asyncio.get_running_loop().time() + 30
+        while not pushed_during:  # the pusher is running before the backup starts
+            assert asyncio.get_running_loop().time() < deadline and not task.done()
+            await asyncio.sleep(0.01)
+        started_with = len(pushed_during)
+        result = await asyncio.to_thread(_cli, "admin", "backup", str(dest), "--data-dir", str(data), "--json")
+        goal[0] = started_with + 2  # pushes go on after the backup too
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert result.exit_code == 0, result.output
+        assert len(pushed_during) >= started_with + 2
+        for tag in pushed_during[:started_with]:  # images tagged before the backup started are in it
+            existing[("load", tag)] = sha256((await reg.client.get(f"/v2/load/manifests/{tag}",
+                                                                    headers={"Accept": OCI_MANIFEST})).content)
+        # The lease is gone once the backup ends.
+        assert reg.count("backup_leases") == 0
+
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["format"] == "dockyard-backup" and manifest["version"] == 1
+    assert manifest["counts"]["blobs"] == len(manifest["blobs"]) >= 3 + 4 * 3
+    assert manifest["files"]["dockyard.db"] == "sha256:" + hashlib.sha256((dest / "dockyard.db").read_bytes()).hexdigest()
+    assert "secrets/kek" in manifest["files"]
+
+    # A restore refuses a data directory that is not empty.
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    refused = _cli("admin", "restore", str(dest), str(tmp_path / "busy"))
+    assert refused.exit_code == 1 and "not empty" in refused.output
+
+    done = _cli("admin", "restore", str(dest), str(restored))
+    assert done.exit_code == 0, done.output
+    async with open_registry(restored, "filesystem") as reg:
+        for (repo, tag), digest in existing.items():
+            await _pull_and_check(reg, repo, tag, digest)
+
+    ok = _cli("admin", "verify", "--data-dir", str(restored), "--read-blobs", "--json")
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(ok.stdout)
+    assert report["problems"] == [] and report["checked"] >= 3 + 4 * 3
+
+    # Corrupt one layer (same size): a stat-only verify cannot see it, --read-blobs names it and its images.
+    layer = json.loads(shared_body)["layers"][1]["digest"]
+    victim = _blob_file(restored, layer)
+    raw = bytearray(victim.read_bytes())
+    raw[0] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    assert _cli("admin", "verify", "--data-dir", str(restored)).exit_code == 0
+    bad = _cli("admin", "verify", "--data-dir", str(restored), "--read-blobs", "--rate", "50", "--json")
+    assert bad.exit_code == 1
+    [problem] = json.loads(bad.stdout)["problems"]
+    assert problem["digest"] == layer and problem["problem"] == "digest-mismatch"
+    assert problem["images"] == ["app:latest", "app:v1", "other:1.0"]
+    human = _cli("admin", "verify", "--data-dir", str(restored), "--read-blobs")
+    assert "1 problems" in human.output and layer in human.output and "other:1.0" in human.output
+
+    # --repair --from the backup copies the good bytes back; verify is clean again.
+    fixed = _cli("admin", "verify", "--data-dir", str(restored), "--read-blobs", "--repair", "--from", str(dest), "--json")
+    assert json.loads(fixed.stdout)["problems"][0]["repaired"] == "restored"
+    assert _cli("admin", "verify", "--data-dir", str(restored), "--read-blobs").exit_code == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_repair_without_a_backup_quarantines_a_damaged_blob(tmp_path: Path, backend: str, database_url_for):
+    data, url = tmp_path / "data", database_url_for(backend)
+    db_args = ["--database-url", url] if url else []
+    async with open_registry(data, "filesystem", database_url=url) as reg:
+        _, body = await reg.push_image("app", "v1", seed=7)
+    layer = json.loads(body)["layers"][0]["digest"]
+    victim = _blob_file(data, layer)
+    victim.write_bytes(b"x" * victim.stat().st_size)
+    fixed = _cli("admin", "verify", "--data-dir", str(data), *db_args, "--read-blobs", "--repair", "--json")
+    [problem] = json.loads(fixed.stdout)["problems"]
+    assert problem["repaired"] == "quarantined" and problem["images"] == ["app:v1"]
+    assert not victim.exists()
+    assert (data / "storage" / "quarantine" / victim.relative_to(data / "storage")).read_bytes() == b"x" * 100
+    missing = _cli("admin", "verify", "--data-dir", str(data), *db_args, "--json")
+    assert missing.exit_code == 1 and json.loads(missing.stdout)["problems"][0]["problem"] == "missing"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_gc_keeps_what_a_live_backup_lease_protects(tmp_path: Path, backend: str, database_url_for):
+    """A blob unreferenced after the lease was taken survives GC while the lease lives, and goes after."""
+    async with open_registry(tmp_path / "data", "filesystem", database_url=database_url_for(backend)) as reg:
+        services = reg.services
+        digest, body = await reg.push_image("app", "v1", seed=3)
+        lease = backup_leases.take(services.db, ttl_seconds=7200)
+        assert (await reg.client.delete(f"/v2/app/manifests/{digest}")).status_code == 202
+        later = lambda: utcnow() + timedelta(hours=1)  # noqa: E731  (past the grace, inside the lease)
+        gc = GarbageCollector(services.db, services.storage, grace_seconds=1, clock=later)
+        assert gc.run()["deleted"] == 0
+        layer = json.loads(body)["layers"][0]["digest"]
+        assert reg.count("blobs", "digest = :d", d=layer) == 1
+        backup_leases.release(services.db, lease)
+        assert gc.run()["deleted"] == 2  # config + layer
+        assert reg.count("blobs", "digest = :d", d=layer) == 0
+
+
+def test_restore_refuses_a_directory_that_is_not_a_backup(tmp_path: Path):
+    (tmp_path / "src").mkdir()
+    result = _cli("admin", "restore", str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert result.exit_code == 1 and "not a complete Dockyard backup" in result.output
+    assert not (tmp_path / "dst").exists()
+
+
+async def test_restore_stops_at_a_damaged_blob_in_the_backup(tmp_path: Path):
+    data, dest = tmp_path / "data", tmp_path / "backup"
+    async with open_registry(data, "filesystem") as reg:
+        _, body = await reg.push_image("app", "v1", seed=9)
+    assert _cli("admin", "backup", str(dest), "--data-dir", str(data)).exit_code == 0
+    layer = json.loads(body)["layers"][0]["digest"]
+    copy = dest / "blobs" / "sha256" / layer.split(":", 1)[1]
+    copy.write_bytes(b"y" * copy.stat().st_size)
+    result = _cli("admin", "restore", str(dest), str(tmp_path / "restored"))
+    assert result.exit_code == 1 and layer in result.output and "expected" in result.output
+    assert not (tmp_path / "restored" / "dockyard.db").exists()  # the database goes in last: no half registry
+
+
+async def test_an_expired_lease_holds_gc_back_no_longer(tmp_path: Path):
+    """A killed backup stops renewing: once its lease expires, GC collects as usual."""
+    async with open_registry(tmp_path / "data", "filesystem") as reg:
+        digest, _ = await reg.push_image("app", "v1", seed=4)
+        backup_leases.take(reg.services.db, ttl_seconds=60)
+        assert (await reg.client.delete(f"/v2/app/manifests/{digest}")).status_code == 202
+        gc = GarbageCollector(reg.services.db, reg.services.storage, grace_seconds=1,
+                              clock=lambda: utcnow() + timedelta(hours=1))
+        assert gc.run()["deleted"] == 2
+        with reg.services.db.write() as conn:  # let the first lease run out for real
+            conn.execute(update(backup_leases_table).values(expires_at=utcnow() - timedelta(seconds=1)))
+        backup_leases.take(reg.services.db, ttl_seconds=60)  # the next backup clears the dead lease
+        assert reg.count("backup_leases") == 1
+
+
+async def test_backup_leaves_out_collected_garbage_and_refuses_a_missing_referenced_blob(tmp_path: Path):
+    import sqlite3
+
+    data = tmp_path / "data"
+    async with open_registry(data, "filesystem") as reg:
+        _, body = await reg.push_image("app", "v1", seed=5)
+        loose = await reg.push_blob("app", b"uploaded, no manifest yet")
+    _blob_file(data, loose).unlink()  # as if GC collected it during the copy
+    result = _cli("admin", "backup", str(tmp_path / "b1"), "--data-dir", str(data), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dropped"] == [loose]
+    with sqlite3.connect(tmp_path / "b1" / "dockyard.db") as conn:
+        assert conn.execute("SELECT state FROM blobs WHERE digest = ?", (loose,)).fetchone() == ("deleting",)
+    layer = json.loads(body)["layers"][0]["digest"]
+    _blob_file(data, layer).unlink()
+    refused = _cli("admin", "backup", str(tmp_path / "b2"), "--data-dir", str(data))
+    assert refused.exit_code == 1 and layer in refused.output and "admin verify" in refused.output
+    assert not (tmp_path / "b2" / "manifest.json").exists()
