@@ -172,6 +172,11 @@ def start_acme(settings):
     manager = AcmeManager(store, config, cert_file=settings.acme_cert_file, key_file=settings.acme_key_file,
                           renew_before_days=settings.acme_renew_before_days,
                           check_seconds=settings.acme_check_interval_seconds)
+    if settings.server == "uvicorn":  # no rolling reload there (SIGHUP would end it): a renewal waits for a restart
+        manager.reload = lambda: log.warning("ACME: a new certificate is installed; restart the server to serve it "
+                                             "(--server uvicorn cannot reload; granian does)")
+    # Until granian installs its SIGHUP handler, a reload has nothing to do: the workers it starts read the files.
+    signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP before the workers started: they will load the files"))
     manager.prepare()
     manager.start()
     return settings.model_copy(update={"tls_cert_file": settings.acme_cert_file, "tls_key_file": settings.acme_key_file})
