@@ -33,7 +33,7 @@ SECRET_KEY = "acme-e2e-kek-0123456789abcdefghijklmnop"
 
 
 class Pebble:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, start: bool = True):
         ca = TestCA(root / "pebble-tls")  # Pebble's own HTTPS (the ACME API), not what it issues
         cert, key = ca.issue("pebble")
         self.tls_ca = ca.ca_file
@@ -45,10 +45,16 @@ class Pebble:
             "ocspResponderURL": "", "externalAccountBindingRequired": False, "keyAlgorithm": "ecdsa",
             "profiles": {"default": {"description": "short-lived, for renewal", "validityPeriod": VALIDITY_SECONDS}},
         }}))
-        env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0", "PATH": "/usr/bin:/bin"}
-        self.proc = start_server([tool("pebble"), "-config", str(config)], port=self.acme_port, data_dir=root,
-                                 log_name="pebble.log", env=env, name="pebble", wait=False)
+        self.root, self.config = root, config
         self.directory = f"https://127.0.0.1:{self.acme_port}/dir"
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        root = self.root
+        env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0", "PATH": "/usr/bin:/bin"}
+        self.proc = start_server([tool("pebble"), "-config", str(self.config)], port=self.acme_port, data_dir=root,
+                                 log_name="pebble.log", env=env, name="pebble", wait=False)
         deadline = time.monotonic() + 30
         while True:
             assert self.proc.alive(), self.proc.log_tail()
@@ -73,13 +79,14 @@ def pebble(tmp_path_factory):
     p.proc.stop()
 
 
-def _serve(pebble: Pebble, data_dir: Path, *, http_port: int, database_url: str | None = None) -> ServerProcess:
+def _serve(pebble: Pebble, data_dir: Path, *, http_port: int, database_url: str | None = None,
+           check_seconds: int = 1) -> ServerProcess:
     port = free_port()
     env = {
         "DOCKYARD_AUTH_MODE": "none", "DOCKYARD_SECRET_KEY": SECRET_KEY,
         "DOCKYARD_ACME_DOMAIN": "localhost", "DOCKYARD_ACME_DIRECTORY_URL": pebble.directory,
         "DOCKYARD_ACME_EMAIL": "ops@example.test", "DOCKYARD_ACME_CA_FILE": str(pebble.tls_ca),
-        "DOCKYARD_ACME_CHECK_INTERVAL_SECONDS": "1", "DOCKYARD_TLS_REDIRECT_HTTP_PORT": str(http_port),
+        "DOCKYARD_ACME_CHECK_INTERVAL_SECONDS": str(check_seconds), "DOCKYARD_TLS_REDIRECT_HTTP_PORT": str(http_port),
         **({"DOCKYARD_DATABASE_URL": database_url} if database_url else {}),
     }
     cmd = [sys.executable, "-m", "dockyard", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -186,3 +193,33 @@ def test_a_second_node_installs_the_stored_certificate_and_nodes_renew_once(pebb
         assert "Traceback" not in node_b.log_tail(100000)
     finally:
         node_b.stop()
+
+
+def test_ca_unreachable_at_start_serves_a_placeholder_then_recovers(tmp_path):
+    """No ACME server yet: serve starts anyway with a self-signed placeholder, logs each failure and retries with
+    backoff (5 s, then 10 s: the check interval caps it); once the ACME server is up, it gets a certificate."""
+    pebble = Pebble(tmp_path / "pebble", start=False)
+    server = _serve(pebble, tmp_path / "node", http_port=pebble.http01_port, check_seconds=10)
+    try:
+        deadline = time.monotonic() + 60
+        while "retrying in 10 s" not in server.log_tail(100000):
+            assert server.alive(), server.log_tail()
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.2)
+        log = server.log_tail(100000)
+        assert "cannot reach the ACME directory" in log and "serving a self-signed placeholder" in log
+        assert log.index("retrying in 5 s") < log.index("retrying in 10 s")
+        unverified = ssl.create_default_context()
+        unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            with unverified.wrap_socket(raw, server_hostname="localhost") as tls:
+                placeholder = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+        assert "placeholder" in placeholder.subject.rfc4514_string()
+        pebble.start()
+        try:
+            cert, status = _wait_served(server, pebble, timeout=40)
+            assert status == "HTTP/1.1 200 OK" and "Pebble Intermediate CA" in cert.issuer.rfc4514_string()
+        finally:
+            pebble.proc.stop()
+    finally:
+        server.stop()

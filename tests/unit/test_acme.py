@@ -264,3 +264,19 @@ def test_acme_settings_rules(tmp_path):
     # what serve hands its workers (the files ACME wrote) passes the same rules
     assert Settings(data_dir=tmp_path, acme_domain=DOMAIN, tls_redirect_http_port=8080,
                     tls_cert_file=s.acme_cert_file, tls_key_file=s.acme_key_file).tls_enabled
+
+
+def test_serve_refuses_bad_acme_configuration_clearly(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app
+
+    ca = TestCA(tmp_path / "ca")
+    cert, key = ca.issue("server")
+    monkeypatch.setenv("DOCKYARD_ACME_DOMAIN", DOMAIN)
+    base = ["serve", "--host", "127.0.0.1", "--port", str(free_port()), "--data-dir", str(tmp_path / "d")]
+    both = CliRunner().invoke(app, [*base, "--tls-cert", str(cert), "--tls-key", str(key)])
+    assert both.exit_code == 2 and "acme_domain and tls_cert_file exclude each other" in " ".join(both.output.split())
+    no_port = CliRunner().invoke(app, base)
+    assert no_port.exit_code == 2 and "acme_domain needs tls_redirect_http_port" in " ".join(no_port.output.split())
+    assert not (tmp_path / "d" / "dockyard.db").exists()  # refused before touching anything

@@ -160,7 +160,11 @@ def serve(
     if settings.acme_domain:  # the certificate files exist only after this (docs/tls.md)
         from dockyard.cli.acme_serve import start_acme
 
-        settings = start_acme(settings)
+        try:
+            settings = start_acme(settings)
+        except KeyEncryptionError as exc:  # ACME keys sealed under another node's KEK
+            say.error(f"cannot open the ACME keys: {exc}")
+            raise typer.Exit(2) from exc
         say.info(f"certificate for {settings.acme_domain} by ACME from {settings.acme_directory_url}; "
                  f"plain HTTP on port {settings.tls_redirect_http_port} answers its challenges and redirects to HTTPS")
     if settings.storage_driver == "memory" and settings.workers > 1:
