@@ -280,3 +280,18 @@ def test_serve_refuses_bad_acme_configuration_clearly(tmp_path, monkeypatch):
     no_port = CliRunner().invoke(app, base)
     assert no_port.exit_code == 2 and "acme_domain needs tls_redirect_http_port" in " ".join(no_port.output.split())
     assert not (tmp_path / "d" / "dockyard.db").exists()  # refused before touching anything
+
+
+def test_kek_rotation_reseals_the_acme_keys(db, store, tmp_path):
+    from dockyard.domain.acme_store import reseal
+
+    account_key, _ = store.account("https://acme.invalid/dir", None)
+    cert, key = _issue(tmp_path)
+    store.save_certificate(DOMAIN, cert, key)
+    new_ring = KeyRing(Kek.from_secret(b"n" * 32))
+    assert reseal(db, store.ring, new_ring) == 2
+    rotated = AcmeStore(db, new_ring)
+    assert rotated.current(DOMAIN, open_key=True).key_pem == key
+    assert rotated.account("https://acme.invalid/dir", None)[0] == account_key
+    with pytest.raises(Exception, match="key-encryption key"):
+        store.current(DOMAIN, open_key=True)  # the old KEK no longer opens them

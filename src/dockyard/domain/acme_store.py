@@ -173,3 +173,20 @@ def fingerprint_of_file(path) -> str | None:
         return leaf_facts(path.read_bytes())[0]
     except (OSError, ValueError, IndexError):
         return None
+
+
+def reseal(db: Database, old_ring: KeyRing, new_ring: KeyRing) -> int:
+    """Re-seal the ACME account and certificate keys under `new_ring` (`dockyard admin rotate-kek`), in one
+    transaction; returns how many keys."""
+    with db.write() as conn:
+        accounts = conn.execute(select(acme_accounts.c.directory_url, acme_accounts.c.key_sealed)).all()
+        for row in accounts:
+            context = f"acme-account:{row.directory_url}"
+            conn.execute(update(acme_accounts).where(acme_accounts.c.directory_url == row.directory_url).values(
+                key_sealed=new_ring.seal(old_ring.open(row.key_sealed, context), context)))
+        certificates = conn.execute(select(acme_certificates.c.domain, acme_certificates.c.key_sealed)).all()
+        for row in certificates:
+            context = f"acme-cert:{row.domain}"
+            conn.execute(update(acme_certificates).where(acme_certificates.c.domain == row.domain).values(
+                key_sealed=new_ring.seal(old_ring.open(row.key_sealed, context), context)))
+    return len(accounts) + len(certificates)
