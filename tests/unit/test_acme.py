@@ -295,3 +295,28 @@ def test_kek_rotation_reseals_the_acme_keys(db, store, tmp_path):
     assert rotated.account("https://acme.invalid/dir", None)[0] == account_key
     with pytest.raises(Exception, match="key-encryption key"):
         store.current(DOMAIN, open_key=True)  # the old KEK no longer opens them
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_admin_acme_status(store, tmp_path):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from dockyard.cli import app
+
+    data_dir = Path(store.db.engine.url.database).parent
+    cert, key = _issue(tmp_path)
+    stored = store.save_certificate(DOMAIN, cert, key)
+    store.take_lease(DOMAIN, "node-a:42", 60)
+    (data_dir / "acme").mkdir()
+    (data_dir / "acme" / "fullchain.pem").write_bytes(cert)
+    result = CliRunner().invoke(app, ["admin", "acme", "status", "--data-dir", str(data_dir),
+                                      "--database-url", str(store.db.engine.url), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = _json.loads(result.output[result.output.index("["):])
+    assert [(r["domain"], r["fingerprint"], r["ordering"], r["installed_here"]) for r in rows] == [
+        (DOMAIN, stored.fingerprint, "node-a:42", True)]
+    assert "PRIVATE" not in result.output
+    text = CliRunner().invoke(app, ["admin", "acme", "status", "--data-dir", str(data_dir), "--database-url", str(store.db.engine.url)])
+    assert text.exit_code == 0 and f"{DOMAIN}: valid until" in text.output and "ordering now: node-a:42" in text.output

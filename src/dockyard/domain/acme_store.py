@@ -49,11 +49,14 @@ def leaf_facts(fullchain_pem: bytes) -> tuple[str, datetime, datetime]:
     return leaf.fingerprint(hashes.SHA256()).hex(), leaf.not_valid_before_utc, leaf.not_valid_after_utc
 
 
+def renewal_time(not_before: datetime, not_after: datetime, renew_before: timedelta) -> datetime:
+    """When to renew: once the certificate has `renew_before` left, or a third of its lifetime when that is
+    less (as Let's Encrypt advises: a 90-day certificate renews 30 days ahead, a 6-day one 2 days ahead)."""
+    return not_after - min(renew_before, (not_after - not_before) / 3)
+
+
 def needs_renewal(not_before: datetime, not_after: datetime, now: datetime, renew_before: timedelta) -> bool:
-    """Renew once the certificate has `renew_before` left, or a third of its lifetime when that is less
-    (as Let's Encrypt advises: a 90-day certificate renews 30 days ahead, a 6-day one 2 days ahead)."""
-    window = min(renew_before, (not_after - not_before) / 3)
-    return not_after - now <= window
+    return now >= renewal_time(not_before, not_after, renew_before)
 
 
 def placeholder_pair(domain: str) -> tuple[bytes, bytes]:
@@ -78,7 +81,7 @@ def holder_name() -> str:
 
 
 class AcmeStore:
-    def __init__(self, db: Database, ring: KeyRing):
+    def __init__(self, db: Database, ring: KeyRing | None = None):  # None: public data only (status)
         self.db = db
         self.ring = ring
 
@@ -120,6 +123,19 @@ class AcmeStore:
         key = self.ring.open(row.key_sealed, f"acme-cert:{domain}") if open_key else b""
         return StoredCertificate(domain, row.fullchain_pem.encode(), key, row.fingerprint, aware(row.not_after),
                                  aware(row.issued_at))
+
+    def status(self, renew_before: timedelta) -> list[dict]:
+        """What `dockyard admin acme status` shows: each stored certificate (never a key) and its lease."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(acme_certificates.c.domain, acme_certificates.c.fullchain_pem,
+                                       acme_certificates.c.issued_at).order_by(acme_certificates.c.domain)).all()
+        out = []
+        for row in rows:
+            fingerprint, not_before, not_after = leaf_facts(row.fullchain_pem.encode())
+            out.append({"domain": row.domain, "not_after": not_after, "renew_at": renewal_time(not_before, not_after, renew_before),
+                        "issued_at": aware(row.issued_at), "fingerprint": fingerprint,
+                        "ordering": self.lease_holder(row.domain)})
+        return out
 
     # -- HTTP-01 answers ---------------------------------------------------------------------
 
