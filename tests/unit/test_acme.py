@@ -320,3 +320,16 @@ def test_admin_acme_status(store, tmp_path):
     assert "PRIVATE" not in result.output
     text = CliRunner().invoke(app, ["admin", "acme", "status", "--data-dir", str(data_dir), "--database-url", str(store.db.engine.url)])
     assert text.exit_code == 0 and f"{DOMAIN}: valid until" in text.output and "ordering now: node-a:42" in text.output
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_start_while_another_node_orders_uses_a_placeholder_and_looks_again_soon(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(acme_serve, "obtain", lambda *a: pytest.fail("must not order while another node holds the lease"))
+    store.take_lease(DOMAIN, "node-a", 60)
+    b = _manager(store, tmp_path, "b")
+    b.prepare()
+    assert "placeholder" in x509.load_pem_x509_certificate(b.cert_file.read_bytes()).subject.rfc4514_string()
+    assert b._start_failures == 1  # its loop looks again after retry_delay(1) = 5 s, not check_seconds
+    cert, key = _issue(tmp_path)
+    store.save_certificate(DOMAIN, cert, key)  # node a finished
+    assert b.check() and b.cert_file.read_bytes() == cert

@@ -24,7 +24,8 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from dockyard.domain.acme import AcmeConfig, AcmeFailure, obtain
+from dockyard.auth.secret_box import KeyEncryptionError
+from dockyard.domain.acme import AcmeConfig, obtain
 from dockyard.domain.acme_store import (
     AcmeStore,
     StoredCertificate,
@@ -66,6 +67,7 @@ class AcmeManager:
         self.holder = holder_name()
         self.reload = lambda: os.kill(os.getpid(), signal.SIGHUP)  # the serve process's own SIGHUP path
         self._stop = threading.Event()
+        self._start_failures = 0
 
     # -- one pass ----------------------------------------------------------------------------
 
@@ -116,9 +118,15 @@ class AcmeManager:
         serve a self-signed placeholder so the server (and its HTTP-01 listener) runs while the loop retries."""
         try:
             self.check()
-        except (AcmeFailure, OSError) as exc:
+        except KeyEncryptionError:
+            raise  # a configuration error (another KEK): serve refuses to start
+        except Exception as exc:  # the CA unreachable or refusing, the database away: start anyway, retry
+            self._start_failures = 1
             log.error("ACME: no certificate yet for %s: %s; serving a self-signed placeholder and retrying",
                       self.config.domain, exc)
+        stored = self.store.current(self.config.domain) if not self._start_failures else None
+        if stored is None or fingerprint_of_file(self.cert_file) != stored.fingerprint:
+            self._start_failures = max(self._start_failures, 1)  # another node is ordering: look again soon
         if not self.cert_file.exists() or not self.key_file.exists():
             cert, key = placeholder_pair(self.config.domain)
             write_private(self.key_file, key)
@@ -137,8 +145,8 @@ class AcmeManager:
         return min(self.check_seconds, RETRY_MIN_SECONDS * 2 ** max(0, failures - 1))
 
     def _run(self) -> None:
-        failures = 0
-        wait = self.check_seconds
+        failures = self._start_failures  # no certificate installed at start: look again in 5 s, not in an interval
+        wait = self.retry_delay(failures) if failures else self.check_seconds
         while not self._stop.wait(wait):
             try:
                 if self.check():
