@@ -122,8 +122,8 @@ class AcmeManager:
             raise  # a configuration error (another KEK): serve refuses to start
         except Exception as exc:  # the CA unreachable or refusing, the database away: start anyway, retry
             self._start_failures = 1
-            log.error("ACME: no certificate yet for %s: %s; serving a self-signed placeholder and retrying",
-                      self.config.domain, exc)
+            log.error("ACME: no certificate yet for %s: %s; serving a self-signed placeholder; retrying in %.0f s",
+                      self.config.domain, exc, self.retry_delay(1))
         stored = self.store.current(self.config.domain) if not self._start_failures else None
         if stored is None or fingerprint_of_file(self.cert_file) != stored.fingerprint:
             self._start_failures = max(self._start_failures, 1)  # another node is ordering: look again soon
