@@ -80,7 +80,7 @@ def pebble(tmp_path_factory):
 
 
 def _serve(pebble: Pebble, data_dir: Path, *, http_port: int, database_url: str | None = None,
-           check_seconds: int = 1) -> ServerProcess:
+           check_seconds: int = 1, args: tuple[str, ...] = ()) -> ServerProcess:
     port = free_port()
     env = {
         "DOCKYARD_AUTH_MODE": "none", "DOCKYARD_SECRET_KEY": SECRET_KEY,
@@ -90,7 +90,7 @@ def _serve(pebble: Pebble, data_dir: Path, *, http_port: int, database_url: str 
         **({"DOCKYARD_DATABASE_URL": database_url} if database_url else {}),
     }
     cmd = [sys.executable, "-m", "dockyard", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(data_dir), "--workers", "1"]
+           "--data-dir", str(data_dir), "--workers", "1", *args]
     return start_server(cmd, port=port, data_dir=data_dir, log_name="dockyard.log", name="dockyard",
                         env=dockyard_env(env), wait=False)
 
@@ -223,3 +223,22 @@ def test_ca_unreachable_at_start_serves_a_placeholder_then_recovers(tmp_path):
             pebble.proc.stop()
     finally:
         server.stop()
+
+
+def test_uvicorn_serves_the_acme_certificate_and_says_a_renewal_needs_a_restart(tmp_path):
+    """--server uvicorn has no rolling reload (and SIGHUP would end it): it serves the first certificate, and at
+    renewal installs the new files, logs that a restart is needed, and keeps serving."""
+    pebble = Pebble(tmp_path / "pebble")
+    server = _serve(pebble, tmp_path / "uv", http_port=pebble.http01_port, args=("--server", "uvicorn"))
+    try:
+        first, status = _wait_served(server, pebble)
+        assert status.startswith("HTTP/1.1 200")
+        deadline = time.monotonic() + VALIDITY_SECONDS * 2
+        while "restart the server to serve it" not in server.log_tail(100000):
+            assert server.alive(), server.log_tail()
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.2)
+        assert server.alive() and _served(server, pebble)[0].serial_number == first.serial_number
+    finally:
+        server.stop()
+        pebble.proc.stop()
