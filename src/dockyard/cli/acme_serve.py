@@ -122,7 +122,7 @@ class AcmeManager:
             raise  # a configuration error (another KEK): serve refuses to start
         except Exception as exc:  # the CA unreachable or refusing, the database away: start anyway, retry
             self._start_failures = 1
-            log.error("ACME: no certificate yet for %s: %s; serving a self-signed placeholder; retrying in %.0f s",
+            log.error("ACME: cannot get the certificate for %s now: %s; retrying in %.0f s",
                       self.config.domain, exc, self.retry_delay(1))
         stored = self.store.current(self.config.domain) if not self._start_failures else None
         if stored is None or fingerprint_of_file(self.cert_file) != stored.fingerprint:
@@ -131,6 +131,7 @@ class AcmeManager:
             cert, key = placeholder_pair(self.config.domain)
             write_private(self.key_file, key)
             write_private(self.cert_file, cert)
+            log.warning("ACME: serving a self-signed placeholder for %s until the certificate arrives", self.config.domain)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="dockyard-acme", daemon=True)
