@@ -219,3 +219,29 @@ async def test_backup_leaves_out_collected_garbage_and_refuses_a_missing_referen
     refused = _cli("admin", "backup", str(tmp_path / "b2"), "--data-dir", str(data))
     assert refused.exit_code == 1 and layer in refused.output and "admin verify" in refused.output
     assert not (tmp_path / "b2" / "manifest.json").exists()
+
+
+async def test_restore_writes_owner_only_files_whatever_the_umask(tmp_path: Path):
+    """The restored database and key-encryption key hold every secret: never readable by other users, even
+    before the first `dockyard serve` tightens the tree (restore used to run with the caller's umask)."""
+    import os
+    import stat
+
+    data, dest, restored = tmp_path / "data", tmp_path / "backup", tmp_path / "restored"
+    async with open_registry(data, "filesystem") as reg:
+        _, body = await reg.push_image("app", "v1", seed=11)
+    (data / "secrets").mkdir(mode=0o700, exist_ok=True)
+    if not (data / "secrets" / "kek").exists():
+        (data / "secrets" / "kek").write_text("k" * 44)
+    assert _cli("admin", "backup", str(dest), "--data-dir", str(data)).exit_code == 0
+    old = os.umask(0o022)
+    try:
+        result = _cli("admin", "restore", str(dest), str(restored))
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    layer = json.loads(body)["layers"][0]["digest"]
+    paths = [restored, restored / "dockyard.db", restored / "secrets", restored / "secrets" / "kek",
+             restored / "storage", _blob_file(restored, layer)]
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in paths}
+    assert all(int(m, 8) & 0o077 == 0 for m in modes.values()), modes

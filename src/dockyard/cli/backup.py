@@ -75,7 +75,9 @@ def restore(
     """Restore a backup into a fresh data directory, checking every blob's digest as it copies."""
     from dockyard.domain.backup import BackupError
     from dockyard.domain.backup import restore as run_restore
+    from dockyard.storage.permissions import restrict_umask
 
+    restrict_umask()  # the restored database and key hold every secret: owner-only, like a server's data dir
     try:
         result = run_restore(src.resolve(), data_dir.resolve())
     except BackupError as exc:

@@ -88,6 +88,15 @@ def _empty_dir(path: Path, what: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
+def _copy_owner_only(source: Path, target: Path) -> None:
+    """Copy a secret file: created 0600 (never copied at the umask's mode and tightened afterwards)."""
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+        os.fchmod(out.fileno(), 0o600)
+        shutil.copyfileobj(src, out)
+
+
 def _write_verified(chunks: Iterable[bytes], target: Path, digest: str, size: int) -> None:
     """Copy into `target` (through a temporary file), refusing bytes that do not hash to `digest`."""
     h = hasher(digest)
@@ -171,9 +180,7 @@ def backup(
     snapshot.replace(dest / DB_FILE)
     files = {DB_FILE: file_sha256(dest / DB_FILE)}
     if kek_file is not None and kek_file.is_file():
-        (dest / KEK_FILE).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(kek_file, dest / KEK_FILE)
-        os.chmod(dest / KEK_FILE, 0o600)
+        _copy_owner_only(kek_file, dest / KEK_FILE)
         files[KEK_FILE] = file_sha256(dest / KEK_FILE)
     result.counts = {**_counts(dest / DB_FILE), "blobs": result.blobs, "blob_bytes": result.bytes}
     result.seconds = round(time.monotonic() - started, 3)
@@ -219,9 +226,7 @@ def restore(src: Path, data_dir: Path, progress: Callable[[int, int], None] | No
             raise BackupError(f"blob {digest} has an unsafe storage key {key!r}")
         _write_verified(_file_chunks(source), target, digest, size)
         report(i + 1, len(rows))
-    shutil.copyfile(src / DB_FILE, data_dir / DB_FILE)
+    _copy_owner_only(src / DB_FILE, data_dir / DB_FILE)
     if KEK_FILE in manifest["files"]:
-        (data_dir / KEK_FILE).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / KEK_FILE, data_dir / KEK_FILE)
-        os.chmod(data_dir / KEK_FILE, 0o600)
+        _copy_owner_only(src / KEK_FILE, data_dir / KEK_FILE)
     return {"data_dir": str(data_dir), "blobs": len(rows), "bytes": sum(r[1] for r in rows), "counts": manifest["counts"]}
