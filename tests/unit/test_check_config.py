@@ -112,3 +112,16 @@ def test_serve_names_the_likely_setting_for_a_typo_in_the_file(tmp_path):
     assert result.exit_code == 2
     assert "prot: unknown setting (did you mean 'port'?)" in " ".join(result.output.split())
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u@db.example/reg?password=hunter2",  # libpq takes the password from the query too
+    "postgresql://u:hunter2@db.example/reg?sslpassword=hunter2&sslmode=verify-full",
+    "postgresql:///reg?host=db.example&user=u&PASSWORD=hunter2",
+])
+def test_cli_valid_line_never_prints_a_database_password(tmp_path, url):
+    path = tmp_path / "dockyard.toml"
+    path.write_text(f'database_url = "{url}"\n')
+    code, text = _run(str(path))
+    assert code == 0, text
+    assert "hunter2" not in text and "db.example" in text
