@@ -126,3 +126,40 @@ def test_a_key_others_can_read_is_warned_about(pair):
         assert "readable by other users (mode 644)" in key_file_warning(key)
     finally:
         key.chmod(0o600)
+
+
+def _closed_by_server(sock, within: float) -> bool:
+    """True when the server closes `sock` (recv returns EOF or a reset) before `within` seconds pass."""
+    import socket
+
+    sock.settimeout(within)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_redirect_listener_drops_idle_connections_and_caps_them():
+    """Thread per connection: an idle (slowloris) client must not hold a thread forever, and many at once
+    must not take every thread of the serving process; a real client still gets its 308 afterwards."""
+    import socket
+
+    from dockyard.cli.tls_serve import start_redirect_listener
+
+    httpd = start_redirect_listener("127.0.0.1", 0, 8443, None, idle_timeout=0.5, max_connections=2)
+    port = httpd.server_address[1]
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        extra = socket.create_connection(("127.0.0.1", port))
+        assert _closed_by_server(extra, within=5)  # over the cap: closed at once, no thread
+        assert all(_closed_by_server(s, within=10) for s in idle)  # idle past the timeout: closed
+        for s in (*idle, extra):
+            s.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: r.example\r\n\r\n")
+            assert s.recv(1024).startswith(b"HTTP/1.0 308")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

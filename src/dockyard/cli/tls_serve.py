@@ -86,13 +86,19 @@ def granian_server(settings, **kwargs):
     return server
 
 
-def start_redirect_listener(host: str, port: int, https_port: int, public_url: str | None) -> ThreadingHTTPServer:
+def start_redirect_listener(host: str, port: int, https_port: int, public_url: str | None, *,
+                            idle_timeout: float = 10.0, max_connections: int = 256) -> ThreadingHTTPServer:
     """Serve plain HTTP on host:port in a daemon thread of the serving process: every request gets a 308 to the
-    same path over HTTPS (308 keeps the method and body, so a client's PUT is retried as a PUT), nothing else."""
+    same path over HTTPS (308 keeps the method and body, so a client's PUT is retried as a PUT), nothing else.
+
+    A thread per connection, so bounded: a connection silent for `idle_timeout` seconds is closed, and past
+    `max_connections` open ones a new connection is closed at once (idle clients must not pile up threads in
+    the process that supervises the workers)."""
 
     class Redirect(BaseHTTPRequestHandler):
         server_version = "dockyard"
         sys_version = ""
+        timeout = idle_timeout  # StreamRequestHandler sets it on the socket: every read times out
 
         def _redirect(self) -> None:
             location = https_location(public_url, https_port, self.headers.get("Host"), self.path if self.path.startswith("/") else "/")
@@ -111,6 +117,23 @@ def start_redirect_listener(host: str, port: int, https_port: int, public_url: s
     class Listener(ThreadingHTTPServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         daemon_threads = True
+        slots = threading.BoundedSemaphore(max_connections)
+
+        def process_request(self, request, client_address):
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)  # full: no thread for this one
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self.slots.release()
+                raise
+
+        def process_request_thread(self, request, client_address):
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
 
     httpd = Listener((host, port), Redirect)
     threading.Thread(target=httpd.serve_forever, name="dockyard-http-redirect", daemon=True).start()
