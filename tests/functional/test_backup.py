@@ -245,3 +245,37 @@ async def test_restore_writes_owner_only_files_whatever_the_umask(tmp_path: Path
              restored / "storage", _blob_file(restored, layer)]
     modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in paths}
     assert all(int(m, 8) & 0o077 == 0 for m in modes.values()), modes
+
+
+async def test_restore_refuses_a_tampered_manifest_and_an_oversized_blob(tmp_path: Path):
+    """The manifest names only the backup's own files (no `../`, no absolute path read from elsewhere), must
+    cover the database, and a blob file larger than its recorded size is refused before any byte is copied."""
+    data, dest = tmp_path / "data", tmp_path / "backup"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not part of the backup\n")
+    async with open_registry(data, "filesystem") as reg:
+        _, body = await reg.push_image("app", "v1", seed=12)
+    assert _cli("admin", "backup", str(dest), "--data-dir", str(data)).exit_code == 0
+    original = (dest / "manifest.json").read_text()
+    manifest = json.loads(original)
+
+    for n, files in enumerate([
+        {**manifest["files"], "../outside.txt": "sha256:" + hashlib.sha256(outside.read_bytes()).hexdigest()},
+        {**manifest["files"], str(outside): "sha256:" + hashlib.sha256(outside.read_bytes()).hexdigest()},
+        {k: v for k, v in manifest["files"].items() if k != "dockyard.db"},
+    ]):
+        (dest / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
+        result = _cli("admin", "restore", str(dest), str(tmp_path / f"r{n}"))
+        assert result.exit_code == 1, (files, result.output)
+        assert "manifest" in result.output
+        assert not (tmp_path / f"r{n}" / "dockyard.db").exists()
+
+    (dest / "manifest.json").write_text(original)
+    layer = json.loads(body)["layers"][0]
+    copy = dest / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]
+    with open(copy, "ab") as fh:
+        fh.truncate(layer["size"] + (64 << 20))  # sparse: 64 MiB more than the database records
+    result = _cli("admin", "restore", str(dest), str(tmp_path / "r-big"))
+    assert result.exit_code == 1 and layer["digest"] in result.output
+    assert f"expected {layer['size']} bytes" in result.output
+    assert not list((tmp_path / "r-big").rglob("*.partial")) and not list((tmp_path / "r-big").rglob(copy.name))

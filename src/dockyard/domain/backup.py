@@ -211,7 +211,11 @@ def restore(src: Path, data_dir: Path, progress: Callable[[int, int], None] | No
     manifest = read_manifest(src)
     _empty_dir(data_dir, "data directory")
     report = progress or (lambda done, total: None)
-    for name, expected in manifest["files"].items():
+    files = manifest.get("files")
+    if not isinstance(files, dict) or DB_FILE not in files or not set(files) <= {DB_FILE, KEK_FILE}:
+        raise BackupError(f"{src}/{MANIFEST} must list {DB_FILE} (and at most {KEK_FILE}), nothing else: the backup "
+                          "is damaged or was altered")
+    for name, expected in files.items():
         if file_sha256(src / name) != expected:
             raise BackupError(f"{src}/{name} does not match the backup's manifest (sha256): the backup is damaged")
     with closing(sqlite3.connect(f"file:{src / DB_FILE}?mode=ro", uri=True)) as conn:
@@ -221,6 +225,8 @@ def restore(src: Path, data_dir: Path, progress: Callable[[int, int], None] | No
         source = blob_path(src, digest)
         if not source.is_file():
             raise BackupError(f"blob {digest} is missing from the backup")
+        if (found := source.stat().st_size) != size:  # before copying: a padded file must not fill the disk
+            raise BackupError(f"blob {digest}: {found} bytes in the backup, expected {size} bytes")
         target = storage_root / key
         if storage_root.resolve() not in target.resolve().parents:
             raise BackupError(f"blob {digest} has an unsafe storage key {key!r}")
