@@ -163,3 +163,18 @@ def test_redirect_listener_drops_idle_connections_and_caps_them():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_check_pair_refuses_an_encrypted_key_without_prompting(tmp_path, pair, capfd):
+    """serve and SIGHUP check the files in the process that supervises the workers: OpenSSL's default for an
+    encrypted key is to ask for its pass phrase on the terminal, which would block that process."""
+    from cryptography.hazmat.primitives import serialization
+
+    _, cert, key = pair
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.BestAvailableEncryption(b"hunter2")))
+    problem = check_pair(cert, encrypted)
+    assert problem is not None and "encrypted" in problem
+    assert "pass phrase" not in "".join(capfd.readouterr())

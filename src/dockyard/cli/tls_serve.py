@@ -22,13 +22,23 @@ from dockyard.api.tls import https_location
 log = logging.getLogger("dockyard.serve")
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_pass_phrase() -> bytes:
+    raise _EncryptedKey  # OpenSSL would otherwise prompt on the terminal, blocking the serving process
+
+
 def check_pair(cert: Path, key: Path, client_ca: Path | None = None) -> str | None:
     """Why this certificate, key (and client CA) would not load, or None when they do."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ctx.load_cert_chain(str(cert), str(key))
+        ctx.load_cert_chain(str(cert), str(key), password=_no_pass_phrase)
         if client_ca is not None:
             ctx.load_verify_locations(cafile=str(client_ca))
+    except _EncryptedKey:
+        return f"the private key {key} is encrypted: give it unencrypted (the server cannot ask for a pass phrase)"
     except (OSError, ssl.SSLError) as exc:
         return f"{exc.__class__.__name__}: {exc}"
     return None
