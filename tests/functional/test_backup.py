@@ -279,3 +279,30 @@ async def test_restore_refuses_a_tampered_manifest_and_an_oversized_blob(tmp_pat
     assert result.exit_code == 1 and layer["digest"] in result.output
     assert f"expected {layer['size']} bytes" in result.output
     assert not list((tmp_path / "r-big").rglob("*.partial")) and not list((tmp_path / "r-big").rglob(copy.name))
+
+
+async def test_backup_and_restore_refuse_a_directory_another_user_owns(tmp_path: Path, monkeypatch):
+    """An empty directory someone else made (say under /tmp) is theirs to rename files in: they could swap the
+    restored database or plant a symlink at a file the backup is about to write. Our own is made owner-only."""
+    import os
+    import stat
+
+    data = tmp_path / "data"
+    async with open_registry(data, "filesystem") as reg:
+        await reg.push_image("app", "v1", seed=13)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    assert _cli("admin", "backup", str(shared), "--data-dir", str(data)).exit_code == 0
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o700  # the backup holds the database and its key
+    theirs, other = tmp_path / "theirs", tmp_path / "other"
+    theirs.mkdir()
+    other.mkdir()
+    real_uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: real_uid + 1)  # as if these directories were another user's
+    refused = _cli("admin", "backup", str(theirs), "--data-dir", str(data))
+    assert refused.exit_code == 1 and "another user" in refused.output
+    assert list(theirs.iterdir()) == []
+    refused = _cli("admin", "restore", str(shared), str(other))
+    assert refused.exit_code == 1 and "another user" in refused.output
+    assert list(other.iterdir()) == []

@@ -83,9 +83,13 @@ def file_sha256(path: Path) -> str:
 
 
 def _empty_dir(path: Path, what: str) -> None:
+    """A new or empty directory of ours, made owner-only: its files are the registry's database and key."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise BackupError(f"{what} {path} is not empty: give a new directory")
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if (owner := path.stat().st_uid) != os.getuid():  # its owner could swap or plant files in it meanwhile
+        raise BackupError(f"{what} {path} belongs to another user (uid {owner}): give a directory of your own")
+    os.chmod(path, 0o700)
 
 
 def _copy_owner_only(source: Path, target: Path) -> None:
