@@ -306,3 +306,35 @@ async def test_backup_and_restore_refuse_a_directory_another_user_owns(tmp_path:
     refused = _cli("admin", "restore", str(shared), str(other))
     assert refused.exit_code == 1 and "another user" in refused.output
     assert list(other.iterdir()) == []
+
+
+async def test_backup_keeps_a_pending_kek_and_refuses_a_kek_rotated_meanwhile(tmp_path: Path, monkeypatch):
+    """An interrupted `rotate-kek` leaves `secrets/kek.new`, and secrets may already be sealed under it: the
+    backup must carry it (and restore put it back). A KEK replaced while the snapshot is taken would pair the
+    database with a key that cannot open it: refused."""
+    data, dest = tmp_path / "data", tmp_path / "backup"
+    async with open_registry(data, "filesystem") as reg:
+        await reg.push_image("app", "v1", seed=14)
+    kek = data / "secrets" / "kek"
+    assert kek.is_file()
+    pending = kek.with_name("kek.new")
+    pending.write_bytes(b"n" * 44)
+    result = _cli("admin", "backup", str(dest), "--data-dir", str(data))
+    assert result.exit_code == 0, result.output
+    assert (dest / "secrets" / "kek.new").read_bytes() == b"n" * 44
+    assert (dest / "secrets" / "kek").read_bytes() == kek.read_bytes()
+    assert _cli("admin", "restore", str(dest), str(tmp_path / "restored")).exit_code == 0
+    assert (tmp_path / "restored" / "secrets" / "kek.new").read_bytes() == b"n" * 44
+
+    real_take = backup_leases.take
+
+    def take_then_rotate(db, ttl_seconds):  # `rotate-kek` finishing while the backup starts
+        lease = real_take(db, ttl_seconds)
+        kek.write_bytes(b"r" * 44)
+        pending.unlink()
+        return lease
+
+    monkeypatch.setattr(backup_leases, "take", take_then_rotate)
+    refused = _cli("admin", "backup", str(tmp_path / "b2"), "--data-dir", str(data))
+    assert refused.exit_code == 1 and "key-encryption key changed" in refused.output
+    assert not (tmp_path / "b2" / "manifest.json").exists()

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dockyard.auth.secret_box import PENDING_SUFFIX
 from dockyard.domain import backup_leases
 from dockyard.metadata.db import Database, utcnow
 from dockyard.storage import StorageDriver
@@ -43,6 +44,8 @@ VERSION = 1
 DB_FILE = "dockyard.db"
 MANIFEST = "manifest.json"
 KEK_FILE = "secrets/kek"
+KEK_PENDING = KEK_FILE + PENDING_SUFFIX  # the new KEK of an interrupted `rotate-kek`: secrets may be sealed under it
+KEY_FILES = (KEK_FILE, KEK_PENDING)
 CHUNK = 1 << 20
 
 
@@ -101,6 +104,14 @@ def _copy_owner_only(source: Path, target: Path) -> None:
         shutil.copyfileobj(src, out)
 
 
+def _key_files(kek_file: Path | None) -> dict[str, bytes]:
+    """The KEK and a pending one, by their names in the backup (what the database's secrets are sealed under)."""
+    if kek_file is None:
+        return {}
+    paths = {KEK_FILE: kek_file, KEK_PENDING: kek_file.with_name(kek_file.name + PENDING_SUFFIX)}
+    return {name: path.read_bytes() for name, path in paths.items() if path.is_file()}
+
+
 def _write_verified(chunks: Iterable[bytes], target: Path, digest: str, size: int) -> None:
     """Copy into `target` (through a temporary file), refusing bytes that do not hash to `digest`."""
     h = hasher(digest)
@@ -145,6 +156,7 @@ def backup(
     started = time.monotonic()
     _empty_dir(dest, "backup directory")
     report = progress or (lambda done, total: None)
+    keys = _key_files(kek_file)  # read around the snapshot: it must go with the keys that open it
     lease = backup_leases.take(db, lease_seconds)  # 1. before the snapshot (see the module docstring)
     try:
         snapshot = dest / (DB_FILE + ".partial")
@@ -154,6 +166,9 @@ def backup(
                 source.backup(target)  # 2. one step: one consistent read transaction
         finally:
             source.close()
+        if _key_files(kek_file) != keys:
+            raise BackupError("the key-encryption key changed while the database was copied (`rotate-kek`?): "
+                              "run the backup again")
         rows = _snapshot_blobs(snapshot)
         result = BackupResult(path=str(dest))
         renewed = time.monotonic()
@@ -183,9 +198,12 @@ def backup(
         backup_leases.release(db, lease)
     snapshot.replace(dest / DB_FILE)
     files = {DB_FILE: file_sha256(dest / DB_FILE)}
-    if kek_file is not None and kek_file.is_file():
-        _copy_owner_only(kek_file, dest / KEK_FILE)
-        files[KEK_FILE] = file_sha256(dest / KEK_FILE)
+    for name, data in keys.items():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(dest / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        files[name] = file_sha256(dest / name)
     result.counts = {**_counts(dest / DB_FILE), "blobs": result.blobs, "blob_bytes": result.bytes}
     result.seconds = round(time.monotonic() - started, 3)
     manifest = {"format": FORMAT, "version": VERSION, "created_at": utcnow().isoformat(), "counts": result.counts,
@@ -216,9 +234,9 @@ def restore(src: Path, data_dir: Path, progress: Callable[[int, int], None] | No
     _empty_dir(data_dir, "data directory")
     report = progress or (lambda done, total: None)
     files = manifest.get("files")
-    if not isinstance(files, dict) or DB_FILE not in files or not set(files) <= {DB_FILE, KEK_FILE}:
-        raise BackupError(f"{src}/{MANIFEST} must list {DB_FILE} (and at most {KEK_FILE}), nothing else: the backup "
-                          "is damaged or was altered")
+    if not isinstance(files, dict) or DB_FILE not in files or not set(files) <= {DB_FILE, *KEY_FILES}:
+        raise BackupError(f"{src}/{MANIFEST} must list {DB_FILE} (and at most {', '.join(KEY_FILES)}), nothing else: "
+                          "the backup is damaged or was altered")
     for name, expected in files.items():
         if file_sha256(src / name) != expected:
             raise BackupError(f"{src}/{name} does not match the backup's manifest (sha256): the backup is damaged")
@@ -237,6 +255,7 @@ def restore(src: Path, data_dir: Path, progress: Callable[[int, int], None] | No
         _write_verified(_file_chunks(source), target, digest, size)
         report(i + 1, len(rows))
     _copy_owner_only(src / DB_FILE, data_dir / DB_FILE)
-    if KEK_FILE in manifest["files"]:
-        _copy_owner_only(src / KEK_FILE, data_dir / KEK_FILE)
+    for name in KEY_FILES:
+        if name in files:
+            _copy_owner_only(src / name, data_dir / name)
     return {"data_dir": str(data_dir), "blobs": len(rows), "bytes": sum(r[1] for r in rows), "counts": manifest["counts"]}
