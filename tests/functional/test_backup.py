@@ -338,3 +338,31 @@ async def test_backup_keeps_a_pending_kek_and_refuses_a_kek_rotated_meanwhile(tm
     refused = _cli("admin", "backup", str(tmp_path / "b2"), "--data-dir", str(data))
     assert refused.exit_code == 1 and "key-encryption key changed" in refused.output
     assert not (tmp_path / "b2" / "manifest.json").exists()
+
+
+async def test_repair_from_a_backup_does_not_bring_back_a_blob_gc_collected_meanwhile(tmp_path: Path):
+    """verify runs beside a live server: a blob found missing because GC was collecting it must not be copied
+    back from the backup after GC finished (an object no row owns, which nothing would ever delete)."""
+    from sqlalchemy import text
+
+    from dockyard.domain.scrub import verify
+
+    data, dest = tmp_path / "data", tmp_path / "backup"
+    async with open_registry(data, "filesystem") as reg:
+        _, body = await reg.push_image("app", "v1", seed=15)
+        assert _cli("admin", "backup", str(dest), "--data-dir", str(data)).exit_code == 0
+        layer = json.loads(body)["layers"][0]["digest"]
+        victim = _blob_file(data, layer)
+        key = str(victim.relative_to(data / "storage"))
+        db, storage = reg.services.db, reg.services.storage
+
+        def gc_collects_it(done: int, total: int) -> None:  # between verify's check and its repair
+            with db.write() as conn:
+                conn.execute(text("UPDATE blobs SET state = 'deleting' WHERE digest = :d"), {"d": layer})
+            victim.unlink(missing_ok=True)
+
+        victim.unlink()
+        result = await asyncio.to_thread(verify, db, storage, repair=True, source=dest, progress=gc_collects_it)
+        [problem] = [p for p in result["problems"] if p["digest"] == layer]
+        assert problem["problem"] == "missing" and problem["repaired"] is None
+        assert storage.stat(key) is None
