@@ -366,3 +366,11 @@ async def test_repair_from_a_backup_does_not_bring_back_a_blob_gc_collected_mean
         [problem] = [p for p in result["problems"] if p["digest"] == layer]
         assert problem["problem"] == "missing" and problem["repaired"] is None
         assert storage.stat(key) is None
+
+
+def test_backup_lease_is_bounded(tmp_path: Path):
+    """A killed backup holds GC back until its lease expires: an unbounded --lease-seconds (a typo with extra
+    zeros) would stop GC for years, with no command to clear the lease."""
+    result = _cli("admin", "backup", str(tmp_path / "b"), "--data-dir", str(tmp_path / "data"), "--lease-seconds", "100000000")
+    assert result.exit_code == 2 and "lease-seconds" in result.output
+    assert not (tmp_path / "b").exists()

@@ -37,7 +37,7 @@ def backup(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
-    lease_seconds: Annotated[int, typer.Option(min=60, help="GC holds off this long without a renewal.")] = 600,
+    lease_seconds: Annotated[int, typer.Option(min=60, max=86400, help="GC holds off this long without a renewal (60 to 86400).")] = 600,
     json_output: JsonOpt = False,
 ) -> None:
     """Back up a running SQLite registry: database snapshot, then every blob it references (PostgreSQL: see docs/operations.md)."""
