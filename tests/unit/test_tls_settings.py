@@ -178,3 +178,28 @@ def test_check_pair_refuses_an_encrypted_key_without_prompting(tmp_path, pair, c
     problem = check_pair(cert, encrypted)
     assert problem is not None and "encrypted" in problem
     assert "pass phrase" not in "".join(capfd.readouterr())
+
+
+def test_sighup_warns_again_when_the_renewed_key_is_readable_by_others(tmp_path, pair, caplog, monkeypatch):
+    """serve warns about a key other users can read; a renewal that rewrote the key 0644 deserves the same
+    warning when SIGHUP loads it (the reload still goes ahead: only a warning, as at start)."""
+    import logging
+    import os
+
+    from granian.server import Server
+
+    from dockyard.cli.tls_serve import granian_server
+
+    _, cert, key = pair
+    own = tmp_path / "server.key"
+    own.write_bytes(key.read_bytes())
+    os.chmod(own, 0o600)
+    reloads = []
+    monkeypatch.setattr(Server, "signal_handler_reload", lambda self, *a, **kw: reloads.append(True))
+    server = granian_server(Settings(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=own), target="x:app")
+    with caplog.at_level(logging.WARNING, logger="dockyard.serve"):
+        server.signal_handler_reload()
+        assert reloads == [True] and "readable by other users" not in caplog.text
+        os.chmod(own, 0o644)  # the renewal hook wrote it at its umask
+        server.signal_handler_reload()
+    assert reloads == [True, True] and "readable by other users" in caplog.text

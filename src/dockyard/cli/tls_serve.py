@@ -81,6 +81,8 @@ def granian_server(settings, **kwargs):
                 if problem:
                     log.error("SIGHUP: the certificate files do not load (%s); keeping the running workers", problem)
                     return
+                if warning := key_file_warning(Path(settings.tls_key_file)):
+                    log.warning("SIGHUP: %s", warning)  # as at start: a renewal may have rewritten it 0644
                 log.info("SIGHUP: restarting the workers one at a time to load the certificate on disk")
             super().signal_handler_reload(*args, **kwargs)
 
