@@ -203,3 +203,28 @@ def test_sighup_warns_again_when_the_renewed_key_is_readable_by_others(tmp_path,
         os.chmod(own, 0o644)  # the renewal hook wrote it at its umask
         server.signal_handler_reload()
     assert reloads == [True, True] and "readable by other users" in caplog.text
+
+
+def test_check_pair_refuses_a_fifo_or_huge_file_without_blocking(tmp_path, pair):
+    """The SIGHUP check runs in the process that supervises the workers: a key path that is a FIFO (open blocks
+    until a writer comes) or a huge file (read in full) must be refused, not waited on."""
+    import os
+    import threading
+
+    _, cert, key = pair
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.pem"
+    with open(huge, "wb") as fh:
+        fh.truncate(64 << 20)
+    results: dict[str, str | None] = {}
+    for name, path in (("fifo", fifo), ("huge", huge)):
+        worker = threading.Thread(target=lambda n=name, p=path: results.__setitem__(n, check_pair(cert, p)), daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        if worker.is_alive():  # unblock the thread (a writer opens the FIFO) before failing
+            with open(fifo, "wb"):
+                pass
+        assert not worker.is_alive(), f"check_pair blocked on the {name}"
+    assert "not a regular file" in results["fifo"]
+    assert "too large" in results["huge"]

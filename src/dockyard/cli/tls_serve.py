@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,8 +31,27 @@ def _no_pass_phrase() -> bytes:
     raise _EncryptedKey  # OpenSSL would otherwise prompt on the terminal, blocking the serving process
 
 
+MAX_PEM_BYTES = 4 << 20  # PEM chains and CA bundles are kilobytes (all of Mozilla's roots: ~220 KB)
+
+
+def _not_a_pem_file(path: Path) -> str | None:
+    """Refuse what would block or take long to read (the check runs in the process supervising the workers)."""
+    try:
+        st = path.stat()  # follows symlinks: certbot's live/ links are fine
+    except OSError:
+        return None  # load_cert_chain names the problem
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if st.st_size > MAX_PEM_BYTES:
+        return f"{path} is too large for a PEM file ({st.st_size} bytes)"
+    return None
+
+
 def check_pair(cert: Path, key: Path, client_ca: Path | None = None) -> str | None:
     """Why this certificate, key (and client CA) would not load, or None when they do."""
+    for path in (cert, key, client_ca):
+        if path is not None and (problem := _not_a_pem_file(Path(path))):
+            return problem
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         ctx.load_cert_chain(str(cert), str(key), password=_no_pass_phrase)
