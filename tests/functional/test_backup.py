@@ -299,7 +299,11 @@ async def test_backup_and_restore_refuse_a_directory_another_user_owns(tmp_path:
     theirs.mkdir()
     other.mkdir()
     real_uid = os.getuid()
-    monkeypatch.setattr(os, "getuid", lambda: real_uid + 1)  # as if these directories were another user's
+    if real_uid == 0:
+        for path in (theirs, other):
+            os.chown(path, 65534, 65534)  # nobody's
+    else:
+        monkeypatch.setattr(os, "getuid", lambda: real_uid + 1)  # as if these directories were another user's
     refused = _cli("admin", "backup", str(theirs), "--data-dir", str(data))
     assert refused.exit_code == 1 and "another user" in refused.output
     assert list(theirs.iterdir()) == []
@@ -374,3 +378,12 @@ def test_backup_lease_is_bounded(tmp_path: Path):
     result = _cli("admin", "backup", str(tmp_path / "b"), "--data-dir", str(tmp_path / "data"), "--lease-seconds", "100000000")
     assert result.exit_code == 2 and "lease-seconds" in result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_a_root_owned_mount_point_is_a_usable_directory_unless_anyone_can_write_it():
+    from dockyard.domain.backup import trusted_directory
+
+    assert trusted_directory(1000, 0o40700, 1000)
+    assert trusted_directory(0, 0o42775, 1000)  # a volume mounted with an fsGroup
+    assert not trusted_directory(0, 0o41777, 1000)  # /tmp-like: anyone may plant files
+    assert not trusted_directory(1001, 0o40700, 1000)

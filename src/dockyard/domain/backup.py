@@ -90,9 +90,17 @@ def _empty_dir(path: Path, what: str) -> None:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise BackupError(f"{what} {path} is not empty: give a new directory")
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if (owner := path.stat().st_uid) != os.getuid():  # its owner could swap or plant files in it meanwhile
-        raise BackupError(f"{what} {path} belongs to another user (uid {owner}): give a directory of your own")
-    os.chmod(path, 0o700)
+    st = path.stat()
+    if st.st_uid == os.getuid():
+        os.chmod(path, 0o700)
+    elif not trusted_directory(st.st_uid, st.st_mode, os.getuid()):  # its owner could swap or plant files in it
+        raise BackupError(f"{what} {path} belongs to another user (uid {st.st_uid}): give a directory of your own")
+
+
+def trusted_directory(owner: int, mode: int, me: int) -> bool:
+    """Whether a directory's owner and mode keep other users from renaming files in it: ours, or root's and
+    not writable by everyone (a volume mount point, e.g. a Kubernetes volume with an fsGroup)."""
+    return owner == me or (owner == 0 and not mode & 0o002)
 
 
 def _copy_owner_only(source: Path, target: Path) -> None:
