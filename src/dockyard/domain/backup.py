@@ -15,7 +15,8 @@ marked `deleting` in the copy and the restored registry's GC clears it. A *refer
 missing or whose bytes do not match its digest fails the backup: run `dockyard admin verify`.
 
 The backup directory: `dockyard.db`, `blobs/<algorithm>/<hex>`, `secrets/kek` (the key that
-encrypts the database's secrets) and `manifest.json` (format version, counts, sha256 of the
+encrypts the database's secrets, read just before the snapshot, with an interrupted rotation's
+`secrets/kek.new`) and `manifest.json` (format version, counts, sha256 of the
 database and the key, every blob's digest and size), written last: a directory without it is not
 a backup.
 """
