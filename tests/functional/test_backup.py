@@ -270,6 +270,11 @@ async def test_restore_refuses_a_tampered_manifest_and_an_oversized_blob(tmp_pat
         assert "manifest" in result.output
         assert not (tmp_path / f"r{n}" / "dockyard.db").exists()
 
+    (dest / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "counts"}))
+    result = _cli("admin", "restore", str(dest), str(tmp_path / "r-nocounts"))  # optional field: restores
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r-nocounts" / "dockyard.db").exists()
+
     (dest / "manifest.json").write_text(original)
     layer = json.loads(body)["layers"][0]
     copy = dest / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]

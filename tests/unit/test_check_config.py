@@ -105,6 +105,12 @@ def test_cli_missing_or_broken_file_exits_2(tmp_path, content, message):
     assert code == 2 and message in text
 
 
+def test_cli_unreadable_file_exits_2_with_a_message_not_a_traceback(tmp_path):
+    path = tmp_path / ("x" * 300)  # ENAMETOOLONG: an OSError other than not-found, even for root
+    code, text = _run(str(path))
+    assert code == 2 and "cannot read settings file" in text and "Traceback" not in text
+
+
 def test_serve_names_the_likely_setting_for_a_typo_in_the_file(tmp_path):
     path = tmp_path / "dockyard.toml"
     path.write_text("prot = 5001\n")

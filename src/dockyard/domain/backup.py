@@ -267,4 +267,6 @@ def restore(src: Path, data_dir: Path, progress: Callable[[int, int], None] | No
     for name in KEY_FILES:
         if name in files:
             _copy_owner_only(src / name, data_dir / name)
-    return {"data_dir": str(data_dir), "blobs": len(rows), "bytes": sum(r[1] for r in rows), "counts": manifest["counts"]}
+    counts = manifest.get("counts")
+    return {"data_dir": str(data_dir), "blobs": len(rows), "bytes": sum(r[1] for r in rows),
+            "counts": counts if isinstance(counts, dict) else {}}
