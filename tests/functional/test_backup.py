@@ -219,3 +219,176 @@ async def test_backup_leaves_out_collected_garbage_and_refuses_a_missing_referen
     refused = _cli("admin", "backup", str(tmp_path / "b2"), "--data-dir", str(data))
     assert refused.exit_code == 1 and layer in refused.output and "admin verify" in refused.output
     assert not (tmp_path / "b2" / "manifest.json").exists()
+
+
+async def test_restore_writes_owner_only_files_whatever_the_umask(tmp_path: Path):
+    """The restored database and key-encryption key hold every secret: never readable by other users, even
+    before the first `dockyard serve` tightens the tree (restore used to run with the caller's umask)."""
+    import os
+    import stat
+
+    data, dest, restored = tmp_path / "data", tmp_path / "backup", tmp_path / "restored"
+    async with open_registry(data, "filesystem") as reg:
+        _, body = await reg.push_image("app", "v1", seed=11)
+    (data / "secrets").mkdir(mode=0o700, exist_ok=True)
+    if not (data / "secrets" / "kek").exists():
+        (data / "secrets" / "kek").write_text("k" * 44)
+    assert _cli("admin", "backup", str(dest), "--data-dir", str(data)).exit_code == 0
+    old = os.umask(0o022)
+    try:
+        result = _cli("admin", "restore", str(dest), str(restored))
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    layer = json.loads(body)["layers"][0]["digest"]
+    paths = [restored, restored / "dockyard.db", restored / "secrets", restored / "secrets" / "kek",
+             restored / "storage", _blob_file(restored, layer)]
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in paths}
+    assert all(int(m, 8) & 0o077 == 0 for m in modes.values()), modes
+
+
+async def test_restore_refuses_a_tampered_manifest_and_an_oversized_blob(tmp_path: Path):
+    """The manifest names only the backup's own files (no `../`, no absolute path read from elsewhere), must
+    cover the database, and a blob file larger than its recorded size is refused before any byte is copied."""
+    data, dest = tmp_path / "data", tmp_path / "backup"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not part of the backup\n")
+    async with open_registry(data, "filesystem") as reg:
+        _, body = await reg.push_image("app", "v1", seed=12)
+    assert _cli("admin", "backup", str(dest), "--data-dir", str(data)).exit_code == 0
+    original = (dest / "manifest.json").read_text()
+    manifest = json.loads(original)
+
+    for n, files in enumerate([
+        {**manifest["files"], "../outside.txt": "sha256:" + hashlib.sha256(outside.read_bytes()).hexdigest()},
+        {**manifest["files"], str(outside): "sha256:" + hashlib.sha256(outside.read_bytes()).hexdigest()},
+        {k: v for k, v in manifest["files"].items() if k != "dockyard.db"},
+    ]):
+        (dest / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
+        result = _cli("admin", "restore", str(dest), str(tmp_path / f"r{n}"))
+        assert result.exit_code == 1, (files, result.output)
+        assert "manifest" in result.output
+        assert not (tmp_path / f"r{n}" / "dockyard.db").exists()
+
+    (dest / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "counts"}))
+    result = _cli("admin", "restore", str(dest), str(tmp_path / "r-nocounts"))  # optional field: restores
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r-nocounts" / "dockyard.db").exists()
+
+    (dest / "manifest.json").write_text(original)
+    layer = json.loads(body)["layers"][0]
+    copy = dest / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]
+    with open(copy, "ab") as fh:
+        fh.truncate(layer["size"] + (64 << 20))  # sparse: 64 MiB more than the database records
+    result = _cli("admin", "restore", str(dest), str(tmp_path / "r-big"))
+    assert result.exit_code == 1 and layer["digest"] in result.output
+    assert f"expected {layer['size']} bytes" in result.output
+    assert not list((tmp_path / "r-big").rglob("*.partial")) and not list((tmp_path / "r-big").rglob(copy.name))
+
+
+async def test_backup_and_restore_refuse_a_directory_another_user_owns(tmp_path: Path, monkeypatch):
+    """An empty directory someone else made (say under /tmp) is theirs to rename files in: they could swap the
+    restored database or plant a symlink at a file the backup is about to write. Our own is made owner-only."""
+    import os
+    import stat
+
+    data = tmp_path / "data"
+    async with open_registry(data, "filesystem") as reg:
+        await reg.push_image("app", "v1", seed=13)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    assert _cli("admin", "backup", str(shared), "--data-dir", str(data)).exit_code == 0
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o700  # the backup holds the database and its key
+    theirs, other = tmp_path / "theirs", tmp_path / "other"
+    theirs.mkdir()
+    other.mkdir()
+    real_uid = os.getuid()
+    if real_uid == 0:
+        for path in (theirs, other):
+            os.chown(path, 65534, 65534)  # nobody's
+    else:
+        monkeypatch.setattr(os, "getuid", lambda: real_uid + 1)  # as if these directories were another user's
+    refused = _cli("admin", "backup", str(theirs), "--data-dir", str(data))
+    assert refused.exit_code == 1 and "another user" in refused.output
+    assert list(theirs.iterdir()) == []
+    refused = _cli("admin", "restore", str(shared), str(other))
+    assert refused.exit_code == 1 and "another user" in refused.output
+    assert list(other.iterdir()) == []
+
+
+async def test_backup_keeps_a_pending_kek_and_refuses_a_kek_rotated_meanwhile(tmp_path: Path, monkeypatch):
+    """An interrupted `rotate-kek` leaves `secrets/kek.new`, and secrets may already be sealed under it: the
+    backup must carry it (and restore put it back). A KEK replaced while the snapshot is taken would pair the
+    database with a key that cannot open it: refused."""
+    data, dest = tmp_path / "data", tmp_path / "backup"
+    async with open_registry(data, "filesystem") as reg:
+        await reg.push_image("app", "v1", seed=14)
+    kek = data / "secrets" / "kek"
+    assert kek.is_file()
+    pending = kek.with_name("kek.new")
+    pending.write_bytes(b"n" * 44)
+    result = _cli("admin", "backup", str(dest), "--data-dir", str(data))
+    assert result.exit_code == 0, result.output
+    assert (dest / "secrets" / "kek.new").read_bytes() == b"n" * 44
+    assert (dest / "secrets" / "kek").read_bytes() == kek.read_bytes()
+    assert _cli("admin", "restore", str(dest), str(tmp_path / "restored")).exit_code == 0
+    assert (tmp_path / "restored" / "secrets" / "kek.new").read_bytes() == b"n" * 44
+
+    real_take = backup_leases.take
+
+    def take_then_rotate(db, ttl_seconds):  # `rotate-kek` finishing while the backup starts
+        lease = real_take(db, ttl_seconds)
+        kek.write_bytes(b"r" * 44)
+        pending.unlink()
+        return lease
+
+    monkeypatch.setattr(backup_leases, "take", take_then_rotate)
+    refused = _cli("admin", "backup", str(tmp_path / "b2"), "--data-dir", str(data))
+    assert refused.exit_code == 1 and "key-encryption key changed" in refused.output
+    assert not (tmp_path / "b2" / "manifest.json").exists()
+
+
+async def test_repair_from_a_backup_does_not_bring_back_a_blob_gc_collected_meanwhile(tmp_path: Path):
+    """verify runs beside a live server: a blob found missing because GC was collecting it must not be copied
+    back from the backup after GC finished (an object no row owns, which nothing would ever delete)."""
+    from sqlalchemy import text
+
+    from dockyard.domain.scrub import verify
+
+    data, dest = tmp_path / "data", tmp_path / "backup"
+    async with open_registry(data, "filesystem") as reg:
+        _, body = await reg.push_image("app", "v1", seed=15)
+        assert _cli("admin", "backup", str(dest), "--data-dir", str(data)).exit_code == 0
+        layer = json.loads(body)["layers"][0]["digest"]
+        victim = _blob_file(data, layer)
+        key = str(victim.relative_to(data / "storage"))
+        db, storage = reg.services.db, reg.services.storage
+
+        def gc_collects_it(done: int, total: int) -> None:  # between verify's check and its repair
+            with db.write() as conn:
+                conn.execute(text("UPDATE blobs SET state = 'deleting' WHERE digest = :d"), {"d": layer})
+            victim.unlink(missing_ok=True)
+
+        victim.unlink()
+        result = await asyncio.to_thread(verify, db, storage, repair=True, source=dest, progress=gc_collects_it)
+        [problem] = [p for p in result["problems"] if p["digest"] == layer]
+        assert problem["problem"] == "missing" and problem["repaired"] is None
+        assert storage.stat(key) is None
+
+
+def test_backup_lease_is_bounded(tmp_path: Path):
+    """A killed backup holds GC back until its lease expires: an unbounded --lease-seconds (a typo with extra
+    zeros) would stop GC for years, with no command to clear the lease."""
+    result = _cli("admin", "backup", str(tmp_path / "b"), "--data-dir", str(tmp_path / "data"), "--lease-seconds", "100000000")
+    assert result.exit_code == 2 and "lease-seconds" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_root_owned_mount_point_is_a_usable_directory_unless_anyone_can_write_it():
+    from dockyard.domain.backup import trusted_directory
+
+    assert trusted_directory(1000, 0o40700, 1000)
+    assert trusted_directory(0, 0o42775, 1000)  # a volume mounted with an fsGroup
+    assert not trusted_directory(0, 0o41777, 1000)  # /tmp-like: anyone may plant files
+    assert not trusted_directory(1001, 0o40700, 1000)

@@ -105,6 +105,12 @@ def test_cli_missing_or_broken_file_exits_2(tmp_path, content, message):
     assert code == 2 and message in text
 
 
+def test_cli_unreadable_file_exits_2_with_a_message_not_a_traceback(tmp_path):
+    path = tmp_path / ("x" * 300)  # ENAMETOOLONG: an OSError other than not-found, even for root
+    code, text = _run(str(path))
+    assert code == 2 and "cannot read settings file" in text and "Traceback" not in text
+
+
 def test_serve_names_the_likely_setting_for_a_typo_in_the_file(tmp_path):
     path = tmp_path / "dockyard.toml"
     path.write_text("prot = 5001\n")
@@ -112,3 +118,16 @@ def test_serve_names_the_likely_setting_for_a_typo_in_the_file(tmp_path):
     assert result.exit_code == 2
     assert "prot: unknown setting (did you mean 'port'?)" in " ".join(result.output.split())
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u@db.example/reg?password=hunter2",  # libpq takes the password from the query too
+    "postgresql://u:hunter2@db.example/reg?sslpassword=hunter2&sslmode=verify-full",
+    "postgresql:///reg?host=db.example&user=u&PASSWORD=hunter2",
+])
+def test_cli_valid_line_never_prints_a_database_password(tmp_path, url):
+    path = tmp_path / "dockyard.toml"
+    path.write_text(f'database_url = "{url}"\n')
+    code, text = _run(str(path))
+    assert code == 0, text
+    assert "hunter2" not in text and "db.example" in text

@@ -126,3 +126,105 @@ def test_a_key_others_can_read_is_warned_about(pair):
         assert "readable by other users (mode 644)" in key_file_warning(key)
     finally:
         key.chmod(0o600)
+
+
+def _closed_by_server(sock, within: float) -> bool:
+    """True when the server closes `sock` (recv returns EOF or a reset) before `within` seconds pass."""
+    import socket
+
+    sock.settimeout(within)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_redirect_listener_drops_idle_connections_and_caps_them():
+    """Thread per connection: an idle (slowloris) client must not hold a thread forever, and many at once
+    must not take every thread of the serving process; a real client still gets its 308 afterwards."""
+    import socket
+
+    from dockyard.cli.tls_serve import start_redirect_listener
+
+    httpd = start_redirect_listener("127.0.0.1", 0, 8443, None, idle_timeout=0.5, max_connections=2)
+    port = httpd.server_address[1]
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        extra = socket.create_connection(("127.0.0.1", port))
+        assert _closed_by_server(extra, within=5)  # over the cap: closed at once, no thread
+        assert all(_closed_by_server(s, within=10) for s in idle)  # idle past the timeout: closed
+        for s in (*idle, extra):
+            s.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: r.example\r\n\r\n")
+            assert s.recv(1024).startswith(b"HTTP/1.0 308")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_check_pair_refuses_an_encrypted_key_without_prompting(tmp_path, pair, capfd):
+    """serve and SIGHUP check the files in the process that supervises the workers: OpenSSL's default for an
+    encrypted key is to ask for its pass phrase on the terminal, which would block that process."""
+    from cryptography.hazmat.primitives import serialization
+
+    _, cert, key = pair
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.BestAvailableEncryption(b"hunter2")))
+    problem = check_pair(cert, encrypted)
+    assert problem is not None and "encrypted" in problem
+    assert "pass phrase" not in "".join(capfd.readouterr())
+
+
+def test_sighup_warns_again_when_the_renewed_key_is_readable_by_others(tmp_path, pair, caplog, monkeypatch):
+    """serve warns about a key other users can read; a renewal that rewrote the key 0644 deserves the same
+    warning when SIGHUP loads it (the reload still goes ahead: only a warning, as at start)."""
+    import logging
+    import os
+
+    from granian.server import Server
+
+    from dockyard.cli.tls_serve import granian_server
+
+    _, cert, key = pair
+    own = tmp_path / "server.key"
+    own.write_bytes(key.read_bytes())
+    os.chmod(own, 0o600)
+    reloads = []
+    monkeypatch.setattr(Server, "signal_handler_reload", lambda self, *a, **kw: reloads.append(True))
+    server = granian_server(Settings(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=own), target="x:app")
+    with caplog.at_level(logging.WARNING, logger="dockyard.serve"):
+        server.signal_handler_reload()
+        assert reloads == [True] and "readable by other users" not in caplog.text
+        os.chmod(own, 0o644)  # the renewal hook wrote it at its umask
+        server.signal_handler_reload()
+    assert reloads == [True, True] and "readable by other users" in caplog.text
+
+
+def test_check_pair_refuses_a_fifo_or_huge_file_without_blocking(tmp_path, pair):
+    """The SIGHUP check runs in the process that supervises the workers: a key path that is a FIFO (open blocks
+    until a writer comes) or a huge file (read in full) must be refused, not waited on."""
+    import os
+    import threading
+
+    _, cert, key = pair
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.pem"
+    with open(huge, "wb") as fh:
+        fh.truncate(64 << 20)
+    results: dict[str, str | None] = {}
+    for name, path in (("fifo", fifo), ("huge", huge)):
+        worker = threading.Thread(target=lambda n=name, p=path: results.__setitem__(n, check_pair(cert, p)), daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        if worker.is_alive():  # unblock the thread (a writer opens the FIFO) before failing
+            with open(fifo, "wb"):
+                pass
+        assert not worker.is_alive(), f"check_pair blocked on the {name}"
+    assert "not a regular file" in results["fifo"]
+    assert "too large" in results["huge"]

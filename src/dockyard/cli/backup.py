@@ -37,7 +37,7 @@ def backup(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
-    lease_seconds: Annotated[int, typer.Option(min=60, help="GC holds off this long without a renewal.")] = 600,
+    lease_seconds: Annotated[int, typer.Option(min=60, max=86400, help="GC holds off this long without a renewal (60 to 86400).")] = 600,
     json_output: JsonOpt = False,
 ) -> None:
     """Back up a running SQLite registry: database snapshot, then every blob it references (PostgreSQL: see docs/operations.md)."""
@@ -75,7 +75,9 @@ def restore(
     """Restore a backup into a fresh data directory, checking every blob's digest as it copies."""
     from dockyard.domain.backup import BackupError
     from dockyard.domain.backup import restore as run_restore
+    from dockyard.storage.permissions import restrict_umask
 
+    restrict_umask()  # the restored database and key hold every secret: owner-only, like a server's data dir
     try:
         result = run_restore(src.resolve(), data_dir.resolve())
     except BackupError as exc:

@@ -78,6 +78,10 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is a directory, not a settings file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:  # unreadable (permissions), a broken device, ...
+        raise ValueError(f"cannot read settings file {path}: {exc.strerror or exc}") from exc
 
 
 def check(file_values: Mapping[str, Any], environ: Mapping[str, str], source: str) -> tuple[Settings | None, list[str]]:

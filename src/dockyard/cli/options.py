@@ -133,7 +133,10 @@ def database_label(settings: Settings) -> str:
         return str(path)
     from sqlalchemy.engine import make_url
 
-    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+    url = make_url(settings.resolved_database_url)
+    # libpq also reads `password` (and `sslpassword`) from the query string: mask those too.
+    query = {k: ("***" if "password" in k.lower() else v) for k, v in url.query.items()}
+    return url.set(query=query).render_as_string(hide_password=True)
 
 
 def announce_database(settings: Settings) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import stat
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,13 +24,42 @@ from dockyard.api.tls import https_location
 log = logging.getLogger("dockyard.serve")
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_pass_phrase() -> bytes:
+    raise _EncryptedKey  # OpenSSL would otherwise prompt on the terminal, blocking the serving process
+
+
+MAX_PEM_BYTES = 4 << 20  # PEM chains and CA bundles are kilobytes (all of Mozilla's roots: ~220 KB)
+
+
+def _not_a_pem_file(path: Path) -> str | None:
+    """Refuse what would block or take long to read (the check runs in the process supervising the workers)."""
+    try:
+        st = path.stat()  # follows symlinks: certbot's live/ links are fine
+    except OSError:
+        return None  # load_cert_chain names the problem
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if st.st_size > MAX_PEM_BYTES:
+        return f"{path} is too large for a PEM file ({st.st_size} bytes)"
+    return None
+
+
 def check_pair(cert: Path, key: Path, client_ca: Path | None = None) -> str | None:
     """Why this certificate, key (and client CA) would not load, or None when they do."""
+    for path in (cert, key, client_ca):
+        if path is not None and (problem := _not_a_pem_file(Path(path))):
+            return problem
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ctx.load_cert_chain(str(cert), str(key))
+        ctx.load_cert_chain(str(cert), str(key), password=_no_pass_phrase)
         if client_ca is not None:
             ctx.load_verify_locations(cafile=str(client_ca))
+    except _EncryptedKey:
+        return f"the private key {key} is encrypted: give it unencrypted (the server cannot ask for a pass phrase)"
     except (OSError, ssl.SSLError) as exc:
         return f"{exc.__class__.__name__}: {exc}"
     return None
@@ -72,6 +102,8 @@ def granian_server(settings, **kwargs):
                 if problem:
                     log.error("SIGHUP: the certificate files do not load (%s); keeping the running workers", problem)
                     return
+                if warning := key_file_warning(Path(settings.tls_key_file)):
+                    log.warning("SIGHUP: %s", warning)  # as at start: a renewal may have rewritten it 0644
                 log.info("SIGHUP: restarting the workers one at a time to load the certificate on disk")
             super().signal_handler_reload(*args, **kwargs)
 
@@ -90,16 +122,22 @@ def granian_server(settings, **kwargs):
 ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 
 
-def start_redirect_listener(host: str, port: int, https_port: int, public_url: str | None,
+def start_redirect_listener(host: str, port: int, https_port: int, public_url: str | None, *,
+                            idle_timeout: float = 10.0, max_connections: int = 256,
                             challenge: Callable[[str], str | None] | None = None) -> ThreadingHTTPServer:
     """Serve plain HTTP on host:port in a daemon thread of the serving process: every request gets a 308 to the
     same path over HTTPS (308 keeps the method and body, so a client's PUT is retried as a PUT), nothing else.
     With `challenge` (ACME, cli/acme_serve.py), GET /.well-known/acme-challenge/<token> is answered with what
-    it returns for the token (404 for None) instead: the CA validates HTTP-01 over plain HTTP."""
+    it returns for the token (404 for None) instead: the CA validates HTTP-01 over plain HTTP.
+
+    A thread per connection, so bounded: a connection silent for `idle_timeout` seconds is closed, and past
+    `max_connections` open ones a new connection is closed at once (idle clients must not pile up threads in
+    the process that supervises the workers)."""
 
     class Redirect(BaseHTTPRequestHandler):
         server_version = "dockyard"
         sys_version = ""
+        timeout = idle_timeout  # StreamRequestHandler sets it on the socket: every read times out
 
         def _challenge(self) -> None:
             token = self.path[len(ACME_CHALLENGE_PREFIX):].partition("?")[0]
@@ -140,6 +178,23 @@ def start_redirect_listener(host: str, port: int, https_port: int, public_url: s
     class Listener(ThreadingHTTPServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         daemon_threads = True
+        slots = threading.BoundedSemaphore(max_connections)
+
+        def process_request(self, request, client_address):
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)  # full: no thread for this one
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self.slots.release()
+                raise
+
+        def process_request_thread(self, request, client_address):
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
 
     httpd = Listener((host, port), Redirect)
     threading.Thread(target=httpd.serve_forever, name="dockyard-http-redirect", daemon=True).start()

@@ -15,7 +15,8 @@ marked `deleting` in the copy and the restored registry's GC clears it. A *refer
 missing or whose bytes do not match its digest fails the backup: run `dockyard admin verify`.
 
 The backup directory: `dockyard.db`, `blobs/<algorithm>/<hex>`, `secrets/kek` (the key that
-encrypts the database's secrets) and `manifest.json` (format version, counts, sha256 of the
+encrypts the database's secrets, read just before the snapshot, with an interrupted rotation's
+`secrets/kek.new`) and `manifest.json` (format version, counts, sha256 of the
 database and the key, every blob's digest and size), written last: a directory without it is not
 a backup.
 """
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dockyard.auth.secret_box import PENDING_SUFFIX
 from dockyard.domain import backup_leases
 from dockyard.metadata.db import Database, utcnow
 from dockyard.storage import StorageDriver
@@ -43,6 +45,8 @@ VERSION = 1
 DB_FILE = "dockyard.db"
 MANIFEST = "manifest.json"
 KEK_FILE = "secrets/kek"
+KEK_PENDING = KEK_FILE + PENDING_SUFFIX  # the new KEK of an interrupted `rotate-kek`: secrets may be sealed under it
+KEY_FILES = (KEK_FILE, KEK_PENDING)
 CHUNK = 1 << 20
 
 
@@ -83,9 +87,38 @@ def file_sha256(path: Path) -> str:
 
 
 def _empty_dir(path: Path, what: str) -> None:
+    """A new or empty directory of ours, made owner-only: its files are the registry's database and key."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise BackupError(f"{what} {path} is not empty: give a new directory")
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid == os.getuid():
+        os.chmod(path, 0o700)
+    elif not trusted_directory(st.st_uid, st.st_mode, os.getuid()):  # its owner could swap or plant files in it
+        raise BackupError(f"{what} {path} belongs to another user (uid {st.st_uid}): give a directory of your own")
+
+
+def trusted_directory(owner: int, mode: int, me: int) -> bool:
+    """Whether a directory's owner and mode keep other users from renaming files in it: ours, or root's and
+    not writable by everyone (a volume mount point, e.g. a Kubernetes volume with an fsGroup)."""
+    return owner == me or (owner == 0 and not mode & 0o002)
+
+
+def _copy_owner_only(source: Path, target: Path) -> None:
+    """Copy a secret file: created 0600 (never copied at the umask's mode and tightened afterwards)."""
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+        os.fchmod(out.fileno(), 0o600)
+        shutil.copyfileobj(src, out)
+
+
+def _key_files(kek_file: Path | None) -> dict[str, bytes]:
+    """The KEK and a pending one, by their names in the backup (what the database's secrets are sealed under)."""
+    if kek_file is None:
+        return {}
+    paths = {KEK_FILE: kek_file, KEK_PENDING: kek_file.with_name(kek_file.name + PENDING_SUFFIX)}
+    return {name: path.read_bytes() for name, path in paths.items() if path.is_file()}
 
 
 def _write_verified(chunks: Iterable[bytes], target: Path, digest: str, size: int) -> None:
@@ -132,6 +165,7 @@ def backup(
     started = time.monotonic()
     _empty_dir(dest, "backup directory")
     report = progress or (lambda done, total: None)
+    keys = _key_files(kek_file)  # read around the snapshot: it must go with the keys that open it
     lease = backup_leases.take(db, lease_seconds)  # 1. before the snapshot (see the module docstring)
     try:
         snapshot = dest / (DB_FILE + ".partial")
@@ -141,6 +175,9 @@ def backup(
                 source.backup(target)  # 2. one step: one consistent read transaction
         finally:
             source.close()
+        if _key_files(kek_file) != keys:
+            raise BackupError("the key-encryption key changed while the database was copied (`rotate-kek`?): "
+                              "run the backup again")
         rows = _snapshot_blobs(snapshot)
         result = BackupResult(path=str(dest))
         renewed = time.monotonic()
@@ -170,11 +207,12 @@ def backup(
         backup_leases.release(db, lease)
     snapshot.replace(dest / DB_FILE)
     files = {DB_FILE: file_sha256(dest / DB_FILE)}
-    if kek_file is not None and kek_file.is_file():
-        (dest / KEK_FILE).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(kek_file, dest / KEK_FILE)
-        os.chmod(dest / KEK_FILE, 0o600)
-        files[KEK_FILE] = file_sha256(dest / KEK_FILE)
+    for name, data in keys.items():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(dest / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        files[name] = file_sha256(dest / name)
     result.counts = {**_counts(dest / DB_FILE), "blobs": result.blobs, "blob_bytes": result.bytes}
     result.seconds = round(time.monotonic() - started, 3)
     manifest = {"format": FORMAT, "version": VERSION, "created_at": utcnow().isoformat(), "counts": result.counts,
@@ -204,7 +242,11 @@ def restore(src: Path, data_dir: Path, progress: Callable[[int, int], None] | No
     manifest = read_manifest(src)
     _empty_dir(data_dir, "data directory")
     report = progress or (lambda done, total: None)
-    for name, expected in manifest["files"].items():
+    files = manifest.get("files")
+    if not isinstance(files, dict) or DB_FILE not in files or not set(files) <= {DB_FILE, *KEY_FILES}:
+        raise BackupError(f"{src}/{MANIFEST} must list {DB_FILE} (and at most {', '.join(KEY_FILES)}), nothing else: "
+                          "the backup is damaged or was altered")
+    for name, expected in files.items():
         if file_sha256(src / name) != expected:
             raise BackupError(f"{src}/{name} does not match the backup's manifest (sha256): the backup is damaged")
     with closing(sqlite3.connect(f"file:{src / DB_FILE}?mode=ro", uri=True)) as conn:
@@ -214,14 +256,17 @@ def restore(src: Path, data_dir: Path, progress: Callable[[int, int], None] | No
         source = blob_path(src, digest)
         if not source.is_file():
             raise BackupError(f"blob {digest} is missing from the backup")
+        if (found := source.stat().st_size) != size:  # before copying: a padded file must not fill the disk
+            raise BackupError(f"blob {digest}: {found} bytes in the backup, expected {size} bytes")
         target = storage_root / key
         if storage_root.resolve() not in target.resolve().parents:
             raise BackupError(f"blob {digest} has an unsafe storage key {key!r}")
         _write_verified(_file_chunks(source), target, digest, size)
         report(i + 1, len(rows))
-    shutil.copyfile(src / DB_FILE, data_dir / DB_FILE)
-    if KEK_FILE in manifest["files"]:
-        (data_dir / KEK_FILE).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / KEK_FILE, data_dir / KEK_FILE)
-        os.chmod(data_dir / KEK_FILE, 0o600)
-    return {"data_dir": str(data_dir), "blobs": len(rows), "bytes": sum(r[1] for r in rows), "counts": manifest["counts"]}
+    _copy_owner_only(src / DB_FILE, data_dir / DB_FILE)
+    for name in KEY_FILES:
+        if name in files:
+            _copy_owner_only(src / name, data_dir / name)
+    counts = manifest.get("counts")
+    return {"data_dir": str(data_dir), "blobs": len(rows), "bytes": sum(r[1] for r in rows),
+            "counts": counts if isinstance(counts, dict) else {}}

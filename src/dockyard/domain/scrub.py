@@ -156,13 +156,21 @@ def verify(
         if found is None:
             continue
         problem = Problem(digest, found[0], found[1], key if state == "present" else None)
-        if repair and problem.storage_key is not None:
+        if repair and problem.storage_key is not None and _still_present(db, digest, problem.storage_key):
             problem.repaired = _repair(storage, problem, size, source)
         problems.append(problem)
     with db.read() as conn:
         for problem in problems:
             problem.images = images_using(conn, problem.digest)
     return {"checked": len(rows), "bytes_read": throttle.total, "problems": [asdict(p) for p in problems]}
+
+
+def _still_present(db: Database, digest: str, key: str) -> bool:
+    """Re-read just before a repair: GC may have collected the blob since the check (verify runs beside a
+    live server), and bytes copied back then would be an object no row owns, never deleted."""
+    with db.read() as conn:
+        row = conn.execute(select(blobs.c.state, blobs.c.storage_key).where(blobs.c.digest == digest)).first()
+    return row is not None and row.state == "present" and row.storage_key == key
 
 
 def _repair(storage: StorageDriver, problem: Problem, size: int, source: Path | None) -> str | None:
