@@ -242,3 +242,20 @@ def test_uvicorn_serves_the_acme_certificate_and_says_a_renewal_needs_a_restart(
     finally:
         server.stop()
         pebble.proc.stop()
+
+
+def test_a_ca_that_forgot_the_account_gets_it_registered_again(tmp_path):
+    """Pebble keeps accounts in memory: restarted, it no longer knows the account URL Dockyard stored (as a CA
+    that deactivated an account). The next renewal registers the stored key again and gets its certificate."""
+    pebble = Pebble(tmp_path / "pebble")
+    server = _serve(pebble, tmp_path / "node", http_port=pebble.http01_port)
+    try:
+        first, _ = _wait_served(server, pebble)
+        pebble.proc.stop()
+        pebble.start()  # same ports and configuration, a new CA (new issuing root, no accounts)
+        renewed, status = _wait_served(server, pebble, other_than=first.serial_number, timeout=VALIDITY_SECONDS * 2)
+        assert status == "HTTP/1.1 200 OK"
+        assert "registering again" in server.log_tail(100000)
+    finally:
+        server.stop()
+        pebble.proc.stop()

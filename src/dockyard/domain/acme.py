@@ -61,7 +61,16 @@ def _client(store: AcmeStore, config: AcmeConfig) -> tuple[client.ClientV2, jose
 def obtain(store: AcmeStore, config: AcmeConfig) -> StoredCertificate:
     """Order a certificate for config.domain and store it (sealed key). Raises AcmeFailure."""
     try:
-        return _obtain(store, config)
+        try:
+            return _obtain(store, config)
+        except messages.Error as exc:
+            if exc.code not in ("accountDoesNotExist", "unauthorized") or store.account(config.directory_url, None)[1] is None:
+                raise
+            # The CA no longer knows the account URL we stored (deactivated, or a test CA restarted): register again.
+            log.warning("ACME: the CA does not know account %s any more (%s); registering again",
+                        store.account(config.directory_url, None)[1], exc)
+            store.set_account_uri(config.directory_url, None)
+            return _obtain(store, config)
     except AcmeFailure:
         raise
     except errors.ValidationError as exc:

@@ -99,7 +99,7 @@ class AcmeStore:
             row = conn.execute(select(acme_accounts).where(acme_accounts.c.directory_url == directory_url)).one()
         return self.ring.open(row.key_sealed, context), row.uri
 
-    def set_account_uri(self, directory_url: str, uri: str) -> None:
+    def set_account_uri(self, directory_url: str, uri: str | None) -> None:
         with self.db.write() as conn:
             conn.execute(update(acme_accounts).where(acme_accounts.c.directory_url == directory_url).values(uri=uri))
 
