@@ -30,6 +30,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Idle SQLite connections kept open per process (pooled ones, and raw hot-path readers).
+SQLITE_IDLE_CONNECTIONS = 10
+SQLITE_IDLE_READERS = 4
+
+
 class Database:
     def __init__(self, url: str):
         self.url = url
@@ -38,14 +43,21 @@ class Database:
             db_path = make_url(url).database
             if db_path and db_path != ":memory:":
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.engine = create_engine(url, pool_size=20, max_overflow=20, connect_args={"timeout": 60})
+            # Up to 40 connections under load, but only SQLITE_IDLE_CONNECTIONS kept idle: a pool that keeps
+            # its high-water mark grows its open files for as long as load keeps setting new peaks.
+            self.engine = create_engine(
+                url, pool_size=SQLITE_IDLE_CONNECTIONS, max_overflow=40 - SQLITE_IDLE_CONNECTIONS,
+                pool_use_lifo=True, connect_args={"timeout": 60},
+            )
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
             self.engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
         self._param = "?" if self.is_sqlite else "%s"
-        # Hot reads on SQLite use one autocommit connection per thread: no pool checkout per request.
-        self._local = threading.local()
+        # Hot reads on SQLite use raw autocommit connections from a small LIFO stack: no SQLAlchemy pool
+        # checkout per request, and (unlike one connection per thread) no open file per idle worker thread.
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         self._sqlite_path = None
         if self.is_sqlite:
             db_path = make_url(url).database
@@ -102,10 +114,19 @@ class Database:
     def fetchone(self, sql: str, params: tuple) -> tuple | None:
         """Hot-path read on a raw DBAPI cursor: no ORM, no SQL compilation. SQL uses `?` params."""
         if self._sqlite_path is not None:
-            conn = getattr(self._local, "conn", None)
+            with self._readers_lock:
+                conn = self._readers.pop() if self._readers else None
             if conn is None:
-                conn = self._local.conn = _open_sqlite_reader(self._sqlite_path)
-            return conn.execute(sql, params).fetchone()
+                conn = _open_sqlite_reader(self._sqlite_path)
+            try:
+                return conn.execute(sql, params).fetchone()
+            finally:
+                with self._readers_lock:
+                    if len(self._readers) < SQLITE_IDLE_READERS:
+                        self._readers.append(conn)
+                        conn = None
+                if conn is not None:
+                    conn.close()
         raw = self.engine.raw_connection()
         try:
             cur = raw.cursor()
@@ -133,6 +154,10 @@ class Database:
             command.upgrade(cfg, "head")
 
     def dispose(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
         self.engine.dispose()
 
 
