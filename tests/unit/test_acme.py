@@ -1,6 +1,6 @@
 """Automatic certificates without an ACME server: the HTTP-01 answers on the plain-HTTP listener, the ordering
 lease (two nodes, one orders, both install), the renewal decision, sealing (no plaintext key in the database),
-the start-up fallback and the settings' rules. Against a real ACME server (Pebble): tests/e2e/test_acme.py."""
+the start-up fallback and the settings' rules. Against a real ACME server (Pebble): tests/e2e/test_acme_pebble.py."""
 
 from __future__ import annotations
 
