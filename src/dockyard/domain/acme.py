@@ -15,6 +15,8 @@ from pathlib import Path
 
 import josepy
 from acme import challenges, client, crypto_util, errors, messages
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from dockyard import __version__
@@ -104,6 +106,44 @@ def _obtain(store: AcmeStore, config: AcmeConfig) -> StoredCertificate:
     finally:
         for token in tokens:
             store.drop_challenge(token)
-    stored = store.save_certificate(config.domain, order.fullchain_pem.encode(), key_pem)
+    fullchain = order.fullchain_pem.encode()
+    check_issued(fullchain, key_pem, config.domain, dt.datetime.now(dt.timezone.utc))
+    stored = store.save_certificate(config.domain, fullchain, key_pem)
     log.info("ACME: obtained a certificate for %s, valid until %s", config.domain, stored.not_after)
     return stored
+
+
+MAX_CHAIN_BYTES = 256 << 10  # a chain is a few kilobytes; every node writes it and every worker loads it
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+def check_issued(fullchain_pem: bytes, key_pem: bytes, domain: str, now: dt.datetime) -> None:
+    """Refuse (AcmeFailure) a chain we must not store: every node would install it and stop renewing while it
+    looks valid. The CA is trusted to sign, not to be right: the leaf must hold our new key, name `domain`,
+    be valid now, and each certificate must be signed by the next."""
+    if len(fullchain_pem) > MAX_CHAIN_BYTES:
+        raise AcmeFailure(f"the ACME server sent a {len(fullchain_pem)}-byte chain for {domain}; refusing it")
+    try:
+        chain = x509.load_pem_x509_certificates(fullchain_pem)
+    except ValueError as exc:
+        raise AcmeFailure(f"the ACME server sent no PEM certificate chain for {domain}: {exc}") from exc
+    leaf = chain[0]
+    ours = serialization.load_pem_private_key(key_pem, password=None).public_key()
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if leaf.public_key().public_bytes(*spki) != ours.public_bytes(*spki):
+        raise AcmeFailure(f"the certificate the ACME server sent for {domain} is not for the key we asked with")
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if domain.lower() not in (name.lower() for name in names):
+        raise AcmeFailure(f"the certificate the ACME server sent names {names or 'no DNS name'}, not {domain}")
+    if not leaf.not_valid_before_utc - CLOCK_SKEW <= now < leaf.not_valid_after_utc:
+        raise AcmeFailure(f"the certificate the ACME server sent for {domain} is valid from {leaf.not_valid_before_utc} "
+                          f"to {leaf.not_valid_after_utc}, not now ({now:%Y-%m-%d %H:%M:%S} UTC)")
+    for cert, issuer in zip(chain, chain[1:]):
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise AcmeFailure(f"the chain the ACME server sent for {domain} is broken: {cert.subject.rfc4514_string()} "
+                              f"is not signed by {issuer.subject.rfc4514_string()}") from exc

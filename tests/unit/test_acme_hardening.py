@@ -1,0 +1,88 @@
+"""Automatic certificates against hostile input: what a misbehaving ACME server sends, what remote clients ask
+the challenge listener, races with other nodes and with `rotate-kek`. The happy paths: tests/unit/test_acme.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from dockyard.auth.secret_box import Kek, KeyRing
+from dockyard.domain import acme as acme_mod
+from dockyard.domain.acme import AcmeConfig, AcmeFailure, obtain
+from dockyard.domain.acme_store import AcmeStore
+
+DOMAIN = "registry.example.test"
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+@pytest.fixture
+def store(db) -> AcmeStore:
+    return AcmeStore(db, KeyRing(Kek.from_secret(b"k" * 32)))
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+class HostileCA:
+    """Signs what new_order's CSR asks for, as told: another name, another key, another lifetime, a broken chain."""
+
+    def __init__(self, *, names=(DOMAIN,), other_key=False, not_before=NOW - dt.timedelta(hours=1),
+                 not_after=NOW + dt.timedelta(days=90), broken_chain=False, garbage: bytes | None = None):
+        self.names, self.other_key, self.not_before, self.not_after = names, other_key, not_before, not_after
+        self.broken_chain, self.garbage = broken_chain, garbage
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.ca = (x509.CertificateBuilder().subject_name(_name("hostile CA")).issuer_name(_name("hostile CA"))
+                   .public_key(self.ca_key.public_key()).serial_number(1)
+                   .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=365))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(self.ca_key, hashes.SHA256()))
+
+    def new_order(self, csr_pem: bytes):
+        self.csr = x509.load_pem_x509_csr(csr_pem)
+        return SimpleNamespace(authorizations=[])
+
+    def poll_and_finalize(self, order, deadline):
+        if self.garbage is not None:
+            return SimpleNamespace(fullchain_pem=self.garbage.decode())
+        public = ec.generate_private_key(ec.SECP256R1()).public_key() if self.other_key else self.csr.public_key()
+        signer = ec.generate_private_key(ec.SECP256R1()) if self.broken_chain else self.ca_key
+        leaf = (x509.CertificateBuilder().subject_name(_name(self.names[0])).issuer_name(self.ca.subject)
+                .public_key(public).serial_number(2).not_valid_before(self.not_before).not_valid_after(self.not_after)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in self.names]), critical=False)
+                .sign(signer, hashes.SHA256()))
+        pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, self.ca))
+        return SimpleNamespace(fullchain_pem=pem.decode())
+
+
+def _obtain_from(store, monkeypatch, ca: HostileCA):
+    monkeypatch.setattr(acme_mod, "_client", lambda st, config: (ca, None))
+    return obtain(store, AcmeConfig(DOMAIN, "https://acme.invalid/dir"))
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_a_well_formed_certificate_is_stored(store, monkeypatch):
+    stored = _obtain_from(store, monkeypatch, HostileCA())
+    assert store.current(DOMAIN).fingerprint == stored.fingerprint
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("ca", "reason"), [
+    (lambda: HostileCA(names=("evil.example.test",)), "not registry.example.test"),
+    (lambda: HostileCA(other_key=True), "not for the key we asked with"),
+    (lambda: HostileCA(not_after=NOW - dt.timedelta(minutes=1)), "not now"),
+    (lambda: HostileCA(not_before=NOW + dt.timedelta(days=1)), "not now"),
+    (lambda: HostileCA(broken_chain=True), "chain .* is broken"),
+    (lambda: HostileCA(garbage=b"<html>hello</html>"), "no PEM certificate chain"),
+    (lambda: HostileCA(garbage=b"-----BEGIN CERTIFICATE-----\n" + b"A" * (300 << 10)), "byte chain"),
+], ids=["other-domain", "other-key", "expired", "not-yet-valid", "broken-chain", "not-pem", "oversized"])
+def test_a_bad_certificate_from_the_ca_is_refused_and_not_stored(store, monkeypatch, ca, reason):
+    with pytest.raises(AcmeFailure, match=reason):
+        _obtain_from(store, monkeypatch, ca())
+    assert store.current(DOMAIN) is None  # no node installs it
