@@ -86,3 +86,22 @@ def test_a_bad_certificate_from_the_ca_is_refused_and_not_stored(store, monkeypa
     with pytest.raises(AcmeFailure, match=reason):
         _obtain_from(store, monkeypatch, ca())
     assert store.current(DOMAIN) is None  # no node installs it
+
+
+# -- the challenge listener: only a live answer, for a token that could be one --------------------------
+
+@pytest.mark.parametrize("token", ["a\x00b", "tok\u00e9", "x" * 201, "", "../../etc/passwd", "t' OR '1'='1", "t%2F..", "t.k"])
+def test_a_token_that_cannot_be_one_is_not_looked_up(store, token):
+    """Tokens are base64url (RFC 8555 8.3). Anything else is answered 404 without a query: a NUL made PostgreSQL
+    raise, and the listener logged a traceback for every such request."""
+    store.put_challenge("tok-123_abc", "tok-123_abc.thumbprint")
+    calls = []
+    store.db.read = lambda: calls.append(1)  # any query now fails the test
+    assert store.challenge_response(token) is None
+    assert calls == []
+
+
+def test_a_nul_in_the_token_is_a_plain_404(store):
+    store.put_challenge("tok-123_abc", "tok-123_abc.thumbprint")
+    assert store.challenge_response("tok-123_abc\x00") is None  # PostgreSQL refused the query (an error per request)
+    assert store.challenge_response("tok-123_abc") == "tok-123_abc.thumbprint"

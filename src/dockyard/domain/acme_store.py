@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,9 @@ from dockyard.metadata.acme_tables import acme_accounts, acme_certificates, acme
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 
 CHALLENGE_TTL = timedelta(hours=1)  # an answer is needed only while its order is being validated
+# RFC 8555 8.3: a token is base64url without padding. Anything else is a 404 without a query (a NUL makes
+# PostgreSQL raise; odd bytes and path tricks need no database round trip from an unauthenticated client).
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ class AcmeStore:
 
     def challenge_response(self, token: str) -> str | None:
         """The key authorization to answer GET /.well-known/acme-challenge/<token> with, or None (404)."""
-        if not token or len(token) > 200:
+        if not _TOKEN_RE.fullmatch(token):
             return None
         with self.db.read() as conn:
             return conn.execute(select(acme_challenges.c.key_authorization).where(
