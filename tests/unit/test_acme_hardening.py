@@ -105,3 +105,84 @@ def test_a_nul_in_the_token_is_a_plain_404(store):
     store.put_challenge("tok-123_abc", "tok-123_abc.thumbprint")
     assert store.challenge_response("tok-123_abc\x00") is None  # PostgreSQL refused the query (an error per request)
     assert store.challenge_response("tok-123_abc") == "tok-123_abc.thumbprint"
+
+
+# -- rotate-kek while a server renews --------------------------------------------------------------------
+
+def _pair(domain: str = DOMAIN) -> tuple[bytes, bytes]:
+    ca = HostileCA()
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(_name(domain)).sign(key, hashes.SHA256())
+    ca.new_order(csr.public_bytes(serialization.Encoding.PEM))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return ca.poll_and_finalize(None, None).fullchain_pem.encode(), key_pem
+
+
+def _leaf_matches_key(stored) -> bool:
+    leaf = x509.load_pem_x509_certificates(stored.fullchain_pem)[0]
+    key = serialization.load_pem_private_key(stored.key_pem, password=None)
+    der = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return leaf.public_key().public_bytes(*der) == key.public_key().public_bytes(*der)
+
+
+def test_a_renewal_finishing_after_rotate_kek_is_refused_not_sealed_under_the_old_kek(db, store):
+    """The server (old KEK in memory) ordered; `rotate-kek` committed meanwhile. Storing the new key under the old
+    KEK would leave a certificate no node with the new KEK can install (and a fresh node could not start)."""
+    from dockyard.auth.secret_box import KeyEncryptionError
+    from dockyard.domain.acme_store import reseal
+
+    store.account("https://acme.invalid/dir", None)
+    store.save_certificate(DOMAIN, *_pair())
+    new_ring = KeyRing(Kek.from_secret(b"n" * 32))
+    reseal(db, store.ring, new_ring)
+    with pytest.raises(KeyEncryptionError, match="rotate-kek"):
+        store.save_certificate(DOMAIN, *_pair())
+    assert _leaf_matches_key(AcmeStore(db, new_ring).current(DOMAIN, open_key=True))
+
+
+def _lock_waiters(db) -> int:
+    from sqlalchemy import text
+
+    with db.read() as conn:
+        return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND datname = current_database()")).scalar()
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_a_renewal_racing_rotate_kek_never_leaves_a_mismatched_key(db, store):
+    """PostgreSQL: a save landing between rotate-kek's read and its write used to be overwritten with the old
+    certificate's key, under the new chain (a pair that does not load). Now one of them waits for the other."""
+    import threading
+    import time
+
+    from dockyard.auth.secret_box import KeyEncryptionError
+    from dockyard.domain.acme_store import reseal
+
+    store.account("https://acme.invalid/dir", None)
+    store.save_certificate(DOMAIN, *_pair())
+    new_ring = KeyRing(Kek.from_secret(b"n" * 32))
+    outcome: list[object] = []
+
+    def renew():
+        try:
+            outcome.append(store.save_certificate(DOMAIN, *_pair()))
+        except KeyEncryptionError as exc:
+            outcome.append(exc)
+
+    class RacingRing(KeyRing):
+        racer: threading.Thread | None = None
+
+        def seal(self, plaintext, context):
+            if context.startswith("acme-cert:") and self.racer is None:  # rotate-kek has read the rows
+                self.racer = threading.Thread(target=renew)
+                self.racer.start()
+                deadline = time.monotonic() + 10  # unfixed, the renewal commits now; fixed, it waits for our commit
+                while self.racer.is_alive() and not _lock_waiters(db) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            return super().seal(plaintext, context)
+
+    racing = RacingRing(new_ring.primary)
+    reseal(db, store.ring, racing)
+    racing.racer.join()
+    assert isinstance(outcome[0], KeyEncryptionError)  # it saw the rotation and refused to seal under the old KEK
+    assert _leaf_matches_key(AcmeStore(db, new_ring).current(DOMAIN, open_key=True))

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import delete, select, update
 
-from dockyard.auth.secret_box import KeyRing
+from dockyard.auth.secret_box import KeyEncryptionError, KeyRing
 from dockyard.metadata.acme_tables import acme_accounts, acme_certificates, acme_challenges, acme_leases
 from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
 
@@ -114,9 +114,22 @@ class AcmeStore:
         values = {"fullchain_pem": fullchain_pem.decode(), "key_sealed": self.ring.seal(key_pem, f"acme-cert:{domain}"),
                   "fingerprint": fingerprint, "not_after": not_after, "issued_at": utcnow()}
         with self.db.write() as conn:
+            self._check_kek_current(conn)
             if not insert_ignore(conn, acme_certificates, {"domain": domain, **values}, ["domain"]):
                 conn.execute(update(acme_certificates).where(acme_certificates.c.domain == domain).values(**values))
         return StoredCertificate(domain, fullchain_pem, key_pem, fingerprint, not_after, values["issued_at"])
+
+    def _check_kek_current(self, conn) -> None:
+        """Refuse to store a key sealed under a KEK the account key no longer uses: `rotate-kek` committed while
+        this server ordered, and no node with the new KEK could install the certificate. The rows stay locked
+        (PostgreSQL) until we commit, so a rotation cannot slip in between; on SQLite BEGIN IMMEDIATE does that."""
+        for sealed in conn.execute(select(acme_accounts.c.key_sealed).order_by(acme_accounts.c.directory_url)
+                                   .with_for_update()).scalars():
+            if (unknown := self.ring.sealed_kek_id(sealed)) is not None:
+                raise KeyEncryptionError(
+                    f"not storing the new ACME certificate: the ACME keys are sealed under key-encryption key {unknown}, "
+                    f"but this server still holds {self.ring.primary.id} (was `dockyard admin rotate-kek` run while it "
+                    "was running?); restart every server so it reads the new key-encryption key")
 
     def current(self, domain: str, *, open_key: bool = False) -> StoredCertificate | None:
         """The stored certificate for `domain`; its private key only when asked (to write the key file)."""
@@ -198,13 +211,14 @@ def fingerprint_of_file(path) -> str | None:
 def reseal(db: Database, old_ring: KeyRing, new_ring: KeyRing) -> int:
     """Re-seal the ACME account and certificate keys under `new_ring` (`dockyard admin rotate-kek`), in one
     transaction; returns how many keys."""
-    with db.write() as conn:
-        accounts = conn.execute(select(acme_accounts.c.directory_url, acme_accounts.c.key_sealed)).all()
+    with db.write() as conn:  # rows locked (PostgreSQL) in save_certificate's order: a concurrent save waits, then sees the new KEK
+        accounts = conn.execute(select(acme_accounts.c.directory_url, acme_accounts.c.key_sealed)
+                                .order_by(acme_accounts.c.directory_url).with_for_update()).all()
         for row in accounts:
             context = f"acme-account:{row.directory_url}"
             conn.execute(update(acme_accounts).where(acme_accounts.c.directory_url == row.directory_url).values(
                 key_sealed=new_ring.seal(old_ring.open(row.key_sealed, context), context)))
-        certificates = conn.execute(select(acme_certificates.c.domain, acme_certificates.c.key_sealed)).all()
+        certificates = conn.execute(select(acme_certificates.c.domain, acme_certificates.c.key_sealed).with_for_update()).all()
         for row in certificates:
             context = f"acme-cert:{row.domain}"
             conn.execute(update(acme_certificates).where(acme_certificates.c.domain == row.domain).values(
