@@ -186,3 +186,26 @@ def test_a_renewal_racing_rotate_kek_never_leaves_a_mismatched_key(db, store):
     racing.racer.join()
     assert isinstance(outcome[0], KeyEncryptionError)  # it saw the rotation and refused to seal under the old KEK
     assert _leaf_matches_key(AcmeStore(db, new_ring).current(DOMAIN, open_key=True))
+
+
+# -- clock skew between nodes (PostgreSQL: nodes on different hosts) ---------------------------------------
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_a_node_whose_clock_runs_ahead_does_not_steal_a_live_lease(store, monkeypatch):
+    from dockyard.domain import acme_store
+
+    assert store.take_lease(DOMAIN, "node-a", 150)
+    ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)
+    monkeypatch.setattr(acme_store, "utcnow", lambda: ahead)  # node b's clock is ten minutes fast
+    assert store.lease_holder(DOMAIN) == "node-a"
+    assert not store.take_lease(DOMAIN, "node-b", 150)  # it took a's lease and ordered too
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_a_node_whose_clock_runs_ahead_still_answers_the_challenge(store, monkeypatch):
+    from dockyard.domain import acme_store
+
+    store.put_challenge("tok-123_abc", "tok-123_abc.thumbprint")  # written by the ordering node
+    ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+    monkeypatch.setattr(acme_store, "utcnow", lambda: ahead)  # the CA reaches a node whose clock is two hours fast
+    assert store.challenge_response("tok-123_abc") == "tok-123_abc.thumbprint"

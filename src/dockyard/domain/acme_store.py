@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from dockyard.auth.secret_box import KeyEncryptionError, KeyRing
 from dockyard.metadata.acme_tables import acme_accounts, acme_certificates, acme_challenges, acme_leases
@@ -78,6 +78,15 @@ def placeholder_pair(domain: str) -> tuple[bytes, bytes]:
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _now(conn, *, in_sql: bool = False):
+    """Now by the database's clock on PostgreSQL, whose nodes may run on hosts whose clocks disagree (a node
+    minutes ahead took a live lease and ordered too, and 404ed a live challenge); on SQLite every node is on
+    one host. `in_sql`: an expression for a WHERE clause (no extra round trip) rather than a value."""
+    if conn.dialect.name != "postgresql":
+        return utcnow()
+    return func.now() if in_sql else conn.execute(select(func.now())).scalar()
 
 
 def holder_name() -> str:
@@ -157,8 +166,8 @@ class AcmeStore:
     # -- HTTP-01 answers ---------------------------------------------------------------------
 
     def put_challenge(self, token: str, key_authorization: str) -> None:
-        now = utcnow()
         with self.db.write() as conn:
+            now = _now(conn)
             conn.execute(delete(acme_challenges).where(acme_challenges.c.expires_at <= now))
             conn.execute(delete(acme_challenges).where(acme_challenges.c.token == token))
             conn.execute(acme_challenges.insert().values(token=token, key_authorization=key_authorization,
@@ -174,16 +183,16 @@ class AcmeStore:
             return None
         with self.db.read() as conn:
             return conn.execute(select(acme_challenges.c.key_authorization).where(
-                acme_challenges.c.token == token, acme_challenges.c.expires_at > utcnow())).scalar()
+                acme_challenges.c.token == token, acme_challenges.c.expires_at > _now(conn, in_sql=True))).scalar()
 
     # -- the ordering lease ------------------------------------------------------------------
 
     def take_lease(self, domain: str, holder: str, ttl_seconds: int) -> bool:
         """True when `holder` now holds the lease for `domain` (newly, or extended); False while another
         holder's lease is live. A lease that lapsed (its node died mid-order) goes to the next taker."""
-        now = utcnow()
-        expires = now + timedelta(seconds=ttl_seconds)
         with self.db.write() as conn:
+            now = _now(conn)
+            expires = now + timedelta(seconds=ttl_seconds)
             conn.execute(delete(acme_leases).where(acme_leases.c.domain == domain, acme_leases.c.expires_at <= now))
             if insert_ignore(conn, acme_leases, {"domain": domain, "holder": holder, "expires_at": expires}, ["domain"]):
                 return True
@@ -197,7 +206,7 @@ class AcmeStore:
     def lease_holder(self, domain: str) -> str | None:
         with self.db.read() as conn:
             return conn.execute(select(acme_leases.c.holder).where(
-                acme_leases.c.domain == domain, acme_leases.c.expires_at > utcnow())).scalar()
+                acme_leases.c.domain == domain, acme_leases.c.expires_at > _now(conn, in_sql=True))).scalar()
 
 
 def fingerprint_of_file(path) -> str | None:
