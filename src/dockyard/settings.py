@@ -314,6 +314,21 @@ class Settings(BaseSettings):
     def tls_enabled(self) -> bool:
         return (self.tls_cert_file is not None and self.tls_key_file is not None) or self.acme_domain is not None
 
+    @field_validator("acme_domain")
+    @classmethod
+    def _acme_domain_normalised(cls, value: str | None) -> str | None:
+        """One spelling per name (DNS is case-insensitive; a trailing dot is the root), so one stored
+        certificate; and a clear refusal of what HTTP-01 cannot prove, before any order is sent."""
+        if value is None:
+            return None
+        name = value.strip().lower()
+        name = name[:-1] if name.endswith(".") else name
+        if name.startswith("*"):
+            raise ValueError(f"acme_domain {value!r}: a wildcard needs the DNS-01 challenge; Dockyard answers HTTP-01 only")
+        if _is_ip_literal(name):
+            raise ValueError(f"acme_domain {value!r} is an IP address (or looks like one): it must be a DNS name")
+        return name
+
     @property
     def acme_cert_file(self) -> Path:  # each node writes the ACME chain here and its key beside it, 0600
         return (self.data_dir / "acme" / "fullchain.pem").resolve()
@@ -444,6 +459,17 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+
+def _is_ip_literal(name: str) -> bool:
+    """10.0.0.5, ::1, [::1], and names with a numeric top label (1.2.3.999), which no DNS name has."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
+        return True
+    except ValueError:
+        return name.rpartition(".")[2].isdigit()
 
 
 _DNS_NAME_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")

@@ -209,3 +209,28 @@ def test_a_node_whose_clock_runs_ahead_still_answers_the_challenge(store, monkey
     ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
     monkeypatch.setattr(acme_store, "utcnow", lambda: ahead)  # the CA reaches a node whose clock is two hours fast
     assert store.challenge_response("tok-123_abc") == "tok-123_abc.thumbprint"
+
+
+# -- acme_domain -------------------------------------------------------------------------------------------
+
+def _settings(tmp_path, domain):
+    from dockyard.settings import Settings
+
+    return Settings(data_dir=tmp_path, acme_domain=domain, tls_redirect_http_port=8080)
+
+
+@pytest.mark.parametrize("given", ["Registry.Example.TEST", "registry.example.test.", " registry.example.test "])
+def test_acme_domain_is_normalised(tmp_path, given):
+    """DNS names are case-insensitive and may be written fully qualified: one name, one stored certificate."""
+    assert _settings(tmp_path, given).acme_domain == DOMAIN
+
+
+@pytest.mark.parametrize(("given", "reason"), [
+    ("10.0.0.5", "IP address"), ("[::1]", "IP address"), ("::1", "IP address"), ("1.2.3.999", "IP address"),
+    ("*.example.com", "wildcard"), ("registry..example.com", "must be a DNS name"), ("registry.example.com/", "must be a DNS name"),
+])
+def test_acme_domain_refuses_what_http01_cannot_prove(tmp_path, given, reason):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=reason):
+        _settings(tmp_path, given)
