@@ -234,3 +234,16 @@ def test_acme_domain_refuses_what_http01_cannot_prove(tmp_path, given, reason):
 
     with pytest.raises(ValidationError, match=reason):
         _settings(tmp_path, given)
+
+
+# -- the lease holder ---------------------------------------------------------------------------------------
+
+def test_two_nodes_with_the_same_hostname_and_pid_are_two_holders(store):
+    """Containers are often all PID 1, and share a hostname (compose `hostname:`, host networking): a lease held
+    by "registry:1" was "extended" by the other node, and both ordered."""
+    from dockyard.domain.acme_store import holder_name
+
+    a, b = holder_name(), holder_name()  # as the two nodes would name themselves
+    assert a != b
+    assert store.take_lease(DOMAIN, a, 60)
+    assert not store.take_lease(DOMAIN, b, 60)

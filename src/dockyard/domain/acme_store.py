@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import secrets
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -90,7 +91,9 @@ def _now(conn, *, in_sql: bool = False):
 
 
 def holder_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:200]
+    """host:pid for humans, plus a random part: containers are often all PID 1 and may share a hostname, and
+    two nodes with one name would each "extend" the other's lease and both order."""
+    return f"{socket.gethostname()[:180]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class AcmeStore:
