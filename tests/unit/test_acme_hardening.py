@@ -247,3 +247,28 @@ def test_two_nodes_with_the_same_hostname_and_pid_are_two_holders(store):
     assert a != b
     assert store.take_lease(DOMAIN, a, 60)
     assert not store.take_lease(DOMAIN, b, 60)
+
+
+# -- the files on each node ---------------------------------------------------------------------------------
+
+def test_key_file_is_private_even_in_a_loose_directory_with_a_stale_temp_file(tmp_path):
+    """data_dir/acme made 0755 by hand (or a umask), and a temp file left by a crashed process with the same PID
+    (PID 1 in a container): the key must not land in what that name points to, and the directory ends up 0700."""
+    import os
+    import stat
+
+    from dockyard.cli.acme_serve import write_private
+
+    acme_dir = tmp_path / "acme"
+    acme_dir.mkdir(mode=0o755)
+    acme_dir.chmod(0o755)
+    elsewhere = tmp_path / "elsewhere.pem"
+    elsewhere.write_bytes(b"")
+    elsewhere.chmod(0o644)
+    (acme_dir / f".privkey.pem.tmp-{os.getpid()}").symlink_to(elsewhere)
+    write_private(acme_dir / "privkey.pem", b"SECRET KEY")
+    assert elsewhere.read_bytes() == b""  # not written through the link
+    assert (acme_dir / "privkey.pem").read_bytes() == b"SECRET KEY"
+    assert not (acme_dir / "privkey.pem").is_symlink()
+    assert stat.S_IMODE((acme_dir / "privkey.pem").stat().st_mode) == 0o600
+    assert stat.S_IMODE(acme_dir.stat().st_mode) == 0o700

@@ -42,10 +42,18 @@ RETRY_MIN_SECONDS = 5.0
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with a 0600 file (directory 0700)."""
+    """Replace `path` atomically with a 0600 file (directory 0700). The temp file is made afresh (O_EXCL,
+    no symlink followed): one left by a crashed process of the same PID (PID 1 in a container) must not be
+    reused with its mode, nor a link there let the key be written elsewhere and then become `path`."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.parent.stat().st_mode & 0o077:  # made by hand or under a loose umask: it is this node's key directory
+        try:
+            path.parent.chmod(0o700)
+        except OSError as exc:  # not ours (a mounted volume): the files themselves are still 0600
+            log.warning("ACME: cannot make %s private (mode 0700): %s", path.parent, exc)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, data)
         os.fsync(fd)
