@@ -272,3 +272,45 @@ def test_key_file_is_private_even_in_a_loose_directory_with_a_stale_temp_file(tm
     assert not (acme_dir / "privkey.pem").is_symlink()
     assert stat.S_IMODE((acme_dir / "privkey.pem").stat().st_mode) == 0o600
     assert stat.S_IMODE(acme_dir.stat().st_mode) == 0o700
+
+
+# -- an ACME server that answers without end ------------------------------------------------------------------
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_an_endless_response_from_the_acme_server_is_cut_off(store):
+    """The conversation runs in the process that supervises the workers: reading a hostile server's endless body
+    into memory would take the whole node down. It is cut off past a bound and the order fails."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    total = 64 << 20
+    sent: list[int] = []
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()  # no Content-Length: the body runs until the connection closes
+            chunk, count = b" " * (64 << 10), 0
+            try:
+                while count < total:
+                    self.wfile.write(chunk)
+                    count += len(chunk)
+            except OSError:
+                pass
+            sent.append(count)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = AcmeConfig(DOMAIN, f"http://127.0.0.1:{httpd.server_address[1]}/dir", timeout_seconds=5)
+        with pytest.raises(AcmeFailure, match="larger than"):
+            obtain(store, config)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert sent and sent[0] < total  # it stopped reading

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import josepy
+import requests
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -38,11 +39,33 @@ class AcmeConfig:
     timeout_seconds: int = 90  # one order, validation and issuance included
 
 
+MAX_RESPONSE_BYTES = 1 << 20  # ACME bodies (directory, order, chain) are kilobytes
+
+
+class ResponseTooLarge(requests.RequestException):
+    """An ACME server's response body past MAX_RESPONSE_BYTES."""
+
+
+def _bounded_body(response: requests.Response, *args, **kwargs) -> requests.Response:
+    """A requests response hook, run before the body is read: read at most MAX_RESPONSE_BYTES of it. The
+    conversation runs in the process that supervises the workers; a hostile or broken server's endless body
+    must fail the order, not exhaust that process's memory."""
+    declared = response.headers.get("Content-Length", "")
+    body = b"" if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES else \
+        response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+    if len(body) > MAX_RESPONSE_BYTES or not body and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        response.close()
+        raise ResponseTooLarge(f"the ACME server's response to {response.url} is larger than {MAX_RESPONSE_BYTES} bytes")
+    response._content, response._content_consumed = body, True  # what requests would have read, bounded
+    return response
+
+
 def _client(store: AcmeStore, config: AcmeConfig) -> tuple[client.ClientV2, josepy.JWK]:
     key_pem, uri = store.account(config.directory_url, config.email)
     jwk = josepy.JWKEC(key=serialization.load_pem_private_key(key_pem, password=None))
     net = client.ClientNetwork(jwk, alg=josepy.ES256, verify_ssl=str(config.ca_file) if config.ca_file else True,
                                user_agent=f"dockyard/{__version__}", timeout=30)
+    net.session.hooks["response"].append(_bounded_body)
     acme = client.ClientV2(client.ClientV2.get_directory(config.directory_url, net), net)
     if uri:
         net.account = messages.RegistrationResource(uri=uri, body=messages.Registration())
@@ -80,6 +103,8 @@ def obtain(store: AcmeStore, config: AcmeConfig) -> StoredCertificate:
         raise AcmeFailure(f"the CA could not validate {config.domain}: {'; '.join(problems) or exc}") from exc
     except (errors.Error, messages.Error) as exc:
         raise AcmeFailure(f"ACME order for {config.domain} failed: {exc}") from exc
+    except ResponseTooLarge as exc:
+        raise AcmeFailure(str(exc)) from exc
     except OSError as exc:  # requests' ConnectionError and SSLError are OSErrors
         raise AcmeFailure(f"cannot reach the ACME directory {config.directory_url}: {exc}") from exc
 
