@@ -314,3 +314,52 @@ def test_an_endless_response_from_the_acme_server_is_cut_off(store):
         httpd.shutdown()
         httpd.server_close()
     assert sent and sent[0] < total  # it stopped reading
+
+
+# -- a flood on the challenge path --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_a_flood_of_challenge_requests_holds_few_database_connections(store, monkeypatch):
+    """The listener runs up to 256 connection threads in the serve process; each lookup took a connection from
+    that process's pool (40 on PostgreSQL, beyond what the workers budget), so an unauthenticated flood on port
+    80 could use up the server's connection limit. Lookups are bounded; the rest wait briefly, then 404."""
+    import contextlib
+    import threading
+    import time
+
+    from dockyard.domain import acme_store
+
+    monkeypatch.setattr(acme_store, "CHALLENGE_LOOKUP_WAIT_SECONDS", 0.01, raising=False)
+    store = AcmeStore(store.db, store.ring)  # made after the patch
+    release = threading.Event()
+    inside, peak, lock = [0], [0], threading.Lock()
+
+    @contextlib.contextmanager
+    def slow_read():
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        try:
+            release.wait(10)
+            with store.db.__class__.read(store.db) as conn:
+                yield conn
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    store.db.read = slow_read
+    answers: list[object] = []
+    threads = [threading.Thread(target=lambda: answers.append(store.challenge_response("tok"))) for _ in range(12)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(answers) < 12 - acme_store.CHALLENGE_LOOKUPS and peak[0] <= acme_store.CHALLENGE_LOOKUPS \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert peak[0] <= acme_store.CHALLENGE_LOOKUPS
+        assert answers == [None] * (12 - acme_store.CHALLENGE_LOOKUPS)  # the others were turned away
+    finally:
+        release.set()
+        for t in threads:
+            t.join()

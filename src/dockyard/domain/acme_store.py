@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,6 +31,11 @@ CHALLENGE_TTL = timedelta(hours=1)  # an answer is needed only while its order i
 # RFC 8555 8.3: a token is base64url without padding. Anything else is a 404 without a query (a NUL makes
 # PostgreSQL raise; odd bytes and path tricks need no database round trip from an unauthenticated client).
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+# The plain-HTTP listener runs up to 256 connection threads in the serve process, whose pool is not in the
+# workers' connection budget: an unauthenticated flood must not hold more than a few database connections.
+# (No negative cache instead: a node that cached "no challenge" could 404 the CA right after another node's put.)
+CHALLENGE_LOOKUPS = 4  # a CA asks from a few vantage points at once; each lookup takes milliseconds
+CHALLENGE_LOOKUP_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class AcmeStore:
     def __init__(self, db: Database, ring: KeyRing | None = None):  # None: public data only (status)
         self.db = db
         self.ring = ring
+        self._lookups = threading.BoundedSemaphore(CHALLENGE_LOOKUPS)
 
     # -- the account -------------------------------------------------------------------------
 
@@ -184,9 +191,14 @@ class AcmeStore:
         """The key authorization to answer GET /.well-known/acme-challenge/<token> with, or None (404)."""
         if not _TOKEN_RE.fullmatch(token):
             return None
-        with self.db.read() as conn:
-            return conn.execute(select(acme_challenges.c.key_authorization).where(
-                acme_challenges.c.token == token, acme_challenges.c.expires_at > _now(conn, in_sql=True))).scalar()
+        if not self._lookups.acquire(timeout=CHALLENGE_LOOKUP_WAIT_SECONDS):
+            return None  # flooded: a CA retrying later, or failing this order (we order again), beats a dry pool
+        try:
+            with self.db.read() as conn:
+                return conn.execute(select(acme_challenges.c.key_authorization).where(
+                    acme_challenges.c.token == token, acme_challenges.c.expires_at > _now(conn, in_sql=True))).scalar()
+        finally:
+            self._lookups.release()
 
     # -- the ordering lease ------------------------------------------------------------------
 
