@@ -363,3 +363,41 @@ def test_a_flood_of_challenge_requests_holds_few_database_connections(store, mon
         release.set()
         for t in threads:
             t.join()
+
+
+# -- an order that outlasts its lease ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_the_lease_is_kept_alive_while_the_order_runs(store, tmp_path, monkeypatch):
+    """The lease ran out `timeout_seconds + 60` after it was taken, however long the order took (each of its
+    HTTP requests may take 30 s, only the polling is bounded): another node then ordered too."""
+    import time
+
+    from sqlalchemy import select
+
+    from dockyard.cli import acme_serve
+    from dockyard.cli.acme_serve import AcmeManager
+    from dockyard.metadata.acme_tables import acme_leases
+
+    def lease_expiry():
+        with store.db.read() as conn:
+            return conn.execute(select(acme_leases.c.expires_at)).scalar()
+
+    extended: list[bool] = []
+
+    def slow_obtain(st, config):
+        first = lease_expiry()
+        deadline = time.monotonic() + 10
+        while lease_expiry() == first and time.monotonic() < deadline:
+            time.sleep(0.01)  # the CA is slow
+        extended.append(lease_expiry() != first)
+        assert not st.take_lease(config.domain, "node-b", 60)
+        return st.save_certificate(config.domain, *_pair())
+
+    monkeypatch.setattr(acme_serve, "obtain", slow_obtain)
+    manager = AcmeManager(store, AcmeConfig(DOMAIN, "https://acme.invalid/dir"), cert_file=tmp_path / "f.pem",
+                          key_file=tmp_path / "k.pem", renew_before_days=30, check_seconds=600, lease_seconds=60)
+    manager.lease_refresh_seconds = 0.05
+    assert manager.order_if_due()
+    assert extended == [True]
+    assert store.lease_holder(DOMAIN) is None  # released after the order, and not taken again by the refresher

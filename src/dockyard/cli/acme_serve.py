@@ -72,6 +72,7 @@ class AcmeManager:
         self.renew_before = timedelta(days=renew_before_days)
         self.check_seconds = check_seconds
         self.lease_seconds = lease_seconds or config.timeout_seconds + 60
+        self.lease_refresh_seconds = self.lease_seconds / 3  # while ordering: a live node keeps its lease
         self.holder = holder_name()
         self.reload = lambda: os.kill(os.getpid(), signal.SIGHUP)  # the serve process's own SIGHUP path
         self._stop = threading.Event()
@@ -94,13 +95,29 @@ class AcmeManager:
             log.info("ACME: %s is ordering the certificate for %s; waiting for it",
                      self.store.lease_holder(self.config.domain), self.config.domain)
             return False
+        ordering = threading.Event()
+        keeper = threading.Thread(target=self._keep_lease, args=(ordering,), name="dockyard-acme-lease", daemon=True)
+        keeper.start()
         try:
             if not self.due(self.store.current(self.config.domain)):  # another node finished meanwhile
                 return False
             obtain(self.store, self.config)
             return True
         finally:
+            ordering.set()
+            keeper.join()
             self.store.release_lease(self.config.domain, self.holder)
+
+    def _keep_lease(self, done: threading.Event) -> None:
+        """Extend the lease while the order runs: only the polling is bounded by the timeout, each request may
+        take 30 s, and a lease that ran out mid-order let another node order too. A dead node stops extending."""
+        while not done.wait(self.lease_refresh_seconds):
+            try:
+                if not self.store.take_lease(self.config.domain, self.holder, self.lease_seconds):
+                    log.warning("ACME: the lease for %s passed to %s during this order", self.config.domain,
+                                self.store.lease_holder(self.config.domain))
+            except Exception as exc:  # the database away: the order fails or finishes on its own
+                log.warning("ACME: cannot extend the lease for %s: %s", self.config.domain, exc)
 
     def install(self) -> bool:
         """Write the stored certificate to this node's files when they hold another one; True if written."""
