@@ -314,6 +314,15 @@ class Settings(BaseSettings):
     def tls_enabled(self) -> bool:
         return (self.tls_cert_file is not None and self.tls_key_file is not None) or self.acme_domain is not None
 
+    @field_validator("acme_directory_url")
+    @classmethod
+    def _acme_directory_https(cls, value: str) -> str:
+        """RFC 8555 6.1: HTTPS only. Over plain HTTP anyone on the path could hand us a chain from their own CA
+        for our key and name, and every node would install it."""
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError(f"acme_directory_url {value!r} must be an https:// URL (ACME runs over HTTPS only)")
+        return value
+
     @field_validator("acme_domain")
     @classmethod
     def _acme_domain_normalised(cls, value: str | None) -> str | None:

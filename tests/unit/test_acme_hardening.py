@@ -401,3 +401,17 @@ def test_the_lease_is_kept_alive_while_the_order_runs(store, tmp_path, monkeypat
     assert manager.order_if_due()
     assert extended == [True]
     assert store.lease_holder(DOMAIN) is None  # released after the order, and not taken again by the refresher
+
+
+@pytest.mark.parametrize("url", ["http://acme.example.test/directory", "ftp://acme.example.test/dir", "acme.example.test/dir"])
+def test_acme_directory_must_be_https(tmp_path, url):
+    """RFC 8555 6.1: ACME is HTTPS only. Over plain HTTP anyone on the path could hand us a chain of their own
+    CA for our key and name (it passes every check but trust), and every node would serve it."""
+    from pydantic import ValidationError
+
+    from dockyard.settings import Settings
+
+    with pytest.raises(ValidationError, match="https://"):
+        Settings(data_dir=tmp_path, acme_domain=DOMAIN, tls_redirect_http_port=8080, acme_directory_url=url)
+    assert Settings(data_dir=tmp_path, acme_domain=DOMAIN, tls_redirect_http_port=8080,
+                    acme_directory_url="https://127.0.0.1:14000/dir").acme_directory_url == "https://127.0.0.1:14000/dir"
