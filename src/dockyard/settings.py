@@ -314,29 +314,12 @@ class Settings(BaseSettings):
     def tls_enabled(self) -> bool:
         return (self.tls_cert_file is not None and self.tls_key_file is not None) or self.acme_domain is not None
 
-    @field_validator("acme_directory_url")
+    @field_validator("acme_domain", "acme_directory_url")
     @classmethod
-    def _acme_directory_https(cls, value: str) -> str:
-        """RFC 8555 6.1: HTTPS only. Over plain HTTP anyone on the path could hand us a chain from their own CA
-        for our key and name, and every node would install it."""
-        if not value.startswith("https://") or len(value) <= len("https://"):
-            raise ValueError(f"acme_directory_url {value!r} must be an https:// URL (ACME runs over HTTPS only)")
-        return value
+    def _acme_values(cls, value, info):
+        from dockyard import acme_names  # stdlib only: the rules, kept out of this near-limit module
 
-    @field_validator("acme_domain")
-    @classmethod
-    def _acme_domain_normalised(cls, value: str | None) -> str | None:
-        """One spelling per name (DNS is case-insensitive; a trailing dot is the root), so one stored
-        certificate; and a clear refusal of what HTTP-01 cannot prove, before any order is sent."""
-        if value is None:
-            return None
-        name = value.strip().lower()
-        name = name[:-1] if name.endswith(".") else name
-        if name.startswith("*"):
-            raise ValueError(f"acme_domain {value!r}: a wildcard needs the DNS-01 challenge; Dockyard answers HTTP-01 only")
-        if _is_ip_literal(name):
-            raise ValueError(f"acme_domain {value!r} is an IP address (or looks like one): it must be a DNS name")
-        return name
+        return getattr(acme_names, info.field_name)(value)
 
     @property
     def acme_cert_file(self) -> Path:  # each node writes the ACME chain here and its key beside it, 0600
@@ -468,17 +451,6 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
-
-
-def _is_ip_literal(name: str) -> bool:
-    """10.0.0.5, ::1, [::1], and names with a numeric top label (1.2.3.999), which no DNS name has."""
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
-        return True
-    except ValueError:
-        return name.rpartition(".")[2].isdigit()
 
 
 _DNS_NAME_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
