@@ -415,3 +415,39 @@ def test_acme_directory_must_be_https(tmp_path, url):
         Settings(data_dir=tmp_path, acme_domain=DOMAIN, tls_redirect_http_port=8080, acme_directory_url=url)
     assert Settings(data_dir=tmp_path, acme_domain=DOMAIN, tls_redirect_http_port=8080,
                     acme_directory_url="https://127.0.0.1:14000/dir").acme_directory_url == "https://127.0.0.1:14000/dir"
+
+
+# -- an order that never ends --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_a_hung_order_does_not_stop_the_renewal_loop(store, tmp_path, monkeypatch):
+    """A server that trickles a byte before each 30 s read timeout keeps an HTTP request alive for ever: the loop
+    (ordering, then installing) stopped for good on that node. The order is given up after a bound, the lease
+    released, and the loop goes on; the hung attempt is not started twice."""
+    import threading
+
+    from dockyard.cli import acme_serve
+    from dockyard.cli.acme_serve import AcmeManager
+
+    unblock, calls = threading.Event(), []
+
+    def hanging_obtain(st, config):
+        calls.append(1)
+        if len(calls) == 1:
+            unblock.wait(30)
+        return st.save_certificate(config.domain, *_pair())
+
+    monkeypatch.setattr(acme_serve, "obtain", hanging_obtain)
+    manager = AcmeManager(store, AcmeConfig(DOMAIN, "https://acme.invalid/dir"), cert_file=tmp_path / "f.pem",
+                          key_file=tmp_path / "k.pem", renew_before_days=30, check_seconds=600)
+    manager.order_max_seconds = 0.2
+    try:
+        with pytest.raises(AcmeFailure, match="not finished"):
+            manager.check()
+        assert store.lease_holder(DOMAIN) is None  # another node may order meanwhile
+        assert not manager.order_if_due() and calls == [1]  # still hung: no second attempt piled on it
+    finally:
+        unblock.set()
+    manager._hung_order.join(10)  # it finished after all, with a good certificate
+    assert manager.check()  # installed; not ordered again
+    assert calls == [1]

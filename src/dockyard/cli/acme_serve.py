@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from dockyard.auth.secret_box import KeyEncryptionError
-from dockyard.domain.acme import AcmeConfig, obtain
+from dockyard.domain.acme import AcmeConfig, AcmeFailure, obtain
 from dockyard.domain.acme_store import (
     AcmeStore,
     StoredCertificate,
@@ -73,6 +73,10 @@ class AcmeManager:
         self.check_seconds = check_seconds
         self.lease_seconds = lease_seconds or config.timeout_seconds + 60
         self.lease_refresh_seconds = self.lease_seconds / 3  # while ordering: a live node keeps its lease
+        # One order, at most: its HTTP requests each time out after 30 s of silence, but a server trickling
+        # bytes keeps one alive for ever, and this loop (which also installs) must go on.
+        self.order_max_seconds = 4 * config.timeout_seconds + 60
+        self._hung_order: threading.Thread | None = None
         self.holder = holder_name()
         self.reload = lambda: os.kill(os.getpid(), signal.SIGHUP)  # the serve process's own SIGHUP path
         self._stop = threading.Event()
@@ -91,6 +95,9 @@ class AcmeManager:
         True when this node ordered (and stored) a certificate."""
         if not self.due(self.store.current(self.config.domain)):
             return False
+        if self._hung_order is not None and self._hung_order.is_alive():
+            log.error("ACME: the order for %s given up earlier is still hanging; not starting another", self.config.domain)
+            return False
         if not self.store.take_lease(self.config.domain, self.holder, self.lease_seconds):
             log.info("ACME: %s is ordering the certificate for %s; waiting for it",
                      self.store.lease_holder(self.config.domain), self.config.domain)
@@ -101,7 +108,24 @@ class AcmeManager:
         try:
             if not self.due(self.store.current(self.config.domain)):  # another node finished meanwhile
                 return False
-            obtain(self.store, self.config)
+            outcome: list[BaseException | None] = []
+
+            def order() -> None:
+                try:
+                    obtain(self.store, self.config)
+                    outcome.append(None)
+                except BaseException as exc:  # handed to the loop below
+                    outcome.append(exc)
+
+            worker = threading.Thread(target=order, name="dockyard-acme-order", daemon=True)
+            worker.start()
+            worker.join(self.order_max_seconds)
+            if worker.is_alive():
+                self._hung_order = worker  # abandoned: a late result is still a checked certificate, stored
+                raise AcmeFailure(f"the ACME order for {self.config.domain} has not finished in "
+                                  f"{self.order_max_seconds:.0f} s (the ACME server is not answering); giving it up")
+            if outcome[0] is not None:
+                raise outcome[0]
             return True
         finally:
             ordering.set()
