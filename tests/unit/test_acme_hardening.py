@@ -451,3 +451,21 @@ def test_a_hung_order_does_not_stop_the_renewal_loop(store, tmp_path, monkeypatc
     manager._hung_order.join(10)  # it finished after all, with a good certificate
     assert manager.check()  # installed; not ordered again
     assert calls == [1]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_a_missing_key_file_is_written_again(store, tmp_path):
+    """install() looked only at the certificate file: with privkey.pem gone (deleted, a volume restored without
+    it) the node kept a pair that does not load, and at the next start served the placeholder for a whole
+    check interval."""
+    from dockyard.cli.acme_serve import AcmeManager
+
+    manager = AcmeManager(store, AcmeConfig(DOMAIN, "https://acme.invalid/dir"), cert_file=tmp_path / "n" / "f.pem",
+                          key_file=tmp_path / "n" / "k.pem", renew_before_days=30, check_seconds=600)
+    chain, key = _pair()
+    store.save_certificate(DOMAIN, chain, key)
+    assert manager.install()
+    manager.key_file.unlink()
+    assert manager.install()
+    assert manager.key_file.read_bytes() == key
+    assert not manager.install()

@@ -146,7 +146,7 @@ class AcmeManager:
     def install(self) -> bool:
         """Write the stored certificate to this node's files when they hold another one; True if written."""
         stored = self.store.current(self.config.domain)
-        if stored is None or fingerprint_of_file(self.cert_file) == stored.fingerprint:
+        if stored is None or (fingerprint_of_file(self.cert_file) == stored.fingerprint and self.key_file.exists()):
             return False
         stored = self.store.current(self.config.domain, open_key=True)
         assert stored is not None
