@@ -73,11 +73,19 @@ def test_a_well_formed_certificate_is_stored(store, monkeypatch):
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_a_certificate_valid_from_minutes_ahead_is_taken(store, monkeypatch):
+    """Our clock running a few minutes (even hours) slow is no reason to refuse: clients judge by their own
+    clocks, and refusing would fail every renewal until the old certificate expired."""
+    stored = _obtain_from(store, monkeypatch, HostileCA(not_before=NOW + dt.timedelta(minutes=30)))
+    assert store.current(DOMAIN).fingerprint == stored.fingerprint
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(("ca", "reason"), [
     (lambda: HostileCA(names=("evil.example.test",)), "not registry.example.test"),
     (lambda: HostileCA(other_key=True), "not for the key we asked with"),
     (lambda: HostileCA(not_after=NOW - dt.timedelta(minutes=1)), "not now"),
-    (lambda: HostileCA(not_before=NOW + dt.timedelta(days=1)), "not now"),
+    (lambda: HostileCA(not_before=NOW + dt.timedelta(days=2)), "not now"),
     (lambda: HostileCA(broken_chain=True), "chain .* is broken"),
     (lambda: HostileCA(garbage=b"<html>hello</html>"), "no PEM certificate chain"),
     (lambda: HostileCA(garbage=b"-----BEGIN CERTIFICATE-----\n" + b"A" * (300 << 10)), "byte chain"),

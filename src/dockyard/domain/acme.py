@@ -17,7 +17,7 @@ import josepy
 import requests
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from dockyard import __version__
@@ -139,7 +139,9 @@ def _obtain(store: AcmeStore, config: AcmeConfig) -> StoredCertificate:
 
 
 MAX_CHAIN_BYTES = 256 << 10  # a chain is a few kilobytes; every node writes it and every worker loads it
-CLOCK_SKEW = dt.timedelta(minutes=5)
+# A leaf "not yet valid" by less than this is taken: our clock may run slow (clients judge by theirs), and
+# refusing would fail every renewal until the old certificate expired. Days ahead is a broken CA.
+NOT_BEFORE_SLACK = dt.timedelta(days=1)
 
 
 def check_issued(fullchain_pem: bytes, key_pem: bytes, domain: str, now: dt.datetime) -> None:
@@ -163,12 +165,14 @@ def check_issued(fullchain_pem: bytes, key_pem: bytes, domain: str, now: dt.date
         names = []
     if domain.lower() not in (name.lower() for name in names):
         raise AcmeFailure(f"the certificate the ACME server sent names {names or 'no DNS name'}, not {domain}")
-    if not leaf.not_valid_before_utc - CLOCK_SKEW <= now < leaf.not_valid_after_utc:
+    if not leaf.not_valid_before_utc - NOT_BEFORE_SLACK <= now < leaf.not_valid_after_utc:
         raise AcmeFailure(f"the certificate the ACME server sent for {domain} is valid from {leaf.not_valid_before_utc} "
                           f"to {leaf.not_valid_after_utc}, not now ({now:%Y-%m-%d %H:%M:%S} UTC)")
     for cert, issuer in zip(chain, chain[1:]):
         try:
             cert.verify_directly_issued_by(issuer)
+        except UnsupportedAlgorithm:
+            continue  # a signature scheme this build cannot check (an old cross-sign): clients decide
         except (ValueError, TypeError, InvalidSignature) as exc:
             raise AcmeFailure(f"the chain the ACME server sent for {domain} is broken: {cert.subject.rfc4514_string()} "
                               f"is not signed by {issuer.subject.rfc4514_string()}") from exc
