@@ -181,7 +181,8 @@ async def test_repair_from_a_backup_restores_a_quarantined_blob(tmp_path: Path):
     layer = json.loads(body)["layers"][0]["digest"]
     victim = _blob_file(data, layer)
     victim.write_bytes(b"x" * victim.stat().st_size)
-    _cli("admin", "verify", "--data-dir", str(data), "--read-blobs", "--repair")
+    text = _cli("admin", "verify", "--data-dir", str(data), "--read-blobs", "--repair")
+    assert f"{layer}: digest-mismatch [quarantined] (content hashes to sha256:" in text.output, text.output
     fixed = _cli("admin", "verify", "--data-dir", str(data), "--repair", "--from", str(dest), "--json")
     [problem] = json.loads(fixed.stdout)["problems"]
     assert problem["problem"] == "quarantined" and problem["repaired"] == "restored"
