@@ -131,3 +131,24 @@ def test_cli_valid_line_never_prints_a_database_password(tmp_path, url):
     code, text = _run(str(path))
     assert code == 0, text
     assert "hunter2" not in text and "db.example" in text
+
+
+def test_cli_tls_files_serve_would_refuse_exit_2_naming_the_file(tmp_path, monkeypatch):
+    """check-config runs serve's own load check of the certificate, key and client CA files."""
+    from tests.support.tls import TestCA
+
+    monkeypatch.setenv("DOCKYARD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DOCKYARD_TLS_CERT_FILE", "/nonexistent.pem")
+    monkeypatch.setenv("DOCKYARD_TLS_KEY_FILE", "/nonexistent.key")
+    code, output = _run()
+    assert code == 2 and "/nonexistent.pem: no such file" in output, output
+    ca = TestCA(tmp_path / "ca")
+    cert, key = ca.issue("server")
+    monkeypatch.setenv("DOCKYARD_TLS_CERT_FILE", str(cert))
+    monkeypatch.setenv("DOCKYARD_TLS_KEY_FILE", str(key))
+    assert _run()[0] == 0
+    monkeypatch.setenv("DOCKYARD_TLS_CLIENT_CA_FILE", str(tmp_path / "clients.pem"))
+    code, output = _run()
+    assert code == 2 and f"{tmp_path / 'clients.pem'}: no such file" in output, output
+    monkeypatch.setenv("DOCKYARD_TLS_CLIENT_CA_FILE", str(ca.ca_file))
+    assert _run()[0] == 0

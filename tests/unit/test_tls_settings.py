@@ -57,7 +57,7 @@ def test_check_pair_names_what_does_not_load(tmp_path, pair):
     assert check_pair(cert, key) is None
     _, other_key = ca.issue("other")
     assert "KEY_VALUES_MISMATCH" in check_pair(cert, other_key).upper().replace(" ", "_")
-    assert "No such file" in check_pair(tmp_path / "missing.pem", key)
+    assert check_pair(tmp_path / "missing.pem", key) == f"{tmp_path / 'missing.pem'}: no such file"
 
 
 def test_https_location():

@@ -143,6 +143,11 @@ def check_config(
         console.print(f"[red]invalid settings:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     settings, problems = check(file_values, os.environ, str(path) if path else "settings")
+    if settings is not None:
+        from dockyard.cli.tls_serve import tls_files_problem
+
+        if tls := tls_files_problem(settings):  # what serve checks before it starts (a setting's value is fine, its file not)
+            settings, problems = None, [tls]
     if settings is None:
         for line in problems:
             console.print(f"[red]invalid settings:[/red] {escape(line)}", soft_wrap=True)

@@ -52,6 +52,8 @@ def check_pair(cert: Path, key: Path, client_ca: Path | None = None) -> str | No
     for path in (cert, key, client_ca):
         if path is not None and (problem := _not_a_pem_file(Path(path))):
             return problem
+        if path is not None and not Path(path).exists():
+            return f"{path}: no such file"
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         ctx.load_cert_chain(str(cert), str(key), password=_no_pass_phrase)
@@ -62,6 +64,18 @@ def check_pair(cert: Path, key: Path, client_ca: Path | None = None) -> str | No
     except (OSError, ssl.SSLError) as exc:
         return f"{exc.__class__.__name__}: {exc}"
     return None
+
+
+def tls_files_problem(settings) -> str | None:
+    """Why `dockyard serve` would refuse the TLS settings' files, or None (also None when TLS is off).
+    `serve` and `check-config` both ask this, so check-config passes only what serve loads."""
+    if not settings.tls_enabled:
+        return None
+    problem = check_pair(Path(settings.tls_cert_file), Path(settings.tls_key_file),
+                         Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None)
+    if problem is None:
+        return None
+    return f"cannot load the TLS certificate {settings.tls_cert_file} and key {settings.tls_key_file}: {problem}"
 
 
 def key_file_warning(key: Path) -> str | None:
