@@ -56,7 +56,7 @@ def test_check_pair_names_what_does_not_load(tmp_path, pair):
     ca, cert, key = pair
     assert check_pair(cert, key) is None
     _, other_key = ca.issue("other")
-    assert "KEY_VALUES_MISMATCH" in check_pair(cert, other_key).upper().replace(" ", "_")
+    assert check_pair(cert, other_key) == f"the private key {other_key} does not match the certificate {cert}"
     assert check_pair(tmp_path / "missing.pem", key) == f"{tmp_path / 'missing.pem'}: no such file"
 
 
@@ -228,3 +228,36 @@ def test_check_pair_refuses_a_fifo_or_huge_file_without_blocking(tmp_path, pair)
         assert not worker.is_alive(), f"check_pair blocked on the {name}"
     assert "not a regular file" in results["fifo"]
     assert "too large" in results["huge"]
+
+
+def test_check_pair_tells_which_file_is_bad_in_words(tmp_path, pair):
+    """OpenSSL says `[SSL] PEM lib (_ssl.c:3926)` for a bad certificate and a bad key alike: name the file."""
+    ca, cert, key = pair
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a PEM file\n")
+    assert check_pair(junk, key) == f"the certificate file {junk} holds no PEM certificate"
+    assert check_pair(cert, junk) == f"the private key file {junk} holds no PEM private key"
+    swapped = "(are tls_cert_file and tls_key_file swapped?)"
+    assert check_pair(key, cert) == f"the certificate file {key} holds no PEM certificate {swapped}"
+    assert check_pair(cert, cert) == f"the private key file {cert} holds no PEM private key {swapped}"
+    assert check_pair(cert, key, junk) == f"the client CA file {junk} holds no usable PEM certificate (no certificate or crl found)"
+    assert not any("PEM lib" in (check_pair(a, b) or "") for a, b in ((junk, key), (cert, junk), (key, cert)))
+
+
+def test_sighup_with_a_bad_key_names_the_file_and_keeps_the_workers(tmp_path, pair, caplog, monkeypatch):
+    import logging
+
+    from granian.server import Server
+
+    from dockyard.cli.tls_serve import granian_server
+
+    ca, cert, key = pair
+    own = tmp_path / "server.key"
+    own.write_bytes(key.read_bytes())
+    reloads = []
+    monkeypatch.setattr(Server, "signal_handler_reload", lambda self, *a, **kw: reloads.append(True))
+    server = granian_server(Settings(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=own), target="x:app")
+    own.write_bytes(ca.issue("renewed")[1].read_bytes())  # a renewal that wrote a key of another certificate
+    with caplog.at_level(logging.ERROR, logger="dockyard.serve"):
+        server.signal_handler_reload()
+    assert reloads == [] and f"the private key {own} does not match the certificate {cert}" in caplog.text

@@ -48,22 +48,63 @@ def _not_a_pem_file(path: Path) -> str | None:
 
 
 def check_pair(cert: Path, key: Path, client_ca: Path | None = None) -> str | None:
-    """Why this certificate, key (and client CA) would not load, or None when they do."""
+    """Why this certificate, key (and client CA) would not load, or None when they do. The message names the
+    file at fault in words: OpenSSL's own (`[SSL] PEM lib (_ssl.c:3926)`) names neither file nor reason."""
     for path in (cert, key, client_ca):
-        if path is not None and (problem := _not_a_pem_file(Path(path))):
+        if path is None:
+            continue
+        if problem := _not_a_pem_file(Path(path)):
             return problem
-        if path is not None and not Path(path).exists():
+        if not Path(path).exists():
             return f"{path}: no such file"
+        try:
+            open(path, "rb").close()
+        except OSError as exc:
+            return f"{path}: cannot read it ({exc.strerror or exc})"
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         ctx.load_cert_chain(str(cert), str(key), password=_no_pass_phrase)
-        if client_ca is not None:
-            ctx.load_verify_locations(cafile=str(client_ca))
     except _EncryptedKey:
         return f"the private key {key} is encrypted: give it unencrypted (the server cannot ask for a pass phrase)"
-    except (OSError, ssl.SSLError) as exc:
+    except ssl.SSLError as exc:
+        return _which_file(Path(cert), Path(key), exc)
+    except OSError as exc:
         return f"{exc.__class__.__name__}: {exc}"
+    if client_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            return f"the client CA file {client_ca} holds no usable PEM certificate ({_reason(exc)})"
     return None
+
+
+def _pem_labels(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("ascii", "replace")
+    except OSError:
+        return ""
+
+
+def _reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None)
+    return reason.lower().replace("_", " ") if reason else str(exc)
+
+
+def _which_file(cert: Path, key: Path, exc: ssl.SSLError) -> str:
+    """Tell which of the two files OpenSSL refused, and why, in words."""
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return f"the private key {key} does not match the certificate {cert}"
+    swapped = " (are tls_cert_file and tls_key_file swapped?)"
+    cert_text, key_text = _pem_labels(cert), _pem_labels(key)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(cert))  # the certificate alone
+    except ssl.SSLError:
+        hint = swapped if "PRIVATE KEY-----" in cert_text else ""
+        return f"the certificate file {cert} holds no PEM certificate{hint}"
+    if "PRIVATE KEY-----" not in key_text:
+        hint = swapped if "CERTIFICATE-----" in key_text else ""
+        return f"the private key file {key} holds no PEM private key{hint}"
+    return f"the private key {key} does not load ({_reason(exc)})"
 
 
 def tls_files_problem(settings) -> str | None:
