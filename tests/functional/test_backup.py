@@ -122,7 +122,7 @@ async def test_backup_while_pushing_then_restore_verify_and_repair(tmp_path: Pat
     assert problem["digest"] == layer and problem["problem"] == "digest-mismatch"
     assert problem["images"] == ["app:latest", "app:v1", "other:1.0"]
     human = _cli("admin", "verify", "--data-dir", str(restored), "--read-blobs")
-    assert "1 problems" in human.output and layer in human.output and "other:1.0" in human.output
+    assert "blobs checked, 1 problem\n" in human.output and layer in human.output and "other:1.0" in human.output
 
     # --repair --from the backup copies the good bytes back; verify is clean again.
     fixed = _cli("admin", "verify", "--data-dir", str(restored), "--read-blobs", "--repair", "--from", str(dest), "--json")
