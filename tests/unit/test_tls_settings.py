@@ -261,3 +261,42 @@ def test_sighup_with_a_bad_key_names_the_file_and_keeps_the_workers(tmp_path, pa
     with caplog.at_level(logging.ERROR, logger="dockyard.serve"):
         server.signal_handler_reload()
     assert reloads == [] and f"the private key {own} does not match the certificate {cert}" in caplog.text
+
+
+def test_redirect_listener_server_header_has_no_trailing_space():
+    import http.client
+
+    from dockyard.cli.tls_serve import start_redirect_listener
+
+    httpd = start_redirect_listener("127.0.0.1", 0, 8443, None)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", httpd.server_address[1], timeout=10)
+        conn.request("GET", "/v2/", headers={"Host": "r.example"})
+        response = conn.getresponse()
+        assert response.status == 308 and response.getheader("Server") == "dockyard"
+        conn.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_serve_logs_its_own_line_on_stop_and_when_a_reload_finishes(tmp_path, pair, caplog, monkeypatch):
+    import logging
+
+    from granian.server import Server
+
+    from dockyard.cli.tls_serve import granian_server
+
+    _, cert, key = pair
+    calls = []
+    monkeypatch.setattr(Server, "_reload", lambda self, *a, **kw: calls.append("reload"))
+    monkeypatch.setattr(Server, "signal_handler_interrupt", lambda self, *a, **kw: calls.append("interrupt"))
+    server = granian_server(Settings(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=key, shutdown_timeout_seconds=42),
+                            target="x:app")
+    with caplog.at_level(logging.INFO, logger="dockyard.serve"):
+        server._reload(None, None)
+        assert calls == ["reload"]
+        assert "SIGHUP: reload finished, every worker restarted with the certificate on disk" in caplog.text
+        server.signal_handler_interrupt()
+    assert calls == ["reload", "interrupt"]
+    assert "stopping (SIGTERM/SIGINT): no new connections; requests in flight get up to 42 s to finish" in caplog.text

@@ -161,6 +161,17 @@ def granian_server(settings, **kwargs):
                 log.info("SIGHUP: restarting the workers one at a time to load the certificate on disk")
             super().signal_handler_reload(*args, **kwargs)
 
+        def _reload(self, *args, **kwargs):  # granian 2.8: runs the rolling restart, returns when it is done
+            result = super()._reload(*args, **kwargs)
+            log.info("SIGHUP: reload finished, every worker restarted%s",
+                     " with the certificate on disk" if settings.tls_enabled else "")
+            return result
+
+        def signal_handler_interrupt(self, *args, **kwargs):
+            log.info("stopping (SIGTERM/SIGINT): no new connections; requests in flight get up to %s s to finish",
+                     settings.shutdown_timeout_seconds)
+            super().signal_handler_interrupt(*args, **kwargs)
+
     server = TlsServer(**kwargs, **granian_tls_options(settings))
     if settings.tls_enabled:
         # granian 2.8's internal (enabled, cert, key, password, proto, ca, crl, verify) tuple, passed to each
@@ -184,8 +195,10 @@ def start_redirect_listener(host: str, port: int, https_port: int, public_url: s
 
     class Redirect(BaseHTTPRequestHandler):
         server_version = "dockyard"
-        sys_version = ""
         timeout = idle_timeout  # StreamRequestHandler sets it on the socket: every read times out
+
+        def version_string(self) -> str:
+            return self.server_version  # the stdlib appends " " + sys_version: `Server: dockyard ` otherwise
 
         def _redirect(self) -> None:
             location = https_location(public_url, https_port, self.headers.get("Host"), self.path if self.path.startswith("/") else "/")
