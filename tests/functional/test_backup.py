@@ -149,17 +149,19 @@ async def test_repair_without_a_backup_quarantines_a_damaged_blob(tmp_path: Path
     assert again.exit_code == 1 and problem["problem"] == "quarantined" and "quarantine/blobs/" in problem["detail"]
 
 
-async def test_a_quarantined_blob_is_absent_until_pushed_again(tmp_path: Path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_quarantined_blob_is_absent_until_pushed_again(tmp_path: Path, backend: str, database_url_for):
     """Quarantine takes the blob out of service: HEAD 404 makes a client upload it again, which heals it."""
-    data = tmp_path / "data"
-    async with open_registry(data, "filesystem") as reg:
+    data, url = tmp_path / "data", database_url_for(backend)
+    db_args = ["--database-url", url] if url else []
+    async with open_registry(data, "filesystem", database_url=url) as reg:
         image, body = await reg.push_image("app", "v1", seed=7)
     layer = json.loads(body)["layers"][0]["digest"]
     victim = _blob_file(data, layer)
     victim.write_bytes(b"x" * victim.stat().st_size)
-    fixed = _cli("admin", "verify", "--data-dir", str(data), "--read-blobs", "--repair", "--json")
+    fixed = _cli("admin", "verify", "--data-dir", str(data), *db_args, "--read-blobs", "--repair", "--json")
     assert json.loads(fixed.stdout)["problems"][0]["repaired"] == "quarantined"
-    async with open_registry(data, "filesystem") as reg:
+    async with open_registry(data, "filesystem", database_url=url) as reg:
         assert (await reg.client.head(f"/v2/app/blobs/{layer}")).status_code == 404
         assert_error(await reg.client.get(f"/v2/app/blobs/{layer}"), 404, "BLOB_UNKNOWN")
         # A new manifest over the quarantined blob is refused: the client must upload the blob.
@@ -169,7 +171,7 @@ async def test_a_quarantined_blob_is_absent_until_pushed_again(tmp_path: Path):
         assert (await reg.client.head(f"/v2/app/blobs/{layer}")).status_code == 200
         await _pull_and_check(reg, "app", "v1", image)
         await reg.push_manifest("app", "v2", other, OCI_MANIFEST)
-    clean = _cli("admin", "verify", "--data-dir", str(data), "--read-blobs", "--json")
+    clean = _cli("admin", "verify", "--data-dir", str(data), *db_args, "--read-blobs", "--json")
     assert clean.exit_code == 0 and json.loads(clean.stdout)["problems"] == [], clean.output
 
 
@@ -434,3 +436,20 @@ def test_a_root_owned_mount_point_is_a_usable_directory_unless_anyone_can_write_
     assert trusted_directory(0, 0o42775, 1000)  # a volume mounted with an fsGroup
     assert not trusted_directory(0, 0o41777, 1000)  # /tmp-like: anyone may plant files
     assert not trusted_directory(1001, 0o40700, 1000)
+
+
+async def test_gc_collects_a_quarantined_blob_row_nothing_references_and_keeps_its_bytes(tmp_path: Path):
+    data = tmp_path / "data"
+    async with open_registry(data, "filesystem") as reg:
+        image, body = await reg.push_image("app", "v1", seed=7)
+    layer = json.loads(body)["layers"][0]["digest"]
+    victim = _blob_file(data, layer)
+    victim.write_bytes(b"x" * victim.stat().st_size)
+    _cli("admin", "verify", "--data-dir", str(data), "--read-blobs", "--repair")
+    async with open_registry(data, "filesystem") as reg:
+        assert (await reg.client.delete(f"/v2/app/manifests/{image}")).status_code == 202
+        gc = GarbageCollector(reg.services.db, reg.services.storage, grace_seconds=1,
+                              clock=lambda: utcnow() + timedelta(hours=1))
+        assert gc.run()["deleted"] == 2  # config + the quarantined layer's row
+        assert reg.count("blobs") == 0
+    assert (data / "storage" / "quarantine" / victim.relative_to(data / "storage")).read_bytes() == b"x" * 100

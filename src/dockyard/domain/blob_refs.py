@@ -60,7 +60,8 @@ PRESENT = "present"
 DELETING = "deleting"
 # `admin verify --repair` moved the damaged bytes aside: the registry answers as if the blob were absent
 # (HEAD/GET 404, a manifest naming it is MANIFEST_BLOB_UNKNOWN), so clients upload it again and the
-# upload revives the row like a GC-marked one (`lock_marked`, `revive`). GC neither marks nor sweeps it.
+# upload revives the row like a GC-marked one (`lock_marked`, `revive`). GC collects the row once nothing
+# references it (the moved bytes are never deleted).
 QUARANTINED = "quarantined"
 
 # The blob-stat hot path (HEAD/GET of a blob) runs on a raw cursor, off the ORM (design.md section 5).
@@ -326,7 +327,8 @@ def unquarantine(conn: Connection, digest: str, now: datetime) -> None:
 
 
 def _candidates(cutoff: datetime):
-    return (blobs.c.state == PRESENT, blobs.c.ref_count == 0, blobs.c.touched_at < cutoff)
+    # A quarantined row nothing references any more is garbage too (its bytes stay under quarantine/).
+    return (blobs.c.state.in_((PRESENT, QUARANTINED)), blobs.c.ref_count == 0, blobs.c.touched_at < cutoff)
 
 
 def garbage_stats(conn: Connection, cutoff: datetime) -> tuple[int, int, int]:
