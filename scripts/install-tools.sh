@@ -21,6 +21,7 @@ ORAS_VERSION=v1.3.6          # oras.land/oras
 REGCTL_VERSION=v0.11.7       # github.com/regclient/regclient
 HELM_VERSION=v3.22.0         # helm.sh/helm/v3 (OCI charts: helm registry login/push/pull)
 COSIGN_VERSION=v3.1.3        # github.com/sigstore/cosign/v3 (signatures: tag and bundle/referrers layouts)
+PEBBLE_VERSION=v2.10.3       # github.com/letsencrypt/pebble/v2 (a test ACME server: tests/e2e/test_acme_pebble.py)
 CONFORMANCE_MODULE=github.com/opencontainers/distribution-spec/conformance
 CONFORMANCE_VERSION=v0.0.0-20231101194043-f2182352d4cc
 CONFORMANCE_NEXT_VERSION=v0.0.0-20260831232431-97274622c111
@@ -112,13 +113,14 @@ go_install oras oras.land/oras/cmd/oras "$ORAS_VERSION"
 go_install regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION"
 go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 go_install cosign github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION"
+go_install pebble github.com/letsencrypt/pebble/v2/cmd/pebble "$PEBBLE_VERSION"
 build_conformance oci-conformance.test "$CONFORMANCE_VERSION" test -c
 build_conformance oci-conformance-next "$CONFORMANCE_NEXT_VERSION" build
 
 # --- summary --------------------------------------------------------------------
 {
   echo "== tools (Go-built in $BIN)"
-  for n in crane oras regctl helm cosign oci-conformance.test oci-conformance-next; do
+  for n in crane oras regctl helm cosign pebble oci-conformance.test oci-conformance-next; do
     printf '  %-22s %s\n' "$n" "$(cat "$STAMPS/$n")"
   done
   echo "== apt packages"

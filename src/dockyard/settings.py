@@ -279,6 +279,14 @@ class Settings(BaseSettings):
         description="On SIGTERM, how long in-flight requests may run on (no new connections) before workers are killed.",
     )
 
+    # -- automatic certificates, ACME (issue 16) --
+    acme_domain: str | None = Field(None, description="Get and renew the HTTPS certificate for this DNS name by ACME (HTTP-01); needs tls_redirect_http_port.")
+    acme_directory_url: str = Field("https://acme-v02.api.letsencrypt.org/directory", description="The ACME server's directory URL (default: Let's Encrypt).")
+    acme_email: str | None = Field(None, description="Contact address given to the ACME server for the account (expiry notices).")
+    acme_ca_file: Path | None = Field(None, description="PEM CA bundle to trust for the ACME server's own HTTPS (a private CA); default: the system's roots.")
+    acme_renew_before_days: float = Field(30, gt=0, le=365, description="Renew when the certificate has this many days left (or a third of its lifetime, if less).")
+    acme_check_interval_seconds: int = Field(600, ge=1, le=86400, description="How often each node checks the stored certificate: renews it when due, installs a newer one.")
+
     @model_validator(mode="after")
     def _metrics_token_set(self) -> Settings:
         if self.metrics_access == "token" and self.metrics_token is None:
@@ -289,7 +297,14 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together: set both to serve HTTPS, or neither")
-        if self.tls_cert_file is None and (self.tls_client_ca_file or self.tls_redirect_http_port):
+        if self.acme_domain is not None:
+            if self.tls_cert_file is not None and self.tls_cert_file != self.acme_cert_file:
+                raise ValueError("acme_domain and tls_cert_file exclude each other: ACME manages the certificate (unset tls_cert_file and tls_key_file, or acme_domain)")
+            if self.tls_redirect_http_port is None:
+                raise ValueError("acme_domain needs tls_redirect_http_port (80 in production): the CA checks the HTTP-01 challenge over plain HTTP there")
+            if not _DNS_NAME_RE.fullmatch(self.acme_domain):
+                raise ValueError(f"acme_domain {self.acme_domain!r} must be a DNS name such as registry.example.com")
+        elif self.tls_cert_file is None and (self.tls_client_ca_file or self.tls_redirect_http_port):
             raise ValueError("tls_client_ca_file and tls_redirect_http_port need tls_cert_file and tls_key_file")
         if self.tls_redirect_http_port is not None and self.tls_redirect_http_port == self.port:
             raise ValueError("tls_redirect_http_port must differ from port")
@@ -297,7 +312,15 @@ class Settings(BaseSettings):
 
     @property
     def tls_enabled(self) -> bool:
-        return self.tls_cert_file is not None and self.tls_key_file is not None
+        return (self.tls_cert_file is not None and self.tls_key_file is not None) or self.acme_domain is not None
+
+    @property
+    def acme_cert_file(self) -> Path:  # each node writes the ACME chain here and its key beside it, 0600
+        return (self.data_dir / "acme" / "fullchain.pem").resolve()
+
+    @property
+    def acme_key_file(self) -> Path:
+        return (self.data_dir / "acme" / "privkey.pem").resolve()
 
     # -- architecture (issue 10 part 4) --
 
@@ -424,6 +447,7 @@ class Settings(BaseSettings):
         return self.resolved_database_url.startswith("sqlite")
 
 
+_DNS_NAME_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
 _PUBLIC_URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?:/[A-Za-z0-9._~/\-]*)?")
 
 

@@ -152,6 +152,12 @@ def test_cli_tls_files_serve_would_refuse_exit_2_naming_the_file(tmp_path, monke
     assert code == 2 and f"{tmp_path / 'clients.pem'}: no such file" in output, output
     monkeypatch.setenv("DOCKYARD_TLS_CLIENT_CA_FILE", str(ca.ca_file))
     assert _run()[0] == 0
+    for name in ("DOCKYARD_TLS_CERT_FILE", "DOCKYARD_TLS_KEY_FILE", "DOCKYARD_TLS_CLIENT_CA_FILE"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DOCKYARD_ACME_DOMAIN", "registry.example.com")  # no files yet: serve fetches them
+    monkeypatch.setenv("DOCKYARD_TLS_REDIRECT_HTTP_PORT", "8080")
+    code, output = _run()
+    assert code == 0 and ": valid" in output, output
 
 
 def test_a_validators_reason_leads_and_a_list_is_of_strings():

@@ -106,9 +106,9 @@ def test_tls_doc_covers_every_tls_setting():
     """docs/tls.md (issue 16) explains every tls_* setting, the reload signal and how each client trusts a CA."""
     text = (DOCS / "tls.md").read_text()
     for name in Settings.model_fields:
-        if name.startswith("tls_"):
+        if name.startswith(("tls_", "acme_")):
             assert f"`{name}`" in text, f"setting {name} missing from docs/tls.md"
-    for word in ("SIGHUP", "DOCKYARD_CA_FILE", "--dest-cert-dir", "SSL_CERT_FILE", "--ca-file", "--cacert", "certs.d"):
+    for word in ("## Automatic certificates (ACME)", "SIGHUP", "DOCKYARD_CA_FILE", "--dest-cert-dir", "SSL_CERT_FILE", "--ca-file", "--cacert", "certs.d"):
         assert word in text, f"{word} missing from docs/tls.md"
 
 

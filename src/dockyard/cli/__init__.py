@@ -10,7 +10,7 @@ import typer
 
 from dockyard.cli import admin as admin_groups
 from dockyard.cli import (
-    audit, background_jobs, backup, check_config, events, jobs, login, policy, promote, quotas, repos, scanners, security, server,
+    acme, audit, background_jobs, backup, check_config, events, jobs, login, policy, promote, quotas, repos, scanners, security, server,
     signing,
     tag_rules, token_keys, vulndb, webhooks,
 )
@@ -30,7 +30,7 @@ app.add_typer(admin, name="admin")
 
 # In the order `dockyard --help` lists them.
 for module in (server, check_config, login, repos, jobs, background_jobs, promote, policy, tag_rules, quotas, webhooks, events, admin_groups,
-               audit, token_keys, vulndb, signing, security, scanners, backup):
+               audit, token_keys, vulndb, signing, security, scanners, backup, acme):
     module.register(app, admin)
 
 

@@ -136,7 +136,9 @@ def serve(
     from dockyard.auth.secret_box import KeyEncryptionError
 
     _ensure_port_free(settings.host, settings.port, say)
-    if settings.tls_enabled:
+    if settings.acme_domain:
+        _ensure_port_free(settings.host, settings.tls_redirect_http_port, say)
+    elif settings.tls_enabled:
         from dockyard.cli.tls_serve import key_file_warning, tls_files_problem
 
         if problem := tls_files_problem(settings):
@@ -154,6 +156,16 @@ def serve(
         say.error(f"cannot open the token-signing keys: {exc}")
         raise typer.Exit(2) from exc
     db.dispose()
+    if settings.acme_domain:  # the certificate files exist only after this (docs/tls.md)
+        from dockyard.cli.acme_serve import start_acme
+
+        try:
+            settings = start_acme(settings)
+        except KeyEncryptionError as exc:  # ACME keys sealed under another node's KEK
+            say.error(f"cannot open the ACME keys: {exc}")
+            raise typer.Exit(2) from exc
+        say.info(f"certificate for {settings.acme_domain} by ACME from {settings.acme_directory_url}; "
+                 f"plain HTTP on port {settings.tls_redirect_http_port} answers its challenges and redirects to HTTPS")
     if settings.storage_driver == "memory" and settings.workers > 1:
         if workers is not None:
             say.error("the memory storage driver cannot be shared by several workers")
@@ -175,7 +187,7 @@ def serve(
     )
     for line in next_steps(settings):
         say.info(line)
-    if settings.tls_redirect_http_port:
+    if settings.tls_redirect_http_port and not settings.acme_domain:
         from dockyard.cli.tls_serve import start_redirect_listener
 
         start_redirect_listener(settings.host, settings.tls_redirect_http_port, settings.port, settings.public_url)

@@ -15,6 +15,7 @@ import socket
 import ssl
 import stat
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -108,10 +109,10 @@ def _which_file(cert: Path, key: Path, exc: ssl.SSLError) -> str:
 
 
 def tls_files_problem(settings) -> str | None:
-    """Why `dockyard serve` would refuse the TLS settings' files, or None (also None when TLS is off).
+    """Why `dockyard serve` would refuse the TLS settings' files, or None (also None when none are set).
     `serve` and `check-config` both ask this, so check-config passes only what serve loads."""
-    if not settings.tls_enabled:
-        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None  # TLS off, or ACME (acme_domain): the certificate is fetched after this check
     problem = check_pair(Path(settings.tls_cert_file), Path(settings.tls_key_file),
                          Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None)
     if problem is None:
@@ -184,10 +185,16 @@ def granian_server(settings, **kwargs):
     return server
 
 
+ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+
+
 def start_redirect_listener(host: str, port: int, https_port: int, public_url: str | None, *,
-                            idle_timeout: float = 10.0, max_connections: int = 256) -> ThreadingHTTPServer:
+                            idle_timeout: float = 10.0, max_connections: int = 256,
+                            challenge: Callable[[str], str | None] | None = None) -> ThreadingHTTPServer:
     """Serve plain HTTP on host:port in a daemon thread of the serving process: every request gets a 308 to the
     same path over HTTPS (308 keeps the method and body, so a client's PUT is retried as a PUT), nothing else.
+    With `challenge` (ACME, cli/acme_serve.py), GET /.well-known/acme-challenge/<token> is answered with what
+    it returns for the token (404 for None) instead: the CA validates HTTP-01 over plain HTTP.
 
     A thread per connection, so bounded: a connection silent for `idle_timeout` seconds is closed, and past
     `max_connections` open ones a new connection is closed at once (idle clients must not pile up threads in
@@ -200,6 +207,27 @@ def start_redirect_listener(host: str, port: int, https_port: int, public_url: s
         def version_string(self) -> str:
             return self.server_version  # the stdlib appends " " + sys_version: `Server: dockyard ` otherwise
 
+        def _challenge(self) -> None:
+            token = self.path[len(ACME_CHALLENGE_PREFIX):].partition("?")[0]
+            try:
+                answer = challenge(token) if challenge is not None and "/" not in token else None
+            except Exception:  # the database is away: the CA retries, or fails this order and we order again
+                log.exception("ACME challenge lookup failed")
+                answer = None
+            body = answer.encode() if answer is not None else b"not found\n"
+            self.send_response(200 if answer is not None else 404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        def _get(self) -> None:
+            if challenge is not None and self.path.startswith(ACME_CHALLENGE_PREFIX):
+                self._challenge()
+            else:
+                self._redirect()
+
         def _redirect(self) -> None:
             location = https_location(public_url, https_port, self.headers.get("Host"), self.path if self.path.startswith("/") else "/")
             self.send_response(308 if location else 400)
@@ -209,7 +237,8 @@ def start_redirect_listener(host: str, port: int, https_port: int, public_url: s
             self.send_header("Connection", "close")
             self.end_headers()
 
-        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _redirect
+        do_GET = do_HEAD = _get
+        do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _redirect
 
         def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
             log.debug("redirect listener: " + format, *args)

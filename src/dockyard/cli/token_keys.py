@@ -92,14 +92,19 @@ def rotate_kek(
             from dockyard.webhooks.service import reseal_secrets
 
             hooks = reseal_secrets(db, old_ring, new_ring)  # a crash before this: the rerun opens both
+            from dockyard.domain.acme_store import reseal as reseal_acme
+
+            acme_keys = reseal_acme(db, old_ring, new_ring)
         finally:
             db.dispose()
         if settings.secret_key is None:
             os.replace(pending, kek_file)
-            console.print(f"re-encrypted {count} signing key(s) and {hooks} webhook secret(s); the new key-encryption key is in {kek_file}")
+            console.print(f"re-encrypted {count} signing key(s), {hooks} webhook secret(s) and {acme_keys} ACME key(s); "
+                          f"the new key-encryption key is in {kek_file}")
             console.print("copy it to every other node that shares this database, and to your backups")
         else:
-            console.print(f"re-encrypted {count} signing key(s) and {hooks} webhook secret(s) under key-encryption key {new_ring.primary.id}")
+            console.print(f"re-encrypted {count} signing key(s), {hooks} webhook secret(s) and {acme_keys} ACME key(s) "
+                          f"under key-encryption key {new_ring.primary.id}")
             console.print("now set secret_key to the new value on every node and restart them")
     except KeyEncryptionError as exc:
         console.print(f"[red]{exc}[/red]")

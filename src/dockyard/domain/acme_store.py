@@ -1,0 +1,208 @@
+"""What automatic certificates keep in the database (metadata/acme_tables.py): the ACME account key, the
+issued certificate and its key (both keys sealed under the KEK, like the token-signing keys), the HTTP-01
+answers any node may be asked for, and the lease that lets one node at a time order.
+
+The ACME conversation itself is domain/acme.py; the loop that decides when to run it and installs the
+result on each node is cli/acme_serve.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import delete, select, update
+
+from dockyard.auth.secret_box import KeyRing
+from dockyard.metadata.acme_tables import acme_accounts, acme_certificates, acme_challenges, acme_leases
+from dockyard.metadata.db import Database, aware, insert_ignore, utcnow
+
+CHALLENGE_TTL = timedelta(hours=1)  # an answer is needed only while its order is being validated
+
+
+@dataclass(frozen=True)
+class StoredCertificate:
+    domain: str
+    fullchain_pem: bytes
+    key_pem: bytes = b""  # empty unless opened (`current(open_key=True)`)
+    fingerprint: str = ""
+    not_after: datetime | None = None
+    issued_at: datetime | None = None
+
+
+def new_private_key_pem() -> bytes:
+    """A fresh P-256 key as unencrypted PKCS#8 PEM (accounts and certificates alike)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def leaf_facts(fullchain_pem: bytes) -> tuple[str, datetime, datetime]:
+    """(sha256 fingerprint of the leaf, not_before, not_after) of a PEM chain."""
+    leaf = x509.load_pem_x509_certificates(fullchain_pem)[0]
+    return leaf.fingerprint(hashes.SHA256()).hex(), leaf.not_valid_before_utc, leaf.not_valid_after_utc
+
+
+def renewal_time(not_before: datetime, not_after: datetime, renew_before: timedelta) -> datetime:
+    """When to renew: once the certificate has `renew_before` left, or a third of its lifetime when that is
+    less (as Let's Encrypt advises: a 90-day certificate renews 30 days ahead, a 6-day one 2 days ahead)."""
+    return not_after - min(renew_before, (not_after - not_before) / 3)
+
+
+def needs_renewal(not_before: datetime, not_after: datetime, now: datetime, renew_before: timedelta) -> bool:
+    return now >= renewal_time(not_before, not_after, renew_before)
+
+
+def placeholder_pair(domain: str) -> tuple[bytes, bytes]:
+    """A self-signed (certificate, key) for `domain`, valid one day: what the server presents until the
+    first certificate arrives, so it can start (and answer the HTTP-01 challenge) while the CA is down."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{domain} (dockyard placeholder, no ACME certificate yet)"[:64])])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:200]
+
+
+class AcmeStore:
+    def __init__(self, db: Database, ring: KeyRing | None = None):  # None: public data only (status)
+        self.db = db
+        self.ring = ring
+
+    # -- the account -------------------------------------------------------------------------
+
+    def account(self, directory_url: str, email: str | None) -> tuple[bytes, str | None]:
+        """(account key PEM, account URL or None) for this ACME server; the key is made and stored
+        sealed on first use. Two nodes racing here agree on the first row written."""
+        context = f"acme-account:{directory_url}"
+        with self.db.write() as conn:
+            insert_ignore(conn, acme_accounts, {
+                "directory_url": directory_url, "key_sealed": self.ring.seal(new_private_key_pem(), context),
+                "uri": None, "email": email, "created_at": utcnow(),
+            }, ["directory_url"])
+            row = conn.execute(select(acme_accounts).where(acme_accounts.c.directory_url == directory_url)).one()
+        return self.ring.open(row.key_sealed, context), row.uri
+
+    def set_account_uri(self, directory_url: str, uri: str | None) -> None:
+        with self.db.write() as conn:
+            conn.execute(update(acme_accounts).where(acme_accounts.c.directory_url == directory_url).values(uri=uri))
+
+    # -- the certificate ---------------------------------------------------------------------
+
+    def save_certificate(self, domain: str, fullchain_pem: bytes, key_pem: bytes) -> StoredCertificate:
+        fingerprint, _not_before, not_after = leaf_facts(fullchain_pem)
+        values = {"fullchain_pem": fullchain_pem.decode(), "key_sealed": self.ring.seal(key_pem, f"acme-cert:{domain}"),
+                  "fingerprint": fingerprint, "not_after": not_after, "issued_at": utcnow()}
+        with self.db.write() as conn:
+            if not insert_ignore(conn, acme_certificates, {"domain": domain, **values}, ["domain"]):
+                conn.execute(update(acme_certificates).where(acme_certificates.c.domain == domain).values(**values))
+        return StoredCertificate(domain, fullchain_pem, key_pem, fingerprint, not_after, values["issued_at"])
+
+    def current(self, domain: str, *, open_key: bool = False) -> StoredCertificate | None:
+        """The stored certificate for `domain`; its private key only when asked (to write the key file)."""
+        with self.db.read() as conn:
+            row = conn.execute(select(acme_certificates).where(acme_certificates.c.domain == domain)).first()
+        if row is None:
+            return None
+        key = self.ring.open(row.key_sealed, f"acme-cert:{domain}") if open_key else b""
+        return StoredCertificate(domain, row.fullchain_pem.encode(), key, row.fingerprint, aware(row.not_after),
+                                 aware(row.issued_at))
+
+    def status(self, renew_before: timedelta) -> list[dict]:
+        """What `dockyard admin acme status` shows: each stored certificate (never a key) and its lease."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(acme_certificates.c.domain, acme_certificates.c.fullchain_pem,
+                                       acme_certificates.c.issued_at).order_by(acme_certificates.c.domain)).all()
+        out = []
+        for row in rows:
+            fingerprint, not_before, not_after = leaf_facts(row.fullchain_pem.encode())
+            out.append({"domain": row.domain, "not_after": not_after, "renew_at": renewal_time(not_before, not_after, renew_before),
+                        "issued_at": aware(row.issued_at), "fingerprint": fingerprint,
+                        "ordering": self.lease_holder(row.domain)})
+        return out
+
+    # -- HTTP-01 answers ---------------------------------------------------------------------
+
+    def put_challenge(self, token: str, key_authorization: str) -> None:
+        now = utcnow()
+        with self.db.write() as conn:
+            conn.execute(delete(acme_challenges).where(acme_challenges.c.expires_at <= now))
+            conn.execute(delete(acme_challenges).where(acme_challenges.c.token == token))
+            conn.execute(acme_challenges.insert().values(token=token, key_authorization=key_authorization,
+                                                         expires_at=now + CHALLENGE_TTL))
+
+    def drop_challenge(self, token: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(delete(acme_challenges).where(acme_challenges.c.token == token))
+
+    def challenge_response(self, token: str) -> str | None:
+        """The key authorization to answer GET /.well-known/acme-challenge/<token> with, or None (404)."""
+        if not token or len(token) > 200:
+            return None
+        with self.db.read() as conn:
+            return conn.execute(select(acme_challenges.c.key_authorization).where(
+                acme_challenges.c.token == token, acme_challenges.c.expires_at > utcnow())).scalar()
+
+    # -- the ordering lease ------------------------------------------------------------------
+
+    def take_lease(self, domain: str, holder: str, ttl_seconds: int) -> bool:
+        """True when `holder` now holds the lease for `domain` (newly, or extended); False while another
+        holder's lease is live. A lease that lapsed (its node died mid-order) goes to the next taker."""
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl_seconds)
+        with self.db.write() as conn:
+            conn.execute(delete(acme_leases).where(acme_leases.c.domain == domain, acme_leases.c.expires_at <= now))
+            if insert_ignore(conn, acme_leases, {"domain": domain, "holder": holder, "expires_at": expires}, ["domain"]):
+                return True
+            return bool(conn.execute(update(acme_leases).where(
+                acme_leases.c.domain == domain, acme_leases.c.holder == holder).values(expires_at=expires)).rowcount)
+
+    def release_lease(self, domain: str, holder: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(delete(acme_leases).where(acme_leases.c.domain == domain, acme_leases.c.holder == holder))
+
+    def lease_holder(self, domain: str) -> str | None:
+        with self.db.read() as conn:
+            return conn.execute(select(acme_leases.c.holder).where(
+                acme_leases.c.domain == domain, acme_leases.c.expires_at > utcnow())).scalar()
+
+
+def fingerprint_of_file(path) -> str | None:
+    """The leaf fingerprint of the certificate file on disk, or None when missing or unreadable."""
+    try:
+        return leaf_facts(path.read_bytes())[0]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def reseal(db: Database, old_ring: KeyRing, new_ring: KeyRing) -> int:
+    """Re-seal the ACME account and certificate keys under `new_ring` (`dockyard admin rotate-kek`), in one
+    transaction; returns how many keys."""
+    with db.write() as conn:
+        accounts = conn.execute(select(acme_accounts.c.directory_url, acme_accounts.c.key_sealed)).all()
+        for row in accounts:
+            context = f"acme-account:{row.directory_url}"
+            conn.execute(update(acme_accounts).where(acme_accounts.c.directory_url == row.directory_url).values(
+                key_sealed=new_ring.seal(old_ring.open(row.key_sealed, context), context)))
+        certificates = conn.execute(select(acme_certificates.c.domain, acme_certificates.c.key_sealed)).all()
+        for row in certificates:
+            context = f"acme-cert:{row.domain}"
+            conn.execute(update(acme_certificates).where(acme_certificates.c.domain == row.domain).values(
+                key_sealed=new_ring.seal(old_ring.open(row.key_sealed, context), context)))
+    return len(accounts) + len(certificates)
