@@ -316,9 +316,8 @@ class Settings(BaseSettings):
 
     @field_validator("acme_domain", "acme_directory_url")
     @classmethod
-    def _acme_values(cls, value, info):
-        from dockyard import acme_names  # stdlib only: the rules, kept out of this near-limit module
-
+    def _acme_values(cls, value, info):  # the rules: acme_names.py (stdlib only), out of this near-limit module
+        from dockyard import acme_names
         return getattr(acme_names, info.field_name)(value)
 
     @property
@@ -416,11 +415,12 @@ class Settings(BaseSettings):
     def _public_url_off_loopback(self) -> Settings:
         """Off loopback the Host header comes from strangers; the token realm must come from configuration."""
         if self.public_url is None and not _is_loopback(self.host):
+            hint = ("the URL clients use to reach this server over HTTPS" if self.tls_enabled
+                    else "Dockyard speaks plain HTTP here: give the URL of the TLS proxy in front of it")
             raise ValueError(
                 f"public_url must be set when the server binds to {self.host!r} (not loopback): it names the token "
                 "realm clients are sent to, e.g. public_url = \"https://registry.example.com\" in the settings file "
-                "or DOCKYARD_PUBLIC_URL=https://registry.example.com (Dockyard speaks plain HTTP: give the URL of the "
-                "TLS proxy in front of it)"
+                f"or DOCKYARD_PUBLIC_URL=https://registry.example.com ({hint})"
             )
         return self
 

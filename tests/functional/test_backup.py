@@ -19,7 +19,7 @@ from dockyard.metadata.backup_tables import backup_leases as backup_leases_table
 from dockyard.metadata.db import utcnow
 
 from .conftest import open_registry
-from .helpers import OCI_MANIFEST, sha256
+from .helpers import OCI_MANIFEST, assert_error, dumps, pattern, sha256
 
 runner = CliRunner()
 
@@ -122,7 +122,7 @@ async def test_backup_while_pushing_then_restore_verify_and_repair(tmp_path: Pat
     assert problem["digest"] == layer and problem["problem"] == "digest-mismatch"
     assert problem["images"] == ["app:latest", "app:v1", "other:1.0"]
     human = _cli("admin", "verify", "--data-dir", str(restored), "--read-blobs")
-    assert "1 problems" in human.output and layer in human.output and "other:1.0" in human.output
+    assert "blobs checked, 1 problem\n" in human.output and layer in human.output and "other:1.0" in human.output
 
     # --repair --from the backup copies the good bytes back; verify is clean again.
     fixed = _cli("admin", "verify", "--data-dir", str(restored), "--read-blobs", "--repair", "--from", str(dest), "--json")
@@ -144,8 +144,52 @@ async def test_repair_without_a_backup_quarantines_a_damaged_blob(tmp_path: Path
     assert problem["repaired"] == "quarantined" and problem["images"] == ["app:v1"]
     assert not victim.exists()
     assert (data / "storage" / "quarantine" / victim.relative_to(data / "storage")).read_bytes() == b"x" * 100
-    missing = _cli("admin", "verify", "--data-dir", str(data), *db_args, "--json")
-    assert missing.exit_code == 1 and json.loads(missing.stdout)["problems"][0]["problem"] == "missing"
+    again = _cli("admin", "verify", "--data-dir", str(data), *db_args, "--json")
+    [problem] = json.loads(again.stdout)["problems"]
+    assert again.exit_code == 1 and problem["problem"] == "quarantined" and "quarantine/blobs/" in problem["detail"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_quarantined_blob_is_absent_until_pushed_again(tmp_path: Path, backend: str, database_url_for):
+    """Quarantine takes the blob out of service: HEAD 404 makes a client upload it again, which heals it."""
+    data, url = tmp_path / "data", database_url_for(backend)
+    db_args = ["--database-url", url] if url else []
+    async with open_registry(data, "filesystem", database_url=url) as reg:
+        image, body = await reg.push_image("app", "v1", seed=7)
+    layer = json.loads(body)["layers"][0]["digest"]
+    victim = _blob_file(data, layer)
+    victim.write_bytes(b"x" * victim.stat().st_size)
+    fixed = _cli("admin", "verify", "--data-dir", str(data), *db_args, "--read-blobs", "--repair", "--json")
+    assert json.loads(fixed.stdout)["problems"][0]["repaired"] == "quarantined"
+    async with open_registry(data, "filesystem", database_url=url) as reg:
+        assert (await reg.client.head(f"/v2/app/blobs/{layer}")).status_code == 404
+        assert_error(await reg.client.get(f"/v2/app/blobs/{layer}"), 404, "BLOB_UNKNOWN")
+        # A new manifest over the quarantined blob is refused: the client must upload the blob.
+        other = dumps(json.loads(body) | {"annotations": {"rebuilt": "yes"}})
+        assert_error(await reg.put_manifest("app", "v2", other, OCI_MANIFEST), 400, "MANIFEST_BLOB_UNKNOWN")
+        assert await reg.push_blob("app", pattern(100, seed=7000)) == layer  # what push_image pushed as layer 0
+        assert (await reg.client.head(f"/v2/app/blobs/{layer}")).status_code == 200
+        await _pull_and_check(reg, "app", "v1", image)
+        await reg.push_manifest("app", "v2", other, OCI_MANIFEST)
+    clean = _cli("admin", "verify", "--data-dir", str(data), *db_args, "--read-blobs", "--json")
+    assert clean.exit_code == 0 and json.loads(clean.stdout)["problems"] == [], clean.output
+
+
+async def test_repair_from_a_backup_restores_a_quarantined_blob(tmp_path: Path):
+    data, dest = tmp_path / "data", tmp_path / "backup"
+    async with open_registry(data, "filesystem") as reg:
+        image, body = await reg.push_image("app", "v1", seed=7)
+    assert _cli("admin", "backup", str(dest), "--data-dir", str(data)).exit_code == 0
+    layer = json.loads(body)["layers"][0]["digest"]
+    victim = _blob_file(data, layer)
+    victim.write_bytes(b"x" * victim.stat().st_size)
+    text = _cli("admin", "verify", "--data-dir", str(data), "--read-blobs", "--repair")
+    assert f"{layer}: digest-mismatch [quarantined] (content hashes to sha256:" in text.output, text.output
+    fixed = _cli("admin", "verify", "--data-dir", str(data), "--repair", "--from", str(dest), "--json")
+    [problem] = json.loads(fixed.stdout)["problems"]
+    assert problem["problem"] == "quarantined" and problem["repaired"] == "restored"
+    async with open_registry(data, "filesystem") as reg:
+        await _pull_and_check(reg, "app", "v1", image)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -392,3 +436,20 @@ def test_a_root_owned_mount_point_is_a_usable_directory_unless_anyone_can_write_
     assert trusted_directory(0, 0o42775, 1000)  # a volume mounted with an fsGroup
     assert not trusted_directory(0, 0o41777, 1000)  # /tmp-like: anyone may plant files
     assert not trusted_directory(1001, 0o40700, 1000)
+
+
+async def test_gc_collects_a_quarantined_blob_row_nothing_references_and_keeps_its_bytes(tmp_path: Path):
+    data = tmp_path / "data"
+    async with open_registry(data, "filesystem") as reg:
+        image, body = await reg.push_image("app", "v1", seed=7)
+    layer = json.loads(body)["layers"][0]["digest"]
+    victim = _blob_file(data, layer)
+    victim.write_bytes(b"x" * victim.stat().st_size)
+    _cli("admin", "verify", "--data-dir", str(data), "--read-blobs", "--repair")
+    async with open_registry(data, "filesystem") as reg:
+        assert (await reg.client.delete(f"/v2/app/manifests/{image}")).status_code == 202
+        gc = GarbageCollector(reg.services.db, reg.services.storage, grace_seconds=1,
+                              clock=lambda: utcnow() + timedelta(hours=1))
+        assert gc.run()["deleted"] == 2  # config + the quarantined layer's row
+        assert reg.count("blobs") == 0
+    assert (data / "storage" / "quarantine" / victim.relative_to(data / "storage")).read_bytes() == b"x" * 100

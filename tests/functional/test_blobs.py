@@ -209,3 +209,13 @@ async def test_empty_blob(registry):
     assert r.status_code == 200 and r.content == b""
     r = await registry.client.head(f"/v2/lib/app/blobs/{digest}")
     assert r.headers["content-length"] == "0"
+
+
+@pytest.mark.parametrize("ranged", [False, True])
+async def test_a_blob_whose_stored_object_is_gone_is_unknown_not_a_server_error(registry, blob, ranged):
+    """The row says present but the object was removed behind the registry's back: 404 BLOB_UNKNOWN
+    (so a client pushes it again), never a 500."""
+    registry.services.storage.delete(registry.scalar("SELECT storage_key FROM blobs WHERE digest = :d", d=blob))
+    headers = {"Range": "bytes=0-9"} if ranged else {}
+    r = await registry.client.get(f"/v2/lib/app/blobs/{blob}", headers=headers)
+    assert_error(r, 404, "BLOB_UNKNOWN")

@@ -277,15 +277,15 @@ async def test_finding1_token_living_longer_than_its_kind_allows_is_refused(reg)
     ttl = reg.services.settings.token_ttl_seconds
     login_ttl = reg.services.settings.login_password_ttl_seconds
     now = int(time.time())
-    assert await pull_status(reg, forge(reg, access_claims(reg, exp=now + ttl))) == 404
+    assert await pull_status(reg, forge(reg, access_claims(reg, iat=now, nbf=now, exp=now + ttl))) == 404
     r = await reg.get("/v2/alpha/app/tags/list",
-                      headers={"Authorization": f"Bearer {forge(reg, access_claims(reg, exp=now + ttl + 1))}"})
+                      headers={"Authorization": f"Bearer {forge(reg, access_claims(reg, iat=now, nbf=now, exp=now + ttl + 1))}"})
     assert r.status_code == 401 and "exceeds" in r.json()["errors"][0]["message"]
-    ten_years = forge(reg, access_claims(reg, exp=now + 10 * 365 * 86400))
+    ten_years = forge(reg, access_claims(reg, iat=now, nbf=now, exp=now + 10 * 365 * 86400))
     assert await pull_status(reg, ten_years) == 401
     future = forge(reg, access_claims(reg, iat=now + 3600, nbf=now, exp=now + 3600 + 60))
     assert await pull_status(reg, future) == 401
-    login = {**access_claims(reg), "use": "login"}
+    login = {**access_claims(reg, iat=now, nbf=now), "use": "login"}  # iat = this now: no second boundary between
     login.pop("access")
     assert await whoami(reg, ("alice", forge(reg, {**login, "exp": now + login_ttl}))) == 200
     assert await whoami(reg, ("alice", forge(reg, {**login, "exp": now + login_ttl + 1}))) == 401

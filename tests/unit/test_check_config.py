@@ -57,7 +57,7 @@ def test_wrong_values_are_named_in_file_order_with_source_and_type():
 def test_secrets_are_not_echoed():
     _, problems = check({"database_url": "mysql://u:hunter2@h/db", "metrics_token": 5}, {}, "d.toml")
     assert problems and not any("hunter2" in p for p in problems)
-    assert problems[0].startswith("d.toml: database_url: expected")
+    assert problems[0] == "d.toml: database_url must start with sqlite:// or postgresql://"
 
 
 def test_env_overrides_the_file_as_serve_does():
@@ -131,3 +131,42 @@ def test_cli_valid_line_never_prints_a_database_password(tmp_path, url):
     code, text = _run(str(path))
     assert code == 0, text
     assert "hunter2" not in text and "db.example" in text
+
+
+def test_cli_tls_files_serve_would_refuse_exit_2_naming_the_file(tmp_path, monkeypatch):
+    """check-config runs serve's own load check of the certificate, key and client CA files."""
+    from tests.support.tls import TestCA
+
+    monkeypatch.setenv("DOCKYARD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DOCKYARD_TLS_CERT_FILE", "/nonexistent.pem")
+    monkeypatch.setenv("DOCKYARD_TLS_KEY_FILE", "/nonexistent.key")
+    code, output = _run()
+    assert code == 2 and "/nonexistent.pem: no such file" in output, output
+    ca = TestCA(tmp_path / "ca")
+    cert, key = ca.issue("server")
+    monkeypatch.setenv("DOCKYARD_TLS_CERT_FILE", str(cert))
+    monkeypatch.setenv("DOCKYARD_TLS_KEY_FILE", str(key))
+    assert _run()[0] == 0
+    monkeypatch.setenv("DOCKYARD_TLS_CLIENT_CA_FILE", str(tmp_path / "clients.pem"))
+    code, output = _run()
+    assert code == 2 and f"{tmp_path / 'clients.pem'}: no such file" in output, output
+    monkeypatch.setenv("DOCKYARD_TLS_CLIENT_CA_FILE", str(ca.ca_file))
+    assert _run()[0] == 0
+    for name in ("DOCKYARD_TLS_CERT_FILE", "DOCKYARD_TLS_KEY_FILE", "DOCKYARD_TLS_CLIENT_CA_FILE"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DOCKYARD_ACME_DOMAIN", "registry.example.com")  # no files yet: serve fetches them
+    monkeypatch.setenv("DOCKYARD_TLS_REDIRECT_HTTP_PORT", "8080")
+    code, output = _run()
+    assert code == 0 and ": valid" in output, output
+
+
+def test_a_validators_reason_leads_and_a_list_is_of_strings():
+    """A value of the right type that a validator refuses is not "expected a string"; lists read as English."""
+    assert expected_type(Settings.model_fields["trusted_proxies"]) == "a list of strings (env: JSON list or comma-separated)"
+    _, problems = check({"public_url": "registry.example.com", "gc_schedule": "every day"},
+                        {"DOCKYARD_TRUSTED_PROXIES": "10.0.0.0/33"}, "d.toml")
+    assert problems == [
+        "d.toml: public_url 'registry.example.com' must be an http(s) URL such as https://registry.example.com[/prefix]",
+        "d.toml: gc_schedule 'every day' is not a valid cron expression (five fields, e.g. '0 3 * * *')",
+        "environment DOCKYARD_TRUSTED_PROXIES: trusted_proxies: '10.0.0.0/33' is not an IP address or CIDR (e.g. 10.0.0.0/8)",
+    ]

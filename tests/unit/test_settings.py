@@ -88,3 +88,23 @@ def test_newcomer_invalid_settings_say_how_to_fix_without_pydantic_noise(tmp_pat
     assert "trusted_proxies: '10.0.0.0/33' is not an IP address or CIDR" in text
     assert text.count("trusted_proxies") == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_public_url_hint_depends_on_whether_dockyard_serves_tls_itself(tmp_path, monkeypatch):
+    """The "give the URL of the TLS proxy" hint is wrong advice when Dockyard terminates TLS itself."""
+    from pydantic import ValidationError
+
+    from tests.support.tls import TestCA
+
+    for name in list(os.environ):
+        if name.startswith("DOCKYARD_"):
+            monkeypatch.delenv(name)
+
+    cert, key = TestCA(tmp_path / "ca").issue("server")
+    with pytest.raises(ValidationError) as plain:
+        Settings(data_dir=tmp_path, host="0.0.0.0")
+    assert "plain HTTP here: give the URL of the TLS proxy in front of it" in str(plain.value)
+    with pytest.raises(ValidationError) as tls:
+        Settings(data_dir=tmp_path, host="0.0.0.0", tls_cert_file=cert, tls_key_file=key)
+    text = str(tls.value)
+    assert "the URL clients use to reach this server over HTTPS" in text and "proxy" not in text and "plain HTTP" not in text

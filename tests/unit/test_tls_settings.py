@@ -56,8 +56,8 @@ def test_check_pair_names_what_does_not_load(tmp_path, pair):
     ca, cert, key = pair
     assert check_pair(cert, key) is None
     _, other_key = ca.issue("other")
-    assert "KEY_VALUES_MISMATCH" in check_pair(cert, other_key).upper().replace(" ", "_")
-    assert "No such file" in check_pair(tmp_path / "missing.pem", key)
+    assert check_pair(cert, other_key) == f"the private key {other_key} does not match the certificate {cert}"
+    assert check_pair(tmp_path / "missing.pem", key) == f"{tmp_path / 'missing.pem'}: no such file"
 
 
 def test_https_location():
@@ -228,3 +228,75 @@ def test_check_pair_refuses_a_fifo_or_huge_file_without_blocking(tmp_path, pair)
         assert not worker.is_alive(), f"check_pair blocked on the {name}"
     assert "not a regular file" in results["fifo"]
     assert "too large" in results["huge"]
+
+
+def test_check_pair_tells_which_file_is_bad_in_words(tmp_path, pair):
+    """OpenSSL says `[SSL] PEM lib (_ssl.c:3926)` for a bad certificate and a bad key alike: name the file."""
+    ca, cert, key = pair
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a PEM file\n")
+    assert check_pair(junk, key) == f"the certificate file {junk} holds no PEM certificate"
+    assert check_pair(cert, junk) == f"the private key file {junk} holds no PEM private key"
+    swapped = "(are tls_cert_file and tls_key_file swapped?)"
+    assert check_pair(key, cert) == f"the certificate file {key} holds no PEM certificate {swapped}"
+    assert check_pair(cert, cert) == f"the private key file {cert} holds no PEM private key {swapped}"
+    assert check_pair(cert, key, junk) == f"the client CA file {junk} holds no usable PEM certificate (no certificate or crl found)"
+    assert not any("PEM lib" in (check_pair(a, b) or "") for a, b in ((junk, key), (cert, junk), (key, cert)))
+
+
+def test_sighup_with_a_bad_key_names_the_file_and_keeps_the_workers(tmp_path, pair, caplog, monkeypatch):
+    import logging
+
+    from granian.server import Server
+
+    from dockyard.cli.tls_serve import granian_server
+
+    ca, cert, key = pair
+    own = tmp_path / "server.key"
+    own.write_bytes(key.read_bytes())
+    reloads = []
+    monkeypatch.setattr(Server, "signal_handler_reload", lambda self, *a, **kw: reloads.append(True))
+    server = granian_server(Settings(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=own), target="x:app")
+    own.write_bytes(ca.issue("renewed")[1].read_bytes())  # a renewal that wrote a key of another certificate
+    with caplog.at_level(logging.ERROR, logger="dockyard.serve"):
+        server.signal_handler_reload()
+    assert reloads == [] and f"the private key {own} does not match the certificate {cert}" in caplog.text
+
+
+def test_redirect_listener_server_header_has_no_trailing_space():
+    import http.client
+
+    from dockyard.cli.tls_serve import start_redirect_listener
+
+    httpd = start_redirect_listener("127.0.0.1", 0, 8443, None)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", httpd.server_address[1], timeout=10)
+        conn.request("GET", "/v2/", headers={"Host": "r.example"})
+        response = conn.getresponse()
+        assert response.status == 308 and response.getheader("Server") == "dockyard"
+        conn.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_serve_logs_its_own_line_on_stop_and_when_a_reload_finishes(tmp_path, pair, caplog, monkeypatch):
+    import logging
+
+    from granian.server import Server
+
+    from dockyard.cli.tls_serve import granian_server
+
+    _, cert, key = pair
+    calls = []
+    monkeypatch.setattr(Server, "_reload", lambda self, *a, **kw: calls.append("reload"))
+    monkeypatch.setattr(Server, "signal_handler_interrupt", lambda self, *a, **kw: calls.append("interrupt"))
+    server = granian_server(Settings(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=key, shutdown_timeout_seconds=42),
+                            target="x:app")
+    with caplog.at_level(logging.INFO, logger="dockyard.serve"):
+        server._reload(None, None)
+        assert calls == ["reload"]
+        assert "SIGHUP: reload finished, every worker restarted with the certificate on disk" in caplog.text
+        server.signal_handler_interrupt()
+    assert calls == ["reload", "interrupt"]
+    assert "stopping (SIGTERM/SIGINT): no new connections; requests in flight get up to 42 s to finish" in caplog.text

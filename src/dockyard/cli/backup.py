@@ -115,10 +115,11 @@ def verify(
         out.print_json(json.dumps(result))
     else:
         for p in result["problems"]:
-            repaired = f" [{p['repaired']}]" if p["repaired"] else ""
+            repaired = escape(f" [{p['repaired']}]") if p["repaired"] else ""  # unescaped, Rich took it for markup
             out.print(f"{escape(p['digest'])}: {p['problem']}{repaired} ({escape(p['detail'])}); used by: "
                       f"{escape(', '.join(p['images']) or 'no image')}")
-        out.print(f"{result['checked']} blobs checked, {len(result['problems'])} problems")
+        checked, found = result["checked"], len(result["problems"])
+        out.print(f"{checked} blob{'' if checked == 1 else 's'} checked, {found} problem{'' if found == 1 else 's'}")
     if result["problems"]:
         raise typer.Exit(1)
 

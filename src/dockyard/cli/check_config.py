@@ -51,11 +51,20 @@ def _type_words(annotation: Any) -> str:
         return f"{words} (or unset)" if len(args) < len(typing.get_args(annotation)) else words
     if origin is list:
         (item,) = typing.get_args(annotation) or (str,)
-        return f"a list of {_type_words(item)} (env: JSON list or comma-separated)"
+        return f"a list of {_plural(_type_words(item))} (env: JSON list or comma-separated)"
     names = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string", Path: "a path"}
     if annotation in names:
         return names[annotation]
     return getattr(annotation, "__name__", str(annotation)).replace("SecretStr", "a string (secret)")
+
+
+def _plural(words: str) -> str:
+    """'a string' → 'strings', 'an integer >= 1' → 'integers >= 1': the items of a list."""
+    for article in ("a ", "an "):
+        if words.startswith(article):
+            noun, _, rest = words[len(article):].partition(" ")
+            return f"{noun}s {rest}".rstrip()
+    return words
 
 
 def _closest(name: str) -> str | None:
@@ -126,6 +135,9 @@ def _describe(error: Mapping[str, Any], origin: Mapping[str, str], fields: Mappi
     value = error.get("input")
     secret = key == "database_url" or any(word in key for word in ("password", "secret", "token"))
     shown = "" if secret or isinstance(value, dict) else f" = {value!r}"
+    if error.get("type") in ("value_error", "assertion_error"):
+        # A validator refused a value of the right type: its reason leads ("expected a string" would be false).
+        return f"{where}: {message}" if message.startswith(key) else f"{where}: {key}{shown}: {message}"
     return f"{where}: {key}{shown}: expected {expected_type(fields[key])} ({message})"
 
 
@@ -143,6 +155,11 @@ def check_config(
         console.print(f"[red]invalid settings:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     settings, problems = check(file_values, os.environ, str(path) if path else "settings")
+    if settings is not None:
+        from dockyard.cli.tls_serve import tls_files_problem
+
+        if tls := tls_files_problem(settings):  # what serve checks before it starts (a setting's value is fine, its file not)
+            settings, problems = None, [tls]
     if settings is None:
         for line in problems:
             console.print(f"[red]invalid settings:[/red] {escape(line)}", soft_wrap=True)

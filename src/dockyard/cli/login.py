@@ -15,7 +15,8 @@ import typer
 from rich.markup import escape
 
 from dockyard.cli.options import JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UrlOpt, UserOpt, console
-from dockyard.cli.remote import credentials, resolve_server
+from dockyard.cli.remote import credentials, fail, resolve_server
+from dockyard.client.tls import describe_connection_error
 from dockyard.safe_text import one_line
 
 
@@ -40,7 +41,9 @@ def login(
     url = base_url(server, plain_http)
     try:
         verify_login(url, username, password)
-    except (CredentialError, httpx.HTTPError) as exc:
+    except httpx.HTTPError as exc:
+        fail(describe_connection_error(url, exc))
+    except CredentialError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")  # the registry's words: text, never markup
         raise typer.Exit(1) from exc
     path = write_docker_auth(server, username, password)
@@ -73,12 +76,15 @@ def get_login_password(
         except creds.CredentialError as exc:
             console.print(f"[red]{escape(str(exc))}[/red]")
             raise typer.Exit(1) from exc
+    url = creds.base_url(registry, plain_http)
     try:
-        secret = one_line(creds.fetch_login_password(creds.base_url(registry, plain_http), found.username, found.password))
+        secret = one_line(creds.fetch_login_password(url, found.username, found.password))
         typer.echo(json.dumps({"registry": key, "username": found.username, "password": secret}) if json_output else secret)
-    except (creds.CredentialError, httpx.HTTPError) as exc:
+    except httpx.HTTPError as exc:
+        fail(describe_connection_error(url, exc))
+    except creds.CredentialError as exc:
         hint = (f" (used the credentials saved for {key} as {found.username}; if the password changed, "
-                f"run `dockyard login {key} -u {found.username}` again)") if found.saved and isinstance(exc, creds.CredentialError) else ""
+                f"run `dockyard login {key} -u {found.username}` again)") if found.saved else ""
         console.print(f"[red]{escape(f'{exc}{hint}')}[/red]")
         raise typer.Exit(1) from exc
 

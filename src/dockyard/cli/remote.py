@@ -31,7 +31,7 @@ from dockyard.cli.options import (
     group,
 )
 from dockyard.client.credentials import CLIENT_HEADERS
-from dockyard.client.tls import ssl_context
+from dockyard.client.tls import describe_connection_error, ssl_context
 from dockyard.safe_text import one_line, safe_console
 
 out = safe_console(soft_wrap=True)
@@ -60,7 +60,7 @@ class Remote:
             with self.client() as client:
                 resp = client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            fail(f"cannot reach {self.url}: {exc}")
+            fail(describe_connection_error(self.url, exc))
         if resp.status_code >= 400:
             hint = ""
             if resp.status_code == 401 and not self.username:

@@ -139,11 +139,10 @@ def serve(
     if settings.acme_domain:
         _ensure_port_free(settings.host, settings.tls_redirect_http_port, say)
     elif settings.tls_enabled:
-        from dockyard.cli.tls_serve import check_pair, key_file_warning
+        from dockyard.cli.tls_serve import key_file_warning, tls_files_problem
 
-        problem = check_pair(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
-        if problem:
-            say.error(f"cannot load the TLS certificate {settings.tls_cert_file} and key {settings.tls_key_file}: {problem}")
+        if problem := tls_files_problem(settings):
+            say.error(problem)
             raise typer.Exit(2)
         if warning := key_file_warning(settings.tls_key_file):
             say.error(f"warning: {warning}")

@@ -14,7 +14,10 @@ from typing import Annotated, Optional
 
 import httpx
 import typer
+from rich.markup import escape
+
 from dockyard.cli.options import JsonOpt, PassOpt, PassStdinOpt, PlainHttpOpt, UserOpt
+from dockyard.client.tls import describe_connection_error
 from dockyard.safe_text import safe_console
 
 err = safe_console(stderr=True, highlight=False, soft_wrap=True)
@@ -22,7 +25,7 @@ PASSWORD_ENV = "COSIGN_PASSWORD"
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", markup=True)
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True)
     raise typer.Exit(code)
 
 
@@ -134,8 +137,10 @@ def sign(
         try:
             result = sign_image(client, ref, private_key, layout=Layout.TAG if tag_layout else Layout.BUNDLE,
                                 annotations=annotations)
-        except (RegistryError, httpx.HTTPError) as exc:
+        except RegistryError as exc:
             _fail(str(exc))
+        except httpx.HTTPError as exc:
+            _fail(describe_connection_error(client.base_url, exc))
     where = f"{ref.registry}/{ref.repository}:{result.signature_ref}" if result.layout is Layout.TAG \
         else f"{ref.registry}/{ref.repository}@{result.signature_ref}"
     if json_output:
@@ -174,8 +179,10 @@ def verify(
         try:
             digest = resolve(client, ref)["digest"]
             verdict = verify_signatures(client, ref.repository, digest, keys)
-        except (RegistryError, httpx.HTTPError) as exc:
+        except RegistryError as exc:
             _fail(str(exc))
+        except httpx.HTTPError as exc:
+            _fail(describe_connection_error(client.base_url, exc))
     name = f"{ref.registry}/{ref.repository}@{digest}"
     if json_output:
         print(json.dumps({"image": name, "verified": verdict.verified, "signed": verdict.signed,

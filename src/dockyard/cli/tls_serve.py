@@ -49,20 +49,75 @@ def _not_a_pem_file(path: Path) -> str | None:
 
 
 def check_pair(cert: Path, key: Path, client_ca: Path | None = None) -> str | None:
-    """Why this certificate, key (and client CA) would not load, or None when they do."""
+    """Why this certificate, key (and client CA) would not load, or None when they do. The message names the
+    file at fault in words: OpenSSL's own (`[SSL] PEM lib (_ssl.c:3926)`) names neither file nor reason."""
     for path in (cert, key, client_ca):
-        if path is not None and (problem := _not_a_pem_file(Path(path))):
+        if path is None:
+            continue
+        if problem := _not_a_pem_file(Path(path)):
             return problem
+        if not Path(path).exists():
+            return f"{path}: no such file"
+        try:
+            open(path, "rb").close()
+        except OSError as exc:
+            return f"{path}: cannot read it ({exc.strerror or exc})"
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         ctx.load_cert_chain(str(cert), str(key), password=_no_pass_phrase)
-        if client_ca is not None:
-            ctx.load_verify_locations(cafile=str(client_ca))
     except _EncryptedKey:
         return f"the private key {key} is encrypted: give it unencrypted (the server cannot ask for a pass phrase)"
-    except (OSError, ssl.SSLError) as exc:
+    except ssl.SSLError as exc:
+        return _which_file(Path(cert), Path(key), exc)
+    except OSError as exc:
         return f"{exc.__class__.__name__}: {exc}"
+    if client_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            return f"the client CA file {client_ca} holds no usable PEM certificate ({_reason(exc)})"
     return None
+
+
+def _pem_labels(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("ascii", "replace")
+    except OSError:
+        return ""
+
+
+def _reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None)
+    return reason.lower().replace("_", " ") if reason else str(exc)
+
+
+def _which_file(cert: Path, key: Path, exc: ssl.SSLError) -> str:
+    """Tell which of the two files OpenSSL refused, and why, in words."""
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return f"the private key {key} does not match the certificate {cert}"
+    swapped = " (are tls_cert_file and tls_key_file swapped?)"
+    cert_text, key_text = _pem_labels(cert), _pem_labels(key)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(cert))  # the certificate alone
+    except ssl.SSLError:
+        hint = swapped if "PRIVATE KEY-----" in cert_text else ""
+        return f"the certificate file {cert} holds no PEM certificate{hint}"
+    if "PRIVATE KEY-----" not in key_text:
+        hint = swapped if "CERTIFICATE-----" in key_text else ""
+        return f"the private key file {key} holds no PEM private key{hint}"
+    return f"the private key {key} does not load ({_reason(exc)})"
+
+
+def tls_files_problem(settings) -> str | None:
+    """Why `dockyard serve` would refuse the TLS settings' files, or None (also None when none are set).
+    `serve` and `check-config` both ask this, so check-config passes only what serve loads."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None  # TLS off, or ACME (acme_domain): the certificate is fetched after this check
+    problem = check_pair(Path(settings.tls_cert_file), Path(settings.tls_key_file),
+                         Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None)
+    if problem is None:
+        return None
+    return f"cannot load the TLS certificate {settings.tls_cert_file} and key {settings.tls_key_file}: {problem}"
 
 
 def key_file_warning(key: Path) -> str | None:
@@ -107,6 +162,17 @@ def granian_server(settings, **kwargs):
                 log.info("SIGHUP: restarting the workers one at a time to load the certificate on disk")
             super().signal_handler_reload(*args, **kwargs)
 
+        def _reload(self, *args, **kwargs):  # granian 2.8: runs the rolling restart, returns when it is done
+            result = super()._reload(*args, **kwargs)
+            log.info("SIGHUP: reload finished, every worker restarted%s",
+                     " with the certificate on disk" if settings.tls_enabled else "")
+            return result
+
+        def signal_handler_interrupt(self, *args, **kwargs):
+            log.info("stopping (SIGTERM/SIGINT): no new connections; requests in flight get up to %s s to finish",
+                     settings.shutdown_timeout_seconds)
+            super().signal_handler_interrupt(*args, **kwargs)
+
     server = TlsServer(**kwargs, **granian_tls_options(settings))
     if settings.tls_enabled:
         # granian 2.8's internal (enabled, cert, key, password, proto, ca, crl, verify) tuple, passed to each
@@ -136,8 +202,10 @@ def start_redirect_listener(host: str, port: int, https_port: int, public_url: s
 
     class Redirect(BaseHTTPRequestHandler):
         server_version = "dockyard"
-        sys_version = ""
         timeout = idle_timeout  # StreamRequestHandler sets it on the socket: every read times out
+
+        def version_string(self) -> str:
+            return self.server_version  # the stdlib appends " " + sys_version: `Server: dockyard ` otherwise
 
         def _challenge(self) -> None:
             token = self.path[len(ACME_CHALLENGE_PREFIX):].partition("?")[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from dockyard.client.tls import ssl_context
+from dockyard.client.tls import describe_connection_error, ssl_context
 
 NOT_FOUND = "credentials not found in native keychain"
 IDENTITY_TOKEN_USERNAME = "<token>"
@@ -232,6 +232,7 @@ def credential_helper(argv: list[str] | None = None, stdin=None, stdout=None) ->
     stdout = stdout or sys.stdout
     store = CredentialStore()
     action = argv[0] if argv else ""
+    server = ""
     try:
         if action == "store":
             payload = json.loads(stdin.read())
@@ -276,7 +277,11 @@ def credential_helper(argv: list[str] | None = None, stdin=None, stdout=None) ->
             stdout.write(f"docker-credential-dockyard (dockyard) {__version__}\n")
         else:
             raise CredentialError(f"unknown action {action!r}; use get, store, erase, list or version")
-    except (CredentialError, httpx.HTTPError, ValueError, KeyError) as exc:
+    except httpx.HTTPError as exc:
+        stdout.write(f"error: {describe_connection_error(server or 'the registry', exc)}")
+        stdout.flush()
+        return 1
+    except (CredentialError, ValueError, KeyError) as exc:
         stdout.write(str(exc) if isinstance(exc, CredentialError) else f"error: {exc}")
         stdout.flush()
         return 1

@@ -27,3 +27,17 @@ def ssl_context() -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"{CA_FILE_ENV}={extra}: cannot load it as PEM certificates: {exc}") from exc
     return ctx
+
+
+def describe_connection_error(url: str, exc: BaseException) -> str:
+    """One line for a request that never got an answer. A certificate the client does not trust is the usual
+    first failure against a registry with a private CA, so it says which certificate check failed and how to
+    trust the CA, instead of OpenSSL's `[SSL: CERTIFICATE_VERIFY_FAILED] …`."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        why = getattr(cause, "verify_message", None) or str(cause)
+        return (f"cannot reach {url}: certificate verify failed ({why}); trust the registry's CA with "
+                f"{CA_FILE_ENV}=/path/ca.pem (see docs/tls.md)")
+    return f"cannot reach {url}: {exc or type(exc).__name__}"

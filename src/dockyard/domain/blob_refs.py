@@ -58,6 +58,11 @@ from dockyard.storage import StorageDriver
 
 PRESENT = "present"
 DELETING = "deleting"
+# `admin verify --repair` moved the damaged bytes aside: the registry answers as if the blob were absent
+# (HEAD/GET 404, a manifest naming it is MANIFEST_BLOB_UNKNOWN), so clients upload it again and the
+# upload revives the row like a GC-marked one (`lock_marked`, `revive`). GC collects the row once nothing
+# references it (the moved bytes are never deleted).
+QUARANTINED = "quarantined"
 
 # The blob-stat hot path (HEAD/GET of a blob) runs on a raw cursor, off the ORM (design.md section 5).
 STAT_SQL = (
@@ -275,8 +280,8 @@ def insert_blob(conn: Connection, digest: str, size: int, key: str, now: datetim
 
 
 def lock_marked(conn: Connection, digest: str):
-    """Lock (PostgreSQL) and return `digest`'s row if it is not present (marked by GC): id,
-    generation, storage_key. The sweeper takes the same lock, so it cannot delete while we revive."""
+    """Lock (PostgreSQL) and return `digest`'s row if it is not present (marked by GC, or quarantined):
+    id, generation, storage_key. The sweeper takes the same lock, so it cannot delete while we revive."""
     query = select(blobs.c.id, blobs.c.generation, blobs.c.storage_key).where(blobs.c.digest == digest, blobs.c.state != PRESENT)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -292,11 +297,38 @@ def revive(conn: Connection, blob_id: int, key: str, generation: int, size: int,
     )
 
 
+def quarantine(conn: Connection, digest: str, key: str) -> bool:
+    """Take the present row of `digest` stored at `key` out of service (verify found its bytes damaged);
+    False if it is no longer that row (GC marked it, or a re-push moved it, since the check)."""
+    return bool(
+        conn.execute(
+            update(blobs).where(blobs.c.digest == digest, blobs.c.storage_key == key, blobs.c.state == PRESENT)
+            .values(state=QUARANTINED)
+        ).rowcount
+    )
+
+
+def lock_quarantined(conn: Connection, digest: str) -> str | None:
+    """Lock (PostgreSQL) the quarantined row of `digest` and return its storage key; None otherwise."""
+    query = select(blobs.c.storage_key).where(blobs.c.digest == digest, blobs.c.state == QUARANTINED)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).scalar()
+
+
+def unquarantine(conn: Connection, digest: str, now: datetime) -> None:
+    """Good bytes are back at the quarantined row's key (restored from a backup): serve it again."""
+    conn.execute(
+        update(blobs).where(blobs.c.digest == digest, blobs.c.state == QUARANTINED).values(state=PRESENT, touched_at=now)
+    )
+
+
 # -- GC: mark and sweep --------------------------------------------------------------------
 
 
 def _candidates(cutoff: datetime):
-    return (blobs.c.state == PRESENT, blobs.c.ref_count == 0, blobs.c.touched_at < cutoff)
+    # A quarantined row nothing references any more is garbage too (its bytes stay under quarantine/).
+    return (blobs.c.state.in_((PRESENT, QUARANTINED)), blobs.c.ref_count == 0, blobs.c.touched_at < cutoff)
 
 
 def garbage_stats(conn: Connection, cutoff: datetime) -> tuple[int, int, int]:

@@ -9,6 +9,8 @@ is live.
 
 from __future__ import annotations
 
+import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ from dockyard.errors import BlobReferenced, BlobTooLarge, BlobUnknown, Unavailab
 from dockyard.metadata.db import Database, utcnow
 from dockyard.storage import StorageDriver
 from dockyard.storage.paths import blob_key
+from dockyard.storage.protocol import StorageError
+
+log = logging.getLogger("dockyard.blobs")
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLite
 PUBLISH_ATTEMPTS = 5
@@ -80,11 +85,31 @@ class BlobService:
         with self.db.write() as conn:
             blob_refs.touch_id(conn, blob_id, self.clock())
 
-    def local_path(self, info: BlobInfo) -> str | None:
-        return self.storage.local_path(info.storage_key)
+    def local_file(self, info: BlobInfo) -> tuple[str, os.stat_result] | None:
+        """(path, stat) of the blob's local file, for a zero-copy send; None if storage is not local.
+        The stat is inline: a local stat costs microseconds, a thread hop costs more."""
+        path = self.storage.local_path(info.storage_key)
+        if path is None:
+            return None
+        try:
+            return path, os.stat(path)
+        except FileNotFoundError:
+            raise self._lost(info) from None
 
     def read(self, info: BlobInfo, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        return self.storage.open_read(info.storage_key, offset, length)
+        try:
+            return self.storage.open_read(info.storage_key, offset, length)
+        except StorageError:
+            if self.storage.stat(info.storage_key) is None:
+                raise self._lost(info) from None
+            raise
+
+    @staticmethod
+    def _lost(info: BlobInfo) -> BlobUnknown:
+        """The row is present but its object is gone (removed by hand, or a damaged disk): answer 404
+        BLOB_UNKNOWN, as for any absent blob, so a client pushes it again, and tell the operator."""
+        log.warning("blob %s has no stored object at %s; run `dockyard admin verify`", info.digest, info.storage_key)
+        return BlobUnknown(f"blob {info.digest} is not stored", detail={"digest": info.digest})
 
     # -- publishing -------------------------------------------------------------------
 

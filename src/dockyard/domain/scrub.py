@@ -8,9 +8,10 @@ object exists with the recorded size); with it, the bytes are hashed against the
 
 Repair never deletes bytes. With a backup directory (`source`), a missing or damaged blob is copied
 back from it (verified against its digest, then moved onto the blob's key atomically). Without one,
-a damaged object is moved aside under `quarantine/`, so the registry stops serving bytes that fail
-the client's digest check and pulls fail cleanly instead; a missing blob is only reported (re-push
-the image, or restore the blob from a backup).
+a damaged object is moved aside under `quarantine/` and its row marked `quarantined`, so the registry
+treats the blob as absent (HEAD 404): a client pushing the image again uploads it, which brings the row
+back; until then pulls fail cleanly instead of on the client's digest check. A later `--from` run
+restores a quarantined blob too. A missing blob is only reported (re-push the image, or restore it).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from pathlib import Path
 
 from sqlalchemy import select, text
 
+from dockyard.domain import blob_refs
 from dockyard.domain.backup import BackupError, blob_path, hasher
-from dockyard.metadata.db import Database
+from dockyard.metadata.db import Database, utcnow
 from dockyard.metadata.models import blobs, manifest_references
 from dockyard.storage import StorageDriver
 from dockyard.storage.protocol import StorageError
@@ -35,7 +37,7 @@ CHUNK = 1 << 20
 @dataclass
 class Problem:
     digest: str
-    problem: str  # no-row | missing | size-mismatch | digest-mismatch
+    problem: str  # no-row | missing | size-mismatch | digest-mismatch | quarantined
     detail: str
     storage_key: str | None
     images: list[str] = field(default_factory=list)
@@ -145,7 +147,10 @@ def verify(
         rows = _checked(conn)
     problems: list[Problem] = []
     for i, (digest, size, key, state) in enumerate(rows):
-        if key is None or state != "present":
+        if state == blob_refs.QUARANTINED:
+            found = ("quarantined", f"damaged bytes were moved to quarantine/{key} by an earlier --repair;"
+                                    " push the image again, or repair --from a backup")
+        elif key is None or state != blob_refs.PRESENT:
             found = ("no-row", "referenced by a manifest, but the registry has no present blob row for it")
         else:
             try:
@@ -155,9 +160,9 @@ def verify(
         report(i + 1, len(rows))
         if found is None:
             continue
-        problem = Problem(digest, found[0], found[1], key if state == "present" else None)
-        if repair and problem.storage_key is not None and _still_present(db, digest, problem.storage_key):
-            problem.repaired = _repair(storage, problem, size, source)
+        problem = Problem(digest, found[0], found[1], key if state in (blob_refs.PRESENT, blob_refs.QUARANTINED) else None)
+        if repair and problem.storage_key is not None:
+            problem.repaired = _repair(db, storage, problem, size, source)
         problems.append(problem)
     with db.read() as conn:
         for problem in problems:
@@ -170,15 +175,34 @@ def _still_present(db: Database, digest: str, key: str) -> bool:
     live server), and bytes copied back then would be an object no row owns, never deleted."""
     with db.read() as conn:
         row = conn.execute(select(blobs.c.state, blobs.c.storage_key).where(blobs.c.digest == digest)).first()
-    return row is not None and row.state == "present" and row.storage_key == key
+    return row is not None and row.state == blob_refs.PRESENT and row.storage_key == key
 
 
-def _repair(storage: StorageDriver, problem: Problem, size: int, source: Path | None) -> str | None:
+def _repair(db: Database, storage: StorageDriver, problem: Problem, size: int, source: Path | None) -> str | None:
     key = problem.storage_key
     assert key is not None
+    if problem.problem == "quarantined":
+        return _restore_quarantined(db, storage, problem.digest, size, key, source) if source is not None else None
+    if not _still_present(db, problem.digest, key):
+        return None
     if source is not None and _restore_from(storage, source, problem.digest, size, key):
         return "restored"
     if problem.problem in ("size-mismatch", "digest-mismatch"):
-        storage.move(key, f"quarantine/{key}")
+        # The row leaves `present` in the transaction that moves the bytes: from its commit on, HEAD says 404
+        # and a re-push uploads the blob again (blob_refs.QUARANTINED).
+        with db.write() as conn:
+            if not blob_refs.quarantine(conn, problem.digest, key):
+                return None
+            storage.move(key, f"quarantine/{key}")
         return "quarantined"
     return None
+
+
+def _restore_quarantined(db: Database, storage: StorageDriver, digest: str, size: int, key: str, source: Path) -> str | None:
+    """Copy a quarantined blob back from a backup and serve it again, holding its row (a re-push racing
+    us either revived it already, so the row is not quarantined any more, or waits for our commit)."""
+    with db.write() as conn:
+        if blob_refs.lock_quarantined(conn, digest) != key or not _restore_from(storage, source, digest, size, key):
+            return None
+        blob_refs.unquarantine(conn, digest, utcnow())
+    return "restored"

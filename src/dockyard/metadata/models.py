@@ -53,7 +53,7 @@ blobs = Table(
     Column("size", BigInteger, nullable=False),
     Column("storage_key", String(400), nullable=False),
     Column("generation", Integer, nullable=False, default=1),
-    Column("state", String(16), nullable=False),  # present | deleting
+    Column("state", String(16), nullable=False),  # present | deleting | quarantined
     Column("ref_count", Integer, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("touched_at", DateTime(timezone=True), nullable=False),

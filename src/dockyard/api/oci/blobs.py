@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 from starlette.requests import Request
@@ -56,14 +55,13 @@ async def blob(request: Request) -> Response:
         return StreamingResponse(
             services.blobs.read(info, start, end - start + 1), 206, headers=headers, media_type="application/octet-stream"
         )
-    path = services.blobs.local_path(info)
-    if path is not None and info.size <= SMALL_BLOB_BYTES:
+    local = services.blobs.local_file(info)
+    if local is not None and info.size <= SMALL_BLOB_BYTES:
         # A small local read costs less than setting up a file send.
-        with open(path, "rb") as fh:
+        with open(local[0], "rb") as fh:
             return Response(fh.read(), 200, headers=headers, media_type="application/octet-stream")
-    if path is not None:
+    if local is not None:
         # Zero-copy where the server supports http.response.pathsend (granian does).
-        # os.stat inline: a local stat costs microseconds, the thread hop FileResponse would make costs more.
-        return FileResponse(path, headers=headers, media_type="application/octet-stream", stat_result=os.stat(path))
+        return FileResponse(local[0], headers=headers, media_type="application/octet-stream", stat_result=local[1])
     headers["Content-Length"] = str(info.size)
     return StreamingResponse(services.blobs.read(info), 200, headers=headers, media_type="application/octet-stream")
