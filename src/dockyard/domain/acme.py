@@ -51,9 +51,9 @@ def _bounded_body(response: requests.Response, *args, **kwargs) -> requests.Resp
     conversation runs in the process that supervises the workers; a hostile or broken server's endless body
     must fail the order, not exhaust that process's memory."""
     declared = response.headers.get("Content-Length", "")
-    body = b"" if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES else \
-        response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
-    if len(body) > MAX_RESPONSE_BYTES or not body and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+    too_large = declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES
+    body = b"" if too_large else response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+    if too_large or len(body) > MAX_RESPONSE_BYTES:
         response.close()
         raise ResponseTooLarge(f"the ACME server's response to {response.url} is larger than {MAX_RESPONSE_BYTES} bytes")
     response._content, response._content_consumed = body, True  # what requests would have read, bounded
