@@ -285,7 +285,8 @@ def test_key_file_is_private_even_in_a_loose_directory_with_a_stale_temp_file(tm
 # -- an ACME server that answers without end ------------------------------------------------------------------
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
-def test_an_endless_response_from_the_acme_server_is_cut_off(store):
+@pytest.mark.parametrize("declared", [False, True], ids=["until-close", "content-length"])
+def test_an_endless_response_from_the_acme_server_is_cut_off(store, declared):
     """The conversation runs in the process that supervises the workers: reading a hostile server's endless body
     into memory would take the whole node down. It is cut off past a bound and the order fails."""
     import threading
@@ -298,7 +299,9 @@ def test_an_endless_response_from_the_acme_server_is_cut_off(store):
         def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
-            self.end_headers()  # no Content-Length: the body runs until the connection closes
+            if declared:
+                self.send_header("Content-Length", str(total))
+            self.end_headers()  # else no Content-Length: the body runs until the connection closes
             chunk, count = b" " * (64 << 10), 0
             try:
                 while count < total:
