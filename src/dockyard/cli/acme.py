@@ -32,13 +32,16 @@ def status(config: ConfigOpt = None, data_dir: DataDirOpt = None, database_url: 
         db.dispose()
     installed = fingerprint_of_file(settings.acme_cert_file)
     for row in rows:
-        row["installed_here"] = row["fingerprint"] == installed
+        row["installed_here"] = row["fingerprint"] is not None and row["fingerprint"] == installed
     if json_output:
         out.print_json(json.dumps(rows, default=str))
         return
     if not rows:
         out.print(f"no ACME certificate stored{'' if settings.acme_domain else ' (acme_domain is not set)'}")
     for row in rows:
+        if row["fingerprint"] is None:
+            out.print(f"{row['domain']}: no certificate stored yet; ordering now: {row['ordering']}")
+            continue
         out.print(f"{row['domain']}: valid until {row['not_after']:%Y-%m-%d %H:%M:%S} UTC, renews from "
                   f"{row['renew_at']:%Y-%m-%d %H:%M:%S} UTC, issued {row['issued_at']:%Y-%m-%d %H:%M:%S} UTC; "
                   f"{'ordering now: ' + row['ordering'] if row['ordering'] else 'no order running'}; "

@@ -17,6 +17,7 @@ RETRY_MIN_SECONDS up to the check interval; the server keeps serving what it has
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -78,6 +79,8 @@ class AcmeManager:
         self.order_max_seconds = 4 * config.timeout_seconds + 60
         self._hung_order: threading.Thread | None = None
         self.holder = holder_name()
+        self._leased = False  # this node holds the ordering lease (released at exit, even on SIGTERM)
+        self._pid = os.getpid()
         self.reload = lambda: os.kill(os.getpid(), signal.SIGHUP)  # the serve process's own SIGHUP path
         self._stop = threading.Event()
         self._start_failures = 0
@@ -102,6 +105,8 @@ class AcmeManager:
             log.info("ACME: %s is ordering the certificate for %s; waiting for it",
                      self.store.lease_holder(self.config.domain), self.config.domain)
             return False
+        self._leased = True
+        log.info("ACME: ordering a certificate for %s from %s", self.config.domain, self.config.directory_url)
         ordering = threading.Event()
         keeper = threading.Thread(target=self._keep_lease, args=(ordering,), name="dockyard-acme-lease", daemon=True)
         keeper.start()
@@ -131,6 +136,19 @@ class AcmeManager:
             ordering.set()
             keeper.join()
             self.store.release_lease(self.config.domain, self.holder)
+            self._leased = False
+
+    def release_held_lease(self) -> None:
+        """At exit: a serve process stopped mid-order hands the lease back at once, instead of making the
+        other nodes (or its own restart) wait for it to lapse. Only the process that took it (not a forked worker)."""
+        if not self._leased or os.getpid() != self._pid:
+            return
+        try:
+            self.store.release_lease(self.config.domain, self.holder)
+            self._leased = False
+            log.info("ACME: stopped during the order for %s; its lease is released", self.config.domain)
+        except Exception as exc:  # the database away: the lease lapses on its own
+            log.warning("ACME: cannot release the lease for %s at exit: %s", self.config.domain, exc)
 
     def _keep_lease(self, done: threading.Event) -> None:
         """Extend the lease while the order runs: only the polling is bounded by the timeout, each request may
@@ -209,6 +227,21 @@ class AcmeManager:
                 log.error("ACME: %s; retrying in %.0f s", exc, wait)
 
 
+def _exit_on_sigterm(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def prepare_stoppable(manager: AcmeManager) -> None:
+    """`prepare()` with SIGTERM turned into SystemExit: a SIGTERM during the first order (before granian
+    installs its handlers) then ends serve through the `finally` that releases the lease, instead of killing
+    the process with the lease held for the other nodes (and its own restart) to wait out."""
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        manager.prepare()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def start_acme(settings):
     """For `serve` with acme_domain, before the workers start: open the database and KEK, start the plain-HTTP
     listener (HTTP-01 answers, redirects otherwise), install or order the certificate (placeholder on
@@ -235,6 +268,7 @@ def start_acme(settings):
                                              "(--server uvicorn cannot reload; granian does)")
     # Until granian installs its SIGHUP handler, a reload has nothing to do: the workers it starts read the files.
     signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP before the workers started: they will load the files"))
-    manager.prepare()
+    atexit.register(manager.release_held_lease)
+    prepare_stoppable(manager)
     manager.start()
     return settings.model_copy(update={"tls_cert_file": settings.acme_cert_file, "tls_key_file": settings.acme_key_file})

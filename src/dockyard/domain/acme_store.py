@@ -171,6 +171,12 @@ class AcmeStore:
             out.append({"domain": row.domain, "not_after": not_after, "renew_at": renewal_time(not_before, not_after, renew_before),
                         "issued_at": aware(row.issued_at), "fingerprint": fingerprint,
                         "ordering": self.lease_holder(row.domain)})
+        with self.db.read() as conn:  # a first order running: a lease and no certificate yet
+            leases = conn.execute(select(acme_leases.c.domain, acme_leases.c.holder).where(
+                acme_leases.c.expires_at > _now(conn, in_sql=True)).order_by(acme_leases.c.domain)).all()
+        stored = {row["domain"] for row in out}
+        out += [{"domain": lease.domain, "not_after": None, "renew_at": None, "issued_at": None, "fingerprint": None,
+                 "ordering": lease.holder} for lease in leases if lease.domain not in stored]
         return out
 
     # -- HTTP-01 answers ---------------------------------------------------------------------
