@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import subprocess
 from pathlib import Path
 from typing import Callable, Iterable
@@ -320,9 +321,10 @@ class Clients:
         auth_file.write_text('{"auths": {}}\n')
         # podman: everything in tmp, vfs storage, no systemd / journald.
         self.podman_root = root / "podman" / "root"
-        self.podman_runroot = root / "podman" / "run"
+        # podman refuses a runroot longer than 50 characters, which pytest's tmp paths reach once its
+        # numbered directories pass pytest-999 (as in auth_support.py).
+        self.podman_runroot = Path(tempfile.mkdtemp(prefix="dy-podman-run-", dir="/tmp"))
         self.podman_root.mkdir(parents=True, exist_ok=True)
-        self.podman_runroot.mkdir(parents=True, exist_ok=True)
         conf = root / "podman"
         (conf / "containers.conf").write_text(
             '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "none"\n')
@@ -403,6 +405,7 @@ class Clients:
 
     def cleanup_podman(self) -> None:
         shutil.rmtree(self.root / "podman", ignore_errors=True)
+        shutil.rmtree(self.podman_runroot, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
